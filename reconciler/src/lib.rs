@@ -5,4 +5,5 @@
 //! calls it and carries out the actions.
 
 pub mod decide;
+pub mod emqx_api;
 pub mod observed;
