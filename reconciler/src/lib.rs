@@ -6,4 +6,5 @@
 
 pub mod decide;
 pub mod emqx_api;
+pub mod emqx_client;
 pub mod observed;
