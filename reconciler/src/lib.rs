@@ -8,3 +8,4 @@ pub mod decide;
 pub mod emqx_api;
 pub mod emqx_client;
 pub mod observed;
+pub mod revision;
