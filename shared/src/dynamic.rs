@@ -87,11 +87,53 @@ pub fn identify(obj: &Value) -> Result<Served, ObjectError> {
 pub fn parse<T: DeserializeOwned>(obj: &Value) -> Result<T, ObjectError> {
     serde_path_to_error::deserialize(obj).map_err(|e| {
         let path = e.path().to_string();
-        ObjectError::Malformed {
-            path: if path == "." { String::new() } else { path },
-            message: e.into_inner().to_string(),
-        }
+        let path = if path == "." { String::new() } else { path };
+        let message = e.into_inner().to_string();
+        refine(obj, path, message)
     })
+}
+
+/// `#[serde(flatten)]` hides the inner field of an error (serde buffers the
+/// flattened struct); re-parse the flattened part on its own to find it.
+fn refine(root: &Value, path: String, message: String) -> ObjectError {
+    let pointer = |path: &str| format!("/{}", path.replace('.', "/"));
+    let inner = if path == "spec"
+        && root.get("kind").and_then(Value::as_str) == Some("EmqxEnterprise")
+        && root.get("apiVersion").and_then(Value::as_str) == Some("apps.emqx.io/v2beta1")
+    {
+        root.pointer("/spec").map(first_error::<v2beta1::EMQXSpec>)
+    } else if path.ends_with("coreTemplate.spec") && !path.contains('[') {
+        root.pointer(&pointer(&path))
+            .map(first_error::<v2beta1::EMQXReplicantTemplateSpec>)
+    } else {
+        None
+    };
+    match inner.flatten() {
+        Some((sub, sub_message)) if !sub.is_empty() => {
+            let full = format!("{path}.{sub}");
+            // The refined path may itself end at a flattened struct.
+            if full.ends_with("coreTemplate.spec") && full != path {
+                return refine(root, full, sub_message);
+            }
+            ObjectError::Malformed {
+                path: full,
+                message: sub_message,
+            }
+        }
+        _ => ObjectError::Malformed { path, message },
+    }
+}
+
+fn first_error<T: DeserializeOwned>(value: &Value) -> Option<(String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value)
+        .err()
+        .map(|e| {
+            let path = e.path().to_string();
+            (
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
+        })
 }
 
 fn to_value<T: Serialize>(value: &T) -> Result<Value, ObjectError> {

@@ -210,6 +210,11 @@ pub struct EmqxTemplateSpec {
 /// The EMQX container.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(oldSelf.bootstrapAPIKeys) || (has(self.bootstrapAPIKeys) && self.bootstrapAPIKeys == oldSelf.bootstrapAPIKeys)",
+    "message": "bootstrap APIKey cannot be updated",
+    "fieldPath": ".bootstrapAPIKeys",
+}]))]
 pub struct EmqxContainer {
     /// Container name (default `emqx`). Not in the Go operator's schema, where
     /// the seed's `kubectl patch` of it was pruned; kept so the patch works.

@@ -64,6 +64,11 @@ use serde::{Deserialize, Serialize};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(oldSelf.bootstrapAPIKeys) || (has(self.bootstrapAPIKeys) && self.bootstrapAPIKeys == oldSelf.bootstrapAPIKeys)",
+    "message": "bootstrapAPIKeys cannot be updated",
+    "fieldPath": ".bootstrapAPIKeys",
+}]))]
 pub struct EMQXSpec {
     /// EMQX image.
     pub image: String,

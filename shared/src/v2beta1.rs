@@ -69,7 +69,7 @@ use std::collections::BTreeMap;
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "!has(self.bootstrapAPIKeys) || !has(oldSelf.bootstrapAPIKeys) || self.bootstrapAPIKeys == oldSelf.bootstrapAPIKeys",
+    "rule": "!has(oldSelf.bootstrapAPIKeys) || (has(self.bootstrapAPIKeys) && self.bootstrapAPIKeys == oldSelf.bootstrapAPIKeys)",
     "message": "bootstrapAPIKeys cannot be updated",
     "fieldPath": ".bootstrapAPIKeys",
 }]))]
