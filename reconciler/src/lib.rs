@@ -8,4 +8,5 @@ pub mod decide;
 pub mod emqx_api;
 pub mod emqx_client;
 pub mod observed;
+pub mod render;
 pub mod revision;
