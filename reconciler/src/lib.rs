@@ -10,3 +10,4 @@ pub mod emqx_client;
 pub mod observed;
 pub mod render;
 pub mod revision;
+pub mod status;
