@@ -294,13 +294,12 @@ async fn wait_ready(
     let deadline = Instant::now() + timeout;
     loop {
         check_alive(processes)?;
-        let last;
         let request = http::Request::get("/readyz").body(Vec::new())?;
-        match client.request_text(request).await {
+        let last = match client.request_text(request).await {
             Ok(body) if body.trim() == "ok" => return Ok(()),
-            Ok(body) => last = body,
-            Err(e) => last = e.to_string(),
-        }
+            Ok(body) => body,
+            Err(e) => e.to_string(),
+        };
         if Instant::now() > deadline {
             bail!("kube-apiserver not ready after {timeout:?}: {last}");
         }

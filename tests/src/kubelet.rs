@@ -554,8 +554,11 @@ async fn pod_worker(
                 }
             }
             // Starts.
-            if slot.runner.is_none() && slot.restart_at.is_some_and(|t| t <= now) {
-                if let Some(prep) = &prepared {
+            if slot.runner.is_none()
+                && slot.restart_at.is_some_and(|t| t <= now)
+                && let Some(prep) = &prepared
+            {
+                {
                     match start_container(&config, &pod, &slot.spec, addresses, prep, &pod_dir)
                         .await
                     {

@@ -11,6 +11,7 @@
 pub mod addresses;
 pub mod binaries;
 pub mod control_plane;
+pub mod echo_hook;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod pins;
