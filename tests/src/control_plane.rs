@@ -53,6 +53,9 @@ pub const CONTROLLERS: &[&str] = &[
     "resourcequota-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    "clusterrole-aggregation-controller",
+    "service-cidr-controller",
+    "validatingadmissionpolicy-status-controller",
 ];
 
 /// A running control plane.
