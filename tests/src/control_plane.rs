@@ -185,6 +185,12 @@ impl ControlPlane {
         let admin_kubeconfig = state.join("admin.kubeconfig");
         kubeconfig::write(&admin_kubeconfig, &admin_document)?;
         let client = kubeconfig::client(&admin_document).await?;
+        wait_for_port(
+            SocketAddr::from((ip, APISERVER_PORT)),
+            &mut processes,
+            Duration::from_secs(60),
+        )
+        .await?;
         wait_ready(&client, &mut processes, Duration::from_secs(120)).await?;
 
         let kcm_kubeconfig = state.join("kube-controller-manager.kubeconfig");

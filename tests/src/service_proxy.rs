@@ -189,7 +189,10 @@ async fn run(client: kube::Client, plan: AddressPlan) {
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
-    let pods_task = tokio::spawn(pod_stream);
+    // Aborted with this task (a plain JoinHandle would let it outlive the proxy).
+    let _pods_task = Listener {
+        task: tokio::spawn(pod_stream),
+    };
     let (services, service_writer) = reflector::store::<Service>();
     let mut service_stream = reflector::reflector(
         service_writer,
@@ -227,7 +230,6 @@ async fn run(client: kube::Client, plan: AddressPlan) {
             listeners.insert(frontend, Listener { task });
         }
     }
-    pods_task.abort();
 }
 
 async fn serve(
