@@ -298,6 +298,10 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
 
 fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
     let module_dir = source.join(step.module);
+    progress(&format!(
+        "{}: resolving packages (downloads modules from the Go proxy on a cold cache)",
+        step.module
+    ));
     // The package count makes the progress line meaningful on a cold build.
     let listed = go_command()
         .current_dir(&module_dir)

@@ -24,7 +24,9 @@ use crate::pod_env::{ObjectData, PodAddresses, image_repository, resolve_env};
 use crate::pod_hook::{PodContext, PodHook, RunningPod};
 use crate::pod_process::{ProcessContainer, ProcessSpec, arguments, log_path, rewrite_mount_paths};
 use crate::pod_status::{ContainerPhase, ContainerView, StatusInput, desired_status};
-use crate::pod_volumes::{fetch_object_data, materialise, mounts, service_account_token};
+use crate::pod_volumes::{
+    REFRESH_INTERVAL, fetch_object_data, materialise, mounts, service_account_token,
+};
 use crate::readiness_probe::{self, ProbeState, ProbeTarget, ProbeTiming};
 
 /// CPU capacity the node reports.
@@ -361,6 +363,27 @@ async fn prepare(
     })
 }
 
+/// Re-reads Secrets and ConfigMaps and rewrites the volume files that changed.
+async fn refresh_volumes(
+    config: &KubeletConfig,
+    pod: &Pod,
+    addresses: PodAddresses,
+    pod_dir: &Path,
+) -> Result<()> {
+    let data = fetch_object_data(&config.client, pod).await?;
+    materialise(
+        &config.client,
+        pod,
+        &data,
+        addresses,
+        pod_dir,
+        &config.claims_dir,
+        &config.ca_pem,
+    )
+    .await?;
+    Ok(())
+}
+
 async fn start_container(
     config: &KubeletConfig,
     pod: &Pod,
@@ -484,6 +507,7 @@ async fn pod_worker(
         .and_then(|s| s.restart_policy.clone())
         .unwrap_or_else(|| "Always".into());
     let mut prepared: Option<Prepared> = None;
+    let mut refreshed = Instant::now();
     let mut last_patch = serde_json::Value::Null;
     let api: Api<Pod> = Api::namespaced(
         config.client.clone(),
@@ -515,6 +539,12 @@ async fn pod_worker(
                         );
                     }
                 }
+            }
+        }
+        if prepared.is_some() && refreshed.elapsed() >= REFRESH_INTERVAL {
+            refreshed = Instant::now();
+            if let Err(e) = refresh_volumes(&config, &pod, addresses, &pod_dir).await {
+                tracing::debug!("refreshing volumes of {key}: {e:#}");
             }
         }
         let now = Instant::now();

@@ -4,6 +4,10 @@
 //! persistentVolumeClaim is a directory per claim that outlives the pod.
 //! Other volume types become empty directories.
 //!
+//! Like the kubelet's periodic sync, the kubelet calls [`materialise`] again
+//! every [`REFRESH_INTERVAL`], so changed Secrets and ConfigMaps (rotated
+//! certificates) reach running processes without a restart.
+//!
 //! Processes cannot see these directories at the container's `mountPath`
 //! (there are no mount namespaces); see [`crate::pod_process`] for how paths
 //! are handed to them.
@@ -18,6 +22,9 @@ use kube::Api;
 use kube::api::PostParams;
 
 use crate::pod_env::{ObjectData, PodAddresses, field_value};
+
+/// How often volume contents are refreshed from the API.
+pub const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a volume cannot be materialised.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -304,19 +311,26 @@ pub async fn materialise(
                 }
             }
             if let Some(token) = &source.service_account_token {
+                let expiration = token.expiration_seconds.unwrap_or(3600).max(600);
+                let path = dir.join(safe_relative(name, &token.path)?);
+                // Like the kubelet: a new token once 80% of the old one's life is over.
+                let fresh = std::fs::metadata(&path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| {
+                        age.as_secs() < u64::try_from(expiration * 8 / 10).unwrap_or(0)
+                    });
+                if fresh {
+                    continue;
+                }
                 let audiences = token
                     .audience
                     .clone()
                     .map(|a| vec![a])
                     .unwrap_or_else(|| vec![crate::control_plane::ISSUER.to_string()]);
-                let value = service_account_token(
-                    client,
-                    pod,
-                    audiences,
-                    token.expiration_seconds.unwrap_or(3600).max(600),
-                )
-                .await?;
-                files.push((safe_relative(name, &token.path)?, value.into_bytes()));
+                let value = service_account_token(client, pod, audiences, expiration).await?;
+                files.push((path, value.into_bytes()));
             }
         }
         for (relative, bytes) in files {
@@ -324,11 +338,28 @@ pub async fn materialise(
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+            write_atomically(&path, &bytes)?;
         }
         dirs.insert(name.to_string(), dir);
     }
     Ok(dirs)
+}
+
+/// Replaces `path` by a complete new file (write + rename), so a process that
+/// re-reads a refreshed Secret never sees half a certificate.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
+    std::fs::write(&temporary, bytes)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
 /// The container's mounts: mountPath → host path (with `subPath` applied).
