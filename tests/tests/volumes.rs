@@ -19,9 +19,12 @@ use sandbox::{PodContext, PodHook, RunningPod, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::{is_ready, wait_for};
 
+/// The env and the mounts (mountPath → host directory) a container was given.
+type Handed = (BTreeMap<String, String>, BTreeMap<String, PathBuf>);
+
 /// Records what the kubelet hands to the container.
 #[derive(Default)]
-struct Recorder(Arc<Mutex<Option<(BTreeMap<String, String>, BTreeMap<String, PathBuf>)>>>);
+struct Recorder(Arc<Mutex<Option<Handed>>>);
 
 struct Idle;
 
