@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -201,7 +200,6 @@ async fn run(client: kube::Client, plan: AddressPlan) {
     .default_backoff()
     .boxed();
     let mut listeners: HashMap<Frontend, Listener> = HashMap::new();
-    let counter = Arc::new(AtomicUsize::new(0));
     while let Some(event) = service_stream.next().await {
         match event {
             Ok(Event::InitApply(_) | Event::Init) => continue,
@@ -221,23 +219,15 @@ async fn run(client: kube::Client, plan: AddressPlan) {
             if listeners.contains_key(&frontend) {
                 continue;
             }
-            let task = tokio::spawn(serve(
-                frontend.clone(),
-                services.clone(),
-                pods.clone(),
-                counter.clone(),
-            ));
+            let task = tokio::spawn(serve(frontend.clone(), services.clone(), pods.clone()));
             listeners.insert(frontend, Listener { task });
         }
     }
 }
 
-async fn serve(
-    frontend: Frontend,
-    services: Store<Service>,
-    pods: Store<Pod>,
-    counter: Arc<AtomicUsize>,
-) {
+async fn serve(frontend: Frontend, services: Store<Service>, pods: Store<Pod>) {
+    // Round robin per Service port, as each kube-proxy rule balances on its own.
+    let counter = AtomicUsize::new(0);
     let addr = SocketAddr::new(IpAddr::V4(frontend.ip), frontend.port);
     let listener = loop {
         match TcpListener::bind(addr).await {

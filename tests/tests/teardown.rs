@@ -57,6 +57,38 @@ async fn stop_leaves_no_sandbox_process_behind() {
     )
     .await;
     let state = sandbox.state_dir().expect("state").to_path_buf();
+    // The admin kubeconfig works for the real kubectl and helm.
+    let ip = wait_for(
+        "kubectl showing the pod IP",
+        Duration::from_secs(30),
+        || async {
+            let out = sandbox
+                .kubectl()
+                .args(["get", "pod", "lonely", "-o", "jsonpath={.status.podIP}"])
+                .output()
+                .await
+                .map_err(|e| e.to_string())?;
+            let ip = String::from_utf8_lossy(&out.stdout).to_string();
+            if out.status.success() && !ip.is_empty() {
+                Ok(ip)
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).to_string())
+            }
+        },
+    )
+    .await;
+    assert!(ip.starts_with("127."), "kubectl sees pod IP {ip:?}");
+    let helm = sandbox
+        .helm()
+        .args(["list", "--all-namespaces"])
+        .output()
+        .await
+        .expect("helm runs");
+    assert!(
+        helm.status.success(),
+        "helm: {}",
+        String::from_utf8_lossy(&helm.stderr)
+    );
     for (name, pid) in &pids {
         assert!(alive(*pid), "{name} ({pid}) should be running before stop");
     }
