@@ -104,3 +104,57 @@ async fn stop_leaves_no_sandbox_process_behind() {
     );
     assert!(!state.exists(), "{} not removed", state.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_without_stop_also_ends_every_process() {
+    support::init_tracing();
+    let options = SandboxOptions::default().project_binary(
+        "emqx-operator/sandbox-probe",
+        env!("CARGO_BIN_EXE_sandbox-probe"),
+    );
+    let sandbox = Sandbox::start(options).await.expect("sandbox starts");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "dropped", "namespace": "default"},
+        "spec": {"containers": [{
+            "name": "probe", "image": "emqx-operator/sandbox-probe:1",
+            "args": ["--listen", "$(POD_IP):8080", "--path", "/version"],
+            "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+        }]}
+    }))
+    .expect("pod");
+    Api::<Pod>::namespaced(sandbox.client(), "default")
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("create pod");
+    let pids = wait_for(
+        "the pod's process running",
+        Duration::from_secs(60),
+        || async {
+            let pids = sandbox.pids();
+            if pids.iter().any(|(name, _)| name == "default/dropped/probe") {
+                Ok(pids)
+            } else {
+                Err(format!("{pids:?}"))
+            }
+        },
+    )
+    .await;
+    let state = sandbox.state_dir().expect("state").to_path_buf();
+    drop(sandbox);
+    // The pod's process is killed when its (aborted) kubelet task is dropped,
+    // which the runtime does shortly after.
+    wait_for(
+        "every sandbox process gone after drop",
+        Duration::from_secs(10),
+        || async {
+            let running: Vec<_> = pids.iter().filter(|(_, pid)| alive(*pid)).collect();
+            if running.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{running:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(!state.exists(), "{} not removed", state.display());
+}
