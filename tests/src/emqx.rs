@@ -9,6 +9,7 @@ pub mod evacuation_request;
 pub mod faults;
 pub mod mqtt;
 pub mod node;
+pub mod operator_pod;
 pub mod rest;
 pub mod session;
 pub mod version;

@@ -2,3 +2,4 @@
 //! simulated EMQX brokers, for end-to-end tests and the demo.
 
 pub mod emqx;
+pub mod mqtt_load;

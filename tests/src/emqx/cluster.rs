@@ -672,25 +672,39 @@ impl Cluster {
             sessions,
             has_recipient: !targets.is_empty(),
         };
-        let before = (e.state, e.next_due());
         let work = e.step(now, observed, tick, retry);
-        let state = e.state.as_str();
+        let entered = e.take_entered();
         let server_reference = if server_ref_switch {
             e.options.redirect_to.clone()
         } else {
             None
         };
-        if (e.state, e.next_due()) == before && work == Work::Idle {
-            return;
-        }
         let (evicted, migrated) = match work {
             Work::Idle => (0, 0),
             Work::EvictConnections(n) => (evict(&mut s, node, n, server_reference, now), 0),
             Work::MigrateSessions(n) => (0, migrate(&mut s, node, n, &targets)),
         };
-        if let Some(m) = s.members.get_mut(node) {
-            m.counters.evicted += evicted;
-            m.counters.migrated += migrated;
+        let Some(m) = s.members.get_mut(node) else {
+            return;
+        };
+        m.counters.evicted += evicted;
+        m.counters.migrated += migrated;
+        // One event per state entered; the work of a tick belongs to the last.
+        let last = entered.len();
+        for (i, state) in entered.iter().enumerate() {
+            let work_here = i + 1 == last;
+            m.history.push(EvacuationEvent {
+                at: now,
+                state: state.as_str(),
+                evicted: if work_here { evicted } else { 0 },
+                migrated: if work_here { migrated } else { 0 },
+            });
+        }
+        if entered.is_empty() && work != Work::Idle {
+            let state = m
+                .evacuation
+                .as_ref()
+                .map_or("disabled", |e| e.state.as_str());
             m.history.push(EvacuationEvent {
                 at: now,
                 state,

@@ -113,6 +113,7 @@ pub struct Evacuation {
     /// Lazy stats as EMQX reports them.
     pub stats: EvacuationStats,
     next_due: Option<Instant>,
+    entered: Vec<EvacuationState>,
 }
 
 impl Evacuation {
@@ -130,7 +131,19 @@ impl Evacuation {
             state: EvacuationState::WaitingHealthCheck,
             stats,
             next_due,
+            entered: Vec::new(),
         }
+    }
+
+    /// States entered since the last call, in order (a step may pass through
+    /// `evicting_sessions` straight to `prohibiting`).
+    pub fn take_entered(&mut self) -> Vec<EvacuationState> {
+        std::mem::take(&mut self.entered)
+    }
+
+    fn enter(&mut self, state: EvacuationState) {
+        self.state = state;
+        self.entered.push(state);
     }
 
     /// When [`Evacuation::step`] next has something to do; `None` in `prohibiting`.
@@ -154,12 +167,12 @@ impl Evacuation {
         }
         match self.state {
             EvacuationState::WaitingHealthCheck => {
-                self.state = EvacuationState::EvictingConns;
+                self.enter(EvacuationState::EvictingConns);
                 self.conn_tick(now, observed, tick)
             }
             EvacuationState::EvictingConns => self.conn_tick(now, observed, tick),
             EvacuationState::WaitingTakeover => {
-                self.state = EvacuationState::EvictingSessions;
+                self.enter(EvacuationState::EvictingSessions);
                 self.session_tick(now, observed, tick, retry)
             }
             EvacuationState::EvictingSessions => self.session_tick(now, observed, tick, retry),
@@ -174,7 +187,7 @@ impl Evacuation {
         let live = observed.live_connections;
         if live == 0 {
             self.stats.current_connected = 0;
-            self.state = EvacuationState::WaitingTakeover;
+            self.enter(EvacuationState::WaitingTakeover);
             self.next_due = Some(now + self.options.wait_takeover);
             return Work::Idle;
         }
@@ -194,7 +207,7 @@ impl Evacuation {
         if sessions == 0 {
             self.stats.current_sessions = 0;
             self.stats.current_connected = 0;
-            self.state = EvacuationState::Prohibiting;
+            self.enter(EvacuationState::Prohibiting);
             self.next_due = None;
             return Work::Idle;
         }
@@ -266,6 +279,15 @@ mod tests {
         t += TICK;
         assert_eq!(e.step(t, obs(0, 0), TICK, RETRY), Work::Idle);
         assert_eq!(e.state, EvacuationState::Prohibiting);
+        assert_eq!(
+            e.take_entered(),
+            vec![
+                EvacuationState::EvictingConns,
+                EvacuationState::WaitingTakeover,
+                EvacuationState::EvictingSessions,
+                EvacuationState::Prohibiting
+            ]
+        );
         assert_eq!(e.stats.current_sessions, 0);
         assert_eq!(e.next_due(), None);
         assert_eq!(e.step(t + RETRY, obs(0, 0), TICK, RETRY), Work::Idle);

@@ -294,10 +294,23 @@ pub fn write(version: MqttVersion, packet: Outgoing, buf: &mut BytesMut) -> Resu
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         },
-        MqttVersion::V5 => to_v5(packet)
-            .write(buf, None)
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
+        MqttVersion::V5 => match packet {
+            // rumqttc's v5 writer drops the reason code of a DISCONNECT without
+            // properties (it emits E0 00), and its reader rejects one that ends
+            // after the reason code; so this one packet is written here:
+            // reason code plus an empty property list, valid MQTT 5.
+            Outgoing::Disconnect {
+                reason,
+                server_reference: None,
+            } => {
+                buf.extend_from_slice(&[0xE0, 0x02, reason, 0x00]);
+                Ok(())
+            }
+            other => to_v5(other)
+                .write(buf, None)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        },
     };
     result.map_err(WireError::Malformed)
 }
@@ -530,6 +543,6 @@ mod tests {
         write(MqttVersion::V311, d.clone(), &mut buf).expect("encode");
         assert!(buf.is_empty());
         write(MqttVersion::V5, d, &mut buf).expect("encode");
-        assert_eq!(&buf[..3], &[0xE0, 0x01, 0x9C]);
+        assert_eq!(&buf[..], &[0xE0, 0x02, 0x9C, 0x00]);
     }
 }
