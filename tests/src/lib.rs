@@ -3,3 +3,4 @@
 
 pub mod emqx;
 pub mod mqtt_load;
+pub mod recorder;
