@@ -197,9 +197,16 @@ impl Cluster {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds (or restarts) a member.
-    pub fn join(&self, config: &NodeConfig, wake: Arc<Notify>) {
+    /// Adds (or restarts) a member. A running member of the same name is
+    /// refused, as Erlang distribution refuses a duplicate node name.
+    pub fn join(&self, config: &NodeConfig, wake: Arc<Notify>) -> Result<(), String> {
         let mut s = self.state();
+        if s.members.get(&config.node_name).is_some_and(|m| m.running) {
+            return Err(format!(
+                "node name {} is already running in the cluster",
+                config.node_name
+            ));
+        }
         s.ever_known.insert(config.node_name.clone());
         s.members.insert(
             config.node_name.clone(),
@@ -219,6 +226,7 @@ impl Cluster {
                 wake,
             },
         );
+        Ok(())
     }
 
     /// The node stopped: it stays a member, `stopped`, until `force_leave`; its

@@ -27,6 +27,9 @@ pub enum StartError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Another running node already has this name.
+    #[error("{0}")]
+    DuplicateName(String),
 }
 
 /// A running node. Dropping it stops the node (like killing the pod): it
@@ -65,7 +68,9 @@ impl EmqxNode {
         let config = Arc::new(config);
         let cluster = Cluster::discover(&config.discovery);
         let wake = Arc::new(Notify::new());
-        cluster.join(&config, wake.clone());
+        cluster
+            .join(&config, wake.clone())
+            .map_err(StartError::DuplicateName)?;
         let faults = Arc::new(Faults::default());
         let (shutdown, rx) = watch::channel(false);
         let ctx = ApiContext {

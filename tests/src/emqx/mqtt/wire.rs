@@ -187,6 +187,11 @@ pub fn read_connect(
             Err(e) => Err(WireError::Malformed(e.to_string())),
         },
         Err(mb5::Error::InvalidProtocolLevel(level)) => Err(WireError::ProtocolLevel(level)),
+        // MQTT 3.1 names its protocol "MQIsdp"; the codecs here do not speak it,
+        // so it is answered like any unsupported level.
+        Err(mb5::Error::InvalidProtocol) if buf.windows(8).any(|w| w == b"\x00\x06MQIsdp") => {
+            Err(WireError::ProtocolLevel(3))
+        }
         Err(e) => Err(WireError::Malformed(e.to_string())),
     }
 }
