@@ -110,7 +110,7 @@ impl Shared {
         format!("{}{idx}", self.config.client_prefix)
     }
 
-    fn set_connected(&self, _idx: usize, was: bool, now: bool) {
+    fn set_connected(&self, was: bool, now: bool) {
         match (was, now) {
             (false, true) => {
                 self.connected.fetch_add(1, Ordering::SeqCst);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::evacuation::EvacuationOptions;
 
@@ -33,13 +33,13 @@ pub fn parse_evacuation_start(body: &[u8]) -> Result<EvacuationOptions, String> 
                 _ => return Err(format!("{name}: expected a string")),
             },
             "migrate_to" => options.migrate_to = Some(node_list(name, value)?),
-            other => return Err(unknown(other, &fields)),
+            other => return Err(unknown(other)),
         }
     }
     Ok(options)
 }
 
-fn unknown(field: &str, _all: &Map<String, Value>) -> String {
+fn unknown(field: &str) -> String {
     let shown: String = field.chars().take(64).collect();
     format!("unknown field `{shown}`")
 }

@@ -42,8 +42,8 @@ pub async fn run(
         let failure = loop {
             let polled = tokio::select! {
                 p = c.poll() => p,
-                _ = stop.changed() => return shared.set_connected(idx, connected, false),
-                _ = tokio::time::sleep_until(deadline) => return shared.set_connected(idx, connected, false),
+                _ = stop.changed() => return shared.set_connected(connected, false),
+                _ = tokio::time::sleep_until(deadline) => return shared.set_connected(connected, false),
             };
             match polled {
                 Polled::ConnAck { session_present } => {
@@ -56,7 +56,7 @@ pub async fn run(
                             node,
                         },
                     );
-                    shared.set_connected(idx, connected, true);
+                    shared.set_connected(connected, true);
                     connected = true;
                     // A session that never confirmed the subscription (its first
                     // CONNACK was lost to a timeout) must subscribe even when present.
@@ -77,7 +77,7 @@ pub async fn run(
             }
         };
         shared.record(idx, failure);
-        shared.set_connected(idx, connected, false);
+        shared.set_connected(connected, false);
         connected = false;
         let delay = shared.config.backoff.delay(rng_attempt, &mut rand::rng());
         rng_attempt = rng_attempt.saturating_add(1);
