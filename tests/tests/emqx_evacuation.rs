@@ -137,7 +137,7 @@ async fn five_hundred_clients_evacuated_at_fifty_per_tick() {
     let http = client();
     let start = json!({
         "conn_evict_rate": 50, "sess_evict_rate": 50, "wait_takeover": 2,
-        "wait_health_check": "1s", "migrate_to": [b.name(), c.name()]
+        "wait_health_check": "3s", "migrate_to": [b.name(), c.name()]
     });
     let path = format!("/load_rebalance/{}/evacuation/start", a.name());
     let (status, body) = api(&http, &b, reqwest::Method::POST, &path, Some(start.clone())).await;

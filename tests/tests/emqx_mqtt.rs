@@ -312,3 +312,47 @@ async fn no_recipient_retries_until_one_appears() {
         Some(b.name().to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_and_session_expiry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start("ka", 4, 1).await;
+    // Keep-alive 1 s and silence: the server closes after 1.5 × keep-alive.
+    let mut connect = bytes::BytesMut::new();
+    let mut c = rumqttc::Connect::new("silent");
+    c.keep_alive = 1;
+    rumqttc::Packet::Connect(c)
+        .write(&mut connect, 1024)
+        .expect("encode");
+    let mut s = tokio::net::TcpStream::connect(a.mqtt_addr())
+        .await
+        .expect("connect");
+    s.write_all(&connect).await.expect("write");
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(&buf[..4], &[0x20, 0x02, 0x00, 0x00]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "not before 1.5 s: {:?}",
+        t.elapsed()
+    );
+
+    // A session with expiry 1 s is gone after it expires.
+    let short = SessionSettings {
+        session_expiry: Duration::from_secs(1),
+        ..settings(Protocol::V5, false)
+    };
+    let (p, _) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (p, present) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    assert!(present, "within expiry");
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_p, present) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    assert!(!present, "expired");
+}
