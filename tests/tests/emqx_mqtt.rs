@@ -356,3 +356,77 @@ async fn keep_alive_and_session_expiry() {
     let (_p, present) = Probe::connect("brief", a.mqtt_addr(), short).await;
     assert!(!present, "expired");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evacuation_resumes_after_restart_only_with_persistent_data() {
+    for persistent in [true, false] {
+        let subnet = if persistent { 5 } else { 6 };
+        let cr = format!("resume{subnet}");
+        let ip = Ipv4Addr::new(127, 22, subnet, 11);
+        let mut pod = v2_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-core-1"),
+            Role::Core,
+            ip,
+            "emqx/emqx-enterprise:5.8.9",
+            KEYS,
+        );
+        pod.persistent_data = persistent;
+        let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
+        config.tick = Duration::from_millis(200);
+        let mut a = EmqxNode::start(config.clone()).await.expect("starts");
+        let b = start(&cr, subnet, 2).await;
+        let body = json!({"wait_health_check": 600, "conn_evict_rate": 7});
+        assert_eq!(
+            api_post(
+                &b,
+                &format!("/load_rebalance/{}/evacuation/start", a.name()),
+                body
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            api_get(&b, "/load_rebalance/global_status").await["evacuations"][0]["state"],
+            "waiting_health_check"
+        );
+        a.stop();
+        drop(a);
+        let a = EmqxNode::start(config).await.expect("restarts");
+        let status = api_get(&a, "/load_rebalance/status").await;
+        if persistent {
+            // Resumed straight into eviction, connections refused, rate kept.
+            assert!(
+                matches!(
+                    status["state"].as_str(),
+                    Some("evicting_conns" | "waiting_takeover")
+                ),
+                "{status}"
+            );
+            assert_eq!(status["connection_eviction_rate"], 7);
+            let s = settings(Protocol::V5, false);
+            let mut c = MqttClient::new("late", a.mqtt_addr(), s, 4);
+            let refused = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
+            assert!(
+                matches!(refused, Ok(Polled::Refused(ref r)) if r.contains("UseAnotherServer")),
+                "{refused:?}"
+            );
+            assert_eq!(
+                api_post(
+                    &b,
+                    &format!("/load_rebalance/{}/evacuation/stop", a.name()),
+                    json!({})
+                )
+                .await,
+                200
+            );
+        } else {
+            assert_eq!(
+                status,
+                json!({"status": "disabled"}),
+                "emptyDir data: nothing to resume"
+            );
+        }
+    }
+}

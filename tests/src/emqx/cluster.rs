@@ -164,6 +164,8 @@ struct State {
     members: BTreeMap<String, Member>,
     ever_known: BTreeSet<String>,
     sessions: HashMap<String, Session>,
+    /// `<data_dir>/.evacuation` of nodes whose data dir persists, by node name.
+    persisted: HashMap<String, EvacuationOptions>,
     exact_routes: HashMap<String, BTreeSet<String>>,
     wildcard_routes: BTreeMap<String, BTreeSet<String>>,
     next_id: u64,
@@ -226,6 +228,38 @@ impl Cluster {
                 wake,
             },
         );
+        let resume = if config.persistent_data {
+            s.persisted.get(&config.node_name).cloned()
+        } else {
+            s.persisted.remove(&config.node_name);
+            None
+        };
+        if let Some(options) = resume {
+            let (live, sessions, _) = node_counts(&s, &config.node_name);
+            let now = Instant::now();
+            let observed = Observed {
+                live_connections: live,
+                sessions,
+                has_recipient: true,
+            };
+            let mut e = Evacuation::resume(&options, observed, now);
+            if let Some(m) = s.members.get_mut(&config.node_name) {
+                for state in e.take_entered() {
+                    m.history.push(EvacuationEvent {
+                        at: now,
+                        state: state.as_str(),
+                        evicted: 0,
+                        migrated: 0,
+                    });
+                }
+                m.evacuation = Some(e);
+                m.wake.notify_one();
+            }
+            eprintln!(
+                "{}: Node evacuation is enabled. The node will not receive connections.",
+                config.node_name
+            );
+        }
         Ok(())
     }
 
@@ -601,8 +635,10 @@ impl Cluster {
             evicted: 0,
             migrated: 0,
         });
+        let persisted = e.options.clone();
         m.evacuation = Some(e);
         m.wake.notify_one();
+        s.persisted.insert(node.to_string(), persisted);
         Ok(())
     }
 
@@ -615,6 +651,10 @@ impl Cluster {
         if m.evacuation.take().is_none() {
             return Err(EvacuationCallError::NotStarted);
         }
+        s.persisted.remove(node);
+        let Some(m) = s.members.get_mut(node) else {
+            return Ok(());
+        };
         m.history.push(EvacuationEvent {
             at: Instant::now(),
             state: "disabled",

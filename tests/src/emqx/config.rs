@@ -26,6 +26,9 @@ pub struct PodFacts {
     pub env: BTreeMap<String, String>,
     /// Mounted files by absolute path (the bootstrap API-key file).
     pub files: BTreeMap<String, String>,
+    /// Whether `/opt/emqx/data` outlives the pod (a PVC): then an evacuation
+    /// persisted there resumes when a pod of the same name boots again.
+    pub persistent_data: bool,
 }
 
 /// Node role in an EMQX 5 (Mria) cluster.
@@ -82,6 +85,8 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Pause before retrying session migration when no recipient is available (30 s).
     pub no_recipient_retry: Duration,
+    /// Whether the data dir survives a restart (evacuation resume, §5.5).
+    pub persistent_data: bool,
     /// §5.6 switch: send `Server-Reference` for evacuations started over REST
     /// with `redirect_to` (EMQX probably does not; default false).
     pub rest_redirect_sets_server_reference: bool,
@@ -169,6 +174,7 @@ impl NodeConfig {
             api_keys,
             tick: Duration::from_secs(1),
             no_recipient_retry: Duration::from_secs(30),
+            persistent_data: pod.persistent_data,
             rest_redirect_sets_server_reference: false,
         })
     }
@@ -348,6 +354,7 @@ mod tests {
             image: "emqx/emqx-enterprise:5.8.9".into(),
             env,
             files,
+            persistent_data: true,
         }
     }
 
@@ -394,6 +401,7 @@ mod tests {
             image: "emqx/emqx-ee:4.4.19".into(),
             env,
             files: BTreeMap::new(),
+            persistent_data: false,
         };
         let c = NodeConfig::from_pod(&pod).expect("valid pod");
         assert_eq!(

@@ -135,6 +135,21 @@ impl Evacuation {
         }
     }
 
+    /// A node booting with a persisted evacuation (§5.5): straight to
+    /// `evicting_conns` (connections refused, first tick now), all nodes as
+    /// recipients. Only rates, `wait_takeover` and the server reference survive.
+    pub fn resume(persisted: &EvacuationOptions, observed: Observed, now: Instant) -> Evacuation {
+        let options = EvacuationOptions {
+            wait_health_check: Duration::ZERO,
+            migrate_to: None,
+            ..persisted.clone()
+        };
+        let mut e = Evacuation::start(options, observed, now);
+        e.next_due = Some(now);
+        e.enter(EvacuationState::EvictingConns);
+        e
+    }
+
     /// States entered since the last call, in order (a step may pass through
     /// `evicting_sessions` straight to `prohibiting`).
     pub fn take_entered(&mut self) -> Vec<EvacuationState> {

@@ -49,6 +49,9 @@ pub fn v2_pod(
         image: image.into(),
         env,
         files,
+        // Cores keep /opt/emqx/data on a PVC when one is configured; the
+        // fixture assumes none (emptyDir), as the operator's default.
+        persistent_data: false,
     }
 }
 
@@ -81,5 +84,6 @@ pub fn v1beta4_pod(
         image: image.into(),
         env,
         files: BTreeMap::new(),
+        persistent_data: false,
     }
 }
