@@ -339,3 +339,119 @@ fn write_artifacts(report: &sandbox::mqtt_load::LoadReport) {
     );
     eprintln!("{summary}\nartifacts: {artifacts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_3_clients_are_closed_and_resume_their_sessions() {
+    let tick = Duration::from_secs(1);
+    let a = node("evac3", 1, 2, tick).await;
+    let b = node("evac3", 2, 2, tick).await;
+    let cluster = a.cluster().clone();
+    let service = Endpoints::new(vec![a.mqtt_addr()]);
+    let config = LoadConfig {
+        clients: 100,
+        client_prefix: "v3-".into(),
+        session: SessionSettings {
+            protocol: Protocol::V311,
+            keep_alive: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(600),
+            clean_start: false,
+        },
+        connect_rate: 200,
+        backoff: Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+        },
+        publish_interval: Duration::from_millis(500),
+        max_duration: Duration::from_secs(90),
+    };
+    let load = MqttLoad::start(
+        config,
+        service.clone(),
+        Endpoints::new(vec![b.mqtt_addr()]),
+        cluster.clone(),
+    );
+    assert!(
+        load.wait_until(Duration::from_secs(30), |p| p.connected == 100
+            && p.subscribed == 100)
+            .await,
+        "{:?}",
+        load.progress()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    service.set(vec![b.mqtt_addr()]);
+    let evacuation_started = load.progress().elapsed;
+    let http = client();
+    let start = json!({"conn_evict_rate": 25, "sess_evict_rate": 25, "wait_takeover": 1, "wait_health_check": 0});
+    let path = format!("/load_rebalance/{}/evacuation/start", a.name());
+    assert_eq!(
+        api(&http, &a, reqwest::Method::POST, &path, Some(start))
+            .await
+            .0,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "evacuation did not finish"
+        );
+        let (_, st) = api(
+            &http,
+            &a,
+            reqwest::Method::GET,
+            "/load_rebalance/status",
+            None,
+        )
+        .await;
+        if st["state"] == "prohibiting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let evicted: Vec<u64> = a
+        .evacuation_history()
+        .iter()
+        .map(|e| e.evicted)
+        .filter(|n| *n > 0)
+        .collect();
+    assert_eq!(evicted, vec![25, 25, 25, 25]);
+    assert!(
+        load.wait_until(Duration::from_secs(20), |p| p.connected == 100)
+            .await
+    );
+    let report = load.finish(Duration::from_secs(15)).await;
+    for log in &report.client_logs {
+        let during: Vec<_> = log
+            .events
+            .iter()
+            .filter(|e| e.at >= evacuation_started)
+            .collect();
+        let downs: Vec<&str> = during
+            .iter()
+            .filter_map(|e| match &e.kind {
+                ClientEventKind::Disconnected { reason } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(downs.len(), 1, "{}: {:?}", log.client_id, log.events);
+        assert!(
+            !downs[0].contains("Disconnect"),
+            "MQTT 3 sees a bare close: {}",
+            downs[0]
+        );
+        assert!(
+            during.iter().any(|e| matches!(
+                e.kind,
+                ClientEventKind::Connected {
+                    session_present: true,
+                    ..
+                }
+            )),
+            "{}: {:?}",
+            log.client_id,
+            log.events
+        );
+    }
+    assert!(report.confirmed_total() > 100);
+    assert_eq!(report.lost(), Vec::<(String, u64)>::new());
+}

@@ -430,3 +430,87 @@ async fn evacuation_resumes_after_restart_only_with_persistent_data() {
         }
     }
 }
+
+/// Raw MQTT 5 CONNECT, returning the socket after CONNACK.
+async fn raw_v5(addr: SocketAddr, id: &str) -> tokio::net::TcpStream {
+    use rumqttc::v5::mqttbytes::v5::{Connect, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::new();
+    let c = Connect {
+        keep_alive: 0,
+        client_id: id.into(),
+        clean_start: true,
+        properties: None,
+    };
+    Packet::Connect(c, None, None)
+        .write(&mut buf, None)
+        .expect("encode");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&buf).await.expect("write");
+    let mut ack = [0u8; 5];
+    s.read_exact(&mut ack).await.expect("connack");
+    assert_eq!(ack[3], 0, "accepted");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reference_only_when_switched_on_and_mqtt_drop_fault() {
+    use tokio::io::AsyncReadExt;
+    for switch in [false, true] {
+        let subnet = if switch { 7 } else { 8 };
+        let cr = format!("ref{subnet}");
+        let ip = Ipv4Addr::new(127, 22, subnet, 11);
+        let pod = v2_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-core-1"),
+            Role::Core,
+            ip,
+            "emqx/emqx-enterprise:5.8.9",
+            KEYS,
+        );
+        let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
+        config.tick = Duration::from_millis(200);
+        config.rest_redirect_sets_server_reference = switch;
+        let a = EmqxNode::start(config).await.expect("starts");
+        let _b = start(&cr, subnet, 2).await;
+        let mut s = raw_v5(a.mqtt_addr(), "ref-client").await;
+        let body = json!({"wait_health_check": 0, "redirect_to": "other:1883"});
+        assert_eq!(
+            api_post(
+                &a,
+                &format!("/load_rebalance/{}/evacuation/start", a.name()),
+                body
+            )
+            .await,
+            200
+        );
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        if switch {
+            // E0, length, 0x9C, property length, 0x1C Server Reference "other:1883".
+            assert_eq!(&got[..2], &[0xE0, 0x0F]);
+            assert_eq!(&got[2..4], &[0x9C, 0x0D], "reason, property length 13");
+            assert_eq!(&got[4..7], &[0x1C, 0x00, 0x0A]);
+            assert_eq!(&got[7..], b"other:1883");
+        } else {
+            assert_eq!(
+                got,
+                [0xE0, 0x02, 0x9C, 0x00],
+                "no Server-Reference over REST"
+            );
+        }
+    }
+
+    // Fault: MQTT connections dropped without CONNACK, then served again.
+    let n = start("dropf", 9, 1).await;
+    n.faults().set_drop_mqtt(true);
+    let mut c = MqttClient::new("dropped", n.mqtt_addr(), settings(Protocol::V5, true), 4);
+    let r = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
+    assert!(matches!(r, Ok(Polled::Failed(_))), "{r:?}");
+    n.faults().set_drop_mqtt(false);
+    let (_p, _) = Probe::connect("served", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+}
