@@ -148,7 +148,7 @@ pub fn read_connect(
         return Err(WireError::NotConnect);
     }
     let mut trial = buf.clone();
-    match v5::Packet::read(&mut trial, Some(max as u32)) {
+    match v5::Packet::read(&mut trial, Some(u32::try_from(max).unwrap_or(u32::MAX))) {
         Ok(v5::Packet::Connect(c, _, _)) => {
             *buf = trial;
             let expiry = c
@@ -255,7 +255,7 @@ fn read_v5(buf: &mut BytesMut, max: usize) -> Result<Option<Incoming>, WireError
         let _ = buf.split_to(2);
         return Ok(Some(Incoming::Disconnect));
     }
-    let packet = match v5::Packet::read(buf, Some(max as u32)) {
+    let packet = match v5::Packet::read(buf, Some(u32::try_from(max).unwrap_or(u32::MAX))) {
         Ok(p) => p,
         Err(mb5::Error::InsufficientBytes(_)) => return Ok(None),
         Err(e) => return Err(WireError::Malformed(e.to_string())),
