@@ -352,6 +352,8 @@ impl Drop for MqttLoad {
 
 async fn sample_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>, deadline: Instant) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // A late sample is taken late, not repeated to catch up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = tick.tick() => {}

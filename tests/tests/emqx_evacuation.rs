@@ -266,19 +266,34 @@ async fn five_hundred_clients_evacuated_at_fifty_per_tick() {
         "load stopped: all closed"
     );
 
-    // Client side: one disconnect each, session kept, nothing lost.
+    // Client side: one disconnect each during the evacuation, session kept,
+    // nothing lost. (Before it, a client on a loaded machine may time out its
+    // first CONNECT and be taken over by its own late one; not counted.)
     for log in &report.client_logs {
-        assert_eq!(log.disconnects(), 1, "{}: {:?}", log.client_id, log.events);
+        let during: Vec<_> = log
+            .events
+            .iter()
+            .filter(|e| e.at >= evacuation_started)
+            .collect();
+        let downs = during
+            .iter()
+            .filter(|e| matches!(e.kind, ClientEventKind::Disconnected { .. }))
+            .count();
+        assert_eq!(downs, 1, "{}: {:?}", log.client_id, log.events);
+        let reconnects: Vec<bool> = during
+            .iter()
+            .filter_map(|e| match e.kind {
+                ClientEventKind::Connected {
+                    session_present, ..
+                } => Some(session_present),
+                _ => None,
+            })
+            .collect();
         assert!(
-            log.reconnect_session_flags().iter().all(|p| *p),
+            !reconnects.is_empty() && reconnects.iter().all(|p| *p),
             "{}: {:?}",
             log.client_id,
             log.events
-        );
-        assert!(
-            !log.reconnect_session_flags().is_empty(),
-            "{} reconnected",
-            log.client_id
         );
     }
     // Evicted with 0x9C, spread over the ticks (the per-tick bound is checked

@@ -375,7 +375,7 @@ async fn evacuation_resumes_after_restart_only_with_persistent_data() {
         pod.persistent_data = persistent;
         let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
         config.tick = Duration::from_millis(200);
-        let mut a = EmqxNode::start(config.clone()).await.expect("starts");
+        let a = EmqxNode::start(config.clone()).await.expect("starts");
         let b = start(&cr, subnet, 2).await;
         let body = json!({"wait_health_check": 600, "conn_evict_rate": 7});
         assert_eq!(
@@ -391,8 +391,7 @@ async fn evacuation_resumes_after_restart_only_with_persistent_data() {
             api_get(&b, "/load_rebalance/global_status").await["evacuations"][0]["state"],
             "waiting_health_check"
         );
-        a.stop();
-        drop(a);
+        a.shutdown().await;
         let a = EmqxNode::start(config).await.expect("restarts");
         let status = api_get(&a, "/load_rebalance/status").await;
         if persistent {

@@ -140,20 +140,32 @@ impl EmqxNode {
         self.cluster.live_connections_by_node()
     }
 
+    /// Stops the node and waits until its listeners are closed, so a new node
+    /// can bind the same addresses at once (a pod recreated with its IP).
+    pub async fn shutdown(mut self) {
+        self.stop();
+        for mut task in std::mem::take(&mut self.tasks) {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
     /// Stops the node: listeners close, connections drop, sessions are lost;
-    /// the cluster lists it as `stopped`.
+    /// the cluster lists it as `stopped`. Returns before the sockets are
+    /// released; use [`EmqxNode::shutdown`] to wait for that.
     pub fn stop(&mut self) {
         if *self.shutdown.borrow() {
             return;
         }
         let _ = self.shutdown.send(true);
         self.cluster.stop_node(&self.config.node_name);
-        for t in &self.tasks {
-            // The HTTP server ends by itself (graceful); the rest is aborted.
-            if !t.is_finished() {
-                t.abort();
-            }
-        }
+        // Every task watches the shutdown signal and ends by itself; the HTTP
+        // server lets in-flight requests finish.
     }
 }
 

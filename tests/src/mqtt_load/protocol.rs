@@ -70,11 +70,18 @@ pub enum MqttClient {
 }
 
 impl MqttClient {
-    /// A client that will connect to `addr` on first poll.
+    /// A client that will connect to `addr` on first poll. `cap` bounds both
+    /// the request queue and the outgoing QoS 1 window.
     pub fn new(client_id: &str, addr: SocketAddr, s: SessionSettings, cap: usize) -> MqttClient {
         match s.protocol {
             Protocol::V5 => {
-                let (c, l) = v5::AsyncClient::new(options_v5(client_id, addr, s), cap);
+                let mut options = options_v5(client_id, addr, s);
+                // rumqttc sizes a per-client table by this limit; left unset it is
+                // 65,535 entries, about 7 MB per client.
+                options.set_outgoing_inflight_upper_limit(
+                    u16::try_from(cap.max(1)).unwrap_or(u16::MAX),
+                );
+                let (c, l) = v5::AsyncClient::new(options, cap);
                 MqttClient::V5(c, Box::new(l))
             }
             Protocol::V311 => {
@@ -90,7 +97,13 @@ impl MqttClient {
     /// Points the next reconnect at `addr`, keeping the client's state.
     pub fn retarget(&mut self, client_id: &str, addr: SocketAddr, s: SessionSettings) {
         match self {
-            MqttClient::V5(_, l) => l.options = options_v5(client_id, addr, s),
+            MqttClient::V5(_, l) => {
+                let mut options = options_v5(client_id, addr, s);
+                if let Some(limit) = l.options.get_outgoing_inflight_upper_limit() {
+                    options.set_outgoing_inflight_upper_limit(limit);
+                }
+                l.options = options;
+            }
             MqttClient::V311(_, l) => l.mqtt_options = options_v4(client_id, addr, s),
         }
     }
