@@ -704,8 +704,14 @@ async fn editions_and_versions() {
 
     // 4.4: /api/v4 on 8081 with the envelope.
     let ip = Ipv4Addr::new(127, 21, 5, 30);
-    let pod =
-        sandbox::emqx::operator_pod::v1beta4_pod("ee4", "ns", "ee4-0", ip, "emqx/emqx-ee:4.4.19");
+    let pod = sandbox::emqx::operator_pod::v1beta4_pod(
+        "ee4",
+        "ns",
+        "ee4-0",
+        ip,
+        "emqx/emqx-ee:4.4.19",
+        "emqx_operator_controller:opsecret\n",
+    );
     let v4 = EmqxNode::start(NodeConfig::from_pod(&pod).expect("valid"))
         .await
         .expect("starts");
@@ -742,6 +748,12 @@ async fn editions_and_versions() {
     assert!(r.json().get("purges").is_none());
     let r = call(&v4, Method::GET, "/api/v4/listeners", admin, JSON, None).await;
     assert_eq!(r.json()["data"][0]["listeners"][0]["protocol"], "mqtt:tcp");
+    let op = Some(("emqx_operator_controller", "opsecret"));
+    let r = call(&v4, Method::GET, "/api/v4/nodes", op, JSON, None).await;
+    assert_eq!(r.status, 200, "bootstrap app from the mounted file");
+    let wrong = Some(("emqx_operator_controller", "x"));
+    let r = call(&v4, Method::GET, "/api/v4/nodes", wrong, JSON, None).await;
+    assert_eq!(r.status, 401);
     let r = call(&v4, Method::GET, "/api/v5/nodes", admin, JSON, None).await;
     assert_eq!(r.status, 404);
 }

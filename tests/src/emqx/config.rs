@@ -285,10 +285,8 @@ fn api_keys(
 ) -> Result<Vec<ApiKey>, ConfigError> {
     let vars: &[&str] = match api {
         ApiGeneration::V5 => &["EMQX_API_KEY__BOOTSTRAP_FILE"],
-        ApiGeneration::V4 => &[
-            "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE",
-            "EMQX_MANAGEMENT__BOOTSTRAP_USER_FILE",
-        ],
+        // What the v1beta4 operator sets (Secret `<name>-bootstrap-user`).
+        ApiGeneration::V4 => &["EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE"],
     };
     let mut keys = Vec::new();
     for var in vars {

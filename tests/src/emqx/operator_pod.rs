@@ -55,13 +55,18 @@ pub fn v2_pod(
     }
 }
 
-/// A v1beta4 `EmqxEnterprise` pod (EMQX 4.4): identity from `emqxConfig` env.
+/// Mount path of the bootstrap apps file (v1beta4 operator, Secret `<cr>-bootstrap-user`).
+pub const BOOTSTRAP_APPS_FILE: &str = "/opt/emqx/data/bootstrap_user";
+
+/// A v1beta4 `EmqxEnterprise` pod (EMQX 4.4): identity from `emqxConfig` env,
+/// API apps (`appid:secret` lines) from the mounted bootstrap-user file.
 pub fn v1beta4_pod(
     cr: &str,
     namespace: &str,
     pod_name: &str,
     ip: Ipv4Addr,
     image: &str,
+    bootstrap_apps: &str,
 ) -> PodFacts {
     let dns = format!("{cr}-headless.{namespace}.svc.cluster.local");
     let env: BTreeMap<String, String> = [
@@ -72,6 +77,10 @@ pub fn v1beta4_pod(
         ("EMQX_CLUSTER__DNS__APP", cr.to_string()),
         ("EMQX_CLUSTER__DNS__NAME", dns),
         ("EMQX_LISTENER__TCP__INTERNAL", String::new()),
+        (
+            "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE",
+            BOOTSTRAP_APPS_FILE.into(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -83,7 +92,7 @@ pub fn v1beta4_pod(
         pod_ip: ip,
         image: image.into(),
         env,
-        files: BTreeMap::new(),
+        files: BTreeMap::from([(BOOTSTRAP_APPS_FILE.to_string(), bootstrap_apps.to_string())]),
         persistent_data: false,
     }
 }
