@@ -16,6 +16,7 @@ pub mod binaries;
 pub mod control_plane;
 pub mod echo_hook;
 pub mod emqx;
+pub mod emqx_hook;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod mqtt_load;
@@ -32,5 +33,6 @@ pub mod recorder;
 pub mod sandbox;
 pub mod service_proxy;
 
+pub use emqx_hook::EmqxHook;
 pub use pod_hook::{PodContext, PodHook, RunningPod};
 pub use sandbox::{Sandbox, SandboxOptions};

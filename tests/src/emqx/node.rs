@@ -126,6 +126,11 @@ impl EmqxNode {
     }
 
     /// The cluster this node belongs to.
+    /// The node's fault switches, shareable with whoever injects faults.
+    pub fn faults_handle(&self) -> Arc<Faults> {
+        self.faults.clone()
+    }
+
     pub fn cluster(&self) -> &Arc<Cluster> {
         &self.cluster
     }
