@@ -14,6 +14,7 @@ use crate::{memory, revision, status};
 use emqx_crd::evacuation::NodeEvacuationStatus;
 use emqx_crd::names;
 use emqx_crd::v2beta1::EMQXNode;
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
@@ -21,6 +22,8 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 use serde_json::json;
@@ -69,6 +72,60 @@ fn now_s() -> u64 {
 
 fn apply_params() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Resolves when the controllers should stop: SIGTERM, or leadership lost.
+pub type Shutdown =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// Runs the controller for kind `K` until `shutdown` resolves.
+pub async fn run<K: HubObject>(
+    client: Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) {
+    let api = |c: Client| -> (Api<K>, Api<StatefulSet>, Api<ReplicaSet>, Api<Pod>) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c, ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c),
+            ),
+        }
+    };
+    let (objects, stateful_sets, replica_sets, pods) = api(client);
+    let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
+    Controller::new(objects, watcher::Config::default())
+        .owns(stateful_sets, owned.clone())
+        .owns(replica_sets, owned.clone())
+        // Pod readiness and termination drive the upgrade; pods are owned by
+        // the sets, so map them to their cluster by label.
+        .watches(pods, owned, |pod: Pod| {
+            let name = pod
+                .metadata
+                .labels
+                .as_ref()?
+                .get(emqx_crd::names::LABEL_INSTANCE)?
+                .clone();
+            let ns = pod.metadata.namespace.clone()?;
+            Some(ObjectRef::<K>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile");
+            }
+        })
+        .await;
 }
 
 /// One reconcile pass of one cluster.

@@ -5,17 +5,11 @@
 use anyhow::Context as _;
 use clap::Parser;
 use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
-use emqx_reconciler::controller::{Context, error_policy, reconcile};
-use emqx_reconciler::hub::HubObject;
+use emqx_reconciler::controller::{Context, Shutdown, run};
 use emqx_reconciler::leader::{self, LeaseTiming};
 use emqx_reconciler::metrics::Metrics;
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,10 +50,6 @@ struct Args {
     #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
     log_json: bool,
 }
-
-/// Resolves when the process should stop: SIGTERM, or leadership lost.
-type Shutdown =
-    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -142,55 +132,6 @@ async fn main() -> anyhow::Result<()> {
         emqx.await;
     }
     Ok(())
-}
-
-async fn run<K: HubObject>(
-    client: Client,
-    namespace: Option<&str>,
-    ctx: Arc<Context>,
-    shutdown: Shutdown,
-) {
-    let api = |c: Client| -> (Api<K>, Api<StatefulSet>, Api<ReplicaSet>, Api<Pod>) {
-        match namespace {
-            Some(ns) => (
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c.clone(), ns),
-                Api::namespaced(c, ns),
-            ),
-            None => (
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c.clone()),
-                Api::all(c),
-            ),
-        }
-    };
-    let (objects, stateful_sets, replica_sets, pods) = api(client);
-    let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
-    Controller::new(objects, watcher::Config::default())
-        .owns(stateful_sets, owned.clone())
-        .owns(replica_sets, owned.clone())
-        // Pod readiness and termination drive the upgrade; pods are owned by
-        // the sets, so map them to their cluster by label.
-        .watches(pods, owned, |pod: Pod| {
-            let name = pod
-                .metadata
-                .labels
-                .as_ref()?
-                .get(emqx_crd::names::LABEL_INSTANCE)?
-                .clone();
-            let ns = pod.metadata.namespace.clone()?;
-            Some(ObjectRef::<K>::new(&name).within(&ns))
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile::<K>, error_policy::<K>, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile");
-            }
-        })
-        .await;
 }
 
 async fn terminate() {

@@ -1,0 +1,236 @@
+//! The reconciler against the real control plane with simulated EMQX: seed
+//! 003's cluster comes up Ready, then `kubectl patch ... imagePullPolicy`
+//! runs a whole blue-green upgrade — new set, traffic switch, every old node
+//! evacuated to `prohibiting` before its removal, old set at zero, stopped
+//! nodes gone from the EMQX cluster, Ready on the new revision.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use emqx_crd::v2beta1::EMQX;
+use emqx_reconciler::controller::{Context, Shutdown, run};
+use emqx_reconciler::metrics::Metrics;
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use serde_json::{Value, json};
+use support::wait_for;
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for file in [
+        "emqxes.apps.emqx.io.yaml",
+        "emqxenterprises.apps.emqx.io.yaml",
+    ] {
+        let path = format!(
+            "{}/../charts/emqx-operator/files/crds/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).expect("generated CRD");
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("create CRD");
+    }
+    wait_for("CRDs established", Duration::from_secs(30), || {
+        let crds = crds.clone();
+        async move {
+            let crd = crds
+                .get("emqxes.apps.emqx.io")
+                .await
+                .map_err(|e| e.to_string())?;
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
+            if established {
+                Ok(())
+            } else {
+                Err("not established".into())
+            }
+        }
+    })
+    .await;
+}
+
+/// Seed 003's manifest with two cores, quick probes and small delays, so the
+/// test takes about a minute.
+fn seed_003_quick() -> Value {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/tests/seeds/seed003-emqx-v2beta1.yaml"
+    ))
+    .expect("seed 003");
+    let mut object: Value = serde_saphyr::from_str(&text).expect("YAML");
+    json_patch::merge(
+        &mut object,
+        &json!({
+            "metadata": {"namespace": "default"},
+            "spec": {
+                "updateStrategy": {
+                    "initialDelaySeconds": 2,
+                    "evacuationStrategy": {"waitTakeover": 2, "connEvictRate": 50, "sessEvictRate": 50}
+                },
+                "coreTemplate": {"spec": {
+                    "replicas": 2,
+                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
+                }}
+            }
+        }),
+    );
+    object
+}
+
+fn condition(emqx: &EMQX, type_: &str) -> Option<(String, String)> {
+    emqx.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.message.clone()))
+}
+
+async fn wait_ready(api: &Api<EMQX>, revision_not: Option<String>) -> EMQX {
+    wait_for("EMQX Ready", Duration::from_secs(180), || {
+        let api = api.clone();
+        let revision_not = revision_not.clone();
+        async move {
+            let emqx = api.get("emqx-ee").await.map_err(|e| e.to_string())?;
+            let ready = condition(&emqx, "Ready");
+            let update = emqx
+                .status
+                .as_ref()
+                .and_then(|s| s.core_nodes_status.as_ref())
+                .and_then(|s| s.update_revision.clone());
+            match ready {
+                Some((s, _)) if s == "True" && update.is_some() && update != revision_not => {
+                    Ok(emqx)
+                }
+                other => Err(format!("Ready={other:?}, updateRevision={update:?}")),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn seed_003_patch_runs_a_blue_green_upgrade() {
+    support::init_tracing();
+    let hook = EmqxHook::new();
+    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client();
+    install_crds(&client).await;
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "emqx-operator".into(),
+                instance: Some("test".into()),
+            },
+        ),
+        metrics: Arc::new(Metrics::default()),
+        emqx_timeout: Duration::from_secs(5),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown: Shutdown = async move {
+        let _ = stop_rx.await;
+    }
+    .boxed()
+    .shared();
+    let controller = tokio::spawn(run::<EMQX>(
+        client.clone(),
+        Some("default".into()),
+        ctx,
+        shutdown,
+    ));
+
+    // kubectl apply -f emqx-update.yaml
+    let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
+    let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create EMQX");
+    let first = wait_ready(&api, None).await;
+    let old_revision = first
+        .status
+        .as_ref()
+        .and_then(|s| s.core_nodes_status.as_ref())
+        .and_then(|s| s.update_revision.clone())
+        .expect("a revision");
+    let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
+    assert_eq!(old_nodes.len(), 2);
+
+    // kubectl patch emqx emqx-ee --type=merge -p '{"spec":{"imagePullPolicy":"Never"}}'
+    api.patch(
+        "emqx-ee",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+    )
+    .await
+    .expect("patch");
+    let done = wait_ready(&api, Some(old_revision.clone())).await;
+    let status = done.status.as_ref().expect("status");
+    let core = status.core_nodes_status.as_ref().expect("core status");
+    assert_ne!(core.update_revision.as_deref(), Some(old_revision.as_str()));
+    assert_eq!(
+        core.current_revision, core.update_revision,
+        "old set drained"
+    );
+    assert_eq!(core.ready_replicas, Some(2));
+
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
+    let old = sets
+        .get(&format!("emqx-ee-core-{old_revision}"))
+        .await
+        .expect("old set kept for history");
+    assert_eq!(old.spec.and_then(|s| s.replicas), Some(0));
+
+    // Every old node left through an evacuation that reached prohibiting,
+    // and no stopped node lingers in the EMQX cluster.
+    let new_nodes: Vec<_> = hook.nodes().into_values().collect();
+    assert_eq!(new_nodes.len(), 2);
+    let members = new_nodes[0].cluster.summaries();
+    for node in &old_nodes {
+        assert!(
+            !members.iter().any(|m| &m.name == node),
+            "{node} still listed: {members:?}"
+        );
+    }
+    assert!(members.iter().all(|m| m.running), "{members:?}");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    for expected in [
+        "CreateNewSet",
+        "SwitchTraffic",
+        "NodeEvacuation",
+        "RemoveOldNode",
+        "ForceLeave",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "no {expected} event in {reasons:?}"
+        );
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    sandbox.stop().await.expect("sandbox stops");
+}
