@@ -16,6 +16,7 @@ pub mod dynamic;
 pub mod evacuation;
 pub mod image;
 pub mod limits;
+pub mod migrate;
 pub mod names;
 pub mod schema;
 pub mod served;
