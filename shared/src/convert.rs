@@ -397,12 +397,25 @@ impl From<v2beta1::EmqxEnterprise> for v1beta4::EmqxEnterprise {
 }
 
 fn status_v1beta4_to_v2(st: v1beta4::EmqxEnterpriseStatus) -> v2beta1::EMQXStatus {
-    let nodes_status = v2beta1::EMQXNodesStatus {
+    let derived_nodes_status = v2beta1::EMQXNodesStatus {
         replicas: st.replicas,
         ready_replicas: st.ready_replicas,
         current_revision: st.current_stateful_set_version,
         ..Default::default()
     };
+    let derived_nodes = st.emqx_nodes.map(|nodes| {
+        nodes
+            .into_iter()
+            .map(|n| v2beta1::EMQXNode {
+                node: n.node,
+                node_status: n.node_status,
+                otp_release: n.otp_release,
+                version: n.version,
+                connections: n.connections,
+                ..Default::default()
+            })
+            .collect()
+    });
     v2beta1::EMQXStatus {
         conditions: st.conditions.map(|cs| {
             cs.into_iter()
@@ -414,26 +427,18 @@ fn status_v1beta4_to_v2(st: v1beta4::EmqxEnterpriseStatus) -> v2beta1::EMQXStatu
                     last_transition_time: c
                         .last_transition_time
                         .unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)),
-                    observed_generation: None,
+                    observed_generation: c.observed_generation,
                 })
                 .collect()
         }),
-        core_nodes: st.emqx_nodes.map(|nodes| {
-            nodes
-                .into_iter()
-                .map(|n| v2beta1::EMQXNode {
-                    node: n.node,
-                    node_status: n.node_status,
-                    otp_release: n.otp_release,
-                    version: n.version,
-                    connections: n.connections,
-                    ..Default::default()
-                })
-                .collect()
-        }),
-        core_nodes_status: none_if_default(nodes_status),
-        replicant_nodes: None,
-        replicant_nodes_status: None,
+        // The v2 fields win where the v1beta4 status carries them (written
+        // through v2beta1); otherwise they are derived from upstream's fields.
+        core_nodes: st.core_nodes.or(derived_nodes),
+        core_nodes_status: st
+            .core_nodes_status
+            .or_else(|| none_if_default(derived_nodes_status)),
+        replicant_nodes: st.replicant_nodes,
+        replicant_nodes_status: st.replicant_nodes_status,
         node_evacuations_status: st
             .blue_green_update_status
             .and_then(|b| b.evacuations_status),
@@ -441,7 +446,7 @@ fn status_v1beta4_to_v2(st: v1beta4::EmqxEnterpriseStatus) -> v2beta1::EMQXStatu
 }
 
 fn status_v2_to_v1beta4(st: v2beta1::EMQXStatus) -> v1beta4::EmqxEnterpriseStatus {
-    let core = st.core_nodes_status.unwrap_or_default();
+    let core = st.core_nodes_status.clone().unwrap_or_default();
     v1beta4::EmqxEnterpriseStatus {
         conditions: st.conditions.map(|cs| {
             cs.into_iter()
@@ -452,17 +457,18 @@ fn status_v2_to_v1beta4(st: v2beta1::EMQXStatus) -> v1beta4::EmqxEnterpriseStatu
                     last_transition_time: Some(c.last_transition_time),
                     reason: Some(c.reason),
                     message: Some(c.message),
+                    observed_generation: c.observed_generation,
                 })
                 .collect()
         }),
-        emqx_nodes: st.core_nodes.map(|nodes| {
+        emqx_nodes: st.core_nodes.as_ref().map(|nodes| {
             nodes
-                .into_iter()
+                .iter()
                 .map(|n| v1beta4::EmqxNode {
-                    node: n.node,
-                    node_status: n.node_status,
-                    otp_release: n.otp_release,
-                    version: n.version,
+                    node: n.node.clone(),
+                    node_status: n.node_status.clone(),
+                    otp_release: n.otp_release.clone(),
+                    version: n.version.clone(),
                     connections: n.connections,
                 })
                 .collect()
@@ -476,5 +482,117 @@ fn status_v2_to_v1beta4(st: v2beta1::EMQXStatus) -> v1beta4::EmqxEnterpriseStatu
                 ..Default::default()
             }
         }),
+        core_nodes: st.core_nodes,
+        core_nodes_status: st.core_nodes_status,
+        replicant_nodes: st.replicant_nodes,
+        replicant_nodes_status: st.replicant_nodes_status,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emqx_config_travels_as_config_lines() {
+        let config = BTreeMap::from([
+            ("name".to_owned(), "emqx-ee".to_owned()),
+            (
+                "listener.tcp.external".to_owned(),
+                "0.0.0.0:1883 \"x\"".to_owned(),
+            ),
+        ]);
+        let data = emqx_config_to_data(&config);
+        assert_eq!(
+            data,
+            "listener.tcp.external = \"0.0.0.0:1883 \\\"x\\\"\"\nname = \"emqx-ee\""
+        );
+        assert_eq!(data_to_emqx_config(&data), Some(config));
+        assert_eq!(data_to_emqx_config("license { key = 1 }"), None);
+    }
+
+    #[test]
+    fn v1beta4_blue_green_image_and_replicas_map_to_the_hub() {
+        let old = v1beta4::EmqxEnterprise::new(
+            "emqx-ee",
+            v1beta4::EmqxEnterpriseSpec {
+                replicas: Some(3),
+                blue_green_update: Some(v1beta4::BlueGreenUpdate {
+                    initial_delay_seconds: Some(5),
+                    evacuation_strategy: Some(crate::evacuation::EvacuationStrategy {
+                        wait_takeover: Some(5),
+                        conn_evict_rate: Some(10),
+                        sess_evict_rate: Some(10),
+                    }),
+                }),
+                template: Some(v1beta4::EmqxTemplate {
+                    metadata: None,
+                    spec: Some(v1beta4::EmqxTemplateSpec {
+                        emqx_container: Some(v1beta4::EmqxContainer {
+                            image: v1beta4::EmqxImage {
+                                registry: Some("docker.io".into()),
+                                repository: Some("emqx/emqx-ee".into()),
+                                version: "4.4.14".into(),
+                                pull_policy: Some("Never".into()),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                }),
+                ..Default::default()
+            },
+        );
+        let hub: v2beta1::EMQX = v2beta1::EmqxEnterprise::from(old.clone()).into();
+        assert_eq!(hub.spec.image, "docker.io/emqx/emqx-ee:4.4.14");
+        assert_eq!(hub.spec.image_pull_policy.as_deref(), Some("Never"));
+        let strategy = hub.spec.update_strategy.clone().unwrap_or_default();
+        assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+        assert_eq!(strategy.initial_delay_seconds, Some(5));
+        assert_eq!(
+            strategy.evacuation_strategy.and_then(|e| e.conn_evict_rate),
+            Some(10)
+        );
+        let core = hub
+            .spec
+            .core_template
+            .clone()
+            .and_then(|t| t.spec)
+            .unwrap_or_default();
+        assert_eq!(core.pod.replicas, Some(3));
+        let back: v1beta4::EmqxEnterprise = v2beta1::EmqxEnterprise::from(hub).into();
+        assert_eq!(back.spec.replicas, Some(3));
+        assert_eq!(back.spec.blue_green_update, old.spec.blue_green_update);
+        let image = back
+            .spec
+            .template
+            .and_then(|t| t.spec)
+            .and_then(|s| s.emqx_container)
+            .map(|c| c.image);
+        assert_eq!(image.and_then(|i| i.registry).as_deref(), Some("docker.io"));
+    }
+
+    #[test]
+    fn status_written_through_v2_survives_v1beta4() {
+        let status = v2beta1::EMQXStatus {
+            core_nodes_status: Some(v2beta1::EMQXNodesStatus {
+                replicas: Some(6),
+                update_revision: Some("5d87d4c6bd".into()),
+                current_revision: Some("54fc496fb4".into()),
+                ..Default::default()
+            }),
+            replicant_nodes_status: Some(v2beta1::EMQXNodesStatus {
+                ready_replicas: Some(2),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stored = status_v2_to_v1beta4(status.clone());
+        assert_eq!(
+            stored.current_stateful_set_version.as_deref(),
+            Some("54fc496fb4")
+        );
+        assert_eq!(status_v1beta4_to_v2(stored), status);
     }
 }

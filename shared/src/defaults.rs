@@ -3,7 +3,10 @@
 //! "structural-defaulting caveat"). It walks the generated schema: a missing
 //! property with a `default` gets it, then its own properties are defaulted;
 //! `null` where the schema does not allow null is dropped first, as the
-//! apiserver does. Only absent fields are filled, so applying it twice changes
+//! apiserver does (`apiextensions-apiserver/pkg/apiserver/schema/defaulting`:
+//! it fills missing properties, then recurses into every value, the freshly
+//! defaulted ones included — which is why `default: {}` on an object makes
+//! its fields' defaults apply). Only absent fields are filled, so applying it twice changes
 //! nothing, and nothing depends on time or randomness.
 
 use serde_json::{Map, Value};

@@ -85,6 +85,10 @@ pub fn identify(obj: &Value) -> Result<Served, ObjectError> {
 
 /// Parses `obj` as `T`, naming the field of the first error.
 pub fn parse<T: DeserializeOwned>(obj: &Value) -> Result<T, ObjectError> {
+    // Path tracking doubles the cost of parsing; only pay it to explain a failure.
+    if let Ok(parsed) = T::deserialize(obj) {
+        return Ok(parsed);
+    }
     serde_path_to_error::deserialize(obj).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -309,11 +313,16 @@ pub fn convert_object(obj: &Value, desired_api_version: &str) -> Result<Value, O
     }
     let mut source = obj.clone();
     let stash = take_conversion_data(&mut source)?;
-    let mut converted = parse_typed(served, &source)?.convert().to_value()?;
-    if let Some(stash) = stash.filter(|s| s.api_version == target.api_version()) {
-        conversion_data::restore(&mut converted, &stash.entries);
-    }
-    let back = parse_typed(target, &converted)?.convert().to_value()?;
+    let typed_target = parse_typed(served, &source)?.convert();
+    let mut converted = typed_target.to_value()?;
+    let back = match stash.filter(|s| s.api_version == target.api_version()) {
+        Some(stash) => {
+            conversion_data::restore(&mut converted, &stash.entries);
+            // Restored fields may be ones the way back maps: re-read them.
+            parse_typed(target, &converted)?.convert().to_value()?
+        }
+        None => typed_target.convert().to_value()?,
+    };
     let entries = conversion_data::diff(&source, &back);
     if !entries.is_empty() {
         let data = ConversionData {

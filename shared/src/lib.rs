@@ -4,9 +4,23 @@
 //! default, validate and convert objects. No I/O, no async: the webhook and the
 //! reconciler call the same functions, so they can never disagree.
 //!
-//! The JSON-level entry points in [`dynamic`] are what the webhook calls: they
-//! take whole objects (`apiVersion`, `kind`, `metadata`, `spec`, `status`) as
-//! `serde_json::Value`, so the webhook never needs to know the typed model.
+//! - Served versions ([`served::Served`]): `EMQX` [`v2beta1`] (storage, the
+//!   hub) and [`v2alpha2`]; `EmqxEnterprise` [`v1beta4`] (storage) and
+//!   [`v2beta1::EmqxEnterprise`] (the hub's spec under that kind).
+//! - The webhook calls the JSON-level entry points in [`dynamic`]:
+//!   [`dynamic::default_object`], [`dynamic::validate_object`],
+//!   [`dynamic::convert_object`]. They take whole objects as
+//!   `serde_json::Value`, so the webhook never needs the typed model.
+//! - The reconciler reads the hub: [`v2beta1::EMQX`] (an `EmqxEnterprise`
+//!   v2beta1 object converts with `From`), [`hub`] for effective settings and
+//!   condition types, [`names`] for the objects it owns.
+//! - [`crd`] builds both CRDs (`cargo run -p emqx-crd --bin crdgen` writes them
+//!   under `charts/emqx-operator/files/crds/`); [`migrate`] backs the
+//!   `emqx-migrate` command (v1beta4 `EmqxEnterprise` → `EMQX` v2beta1).
+//!
+//! Deliberate differences from the Go operator: `API-DIFFERENCES.md`.
+
+#![warn(missing_docs)]
 
 pub mod conversion_data;
 pub mod convert;
@@ -14,8 +28,10 @@ pub mod crd;
 pub mod defaults;
 pub mod dynamic;
 pub mod evacuation;
+pub mod hub;
 pub mod image;
 pub mod limits;
+pub mod migrate;
 pub mod names;
 pub mod schema;
 pub mod served;

@@ -11,7 +11,7 @@ use crate::evacuation::{EvacuationStrategy, NodeEvacuationStatus, evacuation_str
 use crate::limits::MAX_BOOTSTRAP_KEYS;
 use crate::schema::{open_object, open_object_list, template_metadata};
 use crate::v2beta1::{
-    container_security_context_schema, initial_delay_schema, pod_security_context_schema,
+    self, container_security_context_schema, initial_delay_schema, pod_security_context_schema,
     pull_policy_schema,
 };
 use k8s_openapi::api::core::v1::{
@@ -379,6 +379,20 @@ pub struct EmqxEnterpriseStatus {
     /// Progress of a running blue-green upgrade.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blue_green_update_status: Option<BlueGreenUpdateStatus>,
+    /// Not upstream: the v2 status fields, so status written through
+    /// `EmqxEnterprise` v2beta1 survives v1beta4 storage (status writes cannot
+    /// carry the conversion-data annotation). Core nodes, v2 shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_nodes: Option<Vec<v2beta1::EMQXNode>>,
+    /// Not upstream: core revisions and counts (v2 shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core_nodes_status: Option<v2beta1::EMQXNodesStatus>,
+    /// Not upstream: replicant nodes (v2 shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicant_nodes: Option<Vec<v2beta1::EMQXNode>>,
+    /// Not upstream: replicant revisions and counts (v2 shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicant_nodes_status: Option<v2beta1::EMQXNodesStatus>,
 }
 
 /// v1beta4's condition (not `metav1.Condition`).
@@ -402,6 +416,10 @@ pub struct Condition {
     /// Human-readable message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Not upstream: the generation the condition was computed for (kept so
+    /// v2 conditions survive v1beta4 storage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
 }
 
 /// One node as EMQX 4 reports it.

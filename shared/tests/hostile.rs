@@ -299,3 +299,17 @@ proptest! {
         let _ = convert_object(&junk, &target);
     }
 }
+
+#[test]
+fn integer_quantities_are_accepted_like_the_apiserver_does() {
+    // Manifests often write `cpu: 1` or `storage: 10`; the CRD accepts ints
+    // for quantities (int-or-string), so the webhook must too, and keep them.
+    let obj = emqx(json!({"image": "emqx:5.8.0", "coreTemplate": {"spec": {
+        "resources": {"limits": {"cpu": 1, "memory": "1Gi"}},
+        "volumeClaimTemplates": {"resources": {"requests": {"storage": 10}}}}}}));
+    let verdict = validate_object(&obj, None).unwrap();
+    assert!(verdict.errors.is_empty(), "{:?}", verdict.errors);
+    let converted = convert_object(&obj, "apps.emqx.io/v2alpha2").unwrap();
+    let back = convert_object(&converted, "apps.emqx.io/v2beta1").unwrap();
+    assert_eq!(back, obj);
+}

@@ -771,8 +771,9 @@ fn condition_v1beta4() -> impl Strategy<Value = Value> {
         of(timestamp()),
         of("[A-Z][a-zA-Z]{0,10}"),
         of(text()),
+        of(0i64..100),
     )
-        .prop_map(|(t, s, u, tr, r, m)| {
+        .prop_map(|(t, s, u, tr, r, m, g)| {
             obj(vec![
                 ("type", Some(json!(t))),
                 ("status", Some(json!(s))),
@@ -780,6 +781,7 @@ fn condition_v1beta4() -> impl Strategy<Value = Value> {
                 ("lastTransitionTime", tr.map(Value::from)),
                 ("reason", r.map(Value::from)),
                 ("message", m.map(Value::from)),
+                ("observedGeneration", g.map(Value::from)),
             ])
         })
 }
@@ -805,8 +807,14 @@ fn status_v1beta4() -> impl Strategy<Value = Value> {
             of(timestamp()),
             of(vec(evacuation_status(), 0..2)),
         )),
+        (
+            of(vec(node(false), 0..2)),
+            of(nodes_status()),
+            of(vec(node(false), 0..2)),
+            of(nodes_status()),
+        ),
     )
-        .prop_map(|(c, nodes, r, rr, v, bg)| {
+        .prop_map(|(c, nodes, r, rr, v, bg, (cn, cns, rn, rns))| {
             obj(vec![
                 ("conditions", c.map(Value::from)),
                 (
@@ -838,6 +846,10 @@ fn status_v1beta4() -> impl Strategy<Value = Value> {
                         ])
                     }),
                 ),
+                ("coreNodes", cn.map(Value::from)),
+                ("coreNodesStatus", cns),
+                ("replicantNodes", rn.map(Value::from)),
+                ("replicantNodesStatus", rns),
             ])
         })
 }
