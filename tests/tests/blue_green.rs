@@ -148,12 +148,7 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
     }
     .boxed()
     .shared();
-    let controller = tokio::spawn(run::<EMQX>(
-        client.clone(),
-        Some("default".into()),
-        ctx,
-        shutdown,
-    ));
+    let controller = tokio::spawn(run::<EMQX>(client.clone(), Some("default"), ctx, shutdown));
 
     // kubectl apply -f emqx-update.yaml
     let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
