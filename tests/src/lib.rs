@@ -20,6 +20,7 @@ pub mod emqx_hook;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod mqtt_load;
+pub mod operator;
 pub mod pins;
 pub mod pki;
 pub mod pod_env;

@@ -1,0 +1,258 @@
+//! The main job on a machine without a cluster: seed 003's tutorial, end to
+//! end. Starts the sandbox (real etcd, kube-apiserver and
+//! kube-controller-manager; simulated node and EMQX), installs the CRDs,
+//! runs the reconciler, applies seed 003's `EMQX` object with three cores,
+//! connects N MQTT clients through the listeners Service, patches
+//! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
+//! the connections-per-node chart (PNG, SVG), the CSV and a summary.
+//!
+//! `cargo run --release -p sandbox -- [--clients 3000] [--keep] [--out DIR]`
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use emqx_crd::v2beta1::EMQX;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use sandbox::emqx::cluster::Cluster;
+use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::operator::{InProcessReconciler, install_crds};
+use sandbox::recorder::{Summary, write_all};
+use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use serde_json::{Value, json};
+
+#[derive(Parser, Debug)]
+#[command(about = "Seed 003's blue-green upgrade in a sandbox cluster, end to end")]
+struct Args {
+    /// MQTT clients to connect (like `mqttx bench conn -c 3000`).
+    #[arg(long, default_value_t = 3000)]
+    clients: usize,
+    /// Connections (and sessions) evicted per second on each old node.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Where the chart, CSV and summary go.
+    #[arg(long, default_value = "target/demo")]
+    out: PathBuf,
+    /// Leave the sandbox running and print the KUBECONFIG to use with kubectl.
+    #[arg(long)]
+    keep: bool,
+}
+
+const NAME: &str = "emqx-ee";
+const NS: &str = "default";
+
+fn seed_003(rate: u32) -> Result<Value> {
+    let text = include_str!("../../shared/tests/seeds/seed003-emqx-v2beta1.yaml");
+    let mut object: Value = serde_saphyr::from_str(text).context("seed 003 manifest")?;
+    // Three cores as in seed 003's Grafana picture; quicker probes and
+    // delays than production so the demo takes minutes, not tens of them.
+    json_patch::merge(
+        &mut object,
+        &json!({
+            "metadata": {"namespace": NS},
+            "spec": {
+                "updateStrategy": {
+                    "initialDelaySeconds": 5,
+                    "evacuationStrategy": {"waitTakeover": 5, "connEvictRate": rate, "sessEvictRate": rate}
+                },
+                "coreTemplate": {"spec": {
+                    "replicas": 3,
+                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
+                }}
+            }
+        }),
+    );
+    Ok(object)
+}
+
+/// `kubectl get emqx` as one line.
+fn get_line(emqx: &EMQX) -> String {
+    let status = emqx.status.as_ref();
+    let first_true = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.status == "True"))
+        .map_or("-", |c| c.type_.as_str());
+    let core = status
+        .and_then(|s| s.core_nodes_status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .map_or("-".to_owned(), |n| n.to_string());
+    let evacuating = status
+        .and_then(|s| s.node_evacuations_status.as_ref())
+        .and_then(|e| e.first())
+        .and_then(|e| e.node.clone())
+        .unwrap_or_default();
+    format!("NAME {NAME}   STATUS {first_true}   CORE {core}   EVACUATING {evacuating}")
+}
+
+fn condition_true(emqx: &EMQX, type_: &str) -> bool {
+    emqx.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+fn update_revision(emqx: &EMQX) -> Option<String> {
+    emqx.status
+        .as_ref()?
+        .core_nodes_status
+        .as_ref()?
+        .update_revision
+        .clone()
+}
+
+/// Waits until the cluster is Ready on a revision other than `not`, showing
+/// the `kubectl get emqx` line and a bar per node being evacuated.
+async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) -> Result<EMQX> {
+    let bars = MultiProgress::new();
+    let line = bars.add(ProgressBar::new_spinner());
+    line.enable_steady_tick(Duration::from_millis(200));
+    let style = ProgressStyle::with_template("  evacuating {prefix:60} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let mut node_bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
+    let deadline = Instant::now() + limit;
+    loop {
+        let emqx = api.get(NAME).await?;
+        line.set_message(get_line(&emqx));
+        for e in emqx
+            .status
+            .as_ref()
+            .and_then(|s| s.node_evacuations_status.clone())
+            .unwrap_or_default()
+        {
+            let node = e.node.clone().unwrap_or_default();
+            let stats = e.stats.clone().unwrap_or_default();
+            let initial = u64::try_from(stats.initial_connected.unwrap_or(0)).unwrap_or(0);
+            let current = u64::try_from(stats.current_connected.unwrap_or(0)).unwrap_or(0);
+            let bar = node_bars.entry(node.clone()).or_insert_with(|| {
+                let b = bars.add(ProgressBar::new(initial.max(1)));
+                b.set_style(style.clone());
+                b.set_prefix(node.clone());
+                b
+            });
+            bar.set_position(initial.saturating_sub(current));
+            bar.set_message(e.state.clone().unwrap_or_default());
+        }
+        let ready = condition_true(&emqx, "Ready") && update_revision(&emqx).as_deref() != not;
+        if ready {
+            for bar in node_bars.values() {
+                bar.finish();
+            }
+            line.finish_with_message(get_line(&emqx));
+            return Ok(emqx);
+        }
+        if Instant::now() > deadline {
+            line.abandon();
+            bail!("not Ready after {limit:?}: {}", get_line(&emqx));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn listeners_endpoint(client: &Client) -> Result<std::net::SocketAddr> {
+    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
+    let svc = services.get(&format!("{NAME}-listeners")).await?;
+    let spec = svc.spec.context("listeners Service without spec")?;
+    let ip: std::net::Ipv4Addr = spec
+        .cluster_ip
+        .context("listeners Service without a ClusterIP")?
+        .parse()?;
+    let port = spec
+        .ports
+        .and_then(|p| p.first().map(|p| p.port))
+        .context("listeners Service without ports")?;
+    Ok(std::net::SocketAddr::from((ip, u16::try_from(port)?)))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let started = Instant::now();
+    println!("▶ starting the sandbox: etcd, kube-apiserver, kube-controller-manager (built from pinned sources on first use)");
+    let hook = EmqxHook::new();
+    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone())).await?;
+    let client = sandbox.client();
+    println!("▶ installing the CRDs and starting the reconciler");
+    install_crds(&client).await?;
+    let reconciler = InProcessReconciler::start(client.clone(), NS);
+
+    println!("▶ kubectl apply -f emqx-update.yaml   (seed 003, 3 core nodes)");
+    let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
+    let object: EMQX = serde_json::from_value(seed_003(args.rate)?)?;
+    api.create(&PostParams::default(), &object).await?;
+    let first = watch_until_ready(&api, None, Duration::from_secs(180)).await?;
+    let old_revision = update_revision(&first).context("no revision after the first rollout")?;
+
+    let service = listeners_endpoint(&client).await?;
+    println!("▶ mqttx bench conn -c {}   (through the listeners Service {service})", args.clients);
+    let cluster: Arc<Cluster> = hook
+        .nodes()
+        .into_values()
+        .next()
+        .map(|n| n.cluster)
+        .context("no EMQX node runs")?;
+    let load = MqttLoad::start(
+        LoadConfig {
+            clients: args.clients,
+            connect_rate: 500,
+            publish_interval: Duration::from_secs(2),
+            max_duration: Duration::from_secs(900),
+            ..LoadConfig::default()
+        },
+        Endpoints::new(vec![service]),
+        Endpoints::new(vec![service]),
+        cluster,
+    );
+    let clients = args.clients;
+    if !load
+        .wait_until(Duration::from_secs(180), |p| p.connected == clients && p.subscribed == clients)
+        .await
+    {
+        bail!("clients did not connect: {:?}", load.progress());
+    }
+    println!("  ✔ success [{clients}/{clients}] - Connected");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    println!("▶ kubectl patch emqx {NAME} --type=merge -p '{{\"spec\":{{\"imagePullPolicy\":\"Never\"}}}}'");
+    api.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})))
+        .await?;
+    let upgrade_started = Instant::now();
+    let done = watch_until_ready(&api, Some(&old_revision), Duration::from_secs(600)).await?;
+    println!(
+        "  ✔ upgraded {old_revision} → {} in {:.0} s",
+        update_revision(&done).unwrap_or_default(),
+        upgrade_started.elapsed().as_secs_f64()
+    );
+    load.wait_until(Duration::from_secs(60), |p| p.connected == clients)
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = load.finish(Duration::from_secs(30)).await;
+    let artifacts = write_all(
+        &report,
+        &args.out,
+        &format!("Blue-green upgrade of {NAME}: {clients} clients, evacuation at {}/s", args.rate),
+    )?;
+    println!("\n{}", Summary::of(&report));
+    println!(
+        "wrote {}, {}, {}, {}",
+        artifacts.png.display(),
+        artifacts.svg.display(),
+        artifacts.csv.display(),
+        artifacts.summary.display()
+    );
+    println!("total {:.0} s", started.elapsed().as_secs_f64());
+
+    if args.keep {
+        println!("\nThe sandbox keeps running. In another shell:");
+        println!("  export KUBECONFIG={}", sandbox.kubeconfig().display());
+        println!("  kubectl get emqx {NAME} -o json | jq .status.nodeEvacuationsStatus");
+        println!("Press Ctrl-C to stop it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    reconciler.stop().await;
+    sandbox.stop().await?;
+    Ok(())
+}

@@ -1,0 +1,108 @@
+//! The operator inside the sandbox, for the demo and the end-to-end tests:
+//! the generated CRDs, and the reconciler's controller run in this process
+//! (with the sandbox's admin client). Installing the chart with helm, with
+//! both binaries as pods, is the chart's own test (issue 7).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use emqx_crd::v2beta1::EMQX;
+use emqx_reconciler::controller::{Context, Shutdown, run};
+use emqx_reconciler::metrics::Metrics;
+use futures::FutureExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Api, Client};
+
+/// The generated CRD files (`cargo run -p emqx-crd --bin crdgen`).
+pub fn crd_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/emqx-operator/files/crds");
+    ["emqxes.apps.emqx.io.yaml", "emqxenterprises.apps.emqx.io.yaml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect()
+}
+
+/// Server-side applies the CRDs and waits until both are established.
+pub async fn install_crds(client: &Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for path in crd_files() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let name = crd.metadata.name.clone().context("CRD without a name")?;
+        crds.patch(&name, &PatchParams::apply("sandbox").force(), &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("applying CRD {name}"))?;
+        names.push(name);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for name in names {
+        loop {
+            let crd = crds.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("CRD {name} not established after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The reconciler's `EMQX` controller running in this process.
+pub struct InProcessReconciler {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessReconciler {
+    /// Starts the controller for `namespace`.
+    pub fn start(client: Client, namespace: &str) -> InProcessReconciler {
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "emqx-operator".into(),
+                    instance: Some("sandbox".into()),
+                },
+            ),
+            metrics: Arc::new(Metrics::default()),
+            emqx_timeout: Duration::from_secs(5),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown: Shutdown = async move {
+            let _ = stopped.await;
+        }
+        .boxed()
+        .shared();
+        let namespace = namespace.to_owned();
+        let task = tokio::spawn(async move {
+            run::<EMQX>(client, Some(&namespace), ctx, shutdown).await;
+        });
+        InProcessReconciler {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the controller and waits for it (bounded).
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        self.task.abort();
+    }
+}
