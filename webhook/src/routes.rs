@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use emqx_certs::CertResolver;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, Hook};
@@ -71,6 +72,9 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/validate", post(validate))
         .route("/convert", post(convert))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        // Rejects a too-large Content-Length before reading any of the body;
+        // DefaultBodyLimit alone would first wait for (and count) the bytes.
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
