@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use emqx_certs::CertResolver;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
@@ -85,6 +86,9 @@ pub fn router(state: AppState, limits: RequestLimits) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        // A bug that panics answers 500 on that request instead of dropping
+        // the connection; the property tests treat any 5xx as a failure.
+        .layer(CatchPanicLayer::new())
 }
 
 async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
