@@ -1,6 +1,7 @@
-//! `emqx-reconciler`: the blue-green upgrade engine. Filled in by issue 6.
+//! `emqx-reconciler`: the blue-green upgrade engine. The controller shell
+//! is issue 6; the decision logic is in the library.
 
 fn main() {
-    eprintln!("emqx-reconciler: not built yet (see issue 6)");
+    eprintln!("emqx-reconciler: controller shell not built yet (see issue 6)");
     std::process::exit(2);
 }

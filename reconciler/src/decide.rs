@@ -1,0 +1,742 @@
+//! The blue-green state machine, as one pure function.
+//!
+//! `decide(spec, observed)` looks at what the cluster shows and returns the
+//! next actions. It remembers nothing: every step is derived from the sets,
+//! their pods, the Service selectors, EMQX's own evacuation state and the few
+//! timestamps kept in the object's status ([`Memory`]). Killing the reconciler
+//! at any instant and starting it again therefore resumes the same upgrade:
+//! no node is evacuated twice and none is removed early.
+//!
+//! The flow (seed 002's state diagram):
+//! 1. create the new core set, then (cores ready) the new replicant set;
+//! 2. wait until every new pod is ready *and* joined to the EMQX cluster;
+//! 3. wait `initialDelaySeconds`;
+//! 4. point the listeners and dashboard Services at the new revision;
+//! 5. drain old nodes one at a time, replicants before cores, oldest set
+//!    first: evacuate through EMQX, and only once the evacuation reached
+//!    `prohibiting` scale that set down by exactly one;
+//! 6. `force_leave` stopped nodes whose pods are gone;
+//! 7. with every old set at zero: the new revision is current and `Ready`;
+//!    delete zero sets beyond `revisionHistoryLimit`.
+
+use crate::observed::{
+    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, Seconds, Spec, Strategy,
+};
+
+/// One thing the shell must do, in order. The shell stops at the first
+/// failure; the next pass re-derives what is still to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Create the set of `role` for `revision`.
+    CreateSet {
+        role: Role,
+        revision: Revision,
+        replicas: u32,
+    },
+    /// Scale the set of the desired revision in place (only ever that one).
+    ScaleSet { name: String, from: u32, to: u32 },
+    /// Patch the Services' selectors to the new revision (one patch each).
+    PointServices {
+        listeners: (Role, Revision),
+        dashboard: Revision,
+    },
+    /// Remember when the new nodes were first all ready and joined.
+    RecordNewNodesReady { revision: Revision, at: Seconds },
+    /// Set `controller.kubernetes.io/pod-deletion-cost` on the chosen victim
+    /// so the ReplicaSet controller removes exactly this pod.
+    MarkForDeletion { pod: String },
+    /// `POST /load_rebalance/{node}/evacuation/start`.
+    StartEvacuation {
+        node: String,
+        migrate_to: Vec<String>,
+        strategy: Strategy,
+    },
+    /// `POST /load_rebalance/{node}/evacuation/stop` (a node we keep).
+    StopEvacuation { node: String },
+    /// Remember the start of a drain without the evacuation API.
+    RecordDrainStart { node: String, at: Seconds },
+    /// Scale an old set from `from` to `from - 1`, conditional on it still
+    /// being at `from` (a JSON Patch `test`), so a retry never removes two.
+    RemoveOldNode {
+        set: String,
+        /// The node that leaves; `None` when the slot runs no pod.
+        node: Option<String>,
+        from: u32,
+    },
+    /// `DELETE /cluster/{node}/force_leave`: a stopped node whose pod is gone.
+    ForceLeave { node: String },
+    /// Delete an old set at zero replicas beyond the history limit.
+    DeleteSet { name: String },
+    /// Remember a new progress marker (resets the progress deadline).
+    RecordProgress { marker: String, at: Seconds },
+}
+
+/// Where the cluster stands; becomes the `Progressing`/`Ready` conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Paused,
+    /// Creating the sets of the desired revision (first creation or upgrade).
+    Creating,
+    /// New sets exist; waiting for their pods to be ready and joined.
+    WaitingForNewNodes,
+    /// New nodes ready; `initialDelaySeconds` running.
+    InitialDelay,
+    /// Old nodes are being drained.
+    Evacuating,
+    /// Only the desired revision runs, all ready.
+    Ready,
+}
+
+/// Why the cluster waits: a CamelCase reason and a human message, for the
+/// condition that tells the user what happens next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wait {
+    pub reason: &'static str,
+    pub message: String,
+    /// A wait that ends by the clock (initial delay, fallback drain) never
+    /// counts as a stall.
+    pub timed: bool,
+}
+
+/// The output of one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub phase: Phase,
+    pub actions: Vec<Action>,
+    pub wait: Option<Wait>,
+    /// No progress for longer than the progress deadline.
+    pub stalled: bool,
+    /// Look again after this long even if nothing is watched to change.
+    pub requeue_after_s: Option<Seconds>,
+}
+
+/// How often EMQX is polled while it does work we cannot watch.
+const POLL_S: Seconds = 1;
+
+/// Decides the next actions for one cluster.
+pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
+    if spec.paused {
+        return Decision {
+            phase: Phase::Paused,
+            actions: Vec::new(),
+            wait: Some(Wait {
+                reason: "Paused",
+                message: "reconciliation is paused by annotation; remove it to resume".into(),
+                timed: false,
+            }),
+            stalled: false,
+            requeue_after_s: None,
+        };
+    }
+    let mut pass = Pass::new(spec, obs);
+    pass.run();
+    pass.finish()
+}
+
+struct Pass<'a> {
+    spec: &'a Spec,
+    obs: &'a Observed,
+    actions: Vec<Action>,
+    phase: Phase,
+    wait: Option<Wait>,
+    requeue_after_s: Option<Seconds>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(spec: &'a Spec, obs: &'a Observed) -> Self {
+        Pass {
+            spec,
+            obs,
+            actions: Vec::new(),
+            phase: Phase::Creating,
+            wait: None,
+            requeue_after_s: None,
+        }
+    }
+
+    fn roles(&self) -> Vec<Role> {
+        let mut roles = vec![Role::Core];
+        if self.spec.replicant.is_some() {
+            roles.push(Role::Replicant);
+        }
+        roles
+    }
+
+    fn update_set(&self, role: Role) -> Option<&'a NodeSet> {
+        let revision = &self.spec.role(role)?.revision;
+        self.obs
+            .sets
+            .iter()
+            .find(|s| s.role == role && &s.revision == revision)
+    }
+
+    /// Sets that are not of the desired revision and still have replicas or
+    /// pods, in drain order: replicants first, then oldest set first.
+    fn old_sets(&self) -> Vec<&'a NodeSet> {
+        let mut old: Vec<&NodeSet> = self
+            .obs
+            .sets
+            .iter()
+            .filter(|s| !self.is_update_set(s) && (s.replicas > 0 || !s.pods.is_empty()))
+            .collect();
+        old.sort_by(|a, b| {
+            drain_rank(a.role)
+                .cmp(&drain_rank(b.role))
+                .then(a.created_at.cmp(&b.created_at))
+                .then(a.name.cmp(&b.name))
+        });
+        old
+    }
+
+    fn is_update_set(&self, set: &NodeSet) -> bool {
+        self.spec
+            .role(set.role)
+            .is_some_and(|r| r.revision == set.revision)
+    }
+
+    fn wait(&mut self, reason: &'static str, message: String) {
+        self.wait = Some(Wait {
+            reason,
+            message,
+            timed: false,
+        });
+    }
+
+    fn timed_wait(&mut self, reason: &'static str, message: String, remaining: Seconds) {
+        self.wait = Some(Wait {
+            reason,
+            message,
+            timed: true,
+        });
+        self.requeue_after_s = Some(remaining.max(1));
+    }
+
+    fn run(&mut self) {
+        if !self.ensure_update_sets() {
+            return;
+        }
+        let old = self.old_sets();
+        if let Some(emqx) = &self.obs.emqx {
+            self.force_leave_departed(emqx);
+            self.stop_evacuations_of_kept_nodes(emqx);
+        }
+        if old.is_empty() {
+            self.steady_state();
+        } else {
+            self.upgrade(&old);
+        }
+    }
+
+    /// Step 1: the sets of the desired revision exist at the desired size.
+    /// Returns false when this pass must stop here.
+    fn ensure_update_sets(&mut self) -> bool {
+        for role in self.roles() {
+            let Some(role_spec) = self.spec.role(role) else {
+                continue;
+            };
+            match self.update_set(role) {
+                Some(set) if set.replicas != role_spec.replicas => {
+                    self.actions.push(Action::ScaleSet {
+                        name: set.name.clone(),
+                        from: set.replicas,
+                        to: role_spec.replicas,
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    // Replicants refuse cores of another version (Mria), so
+                    // new replicants come only after the new cores are in.
+                    if role == Role::Replicant && !self.role_ready(Role::Core) {
+                        self.phase = Phase::Creating;
+                        let summary = self.readiness_summary(Role::Core);
+                        self.wait(
+                            "WaitingForCoreNodes",
+                            format!("new replicants wait for the new core nodes: {summary}"),
+                        );
+                        return false;
+                    }
+                    self.actions.push(Action::CreateSet {
+                        role,
+                        revision: role_spec.revision.clone(),
+                        replicas: role_spec.replicas,
+                    });
+                    self.phase = Phase::Creating;
+                    self.wait(
+                        "CreatingNodes",
+                        format!("creating the {role} set of revision {}", role_spec.revision),
+                    );
+                    self.requeue_after_s = Some(POLL_S);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Counts (ready, joined, wanted) over the live pods of the update set.
+    fn readiness(&self, role: Role) -> (u32, u32, u32) {
+        let wanted = self.spec.role(role).map_or(0, |r| r.replicas);
+        let Some(set) = self.update_set(role) else {
+            return (0, 0, wanted);
+        };
+        let live = set.pods.iter().filter(|p| !p.terminating);
+        let (mut ready, mut joined) = (0, 0);
+        for pod in live {
+            if pod.ready {
+                ready += 1;
+            }
+            if self
+                .obs
+                .emqx
+                .as_ref()
+                .is_some_and(|e| e.is_running_member(&pod.node))
+            {
+                joined += 1;
+            }
+        }
+        (ready, joined, wanted)
+    }
+
+    fn role_ready(&self, role: Role) -> bool {
+        let (ready, joined, wanted) = self.readiness(role);
+        ready >= wanted && joined >= wanted
+    }
+
+    fn readiness_summary(&self, role: Role) -> String {
+        let (ready, joined, wanted) = self.readiness(role);
+        format!("{role} {ready}/{wanted} ready, {joined}/{wanted} joined")
+    }
+
+    fn all_new_nodes_ready(&self) -> bool {
+        self.roles().into_iter().all(|r| self.role_ready(r))
+    }
+
+    fn desired_services(&self) -> ((Role, Revision), Revision) {
+        let serving = self.spec.serving_role();
+        let serving_rev = self
+            .spec
+            .role(serving)
+            .map_or_else(|| self.spec.core.revision.clone(), |r| r.revision.clone());
+        ((serving, serving_rev), self.spec.core.revision.clone())
+    }
+
+    fn point_services_if_needed(&mut self) -> bool {
+        let (listeners, dashboard) = self.desired_services();
+        let services = &self.obs.services;
+        if services.listeners.as_ref() == Some(&listeners)
+            && services.dashboard.as_ref() == Some(&dashboard)
+        {
+            return false;
+        }
+        self.actions.push(Action::PointServices {
+            listeners,
+            dashboard,
+        });
+        true
+    }
+
+    /// Nodes EMQX still lists as stopped although no pod runs them: removed
+    /// nodes must not linger in the cluster view (upstream #1021).
+    fn force_leave_departed(&mut self, emqx: &EmqxView) {
+        for member in emqx.members.iter().filter(|m| !m.running) {
+            let has_pod = self
+                .obs
+                .sets
+                .iter()
+                .flat_map(|s| &s.pods)
+                .any(|p| p.node == member.node);
+            if !has_pod {
+                self.actions.push(Action::ForceLeave {
+                    node: member.node.clone(),
+                });
+            }
+        }
+    }
+
+    /// A node of the desired revision under evacuation (a revert, or an
+    /// evacuation left over by someone else) must accept clients again.
+    fn stop_evacuations_of_kept_nodes(&mut self, emqx: &EmqxView) {
+        let kept: Vec<&Pod> = self
+            .roles()
+            .into_iter()
+            .filter_map(|r| self.update_set(r))
+            .flat_map(|s| &s.pods)
+            .filter(|p| !p.terminating)
+            .collect();
+        for pod in kept {
+            if emqx.evacuation_of(&pod.node).is_some() {
+                self.actions.push(Action::StopEvacuation {
+                    node: pod.node.clone(),
+                });
+            }
+        }
+    }
+
+    fn steady_state(&mut self) {
+        self.point_services_if_needed();
+        self.delete_history_beyond_limit();
+        if self.all_new_nodes_ready() {
+            self.phase = Phase::Ready;
+            // Membership is not watched; look again now and then.
+            self.requeue_after_s = Some(30);
+        } else {
+            self.phase = Phase::WaitingForNewNodes;
+            let summary = self.summaries();
+            self.wait("WaitingForNodes", format!("waiting for nodes: {summary}"));
+            self.requeue_after_s = Some(POLL_S * 5);
+        }
+    }
+
+    fn summaries(&self) -> String {
+        self.roles()
+            .into_iter()
+            .map(|r| self.readiness_summary(r))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Old sets at zero, beyond `revisionHistoryLimit` per role, oldest first.
+    /// Their PVCs stay: a set is deleted, never its claims.
+    fn delete_history_beyond_limit(&mut self) {
+        for role in [Role::Replicant, Role::Core] {
+            let mut zero: Vec<&NodeSet> = self
+                .obs
+                .sets
+                .iter()
+                .filter(|s| s.role == role && !self.is_update_set(s))
+                .filter(|s| s.replicas == 0 && s.pods.is_empty())
+                .collect();
+            // Newest first: the first `limit` are kept.
+            zero.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
+            for set in zero.into_iter().skip(self.spec.revision_history_limit) {
+                self.actions.push(Action::DeleteSet {
+                    name: set.name.clone(),
+                });
+            }
+        }
+    }
+
+    fn upgrade(&mut self, old: &[&'a NodeSet]) {
+        let Some(emqx) = self.obs.emqx.clone() else {
+            self.phase = Phase::WaitingForNewNodes;
+            self.wait(
+                "EmqxApiUnavailable",
+                "cannot read the EMQX cluster through its API; no old node is touched until it answers"
+                    .into(),
+            );
+            self.requeue_after_s = Some(POLL_S * 5);
+            return;
+        };
+        if !self.all_new_nodes_ready() {
+            self.phase = Phase::WaitingForNewNodes;
+            let summary = self.summaries();
+            self.wait(
+                "WaitingForNewNodes",
+                format!("new nodes must be ready and joined before traffic moves: {summary}"),
+            );
+            self.requeue_after_s = Some(POLL_S * 2);
+            return;
+        }
+        if !self.initial_delay_passed() {
+            return;
+        }
+        if self.point_services_if_needed() {
+            // Evictions start on a later pass, after the switch is observed.
+            self.phase = Phase::Evacuating;
+            self.requeue_after_s = Some(POLL_S);
+            return;
+        }
+        self.phase = Phase::Evacuating;
+        self.requeue_after_s = Some(POLL_S);
+        self.drain_next(old, &emqx);
+    }
+
+    fn revision_key(&self) -> Revision {
+        match &self.spec.replicant {
+            Some(r) => format!("{}/{}", self.spec.core.revision, r.revision),
+            None => self.spec.core.revision.clone(),
+        }
+    }
+
+    fn initial_delay_passed(&mut self) -> bool {
+        let key = self.revision_key();
+        let now = self.obs.now;
+        let ready_at = match &self.obs.memory.new_nodes_ready_at {
+            Some((rev, at)) if *rev == key => *at,
+            _ => {
+                self.actions.push(Action::RecordNewNodesReady {
+                    revision: key,
+                    at: now,
+                });
+                now
+            }
+        };
+        let until = ready_at.saturating_add(self.spec.strategy.initial_delay_s);
+        if now >= until {
+            return true;
+        }
+        self.phase = Phase::InitialDelay;
+        self.timed_wait(
+            "InitialDelay",
+            format!(
+                "new nodes are ready; traffic moves in {}s (initialDelaySeconds)",
+                until - now
+            ),
+            until - now,
+        );
+        false
+    }
+
+    /// Step 5: one old node at a time.
+    fn drain_next(&mut self, old: &[&'a NodeSet], emqx: &EmqxView) {
+        // The previous victim must be gone before the next one starts, so
+        // its force_leave happens first and evacuations never overlap.
+        if let Some(pod) = old.iter().flat_map(|s| &s.pods).find(|p| p.terminating) {
+            self.wait(
+                "WaitingForPodTermination",
+                format!("waiting for old pod {} to terminate", pod.name),
+            );
+            return;
+        }
+        // Never start a second evacuation while one runs, wherever it is.
+        let running = emqx
+            .evacuations
+            .iter()
+            .find(|e| e.state != EvacuationState::Prohibiting);
+        if let Some(evacuation) = running {
+            self.wait(
+                "EvacuatingNode",
+                format!(
+                    "evacuating node {} ({})",
+                    evacuation.node,
+                    state_name(evacuation.state)
+                ),
+            );
+            return;
+        }
+        let Some(set) = old.first() else {
+            return;
+        };
+        let victim = victim_of(set);
+        let Some(pod) = victim else {
+            // Nothing runs in the slot that goes next: nothing to drain.
+            self.actions.push(Action::RemoveOldNode {
+                set: set.name.clone(),
+                node: None,
+                from: set.replicas,
+            });
+            return;
+        };
+        if set.role == Role::Replicant && !pod.marked_for_deletion {
+            self.actions.push(Action::MarkForDeletion {
+                pod: pod.name.clone(),
+            });
+        }
+        let serving = emqx.is_running_member(&pod.node);
+        if !serving && !pod.ready {
+            // Never joined or already stopped, not ready: no client is on it.
+            self.remove(set, pod);
+            return;
+        }
+        if serving && emqx.evacuation_api {
+            self.evacuate(set, pod, emqx);
+        } else {
+            self.drain_without_api(set, pod, serving);
+        }
+    }
+
+    fn evacuate(&mut self, set: &NodeSet, pod: &Pod, emqx: &EmqxView) {
+        match emqx.evacuation_of(&pod.node) {
+            Some(EvacuationState::Prohibiting) => self.remove(set, pod),
+            Some(state) => self.wait(
+                "EvacuatingNode",
+                format!("evacuating node {} ({})", pod.node, state_name(state)),
+            ),
+            None => {
+                let migrate_to = self.recipients(emqx);
+                if migrate_to.is_empty() {
+                    self.wait(
+                        "NoRecipients",
+                        "no new node is a running cluster member to take the sessions".into(),
+                    );
+                    return;
+                }
+                self.actions.push(Action::StartEvacuation {
+                    node: pod.node.clone(),
+                    migrate_to,
+                    strategy: self.spec.strategy,
+                });
+                self.wait(
+                    "EvacuatingNode",
+                    format!("starting evacuation of node {}", pod.node),
+                );
+            }
+        }
+    }
+
+    /// The documented fallback for brokers without node evacuation: the
+    /// node already gets no new connections (the Service moved); wait
+    /// `waitTakeover`, then stop it; its clients reconnect to new nodes and
+    /// their non-durable sessions are lost.
+    fn drain_without_api(&mut self, set: &NodeSet, pod: &Pod, serving: bool) {
+        let now = self.obs.now;
+        let wait = self.spec.strategy.wait_takeover_s;
+        let why = if serving {
+            "the broker has no node-evacuation API"
+        } else {
+            "the node is not a running cluster member, so EMQX cannot evacuate it"
+        };
+        match &self.obs.memory.drain {
+            Some(drain) if drain.node == pod.node => {
+                let until = drain.started_at.saturating_add(wait);
+                if now >= until {
+                    self.remove(set, pod);
+                } else {
+                    self.timed_wait(
+                        "DrainingWithoutEvacuation",
+                        format!(
+                            "{why}: node {} gets no new clients and stops in {}s (waitTakeover); its clients will reconnect to new nodes",
+                            pod.node,
+                            until - now
+                        ),
+                        until - now,
+                    );
+                }
+            }
+            _ => {
+                self.actions.push(Action::RecordDrainStart {
+                    node: pod.node.clone(),
+                    at: now,
+                });
+                self.timed_wait(
+                    "DrainingWithoutEvacuation",
+                    format!(
+                        "{why}: node {} gets no new clients and stops in {wait}s (waitTakeover)",
+                        pod.node
+                    ),
+                    wait,
+                );
+            }
+        }
+    }
+
+    fn remove(&mut self, set: &NodeSet, pod: &Pod) {
+        self.actions.push(Action::RemoveOldNode {
+            set: set.name.clone(),
+            node: Some(pod.node.clone()),
+            from: set.replicas,
+        });
+        self.wait(
+            "RemovingOldNode",
+            format!("removing node {} from {}", pod.node, set.name),
+        );
+    }
+
+    /// `migrate_to`: the running new nodes that serve clients.
+    fn recipients(&self, emqx: &EmqxView) -> Vec<String> {
+        let role = self.spec.serving_role();
+        let Some(set) = self.update_set(role) else {
+            return Vec::new();
+        };
+        let mut nodes: Vec<String> = set
+            .pods
+            .iter()
+            .filter(|p| !p.terminating && p.ready && emqx.is_running_member(&p.node))
+            .map(|p| p.node.clone())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    fn progress_marker(&self) -> String {
+        let mut marker = format!("{:?}", self.phase);
+        for role in self.roles() {
+            let (ready, joined, _) = self.readiness(role);
+            marker.push_str(&format!("|{role}:{ready}/{joined}"));
+        }
+        for set in &self.obs.sets {
+            if !self.is_update_set(set) && set.replicas > 0 {
+                marker.push_str(&format!("|{}={}", set.name, set.replicas));
+            }
+        }
+        if let Some(emqx) = &self.obs.emqx {
+            for e in &emqx.evacuations {
+                marker.push_str(&format!(
+                    "|{}:{}:{}",
+                    e.node,
+                    state_name(e.state),
+                    e.remaining
+                ));
+            }
+        }
+        marker
+    }
+
+    fn finish(mut self) -> Decision {
+        let now = self.obs.now;
+        let marker = self.progress_marker();
+        let stalled = match &self.obs.memory.progress {
+            Some((last, since)) if *last == marker => {
+                let waiting = self.wait.as_ref().is_some_and(|w| !w.timed);
+                waiting && now.saturating_sub(*since) > self.spec.progress_deadline_s
+            }
+            _ => {
+                self.actions
+                    .push(Action::RecordProgress { marker, at: now });
+                false
+            }
+        };
+        Decision {
+            phase: self.phase,
+            actions: self.actions,
+            wait: self.wait,
+            stalled,
+            requeue_after_s: self.requeue_after_s,
+        }
+    }
+}
+
+/// Replicants are drained before cores: an old core outlives them.
+fn drain_rank(role: Role) -> u8 {
+    match role {
+        Role::Replicant => 0,
+        Role::Core => 1,
+    }
+}
+
+/// The pod that leaves the set next. A StatefulSet always removes its
+/// highest ordinal; a ReplicaSet removes the pod we marked, else we mark
+/// the oldest.
+fn victim_of(set: &NodeSet) -> Option<&Pod> {
+    let live = set.pods.iter().filter(|p| !p.terminating);
+    match set.role {
+        Role::Core => {
+            let last = set.replicas.checked_sub(1)?;
+            live.into_iter().find(|p| p.ordinal == Some(last))
+        }
+        Role::Replicant => {
+            let live: Vec<&Pod> = live.collect();
+            live.iter()
+                .find(|p| p.marked_for_deletion)
+                .or_else(|| {
+                    live.iter()
+                        .min_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)))
+                })
+                .copied()
+        }
+    }
+}
+
+/// EMQX's spelling of a state, for messages.
+pub fn state_name(state: EvacuationState) -> &'static str {
+    match state {
+        EvacuationState::WaitingHealthCheck => "waiting_health_check",
+        EvacuationState::EvictingConns => "evicting_conns",
+        EvacuationState::WaitingTakeover => "waiting_takeover",
+        EvacuationState::EvictingSessions => "evicting_sessions",
+        EvacuationState::Prohibiting => "prohibiting",
+    }
+}
+
+#[cfg(test)]
+mod tests;

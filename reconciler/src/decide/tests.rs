@@ -1,0 +1,815 @@
+//! `decide` state by state, then property tests that drive it against a
+//! small model of Kubernetes and EMQX (with crashes at random points) and
+//! check the safety rules on every step.
+
+use super::*;
+use crate::observed::{Drain, Evacuation, Member, Memory, RoleSpec, Services, Strategy};
+use proptest::prelude::{ProptestConfig, any, prop_assert, proptest};
+
+const STRATEGY: Strategy = Strategy {
+    initial_delay_s: 10,
+    wait_takeover_s: 5,
+    conn_evict_rate: 100,
+    sess_evict_rate: 100,
+};
+
+fn spec(core_rev: &str, replicas: u32) -> Spec {
+    Spec {
+        core: RoleSpec {
+            revision: core_rev.into(),
+            replicas,
+        },
+        replicant: None,
+        strategy: STRATEGY,
+        paused: false,
+        progress_deadline_s: 600,
+        revision_history_limit: 1,
+    }
+}
+
+fn node(set: &str, i: u32) -> String {
+    format!("emqx@{set}-{i}.emqx-headless.default.svc.cluster.local")
+}
+
+fn core_set(rev: &str, replicas: u32, created_at: Seconds, ready: bool) -> NodeSet {
+    let name = format!("emqx-core-{rev}");
+    NodeSet {
+        pods: (0..replicas)
+            .map(|i| Pod {
+                name: format!("{name}-{i}"),
+                ordinal: Some(i),
+                created_at,
+                ready,
+                terminating: false,
+                node: node(&name, i),
+                marked_for_deletion: false,
+            })
+            .collect(),
+        name,
+        role: Role::Core,
+        revision: rev.into(),
+        replicas,
+        created_at,
+    }
+}
+
+fn members_of(sets: &[NodeSet]) -> Vec<Member> {
+    sets.iter()
+        .flat_map(|s| &s.pods)
+        .filter(|p| p.ready)
+        .map(|p| Member {
+            node: p.node.clone(),
+            running: true,
+        })
+        .collect()
+}
+
+fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
+    let members = members_of(&sets);
+    Observed {
+        now,
+        sets,
+        emqx: Some(EmqxView {
+            members,
+            evacuations: Vec::new(),
+            evacuation_api: true,
+        }),
+        services: Services {
+            listeners: Some((Role::Core, listeners_rev.into())),
+            dashboard: Some(listeners_rev.into()),
+        },
+        memory: Memory::default(),
+    }
+}
+
+fn has(decision: &Decision, f: impl Fn(&Action) -> bool) -> bool {
+    decision.actions.iter().any(f)
+}
+
+#[test]
+fn a_new_cluster_gets_its_core_set() {
+    let obs = Observed {
+        now: 0,
+        sets: Vec::new(),
+        emqx: None,
+        services: Services::default(),
+        memory: Memory::default(),
+    };
+    let d = decide(&spec("a", 3), &obs);
+    assert_eq!(d.phase, Phase::Creating);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::CreateSet { role: Role::Core, revision, replicas: 3 } if revision == "a")
+    ));
+}
+
+#[test]
+fn replicants_wait_for_new_cores() {
+    let mut s = spec("b", 2);
+    s.replicant = Some(RoleSpec {
+        revision: "r".into(),
+        replicas: 2,
+    });
+    let obs = observed(0, vec![core_set("b", 2, 0, false)], "b");
+    let d = decide(&s, &obs);
+    assert!(!has(&d, |a| matches!(a, Action::CreateSet { .. })));
+    assert_eq!(
+        d.wait.as_ref().map(|w| w.reason),
+        Some("WaitingForCoreNodes")
+    );
+
+    let obs = observed(0, vec![core_set("b", 2, 0, true)], "b");
+    let d = decide(&s, &obs);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::CreateSet {
+            role: Role::Replicant,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_steady_cluster_is_ready_and_does_nothing() {
+    let mut obs = observed(100, vec![core_set("a", 3, 0, true)], "a");
+    let first = decide(&spec("a", 3), &obs);
+    assert_eq!(first.phase, Phase::Ready);
+    // Only the progress marker is recorded; once remembered, nothing is written.
+    assert!(
+        first
+            .actions
+            .iter()
+            .all(|a| matches!(a, Action::RecordProgress { .. }))
+    );
+    if let Some(Action::RecordProgress { marker, at }) = first.actions.first() {
+        obs.memory.progress = Some((marker.clone(), *at));
+    }
+    let again = decide(&spec("a", 3), &obs);
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+}
+
+#[test]
+fn replicas_change_scales_in_place() {
+    let obs = observed(100, vec![core_set("a", 3, 0, true)], "a");
+    let d = decide(&spec("a", 5), &obs);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::ScaleSet { from: 3, to: 5, .. }
+    )));
+    assert!(!has(&d, |a| matches!(a, Action::CreateSet { .. })));
+}
+
+#[test]
+fn a_template_change_creates_the_new_set_and_leaves_the_old_alone() {
+    let obs = observed(100, vec![core_set("a", 3, 0, true)], "a");
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::CreateSet { revision, .. } if revision == "b")
+    ));
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. } | Action::PointServices { .. }
+    )));
+}
+
+#[test]
+fn traffic_moves_only_after_new_nodes_are_ready_and_the_delay_passed() {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, false)];
+    let d = decide(&spec("b", 3), &observed(100, sets, "a"));
+    assert_eq!(d.phase, Phase::WaitingForNewNodes);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut obs = observed(100, sets, "a");
+    let d = decide(&spec("b", 3), &obs);
+    assert_eq!(d.phase, Phase::InitialDelay);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordNewNodesReady { at: 100, .. }
+    )));
+    assert_eq!(d.requeue_after_s, Some(10));
+
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 100));
+    obs.now = 109;
+    let d = decide(&spec("b", 3), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    obs.now = 110;
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::PointServices { dashboard, .. } if dashboard == "b")
+    ));
+    assert!(
+        !has(&d, |a| matches!(a, Action::StartEvacuation { .. })),
+        "switch first, evict later"
+    );
+}
+
+fn switched(now: Seconds) -> Observed {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut obs = observed(now, sets, "b");
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 0));
+    obs
+}
+
+#[test]
+fn the_highest_old_ordinal_is_evacuated_to_the_new_nodes() {
+    let d = decide(&spec("b", 3), &switched(100));
+    let start = d.actions.iter().find_map(|a| match a {
+        Action::StartEvacuation {
+            node, migrate_to, ..
+        } => Some((node.clone(), migrate_to.clone())),
+        _ => None,
+    });
+    let (victim, to) = start.expect("an evacuation starts");
+    assert_eq!(victim, node("emqx-core-a", 2));
+    assert_eq!(to.len(), 3);
+    assert!(to.iter().all(|n| n.contains("emqx-core-b")));
+}
+
+#[test]
+fn a_running_evacuation_is_waited_for_and_nothing_is_removed() {
+    let mut obs = switched(100);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 2),
+            state: EvacuationState::EvictingConns,
+            remaining: 40,
+        });
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
+    )));
+    assert_eq!(d.wait.as_ref().map(|w| w.reason), Some("EvacuatingNode"));
+}
+
+#[test]
+fn prohibiting_removes_exactly_that_node() {
+    let mut obs = switched(100);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 2),
+            state: EvacuationState::Prohibiting,
+            remaining: 0,
+        });
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::RemoveOldNode { from: 3, node: Some(n), .. } if *n == node("emqx-core-a", 2))
+    ));
+    assert!(!has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+}
+
+#[test]
+fn a_stopped_node_without_a_pod_is_force_left() {
+    let mut obs = switched(100);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.members.push(Member {
+            node: node("emqx-core-a", 3),
+            running: false,
+        });
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::ForceLeave { node: n } if *n == node("emqx-core-a", 3))
+    ));
+}
+
+#[test]
+fn without_the_evacuation_api_the_node_is_drained_by_the_clock() {
+    let mut obs = switched(100);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuation_api = false;
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordDrainStart { at: 100, .. }
+    )));
+    assert_eq!(
+        d.wait.as_ref().map(|w| w.reason),
+        Some("DrainingWithoutEvacuation")
+    );
+    obs.memory.drain = Some(Drain {
+        node: node("emqx-core-a", 2),
+        started_at: 100,
+    });
+    obs.now = 104;
+    assert!(!has(&decide(&spec("b", 3), &obs), |a| matches!(
+        a,
+        Action::RemoveOldNode { .. }
+    )));
+    obs.now = 105;
+    assert!(has(&decide(&spec("b", 3), &obs), |a| matches!(
+        a,
+        Action::RemoveOldNode { .. }
+    )));
+}
+
+#[test]
+fn emqx_unreachable_touches_no_old_node() {
+    let mut obs = switched(100);
+    obs.emqx = None;
+    let d = decide(&spec("b", 3), &obs);
+    assert_eq!(
+        d.wait.as_ref().map(|w| w.reason),
+        Some("EmqxApiUnavailable")
+    );
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. }
+            | Action::StartEvacuation { .. }
+            | Action::PointServices { .. }
+    )));
+}
+
+#[test]
+fn reverting_reuses_the_old_set_and_stops_its_evacuation() {
+    // Upgrade a → b under way: a-2 is prohibiting, a scaled to 2 already.
+    let mut obs = switched(100);
+    obs.sets[0].replicas = 2;
+    obs.sets[0].pods.truncate(2);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 1),
+            state: EvacuationState::Prohibiting,
+            remaining: 0,
+        });
+    }
+    let d = decide(&spec("a", 3), &obs);
+    assert!(
+        !has(&d, |a| matches!(a, Action::CreateSet { .. })),
+        "no third set"
+    );
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::ScaleSet { from: 2, to: 3, .. }
+    )));
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::StopEvacuation { node: n } if *n == node("emqx-core-a", 1))
+    ));
+}
+
+#[test]
+fn pause_changes_nothing() {
+    let mut s = spec("b", 3);
+    s.paused = true;
+    let d = decide(&s, &switched(100));
+    assert_eq!(d.phase, Phase::Paused);
+    assert!(d.actions.is_empty());
+}
+
+#[test]
+fn waiting_without_progress_past_the_deadline_is_a_stall() {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, false)];
+    let mut obs = observed(1000, sets, "a");
+    let first = decide(&spec("b", 3), &obs);
+    let Some(Action::RecordProgress { marker, .. }) = first
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::RecordProgress { .. }))
+        .cloned()
+    else {
+        panic!("a first pass records its marker");
+    };
+    obs.memory.progress = Some((marker.clone(), 400));
+    assert!(
+        !decide(&spec("b", 3), &obs).stalled,
+        "600s without progress is within the deadline"
+    );
+    obs.memory.progress = Some((marker, 399));
+    assert!(decide(&spec("b", 3), &obs).stalled, "601s is past it");
+}
+
+#[test]
+fn old_sets_beyond_the_history_limit_are_deleted_oldest_first() {
+    let mut sets = vec![core_set("c", 3, 300, true)];
+    for (rev, at) in [("a", 100), ("b", 200)] {
+        let mut s = core_set(rev, 0, at, true);
+        s.pods.clear();
+        sets.push(s);
+    }
+    let d = decide(&spec("c", 3), &observed(400, sets, "c"));
+    let deleted: Vec<&String> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::DeleteSet { name } => Some(name),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec!["emqx-core-a"]);
+}
+
+// ---------------------------------------------------------------------------
+// A model world: Kubernetes controllers and EMQX, one tick per second.
+
+#[derive(Debug, Clone)]
+struct World {
+    now: Seconds,
+    sets: Vec<NodeSet>,
+    /// Connections per node.
+    conns: std::collections::HashMap<String, u64>,
+    members: Vec<Member>,
+    evacuations: Vec<(Evacuation, Seconds)>,
+    evacuation_api: bool,
+    services: Services,
+    memory: Memory,
+    next_created: Seconds,
+    ready_after: Seconds,
+    /// Pod name → tick it was created.
+    born: std::collections::HashMap<String, Seconds>,
+    /// Terminating pods vanish on the next tick.
+    starts: u32,
+}
+
+impl World {
+    fn observe(&self) -> Observed {
+        Observed {
+            now: self.now,
+            sets: self.sets.clone(),
+            emqx: Some(EmqxView {
+                members: self.members.clone(),
+                evacuations: self.evacuations.iter().map(|(e, _)| e.clone()).collect(),
+                evacuation_api: self.evacuation_api,
+            }),
+            services: self.services.clone(),
+            memory: self.memory.clone(),
+        }
+    }
+
+    fn set_mut(&mut self, name: &str) -> Option<&mut NodeSet> {
+        self.sets.iter_mut().find(|s| s.name == name)
+    }
+
+    fn apply(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::CreateSet {
+                role,
+                revision,
+                replicas,
+            } => {
+                let name = format!("emqx-{role}-{revision}");
+                if self.sets.iter().any(|s| s.name == name) {
+                    return Err(format!("{name} exists"));
+                }
+                self.next_created += 1;
+                self.sets.push(NodeSet {
+                    name,
+                    role: *role,
+                    revision: revision.clone(),
+                    replicas: *replicas,
+                    created_at: self.next_created,
+                    pods: Vec::new(),
+                });
+            }
+            Action::ScaleSet { name, from, to } => {
+                let set = self.set_mut(name).ok_or("no such set")?;
+                if set.replicas != *from {
+                    return Err("conflict".into());
+                }
+                set.replicas = *to;
+            }
+            Action::PointServices {
+                listeners,
+                dashboard,
+            } => {
+                self.services.listeners = Some(listeners.clone());
+                self.services.dashboard = Some(dashboard.clone());
+            }
+            Action::RecordNewNodesReady { revision, at } => {
+                self.memory.new_nodes_ready_at = Some((revision.clone(), *at));
+            }
+            Action::MarkForDeletion { pod } => {
+                for set in &mut self.sets {
+                    for p in &mut set.pods {
+                        if &p.name == pod {
+                            p.marked_for_deletion = true;
+                        }
+                    }
+                }
+            }
+            Action::StartEvacuation {
+                node, migrate_to, ..
+            } => {
+                if !self.members.iter().any(|m| &m.node == node && m.running) {
+                    return Err("404 node not found".into());
+                }
+                assert!(
+                    self.evacuations
+                        .iter()
+                        .all(|(e, _)| e.state == EvacuationState::Prohibiting),
+                    "a second evacuation started while one runs: {:?}",
+                    self.evacuations
+                );
+                assert!(!migrate_to.is_empty(), "migrate_to must not be empty");
+                if self.evacuations.iter().any(|(e, _)| &e.node == node) {
+                    return Err("400 already_started".into());
+                }
+                self.starts += 1;
+                self.evacuations.push((
+                    Evacuation {
+                        node: node.clone(),
+                        state: EvacuationState::WaitingHealthCheck,
+                        remaining: self.conns.get(node).copied().unwrap_or(0),
+                    },
+                    self.now,
+                ));
+            }
+            Action::StopEvacuation { node } => {
+                let before = self.evacuations.len();
+                self.evacuations.retain(|(e, _)| &e.node != node);
+                if before == self.evacuations.len() {
+                    return Err("400 not_started".into());
+                }
+            }
+            Action::RecordDrainStart { node, at } => {
+                self.memory.drain = Some(Drain {
+                    node: node.clone(),
+                    started_at: *at,
+                });
+            }
+            Action::RemoveOldNode { set, from, .. } => {
+                let now = self.now;
+                let evacuation_api = self.evacuation_api;
+                let drain = self.memory.drain.clone();
+                let snapshot = self.evacuations.clone();
+                let members = self.members.clone();
+                let conns = self.conns.clone();
+                let s = self.set_mut(set).ok_or("no such set")?;
+                if s.replicas != *from {
+                    return Err("conflict".into());
+                }
+                assert!(s.replicas > 0, "scaled below zero");
+                s.replicas -= 1;
+                // What the real controller removes.
+                let victim = match s.role {
+                    Role::Core => s.pods.iter_mut().find(|p| p.ordinal == Some(s.replicas)),
+                    Role::Replicant => {
+                        let pick = s
+                            .pods
+                            .iter()
+                            .filter(|p| !p.terminating)
+                            .max_by_key(|p| p.marked_for_deletion)
+                            .map(|p| p.name.clone());
+                        s.pods.iter_mut().find(|p| Some(&p.name) == pick.as_ref())
+                    }
+                };
+                if let Some(victim) = victim {
+                    let serving = members.iter().any(|m| m.node == victim.node && m.running);
+                    if serving {
+                        let evacuated = snapshot.iter().any(|(e, _)| {
+                            e.node == victim.node && e.state == EvacuationState::Prohibiting
+                        });
+                        let drained = drain.as_ref().is_some_and(|d| {
+                            d.node == victim.node && now >= d.started_at + STRATEGY.wait_takeover_s
+                        });
+                        let safe = if evacuation_api { evacuated } else { drained };
+                        assert!(
+                            safe || conns.get(&victim.node).copied().unwrap_or(0) == 0
+                                && !evacuation_api,
+                            "node {} removed before its evacuation finished",
+                            victim.node
+                        );
+                    }
+                    victim.terminating = true;
+                }
+            }
+            Action::ForceLeave { node } => {
+                let m = self
+                    .members
+                    .iter()
+                    .position(|m| &m.node == node)
+                    .ok_or("404")?;
+                assert!(!self.members[m].running, "force_leave of a running node");
+                self.members.remove(m);
+            }
+            Action::DeleteSet { name } => {
+                let i = self
+                    .sets
+                    .iter()
+                    .position(|s| &s.name == name)
+                    .ok_or("404")?;
+                assert!(self.sets[i].replicas == 0 && self.sets[i].pods.is_empty());
+                self.sets.remove(i);
+            }
+            Action::RecordProgress { marker, at } => {
+                self.memory.progress = Some((marker.clone(), *at));
+            }
+        }
+        Ok(())
+    }
+
+    /// One second of Kubernetes and EMQX.
+    fn tick(&mut self) {
+        self.now += 1;
+        // Terminated pods disappear; their nodes stop.
+        for set in &mut self.sets {
+            for p in set.pods.iter().filter(|p| p.terminating) {
+                for m in &mut self.members {
+                    if m.node == p.node {
+                        m.running = false;
+                    }
+                }
+                self.conns.remove(&p.node);
+                self.evacuations.retain(|(e, _)| e.node != p.node);
+            }
+            set.pods.retain(|p| !p.terminating);
+        }
+        // Controllers create missing pods.
+        for set in &mut self.sets {
+            let live = set.pods.len() as u32;
+            for i in 0..set.replicas.saturating_sub(live) {
+                let ordinal = match set.role {
+                    Role::Core => Some(live + i),
+                    Role::Replicant => None,
+                };
+                let name = match ordinal {
+                    Some(o) => format!("{}-{o}", set.name),
+                    None => format!("{}-{}", set.name, self.now * 100 + u64::from(i)),
+                };
+                self.born.insert(name.clone(), self.now);
+                set.pods.push(Pod {
+                    node: format!("emqx@{name}"),
+                    name,
+                    ordinal,
+                    created_at: self.now,
+                    ready: false,
+                    terminating: false,
+                    marked_for_deletion: false,
+                });
+            }
+            if set.role == Role::Core {
+                // StatefulSet scale-down removes the highest ordinals.
+                for p in &mut set.pods {
+                    if p.ordinal.is_some_and(|o| o >= set.replicas) {
+                        p.terminating = true;
+                    }
+                }
+            }
+        }
+        // Pods become ready and join after a while.
+        for set in &mut self.sets {
+            for p in &mut set.pods {
+                let born = self.born.get(&p.name).copied().unwrap_or(0);
+                if !p.ready && !p.terminating && self.now >= born + self.ready_after {
+                    p.ready = true;
+                    self.members.retain(|m| m.node != p.node);
+                    self.members.push(Member {
+                        node: p.node.clone(),
+                        running: true,
+                    });
+                }
+            }
+        }
+        // Evacuations advance (rates per tick, as EMQX does).
+        let now = self.now;
+        for (e, since) in &mut self.evacuations {
+            let left = self.conns.get(&e.node).copied().unwrap_or(0);
+            match e.state {
+                EvacuationState::WaitingHealthCheck => e.state = EvacuationState::EvictingConns,
+                EvacuationState::EvictingConns => {
+                    let next = left.saturating_sub(u64::from(STRATEGY.conn_evict_rate));
+                    self.conns.insert(e.node.clone(), next);
+                    e.remaining = next;
+                    if next == 0 {
+                        e.state = EvacuationState::WaitingTakeover;
+                        *since = now;
+                    }
+                }
+                EvacuationState::WaitingTakeover => {
+                    if now >= *since + STRATEGY.wait_takeover_s {
+                        e.state = EvacuationState::EvictingSessions;
+                    }
+                }
+                EvacuationState::EvictingSessions => e.state = EvacuationState::Prohibiting,
+                EvacuationState::Prohibiting => {}
+            }
+        }
+    }
+}
+
+fn world(
+    core: u32,
+    replicant: Option<u32>,
+    conns: u64,
+    api: bool,
+    ready_after: Seconds,
+) -> (World, Spec) {
+    let mut spec = spec("a", core);
+    spec.replicant = replicant.map(|replicas| RoleSpec {
+        revision: "ra".into(),
+        replicas,
+    });
+    spec.strategy.initial_delay_s = 3;
+    let mut w = World {
+        now: 0,
+        sets: Vec::new(),
+        conns: Default::default(),
+        members: Vec::new(),
+        evacuations: Vec::new(),
+        evacuation_api: api,
+        services: Services::default(),
+        memory: Memory::default(),
+        next_created: 0,
+        ready_after,
+        born: Default::default(),
+        starts: 0,
+    };
+    // Bring the first revision up.
+    for _ in 0..200 {
+        let d = decide(&spec, &w.observe());
+        for a in &d.actions {
+            if w.apply(a).is_err() {
+                break;
+            }
+        }
+        if d.phase == Phase::Ready {
+            break;
+        }
+        w.tick();
+    }
+    for p in w.sets.iter().flat_map(|s| &s.pods) {
+        w.conns.insert(p.node.clone(), conns);
+    }
+    (w, spec)
+}
+
+/// Runs decide → apply → tick until Ready. `crash` lists (pass, actions
+/// carried out): at that pass the shell dies after that many actions.
+fn run_upgrade(w: &mut World, spec: &Spec, crash: &[(usize, usize)], max_steps: usize) -> usize {
+    for step in 0..max_steps {
+        let d = decide(spec, &w.observe());
+        let keep = crash
+            .iter()
+            .find(|(at, _)| *at == step)
+            .map_or(usize::MAX, |(_, keep)| *keep);
+        for a in d.actions.iter().take(keep) {
+            if w.apply(a).is_err() {
+                break;
+            }
+        }
+        let done = d.phase == Phase::Ready
+            && w.sets.iter().all(|s| {
+                spec.role(s.role).is_some_and(|r| r.revision == s.revision)
+                    || (s.replicas == 0 && s.pods.is_empty())
+            });
+        if done {
+            return step;
+        }
+        w.tick();
+    }
+    panic!("no convergence in {max_steps} steps: {:#?}", w.observe());
+}
+
+#[test]
+fn a_whole_upgrade_converges_in_the_model() {
+    let (mut w, mut spec) = world(3, None, 250, true, 2);
+    spec.core.revision = "b".into();
+    run_upgrade(&mut w, &spec, &[], 500);
+    assert_eq!(w.starts, 3, "each old node evacuated exactly once");
+    assert!(
+        w.members.iter().all(|m| m.running),
+        "no stopped node lingers"
+    );
+    assert_eq!(w.services.listeners, Some((Role::Core, "b".to_string())));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// From any reachable state, with the shell killed part-way through any
+    /// pass, the upgrade finishes, never removes a node before its
+    /// evacuation finished, never runs two evacuations, and evacuates each
+    /// old node at most once.
+    #[test]
+    fn upgrades_are_safe_and_finish_despite_crashes(
+        core in 1u32..4,
+        replicant in proptest::option::of(0u32..4),
+        conns in 0u64..400,
+        api in any::<bool>(),
+        ready_after in 1u64..5,
+        change_core in any::<bool>(),
+        change_replicant in any::<bool>(),
+        crash in proptest::collection::vec((0usize..120, 0usize..4), 0..16),
+    ) {
+        let (mut w, mut spec) = world(core, replicant, conns, api, ready_after);
+        if change_core {
+            spec.core.revision = "b".into();
+        }
+        if let Some(r) = spec.replicant.as_mut().filter(|_| change_replicant) {
+            r.revision = "rb".into();
+        }
+        let old_nodes = w.sets.iter().filter(|s| spec.role(s.role).is_none_or(|r| r.revision != s.revision)).map(|s| s.replicas).sum::<u32>();
+        run_upgrade(&mut w, &spec, &crash, 3000);
+        if api {
+            prop_assert!(w.starts <= old_nodes, "{} evacuations for {} old nodes", w.starts, old_nodes);
+        }
+    }
+}

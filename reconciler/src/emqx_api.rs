@@ -1,0 +1,390 @@
+//! EMQX's management API, as pure functions: which path and body a call
+//! needs, and what an answer means. The HTTP shell is [`crate::emqx_client`].
+//!
+//! Both API generations are covered: EMQX 5.x serves `/api/v5` (bare JSON
+//! bodies) on the dashboard listener, EMQX 4.4 serves `/api/v4` (wrapped in
+//! `{"code":0,"data":…}`) on the management listener. Every answer is
+//! checked: an unexpected status or body is an error that names the call,
+//! never a silent success (upstream's v1beta4 code ignored the status of
+//! `evacuation/start`).
+
+use crate::observed::{EvacuationState, Member, Strategy};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// Which management API a broker speaks, from its image version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiGeneration {
+    /// EMQX 4.4: `/api/v4` on port 8081.
+    V4,
+    /// EMQX 5.x and later: `/api/v5` on port 18083.
+    V5,
+}
+
+impl ApiGeneration {
+    /// The path prefix of every management call.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ApiGeneration::V4 => "/api/v4",
+            ApiGeneration::V5 => "/api/v5",
+        }
+    }
+
+    /// The port the management API listens on.
+    pub fn port(self) -> u16 {
+        match self {
+            ApiGeneration::V4 => 8081,
+            ApiGeneration::V5 => 18083,
+        }
+    }
+}
+
+/// Why a call failed, precisely enough to decide what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EmqxError {
+    /// The broker has no node-evacuation API (open source, or before e5.0.4).
+    #[error("the broker has no load_rebalance API ({0})")]
+    EvacuationUnsupported(String),
+    /// `{node}` is not a running member of the cluster.
+    #[error("node not found: {0}")]
+    NodeNotFound(String),
+    /// 401/403: the operator's API key was refused.
+    #[error("EMQX refused the operator's API key: {0}")]
+    Unauthorized(String),
+    /// Any other non-success answer, with EMQX's own code and message.
+    #[error("{call}: HTTP {status}: {code} {message}")]
+    Api {
+        call: &'static str,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// A body that is not what the API documents.
+    #[error("{call}: unexpected answer: {detail}")]
+    Malformed { call: &'static str, detail: String },
+    /// Transport: refused, reset, timed out.
+    #[error("{call}: {detail}")]
+    Transport { call: &'static str, detail: String },
+}
+
+/// What `evacuation/start` achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOutcome {
+    Started,
+    /// 400 `already_started`: a restarted reconciler finds its own work.
+    AlreadyRunning,
+}
+
+/// What `evacuation/stop` achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    Stopped,
+    /// 400 `not_started`: nothing to stop, which is what we wanted.
+    NotRunning,
+}
+
+/// Path of `evacuation/start` or `evacuation/stop` for `node`.
+pub fn evacuation_path(api: ApiGeneration, node: &str, verb: &str) -> String {
+    format!(
+        "{}/load_rebalance/{}/evacuation/{verb}",
+        api.prefix(),
+        encode_segment(node)
+    )
+}
+
+/// Path of `force_leave` (5.x only; 4.4 has no such REST call).
+pub fn force_leave_path(node: &str) -> String {
+    format!("/api/v5/cluster/{}/force_leave", encode_segment(node))
+}
+
+/// Node names contain `@` and dots only, but a hostile or odd name must not
+/// be able to change the path.
+fn encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+                out.push(char::from(b));
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// The body of `evacuation/start`.
+///
+/// `wait_health_check` is sent as 0 on brokers that know it (e5.1.0+): the
+/// Service already moved before the first eviction, so EMQX's own 60 s
+/// default would only lengthen every node's drain. Older brokers reject
+/// unknown fields with 400, so it is left out for them.
+pub fn evacuation_start_body(
+    api: ApiGeneration,
+    strategy: &Strategy,
+    migrate_to: &[String],
+    knows_wait_health_check: bool,
+) -> Value {
+    let mut body = json!({
+        "conn_evict_rate": strategy.conn_evict_rate.max(1),
+        "sess_evict_rate": strategy.sess_evict_rate.max(1),
+        "migrate_to": migrate_to,
+    });
+    if strategy.wait_takeover_s > 0 {
+        body["wait_takeover"] = json!(strategy.wait_takeover_s);
+    }
+    if api == ApiGeneration::V5 && knows_wait_health_check {
+        body["wait_health_check"] = json!(0);
+    }
+    body
+}
+
+/// Whether a 5.x version string (`5.8.9`, `e5.1.0`) knows `wait_health_check`.
+pub fn knows_wait_health_check(version: &str) -> bool {
+    let v = version.trim_start_matches(['e', 'v']);
+    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 1),
+        _ => false,
+    }
+}
+
+/// EMQX's error body: `{"code": "...", "message": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: Value,
+    #[serde(default)]
+    message: Value,
+}
+
+fn error_parts(body: &[u8]) -> (String, String) {
+    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let (code, message) = (text(&parsed.code), text(&parsed.message));
+    if code.is_empty() && message.is_empty() {
+        // Not JSON (an HTML 404 page, a proxy's error): keep a short excerpt.
+        let excerpt: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        (String::new(), excerpt)
+    } else {
+        (code, message)
+    }
+}
+
+fn is_path_not_found(code: &str, message: &str) -> bool {
+    code == "API_NOT_EXIST"
+        || message.contains("Request Path Not Found")
+        || message.contains("404 - NOT FOUND")
+}
+
+/// Classifies any non-2xx answer.
+fn classify(call: &'static str, status: u16, body: &[u8]) -> EmqxError {
+    let (code, message) = error_parts(body);
+    match status {
+        401 | 403 => EmqxError::Unauthorized(format!("{code} {message}").trim().to_owned()),
+        404 if is_path_not_found(&code, &message) => EmqxError::EvacuationUnsupported(message),
+        404 if message.starts_with("Node not found") => EmqxError::NodeNotFound(message),
+        _ => EmqxError::Api {
+            call,
+            status,
+            code,
+            message,
+        },
+    }
+}
+
+/// Interprets the answer to `evacuation/start`.
+pub fn start_outcome(
+    api: ApiGeneration,
+    status: u16,
+    body: &[u8],
+) -> Result<StartOutcome, EmqxError> {
+    const CALL: &str = "evacuation/start";
+    if status == 200 {
+        return v4_envelope_ok(api, CALL, body).map(|()| StartOutcome::Started);
+    }
+    match classify(CALL, status, body) {
+        EmqxError::Api {
+            status: 400,
+            message,
+            ..
+        } if message.contains("already_started") => Ok(StartOutcome::AlreadyRunning),
+        other => Err(other),
+    }
+}
+
+/// Interprets the answer to `evacuation/stop`.
+pub fn stop_outcome(
+    api: ApiGeneration,
+    status: u16,
+    body: &[u8],
+) -> Result<StopOutcome, EmqxError> {
+    const CALL: &str = "evacuation/stop";
+    if status == 200 {
+        return v4_envelope_ok(api, CALL, body).map(|()| StopOutcome::Stopped);
+    }
+    match classify(CALL, status, body) {
+        EmqxError::Api {
+            status: 400,
+            message,
+            ..
+        } if message.contains("not_started") => Ok(StopOutcome::NotRunning),
+        other => Err(other),
+    }
+}
+
+/// Interprets the answer to `force_leave`: 204 (or 200) is done; a node
+/// that is already gone counts as done.
+pub fn force_leave_outcome(status: u16, body: &[u8]) -> Result<(), EmqxError> {
+    match status {
+        200 | 204 => Ok(()),
+        _ => match classify("force_leave", status, body) {
+            EmqxError::NodeNotFound(_) => Ok(()),
+            other => Err(other),
+        },
+    }
+}
+
+/// 4.4 answers 200 with `{"code":0,...}`; a non-zero code is a failure.
+fn v4_envelope_ok(api: ApiGeneration, call: &'static str, body: &[u8]) -> Result<(), EmqxError> {
+    if api == ApiGeneration::V5 {
+        return Ok(());
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| EmqxError::Malformed {
+        call,
+        detail: format!("not JSON: {e}"),
+    })?;
+    match value.get("code").and_then(Value::as_i64) {
+        Some(0) => Ok(()),
+        Some(code) => Err(EmqxError::Api {
+            call,
+            status: 200,
+            code: code.to_string(),
+            message: value
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        }),
+        None => Err(EmqxError::Malformed {
+            call,
+            detail: "no numeric \"code\" in the 4.4 envelope".into(),
+        }),
+    }
+}
+
+/// The JSON of a successful read, unwrapped from 4.4's envelope if present.
+fn payload(
+    api: ApiGeneration,
+    call: &'static str,
+    status: u16,
+    body: &[u8],
+) -> Result<Value, EmqxError> {
+    if status != 200 {
+        return Err(classify(call, status, body));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| EmqxError::Malformed {
+        call,
+        detail: format!("not JSON: {e}"),
+    })?;
+    match (api, value) {
+        (ApiGeneration::V4, Value::Object(mut map)) if map.contains_key("data") => {
+            Ok(map.remove("data").unwrap_or(Value::Null))
+        }
+        (_, value) => Ok(value),
+    }
+}
+
+/// One node of `GET /nodes`, the fields the reconciler reads. Everything is
+/// optional except the name: a stopped core is listed with three fields.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NodeInfo {
+    pub node: String,
+    #[serde(default)]
+    pub node_status: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub edition: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub otp_release: Option<String>,
+    #[serde(default)]
+    pub connections: Option<i64>,
+    #[serde(default)]
+    pub live_connections: Option<i64>,
+}
+
+impl NodeInfo {
+    /// 5.x says `running`, 4.4 says `Running`.
+    pub fn is_running(&self) -> bool {
+        self.node_status.eq_ignore_ascii_case("running")
+    }
+}
+
+/// Interprets `GET /nodes`.
+pub fn nodes(api: ApiGeneration, status: u16, body: &[u8]) -> Result<Vec<NodeInfo>, EmqxError> {
+    const CALL: &str = "GET nodes";
+    let value = payload(api, CALL, status, body)?;
+    serde_json::from_value(value).map_err(|e| EmqxError::Malformed {
+        call: CALL,
+        detail: e.to_string(),
+    })
+}
+
+/// Cluster membership as `decide` needs it.
+pub fn members(nodes: &[NodeInfo]) -> Vec<Member> {
+    nodes
+        .iter()
+        .map(|n| Member {
+            node: n.node.clone(),
+            running: n.is_running(),
+        })
+        .collect()
+}
+
+/// Interprets `GET /load_rebalance/global_status`: the `evacuations` entries,
+/// each deserialised as `T` (the status type copied into the object).
+pub fn global_evacuations<T: serde::de::DeserializeOwned>(
+    api: ApiGeneration,
+    status: u16,
+    body: &[u8],
+) -> Result<Vec<T>, EmqxError> {
+    const CALL: &str = "GET load_rebalance/global_status";
+    let mut value = payload(api, CALL, status, body)?;
+    let evacuations = value
+        .get_mut("evacuations")
+        .map(Value::take)
+        .ok_or_else(|| EmqxError::Malformed {
+            call: CALL,
+            detail: "no \"evacuations\" list".into(),
+        })?;
+    serde_json::from_value(evacuations).map_err(|e| EmqxError::Malformed {
+        call: CALL,
+        detail: e.to_string(),
+    })
+}
+
+/// EMQX's state name → our enum. An unknown state is an error, not a guess.
+pub fn evacuation_state(name: &str) -> Result<EvacuationState, EmqxError> {
+    Ok(match name {
+        "waiting_health_check" => EvacuationState::WaitingHealthCheck,
+        "evicting_conns" => EvacuationState::EvictingConns,
+        "waiting_takeover" => EvacuationState::WaitingTakeover,
+        "evicting_sessions" => EvacuationState::EvictingSessions,
+        "prohibiting" => EvacuationState::Prohibiting,
+        other => {
+            return Err(EmqxError::Malformed {
+                call: "GET load_rebalance/global_status",
+                detail: format!("unknown evacuation state {other:?}"),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;

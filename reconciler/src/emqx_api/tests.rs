@@ -1,0 +1,246 @@
+//! Answers as EMQX gives them (docs/emqx-api.md §3–§8), and hostile ones.
+
+use super::*;
+use proptest::prelude::{ProptestConfig, any, proptest};
+
+const STRATEGY: Strategy = Strategy {
+    initial_delay_s: 10,
+    wait_takeover_s: 10,
+    conn_evict_rate: 200,
+    sess_evict_rate: 100,
+};
+
+#[test]
+fn paths_name_the_node_and_cannot_be_bent() {
+    assert_eq!(
+        evacuation_path(
+            ApiGeneration::V5,
+            "emqx@emqx-core-a-0.emqx-headless.default.svc.cluster.local",
+            "start"
+        ),
+        "/api/v5/load_rebalance/emqx@emqx-core-a-0.emqx-headless.default.svc.cluster.local/evacuation/start"
+    );
+    assert_eq!(
+        evacuation_path(ApiGeneration::V4, "emqx-ee@10.0.0.1", "stop"),
+        "/api/v4/load_rebalance/emqx-ee@10.0.0.1/evacuation/stop"
+    );
+    assert_eq!(
+        force_leave_path("a/../b?x"),
+        "/api/v5/cluster/a%2F..%2Fb%3Fx/force_leave"
+    );
+}
+
+#[test]
+fn the_start_body_carries_the_configured_rates() {
+    let to = vec!["emqx@b-0".to_string(), "emqx@b-1".to_string()];
+    let body = evacuation_start_body(ApiGeneration::V5, &STRATEGY, &to, true);
+    assert_eq!(
+        body,
+        json!({"conn_evict_rate":200,"sess_evict_rate":100,"migrate_to":["emqx@b-0","emqx@b-1"],
+               "wait_takeover":10,"wait_health_check":0})
+    );
+    // wait_takeover only when > 0; no wait_health_check for brokers that reject it.
+    let zero = Strategy {
+        wait_takeover_s: 0,
+        ..STRATEGY
+    };
+    let body = evacuation_start_body(ApiGeneration::V5, &zero, &to, false);
+    assert!(body.get("wait_takeover").is_none() && body.get("wait_health_check").is_none());
+    let body = evacuation_start_body(ApiGeneration::V4, &STRATEGY, &to, true);
+    assert!(body.get("wait_health_check").is_none());
+}
+
+#[test]
+fn wait_health_check_exists_from_5_1() {
+    for (v, known) in [
+        ("5.8.9", true),
+        ("e5.1.0", true),
+        ("6.0.1", true),
+        ("e5.0.4", false),
+        ("5.0.26", false),
+        ("4.4.14", false),
+        ("latest", false),
+        ("", false),
+    ] {
+        assert_eq!(knows_wait_health_check(v), known, "{v}");
+    }
+}
+
+#[test]
+fn start_answers_are_told_apart() {
+    let v5 = ApiGeneration::V5;
+    assert_eq!(start_outcome(v5, 200, b"{}"), Ok(StartOutcome::Started));
+    let already =
+        br#"{"code":"BAD_REQUEST","message":"error on node 'emqx@10.0.0.1': already_started"}"#;
+    assert_eq!(
+        start_outcome(v5, 400, already),
+        Ok(StartOutcome::AlreadyRunning)
+    );
+    let missing = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@nope"}"#;
+    assert!(matches!(
+        start_outcome(v5, 404, missing),
+        Err(EmqxError::NodeNotFound(_))
+    ));
+    let no_api = br#"{"code":"NOT_FOUND","message":"Request Path Not Found"}"#;
+    assert!(matches!(
+        start_outcome(v5, 404, no_api),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    let old_no_api = br#"{"code":"API_NOT_EXIST","message":"Request Path Not Found"}"#;
+    assert!(matches!(
+        start_outcome(v5, 404, old_no_api),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    let html = b"<html><body><h1>404 - NOT FOUND</h1></body></html>";
+    assert!(matches!(
+        start_outcome(v5, 404, html),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    let unavailable = br#"{"code":"NOT_FOUND","message":"Nodes unavailable: ['emqx@10.0.0.9']"}"#;
+    assert!(matches!(
+        start_outcome(v5, 400, unavailable),
+        Err(EmqxError::Api { status: 400, code, .. }) if code == "NOT_FOUND"
+    ));
+    let key = br#"{"code":"BAD_API_KEY_OR_SECRET","message":"Check api_key/api_secret"}"#;
+    assert!(matches!(
+        start_outcome(v5, 401, key),
+        Err(EmqxError::Unauthorized(_))
+    ));
+    assert!(matches!(
+        start_outcome(v5, 500, b""),
+        Err(EmqxError::Api { status: 500, .. })
+    ));
+}
+
+#[test]
+fn the_4_4_envelope_is_checked() {
+    let v4 = ApiGeneration::V4;
+    assert_eq!(
+        start_outcome(v4, 200, br#"{"data":[],"code":0}"#),
+        Ok(StartOutcome::Started)
+    );
+    assert!(matches!(
+        start_outcome(v4, 200, br#"{"code":102,"message":"unknown"}"#),
+        Err(EmqxError::Api { code, .. }) if code == "102"
+    ));
+    assert!(matches!(
+        start_outcome(v4, 200, b"ok"),
+        Err(EmqxError::Malformed { .. })
+    ));
+    assert!(matches!(
+        start_outcome(v4, 200, b"{}"),
+        Err(EmqxError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn stop_and_force_leave_are_idempotent() {
+    let v5 = ApiGeneration::V5;
+    assert_eq!(stop_outcome(v5, 200, b"{}"), Ok(StopOutcome::Stopped));
+    let not_started = br#"{"code":"BAD_REQUEST","message":"error on node 'emqx@a': not_started"}"#;
+    assert_eq!(
+        stop_outcome(v5, 400, not_started),
+        Ok(StopOutcome::NotRunning)
+    );
+    assert_eq!(force_leave_outcome(204, b""), Ok(()));
+    let gone = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@a"}"#;
+    assert_eq!(force_leave_outcome(404, gone), Ok(()));
+    let own = br#"{"code":"BAD_REQUEST","message":"Can't leave self"}"#;
+    assert!(force_leave_outcome(400, own).is_err());
+}
+
+#[test]
+fn nodes_parse_in_both_generations() {
+    let v5 =
+        br#"[{"node":"emqx@a","node_status":"running","version":"5.8.9","edition":"Enterprise",
+        "role":"core","connections":12,"live_connections":10,"uptime":1000,"load1":0.5},
+        {"node":"emqx@b","node_status":"stopped","role":"core"}]"#;
+    let nodes = nodes(ApiGeneration::V5, 200, v5).expect("parses");
+    assert_eq!(
+        members(&nodes),
+        vec![
+            Member {
+                node: "emqx@a".into(),
+                running: true
+            },
+            Member {
+                node: "emqx@b".into(),
+                running: false
+            },
+        ]
+    );
+    let v4 = br#"{"code":0,"data":[{"node":"emqx-ee@x","node_status":"Running","otp_release":"24","version":"4.4.14","connections":3}]}"#;
+    let nodes = super::nodes(ApiGeneration::V4, 200, v4).expect("parses");
+    assert!(nodes[0].is_running());
+    assert_eq!(nodes[0].connections, Some(3));
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Entry {
+    node: String,
+    state: String,
+}
+
+#[test]
+fn global_status_yields_the_evacuations() {
+    let body = br#"{"evacuations":[{"node":"emqx@a","state":"waiting_takeover","connection_eviction_rate":100,
+        "session_eviction_rate":100,"connection_goal":0,"session_goal":0,"session_recipients":["emqx@b"],
+        "stats":{"initial_connected":100,"current_connected":0,"initial_sessions":100,"current_sessions":100}}],
+        "purges":[],"rebalances":[]}"#;
+    let entries: Vec<Entry> = global_evacuations(ApiGeneration::V5, 200, body).expect("parses");
+    assert_eq!(
+        entries,
+        vec![Entry {
+            node: "emqx@a".into(),
+            state: "waiting_takeover".into()
+        }]
+    );
+    assert_eq!(
+        evacuation_state(&entries[0].state),
+        Ok(EvacuationState::WaitingTakeover)
+    );
+    let v4: Vec<Entry> = global_evacuations(
+        ApiGeneration::V4,
+        200,
+        br#"{"rebalances":[],"evacuations":[]}"#,
+    )
+    .expect("parses");
+    assert!(v4.is_empty());
+}
+
+#[test]
+fn hostile_answers_are_errors() {
+    let cases: [&[u8]; 7] = [
+        b"",
+        b"{",
+        b"null",
+        br#"{"evacuations":"all of them"}"#,
+        br#"{"evacuations":[{"node":7}]}"#,
+        br#"[{"node":"a","connections":1e400}]"#,
+        b"\xff\xfe\x00garbage",
+    ];
+    for body in cases {
+        assert!(
+            global_evacuations::<Entry>(ApiGeneration::V5, 200, body).is_err(),
+            "{body:?}"
+        );
+    }
+    assert!(nodes(ApiGeneration::V5, 200, br#"[{"node_status":"running"}]"#).is_err());
+    assert!(nodes(ApiGeneration::V5, 200, br#"{"node":"a"}"#).is_err());
+    assert!(evacuation_state("teleporting").is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_answer_makes_a_parser_panic(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        for api in [ApiGeneration::V4, ApiGeneration::V5] {
+            let _ = start_outcome(api, status, &body);
+            let _ = stop_outcome(api, status, &body);
+            let _ = nodes(api, status, &body);
+            let _ = global_evacuations::<Entry>(api, status, &body);
+        }
+        let _ = force_leave_outcome(status, &body);
+    }
+}

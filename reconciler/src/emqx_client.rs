@@ -1,0 +1,183 @@
+//! The HTTP shell around [`crate::emqx_api`]: one timeout on every call,
+//! bounded answers, Basic auth with the operator's bootstrap API key and
+//! `Accept: application/json` (without it EMQX's 404 body is HTML).
+
+use crate::emqx_api::{self, ApiGeneration, EmqxError, NodeInfo, StartOutcome, StopOutcome};
+use crate::observed::Strategy;
+use std::time::Duration;
+
+/// Answers larger than this are refused: a cluster's `nodes` list is a few
+/// kilobytes, and a broken proxy must not make us buffer without end.
+const MAX_ANSWER: usize = 4 << 20;
+
+/// A client for one broker endpoint (a pod that survives the upgrade).
+#[derive(Clone)]
+pub struct EmqxClient {
+    http: reqwest::Client,
+    base: String,
+    api: ApiGeneration,
+    key: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for EmqxClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("EmqxClient")
+            .field("base", &self.base)
+            .field("api", &self.api)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// rustls with the ring provider chosen here, not process-wide. The
+/// operator speaks plain HTTP to the dashboard listener; an https-only
+/// dashboard would need its CA, which no release of the API carries yet.
+fn tls_config() -> Result<rustls::ClientConfig, EmqxError> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| EmqxError::Transport {
+            call: "client setup",
+            detail: e.to_string(),
+        })?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(config)
+}
+
+impl EmqxClient {
+    /// `base` is `http://<pod IP>:<port>`; `timeout` bounds each whole call.
+    pub fn new(
+        base: impl Into<String>,
+        api: ApiGeneration,
+        key: impl Into<String>,
+        secret: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Self, EmqxError> {
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls_config()?)
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| EmqxError::Transport {
+                call: "client setup",
+                detail: e.to_string(),
+            })?;
+        Ok(EmqxClient {
+            http,
+            base: base.into().trim_end_matches('/').to_owned(),
+            api,
+            key: key.into(),
+            secret: secret.into(),
+        })
+    }
+
+    /// The API generation this client speaks.
+    pub fn api(&self) -> ApiGeneration {
+        self.api
+    }
+
+    async fn call(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, Vec<u8>), EmqxError> {
+        let transport = |e: reqwest::Error| EmqxError::Transport {
+            call,
+            detail: e.to_string(),
+        };
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(&self.key, Some(&self.secret))
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if answer.len() + chunk.len() > MAX_ANSWER {
+                return Err(EmqxError::Malformed {
+                    call,
+                    detail: format!("answer larger than {MAX_ANSWER} bytes"),
+                });
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok((status, answer))
+    }
+
+    /// `GET /nodes`.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, EmqxError> {
+        let path = format!("{}/nodes", self.api.prefix());
+        let (status, body) = self
+            .call("GET nodes", reqwest::Method::GET, &path, None)
+            .await?;
+        emqx_api::nodes(self.api, status, &body)
+    }
+
+    /// `GET /load_rebalance/global_status`, evacuations as `T`.
+    pub async fn global_evacuations<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<Vec<T>, EmqxError> {
+        let path = format!("{}/load_rebalance/global_status", self.api.prefix());
+        let (status, body) = self
+            .call("GET global_status", reqwest::Method::GET, &path, None)
+            .await?;
+        emqx_api::global_evacuations(self.api, status, &body)
+    }
+
+    /// `POST /load_rebalance/{node}/evacuation/start`.
+    pub async fn start_evacuation(
+        &self,
+        node: &str,
+        strategy: &Strategy,
+        migrate_to: &[String],
+        knows_wait_health_check: bool,
+    ) -> Result<StartOutcome, EmqxError> {
+        let body = emqx_api::evacuation_start_body(
+            self.api,
+            strategy,
+            migrate_to,
+            knows_wait_health_check,
+        );
+        let path = emqx_api::evacuation_path(self.api, node, "start");
+        let (status, answer) = self
+            .call(
+                "evacuation/start",
+                reqwest::Method::POST,
+                &path,
+                Some(&body),
+            )
+            .await?;
+        emqx_api::start_outcome(self.api, status, &answer)
+    }
+
+    /// `POST /load_rebalance/{node}/evacuation/stop`.
+    pub async fn stop_evacuation(&self, node: &str) -> Result<StopOutcome, EmqxError> {
+        let path = emqx_api::evacuation_path(self.api, node, "stop");
+        let (status, answer) = self
+            .call("evacuation/stop", reqwest::Method::POST, &path, None)
+            .await?;
+        emqx_api::stop_outcome(self.api, status, &answer)
+    }
+
+    /// `DELETE /cluster/{node}/force_leave` (5.x).
+    pub async fn force_leave(&self, node: &str) -> Result<(), EmqxError> {
+        let path = emqx_api::force_leave_path(node);
+        let (status, answer) = self
+            .call("force_leave", reqwest::Method::DELETE, &path, None)
+            .await?;
+        emqx_api::force_leave_outcome(status, &answer)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+//! What one reconcile pass sees of a cluster, reduced to what the blue-green
+//! decision needs. The async shell builds this from the API server (sets,
+//! pods, Services, the object's status) and from EMQX's REST API; `decide`
+//! reads nothing else, so every decision can be replayed in a unit test.
+
+use std::fmt;
+
+/// A pod-template revision: the `apps.emqx.io/pod-template-hash` label value.
+pub type Revision = String;
+
+/// Seconds since the Unix epoch. Plain integers keep `decide` free of clocks.
+pub type Seconds = u64;
+
+/// EMQX node role; also which kind of set runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Core nodes: one StatefulSet per revision.
+    Core,
+    /// Replicant nodes: one ReplicaSet per revision.
+    Replicant,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Core => "core",
+            Role::Replicant => "replicant",
+        })
+    }
+}
+
+/// The `updateStrategy` figures that pace an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Strategy {
+    pub initial_delay_s: Seconds,
+    /// Sent to EMQX as `wait_takeover`: the pause between "no connections
+    /// left" and session migration. It has this one meaning (upstream also
+    /// used it as a gap between deletions, measured with expiring Events).
+    pub wait_takeover_s: Seconds,
+    pub conn_evict_rate: u32,
+    pub sess_evict_rate: u32,
+}
+
+/// What the spec asks for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSpec {
+    /// The revision whose pod template equals the desired one. The shell
+    /// decides this by comparing templates (never by recomputing another
+    /// operator's hash), so adopting a Go-operator set yields its label.
+    pub revision: Revision,
+    pub replicas: u32,
+}
+
+/// The desired state, from the object's (hub) spec and annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub core: RoleSpec,
+    /// `None` for a core-only cluster.
+    pub replicant: Option<RoleSpec>,
+    pub strategy: Strategy,
+    /// The pause annotation is set: observe and report, change nothing.
+    pub paused: bool,
+    /// Waiting longer than this without progress marks the upgrade stalled.
+    pub progress_deadline_s: Seconds,
+    /// Old sets at zero replicas kept per role, newest first.
+    pub revision_history_limit: usize,
+}
+
+impl Spec {
+    /// The role whose nodes serve MQTT clients (the listeners Service).
+    pub fn serving_role(&self) -> Role {
+        match &self.replicant {
+            Some(r) if r.replicas > 0 => Role::Replicant,
+            _ => Role::Core,
+        }
+    }
+
+    /// The spec of one role, if the cluster has it.
+    pub fn role(&self, role: Role) -> Option<&RoleSpec> {
+        match role {
+            Role::Core => Some(&self.core),
+            Role::Replicant => self.replicant.as_ref(),
+        }
+    }
+}
+
+/// One pod of a set, as the decision needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub name: String,
+    /// StatefulSet ordinal; `None` for ReplicaSet pods.
+    pub ordinal: Option<u32>,
+    /// For ordering ReplicaSet victims, oldest first.
+    pub created_at: Seconds,
+    /// The pod's Ready condition.
+    pub ready: bool,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// The EMQX node name this pod runs (`emqx@<host>`).
+    pub node: String,
+    /// Carries `controller.kubernetes.io/pod-deletion-cost` chosen by us:
+    /// the recorded victim of a ReplicaSet scale-down.
+    pub marked_for_deletion: bool,
+}
+
+/// A core StatefulSet or replicant ReplicaSet of one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSet {
+    pub name: String,
+    pub role: Role,
+    pub revision: Revision,
+    /// `spec.replicas`.
+    pub replicas: u32,
+    pub created_at: Seconds,
+    pub pods: Vec<Pod>,
+}
+
+/// EMQX evacuation states, as `global_status` spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EvacuationState {
+    WaitingHealthCheck,
+    EvictingConns,
+    WaitingTakeover,
+    EvictingSessions,
+    /// Done: no connections, no sessions; terminal until stopped.
+    Prohibiting,
+}
+
+/// One entry of `global_status.evacuations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evacuation {
+    pub node: String,
+    pub state: EvacuationState,
+    /// `current_connected + current_sessions`: how much is left, so a long
+    /// evacuation that moves is never mistaken for a stall.
+    pub remaining: u64,
+}
+
+/// One node of `GET /nodes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub node: String,
+    pub running: bool,
+}
+
+/// What EMQX itself reports, read through a node that survives the upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmqxView {
+    pub members: Vec<Member>,
+    pub evacuations: Vec<Evacuation>,
+    /// `false` on brokers without the node-evacuation API (open source ≤ 5.8,
+    /// 4.4 open source): the documented fallback drains without it.
+    pub evacuation_api: bool,
+}
+
+impl EmqxView {
+    pub fn is_running_member(&self, node: &str) -> bool {
+        self.members.iter().any(|m| m.node == node && m.running)
+    }
+
+    pub fn evacuation_of(&self, node: &str) -> Option<EvacuationState> {
+        self.evacuations
+            .iter()
+            .find(|e| e.node == node)
+            .map(|e| e.state)
+    }
+}
+
+/// Where the Services send new connections, read from their selectors.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Services {
+    /// Role and revision the listeners Service selects.
+    pub listeners: Option<(Role, Revision)>,
+    /// Core revision the dashboard Service selects.
+    pub dashboard: Option<Revision>,
+}
+
+/// A drain without the evacuation API: which node, since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    pub node: String,
+    pub started_at: Seconds,
+}
+
+/// Facts only the object's status can remember across restarts. Everything
+/// else is re-derived from the cluster on every pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// When every node of the named revision was first seen ready and joined;
+    /// `initialDelaySeconds` counts from here.
+    pub new_nodes_ready_at: Option<(Revision, Seconds)>,
+    /// The node being drained by the fallback, if any.
+    pub drain: Option<Drain>,
+    /// The last progress marker and when it was first seen.
+    pub progress: Option<(String, Seconds)>,
+}
+
+/// Everything `decide` looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub now: Seconds,
+    pub sets: Vec<NodeSet>,
+    /// `None` when EMQX's API could not be read this pass.
+    pub emqx: Option<EmqxView>,
+    pub services: Services,
+    pub memory: Memory,
+}

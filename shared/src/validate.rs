@@ -1,0 +1,716 @@
+//! Validation of typed objects: field-path errors (with the allowed range in
+//! the message) and admission warnings, for create and update. What the CRD's
+//! CEL rules check is checked here too, with the same bounds
+//! ([`crate::limits`]), so a denial reads the same whichever layer catches it.
+
+use crate::dynamic::{FieldError, Verdict};
+use crate::evacuation::EvacuationStrategy;
+use crate::image::{split_tag, tag_version};
+use crate::limits::{
+    DELAY_MAX, LONG_EVACUATION_SECONDS, MAX_BOOTSTRAP_KEYS, RATE_MAX, RATE_MIN, RATE_STORM_WARNING,
+};
+use crate::{v1beta4, v2alpha2, v2beta1};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+const PULL_POLICIES: &[&str] = &["Always", "Never", "IfNotPresent"];
+const MAX_REPLICAS: i64 = 1000;
+const MAX_HISTORY: i64 = 100;
+
+/// Collects errors and warnings while walking an object.
+#[derive(Debug, Default)]
+struct Checker {
+    verdict: Verdict,
+}
+
+impl Checker {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.verdict.errors.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, message: impl Into<String>) {
+        self.verdict.warnings.push(message.into());
+    }
+
+    fn range(&mut self, path: &str, value: Option<i32>, min: i64, max: i64) {
+        let Some(value) = value.map(i64::from) else {
+            return;
+        };
+        if value < min {
+            self.error(
+                path,
+                format!("must be at least {min} (allowed: {min}..={max}), got {value}"),
+            );
+        } else if value > max {
+            self.error(
+                path,
+                format!("must be at most {max} (allowed: {min}..={max}), got {value}"),
+            );
+        }
+    }
+
+    fn one_of(&mut self, path: &str, value: Option<&str>, allowed: &[&str]) {
+        if let Some(value) = value
+            && !allowed.contains(&value)
+        {
+            self.error(
+                path,
+                format!("must be one of {} (got {value:?})", allowed.join(", ")),
+            );
+        }
+    }
+
+    fn length(&mut self, path: &str, value: &str, min: usize, max: usize) {
+        let len = value.chars().count();
+        if len < min || len > max {
+            self.error(
+                path,
+                format!("length must be {min}..={max} characters, got {len}"),
+            );
+        }
+    }
+}
+
+/// Validates an `EMQX` v2beta1 (`enterprise == false`) or `EmqxEnterprise`
+/// v2beta1 spec; `old` is the previous object's spec on update.
+pub fn validate_hub(
+    spec: &v2beta1::EMQXSpec,
+    status: Option<&v2beta1::EMQXStatus>,
+    old: Option<&v2beta1::EMQXSpec>,
+    enterprise: bool,
+) -> Verdict {
+    let mut c = Checker::default();
+    check_image(&mut c, "spec.image", &spec.image, enterprise);
+    c.one_of(
+        "spec.imagePullPolicy",
+        spec.image_pull_policy.as_deref(),
+        PULL_POLICIES,
+    );
+    if let Some(keys) = &spec.bootstrap_api_keys {
+        check_key_count(&mut c, keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            let path = format!("spec.bootstrapAPIKeys[{i}]");
+            let inline = key.key.is_some() || key.secret.is_some();
+            if inline == key.secret_ref.is_some()
+                || (inline && (key.key.is_none() || key.secret.is_none()))
+            {
+                c.error(&path, "set either key and secret, or secretRef (not both)");
+            }
+            if let Some(k) = &key.key {
+                check_key_name(&mut c, &format!("{path}.key"), k, true);
+            }
+            if let Some(s) = &key.secret {
+                c.length(&format!("{path}.secret"), s, 3, 128);
+            }
+        }
+    }
+    if let Some(config) = &spec.config {
+        c.one_of(
+            "spec.config.mode",
+            config.mode.as_deref(),
+            &["Merge", "Replace"],
+        );
+    }
+    check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
+    c.range(
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit,
+        0,
+        MAX_HISTORY,
+    );
+    if let Some(strategy) = &spec.update_strategy {
+        c.one_of(
+            "spec.updateStrategy.type",
+            strategy.type_.as_deref(),
+            &["Recreate"],
+        );
+        check_evacuation(
+            &mut c,
+            "spec.updateStrategy",
+            strategy.initial_delay_seconds,
+            strategy.evacuation_strategy.as_ref(),
+        );
+    }
+    if let Some(core) = spec.core_template.as_ref().and_then(|t| t.spec.as_ref()) {
+        check_pod(&mut c, "spec.coreTemplate.spec", &core.pod);
+    }
+    if let Some(replicant) = spec
+        .replicant_template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+    {
+        check_pod(&mut c, "spec.replicantTemplate.spec", replicant);
+    }
+    if let Some(status) = status {
+        let nodes = status
+            .core_nodes
+            .iter()
+            .chain(status.replicant_nodes.iter())
+            .flatten();
+        let load: Vec<(i64, i64)> = nodes
+            .map(|n| (n.live_connections.unwrap_or(0), n.connections.unwrap_or(0)))
+            .collect();
+        let evacuation = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.evacuation_strategy.as_ref());
+        warn_long_evacuation(&mut c, evacuation, &load);
+    }
+    if let Some(old) = old {
+        if old.bootstrap_api_keys.is_some() && spec.bootstrap_api_keys != old.bootstrap_api_keys {
+            c.error(
+                "spec.bootstrapAPIKeys",
+                "bootstrapAPIKeys cannot be updated",
+            );
+        }
+        check_major_change(&mut c, &old.image, &spec.image);
+    }
+    c.verdict
+}
+
+/// Validates an `EMQX` v2alpha2 spec.
+pub fn validate_v2alpha2(
+    spec: &v2alpha2::EMQXSpec,
+    status: Option<&v2alpha2::EMQXStatus>,
+    old: Option<&v2alpha2::EMQXSpec>,
+) -> Verdict {
+    let mut c = Checker::default();
+    c.warn("apps.emqx.io/v2alpha2 EMQX is deprecated; use apps.emqx.io/v2beta1");
+    check_image(&mut c, "spec.image", &spec.image, false);
+    c.one_of(
+        "spec.imagePullPolicy",
+        spec.image_pull_policy.as_deref(),
+        PULL_POLICIES,
+    );
+    if let Some(keys) = &spec.bootstrap_api_keys {
+        check_key_count(&mut c, keys.len());
+        for (i, key) in keys.iter().enumerate() {
+            check_key_name(
+                &mut c,
+                &format!("spec.bootstrapAPIKeys[{i}].key"),
+                &key.key,
+                true,
+            );
+            c.length(
+                &format!("spec.bootstrapAPIKeys[{i}].secret"),
+                &key.secret,
+                3,
+                32,
+            );
+        }
+    }
+    if let Some(config) = &spec.config {
+        c.one_of(
+            "spec.config.mode",
+            config.mode.as_deref(),
+            &["merge", "replace"],
+        );
+    }
+    check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
+    if let Some(strategy) = &spec.update_strategy {
+        c.one_of(
+            "spec.updateStrategy.type",
+            strategy.type_.as_deref(),
+            &["Recreate"],
+        );
+        check_evacuation(
+            &mut c,
+            "spec.updateStrategy",
+            strategy.initial_delay_seconds,
+            strategy.evacuation_strategy.as_ref(),
+        );
+    }
+    if let Some(core) = spec.core_template.as_ref().and_then(|t| t.spec.as_ref()) {
+        check_pod(&mut c, "spec.coreTemplate.spec", &core.pod);
+    }
+    if let Some(replicant) = spec
+        .replicant_template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+    {
+        check_pod(&mut c, "spec.replicantTemplate.spec", replicant);
+    }
+    if let Some(status) = status {
+        let nodes = status
+            .core_nodes
+            .iter()
+            .chain(status.replicant_nodes.iter())
+            .flatten();
+        let load: Vec<(i64, i64)> = nodes
+            .map(|n| (n.live_connections.unwrap_or(0), n.connections.unwrap_or(0)))
+            .collect();
+        let evacuation = spec
+            .update_strategy
+            .as_ref()
+            .and_then(|s| s.evacuation_strategy.as_ref());
+        warn_long_evacuation(&mut c, evacuation, &load);
+    }
+    if let Some(old) = old {
+        if old.bootstrap_api_keys.is_some() && spec.bootstrap_api_keys != old.bootstrap_api_keys {
+            c.error(
+                "spec.bootstrapAPIKeys",
+                "bootstrapAPIKeys cannot be updated",
+            );
+        }
+        check_major_change(&mut c, &old.image, &spec.image);
+    }
+    c.verdict
+}
+
+/// Validates an `EmqxEnterprise` v1beta4 spec, with the Go operator's checks
+/// and messages plus the evacuation bounds.
+pub fn validate_v1beta4(
+    spec: &v1beta4::EmqxEnterpriseSpec,
+    status: Option<&v1beta4::EmqxEnterpriseStatus>,
+    old: Option<&v1beta4::EmqxEnterpriseSpec>,
+) -> Verdict {
+    let mut c = Checker::default();
+    c.range("spec.replicas", spec.replicas, 0, MAX_REPLICAS);
+    check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
+    if let Some(update) = &spec.blue_green_update {
+        check_evacuation(
+            &mut c,
+            "spec.blueGreenUpdate",
+            update.initial_delay_seconds,
+            update.evacuation_strategy.as_ref(),
+        );
+    }
+    let container = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.emqx_container.as_ref());
+    let container_path = "spec.template.spec.emqxContainer";
+    if let Some(container) = container {
+        check_v4_version(
+            &mut c,
+            &format!("{container_path}.image.version"),
+            &container.image.version,
+        );
+        c.one_of(
+            &format!("{container_path}.image.pullPolicy"),
+            container.image.pull_policy.as_deref(),
+            PULL_POLICIES,
+        );
+        if let Some(keys) = &container.bootstrap_api_keys {
+            check_key_count(&mut c, keys.len());
+            for (i, key) in keys.iter().enumerate() {
+                let path = format!("{container_path}.bootstrapAPIKeys[{i}]");
+                check_key_name(&mut c, &format!("{path}.key"), &key.key, false);
+                c.length(&format!("{path}.secret"), &key.secret, 3, 32);
+            }
+        }
+    }
+    if let Some(status) = status {
+        let load: Vec<(i64, i64)> = status
+            .emqx_nodes
+            .iter()
+            .flatten()
+            .map(|n| (n.connections.unwrap_or(0), n.connections.unwrap_or(0)))
+            .collect();
+        let evacuation = spec
+            .blue_green_update
+            .as_ref()
+            .and_then(|b| b.evacuation_strategy.as_ref());
+        warn_long_evacuation(&mut c, evacuation, &load);
+    }
+    if let Some(old) = old {
+        let old_container = old
+            .template
+            .as_ref()
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|s| s.emqx_container.as_ref());
+        let keys =
+            |c: Option<&v1beta4::EmqxContainer>| c.and_then(|c| c.bootstrap_api_keys.clone());
+        if keys(old_container).is_some() && keys(container) != keys(old_container) {
+            c.error(
+                format!("{container_path}.bootstrapAPIKeys"),
+                "bootstrap APIKey cannot be updated",
+            );
+        }
+        if old.persistent.is_some() && spec.persistent != old.persistent {
+            c.error("spec.persistent", "refuse to update Persistent");
+        }
+        let config = |c: Option<&v1beta4::EmqxContainer>| {
+            c.and_then(|c| c.emqx_config.clone()).unwrap_or_default()
+        };
+        let (new_config, old_config) = (config(container), config(old_container));
+        let config_path = format!("{container_path}.emqxConfig");
+        if let (Some(was), Some(now)) = (old_config.get("name"), new_config.get("name"))
+            && was != now
+        {
+            c.error(
+                    format!("{config_path}.name"),
+                    "refuse to update the \"name\" field in \".spec.template.spec.emqxContainer.emqxConfig\"",
+                );
+        }
+        for (key, was) in old_config.iter().filter(|(k, _)| k.starts_with("cluster")) {
+            if new_config.get(key).is_some_and(|now| now != was) {
+                c.error(
+                    format!("{config_path}.{key}"),
+                    "refuse to update the \"^cluster.*$\" field in \".spec.template.spec.emqxContainer.emqxConfig\"",
+                );
+            }
+        }
+    }
+    c.verdict
+}
+
+fn check_key_count(c: &mut Checker, count: usize) {
+    if count as u64 > MAX_BOOTSTRAP_KEYS {
+        c.error(
+            "spec.bootstrapAPIKeys",
+            format!("at most {MAX_BOOTSTRAP_KEYS} keys (got {count})"),
+        );
+    }
+}
+
+fn check_key_name(c: &mut Checker, path: &str, key: &str, dash_allowed: bool) {
+    let ok = !key.is_empty()
+        && key.len() <= 128
+        && key
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || (dash_allowed && ch == '-'));
+    if !ok {
+        let allowed = if dash_allowed {
+            "letters, digits, '-' and '_'"
+        } else {
+            "letters, digits and '_'"
+        };
+        c.error(path, format!("must be 1..=128 characters of {allowed}"));
+    }
+}
+
+fn check_cluster_domain(c: &mut Checker, domain: Option<&str>) {
+    let Some(domain) = domain else { return };
+    let ok = !domain.is_empty()
+        && domain.len() <= 253
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    if !ok {
+        c.error(
+            "spec.clusterDomain",
+            "must be a DNS domain such as cluster.local",
+        );
+    }
+}
+
+fn check_evacuation(
+    c: &mut Checker,
+    prefix: &str,
+    initial_delay: Option<i32>,
+    evacuation: Option<&EvacuationStrategy>,
+) {
+    c.range(
+        &format!("{prefix}.initialDelaySeconds"),
+        initial_delay,
+        0,
+        DELAY_MAX,
+    );
+    let Some(e) = evacuation else { return };
+    let path = format!("{prefix}.evacuationStrategy");
+    c.range(
+        &format!("{path}.waitTakeover"),
+        e.wait_takeover,
+        0,
+        DELAY_MAX,
+    );
+    c.range(
+        &format!("{path}.connEvictRate"),
+        e.conn_evict_rate,
+        RATE_MIN,
+        RATE_MAX,
+    );
+    c.range(
+        &format!("{path}.sessEvictRate"),
+        e.sess_evict_rate,
+        RATE_MIN,
+        RATE_MAX,
+    );
+    for (name, rate) in [
+        ("connEvictRate", e.conn_evict_rate),
+        ("sessEvictRate", e.sess_evict_rate),
+    ] {
+        if let Some(rate) = rate
+            .map(i64::from)
+            .filter(|r| (RATE_STORM_WARNING + 1..=RATE_MAX).contains(r))
+        {
+            c.warn(format!(
+                "{path}.{name} is {rate}/s: evicting more than {RATE_STORM_WARNING} per second invites a reconnect storm on the new nodes"
+            ));
+        }
+    }
+}
+
+/// Warns when draining every node at the configured rates, with the load in
+/// `status` (`(connections, sessions)` per node), would take over an hour.
+fn warn_long_evacuation(
+    c: &mut Checker,
+    evacuation: Option<&EvacuationStrategy>,
+    load: &[(i64, i64)],
+) {
+    let Some(e) = evacuation else { return };
+    let conn_rate = i64::from(e.conn_evict_rate.unwrap_or(1000)).max(1);
+    let sess_rate = i64::from(e.sess_evict_rate.unwrap_or(1000)).max(1);
+    let wait = i64::from(e.wait_takeover.unwrap_or(0)).max(0);
+    let seconds: i64 = load
+        .iter()
+        .map(|(conns, sessions)| conns.max(&0) / conn_rate + wait + sessions.max(&0) / sess_rate)
+        .fold(0i64, i64::saturating_add);
+    if seconds > LONG_EVACUATION_SECONDS {
+        c.warn(format!(
+            "evacuating the current {} nodes at these rates takes about {} minutes (over an hour); consider higher connEvictRate/sessEvictRate",
+            load.len(),
+            seconds / 60
+        ));
+    }
+}
+
+fn check_pod(c: &mut Checker, prefix: &str, pod: &v2beta1::EMQXReplicantTemplateSpec) {
+    c.range(&format!("{prefix}.replicas"), pod.replicas, 0, MAX_REPLICAS);
+    if pod.min_available.is_some() && pod.max_unavailable.is_some() {
+        c.error(
+            format!("{prefix}.minAvailable"),
+            "minAvailable cannot be set when maxUnavailable is specified. These fields are mutually exclusive in PodDisruptionBudget.",
+        );
+    }
+    for (name, value) in [
+        ("minAvailable", &pod.min_available),
+        ("maxUnavailable", &pod.max_unavailable),
+    ] {
+        match value {
+            Some(IntOrString::Int(n)) if *n < 0 => c.error(
+                format!("{prefix}.{name}"),
+                format!("must be at least 0, got {n}"),
+            ),
+            Some(IntOrString::String(s)) if !is_percent(s) => c.error(
+                format!("{prefix}.{name}"),
+                format!("must be an integer or a percentage such as \"50%\", got {s:?}"),
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn is_percent(s: &str) -> bool {
+    s.strip_suffix('%')
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n <= 100)
+}
+
+/// v2 images: a pinned tag (not `latest`) or a digest; the `EMQX` kind needs
+/// EMQX 5 or later, `EmqxEnterprise` v2beta1 also runs EMQX 4.4.
+fn check_image(c: &mut Checker, path: &str, image: &str, enterprise: bool) {
+    if image.trim().is_empty() {
+        c.error(
+            path,
+            "must name an EMQX image, e.g. emqx/emqx-enterprise:5.10.0",
+        );
+        return;
+    }
+    if image.len() > 1024 || image.chars().any(char::is_whitespace) {
+        c.error(
+            path,
+            "must be an image reference without spaces, at most 1024 characters",
+        );
+        return;
+    }
+    if image.contains('@') {
+        return;
+    }
+    let (_, tag) = split_tag(image);
+    let Some(tag) = tag.filter(|t| !t.is_empty() && *t != "latest") else {
+        c.error(
+            path,
+            "must pin a version: a tag other than latest (e.g. :5.10.0) or a digest",
+        );
+        return;
+    };
+    match tag_version(tag) {
+        Some(v) if v[0] < 5 && !enterprise => c.error(
+            path,
+            format!("the EMQX kind runs EMQX 5.1.1 or later (got {tag}); EMQX 4.4 clusters are EmqxEnterprise objects"),
+        ),
+        Some(v) if v[0] < 4 || (v[0] == 4 && v.get(1).is_some_and(|m| *m < 4)) => c.error(
+            path,
+            format!("EMQX {tag} is not supported (allowed: 4.4.14 up to 5.0, or 5.1.1 and later)"),
+        ),
+        Some(_) => {}
+        None => c.warn(format!("{path}: tag {tag:?} does not name an EMQX version; version checks skipped")),
+    }
+}
+
+/// v1beta4's version rules and messages (upstream webhook).
+fn check_v4_version(c: &mut Checker, path: &str, version: &str) {
+    if version == "latest" {
+        c.error(path, "image version can not be latest");
+        return;
+    }
+    let Some(v) = tag_version(version) else {
+        c.error(path, format!("invalid image version: {version}"));
+        return;
+    };
+    let padded = [
+        v[0],
+        v.get(1).copied().unwrap_or(0),
+        v.get(2).copied().unwrap_or(0),
+    ];
+    if padded < [4, 4, 14] {
+        c.error(
+            path,
+            format!("image version {version} is too old, please upgrade to 4.4.14 or later"),
+        );
+    } else if padded >= [5, 0, 0] {
+        c.error(
+            path,
+            format!("image version {version} is too new, please downgrade to 5.0.0 earlier"),
+        );
+    }
+}
+
+/// No in-place upgrade from EMQX 4 to 5 (or back): the data is incompatible.
+fn check_major_change(c: &mut Checker, old: &str, new: &str) {
+    let major = |image: &str| split_tag(image).1.and_then(tag_version).map(|v| v[0]);
+    if let (Some(was), Some(now)) = (major(old), major(new))
+        && (was <= 4) != (now <= 4)
+    {
+        c.error(
+                "spec.image",
+                format!("cannot change EMQX {was} to {now} in place; create a new cluster (see emqx-migrate)"),
+            );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(image: &str) -> v2beta1::EMQXSpec {
+        v2beta1::EMQXSpec {
+            image: image.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rates_below_one_name_the_field_and_range() {
+        let mut spec = hub("emqx/emqx:5.8.0");
+        spec.update_strategy = Some(v2beta1::UpdateStrategy {
+            evacuation_strategy: Some(EvacuationStrategy {
+                conn_evict_rate: Some(0),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let v = validate_hub(&spec, None, None, false);
+        assert_eq!(v.errors.len(), 1);
+        assert_eq!(
+            v.errors[0].path,
+            "spec.updateStrategy.evacuationStrategy.connEvictRate"
+        );
+        assert!(
+            v.errors[0]
+                .message
+                .contains("must be at least 1 (allowed: 1..=1000000)")
+        );
+    }
+
+    #[test]
+    fn latest_and_4x_images_are_refused_for_emqx() {
+        assert!(
+            !validate_hub(&hub("emqx/emqx:latest"), None, None, false)
+                .errors
+                .is_empty()
+        );
+        assert!(
+            !validate_hub(&hub("emqx/emqx"), None, None, false)
+                .errors
+                .is_empty()
+        );
+        assert!(
+            !validate_hub(&hub("emqx/emqx-ee:4.4.14"), None, None, false)
+                .errors
+                .is_empty()
+        );
+        assert!(
+            validate_hub(&hub("emqx/emqx-ee:4.4.14"), None, None, true)
+                .errors
+                .is_empty()
+        );
+        assert!(
+            validate_hub(&hub("emqx:5.1"), None, None, false)
+                .errors
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bootstrap_keys_are_immutable_and_major_changes_refused() {
+        let mut old = hub("emqx/emqx:5.8.0");
+        old.bootstrap_api_keys = Some(vec![v2beta1::BootstrapAPIKey {
+            key: Some("k".into()),
+            secret: Some("secret".into()),
+            secret_ref: None,
+        }]);
+        let mut new = old.clone();
+        new.bootstrap_api_keys = None;
+        let v = validate_hub(&new, None, Some(&old), true);
+        assert_eq!(v.errors[0].path, "spec.bootstrapAPIKeys");
+        let v = validate_hub(
+            &hub("emqx/emqx:5.8.0"),
+            None,
+            Some(&hub("emqx/emqx-ee:4.4.14")),
+            true,
+        );
+        assert!(v.errors.iter().any(|e| e.message.contains("in place")));
+    }
+
+    #[test]
+    fn v1beta4_version_messages_match_upstream() {
+        let mut c = Checker::default();
+        check_v4_version(&mut c, "p", "4.4.13");
+        check_v4_version(&mut c, "p", "5.0.0");
+        check_v4_version(&mut c, "p", "latest");
+        check_v4_version(&mut c, "p", "abc");
+        check_v4_version(&mut c, "p", "4.4.14");
+        let messages: Vec<_> = c
+            .verdict
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "image version 4.4.13 is too old, please upgrade to 4.4.14 or later",
+                "image version 5.0.0 is too new, please downgrade to 5.0.0 earlier",
+                "image version can not be latest",
+                "invalid image version: abc",
+            ]
+        );
+    }
+
+    #[test]
+    fn storm_and_long_evacuation_warn() {
+        let mut c = Checker::default();
+        let e = EvacuationStrategy {
+            conn_evict_rate: Some(50_000),
+            sess_evict_rate: Some(1),
+            wait_takeover: Some(0),
+        };
+        check_evacuation(&mut c, "spec.updateStrategy", None, Some(&e));
+        assert_eq!(c.verdict.warnings.len(), 1);
+        warn_long_evacuation(&mut c, Some(&e), &[(100, 5000)]);
+        assert_eq!(c.verdict.warnings.len(), 2);
+        assert!(c.verdict.errors.is_empty());
+    }
+}
