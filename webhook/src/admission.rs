@@ -5,6 +5,7 @@
 //! verdict of `emqx_crd::dynamic::validate_object`. `dryRun` is ignored on
 //! purpose: a dry run must be answered exactly like the real request.
 
+use base64::Engine as _;
 use emqx_crd::dynamic::{self, FieldError, ObjectError};
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
@@ -62,6 +63,19 @@ pub fn review(body: &[u8], hook: Hook) -> Result<AdmissionOutcome, ReviewError> 
         kind,
         denied,
     })
+}
+
+/// The response body. kube's `AdmissionResponse` serializes `patch` (a Go
+/// `[]byte`) as an array of numbers (kube-rs issue #1781); the API documents
+/// it as base64, which is what Go clients emit, so it is re-encoded here.
+pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    let mut value = serde_json::to_value(review)?;
+    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
+        && let Some(slot) = value.pointer_mut("/response/patch")
+    {
+        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
+    }
+    serde_json::to_vec(&value)
 }
 
 fn decide(
@@ -277,6 +291,36 @@ mod tests {
                 expected: "AdmissionReview"
             })
         );
+    }
+
+    #[test]
+    fn the_patch_goes_out_as_base64_of_a_json_patch() {
+        let obj = json!({"apiVersion": "apps.emqx.io/v2beta1", "kind": "EMQX", "metadata": {"name": "e"}});
+        let b = body("EMQX", "apps.emqx.io", "CREATE", obj);
+        let request: AdmissionRequest<DynamicObject> =
+            serde_json::from_slice::<AdmissionReview<DynamicObject>>(&b)
+                .expect("parse")
+                .try_into()
+                .expect("request");
+        let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(
+            json_patch::AddOperation {
+                path: json_patch::jsonptr::PointerBuf::parse("/spec").expect("pointer"),
+                value: json!({}),
+            },
+        )]);
+        let response = AdmissionResponse::from(&request)
+            .with_patch(patch)
+            .expect("patch");
+        let out: Value = serde_json::from_slice(&encode(&response.into_review()).expect("encode"))
+            .expect("json");
+        let b64 = out["response"]["patch"]
+            .as_str()
+            .expect("patch is a string");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("base64");
+        assert_eq!(decoded, br#"[{"op":"add","path":"/spec","value":{}}]"#);
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
     }
 
     #[test]

@@ -113,7 +113,11 @@ fn admit(state: &AppState, body: &[u8], hook: Hook, endpoint: Endpoint) -> Respo
             } else {
                 Outcome::Allowed
             };
-            (axum::Json(out.review).into_response(), out.kind, outcome)
+            let response = match admission::encode(&out.review) {
+                Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            };
+            (response, out.kind, outcome)
         }
         Err(e) => bad_request(&e, endpoint),
     };
