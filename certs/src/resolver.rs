@@ -48,6 +48,11 @@ impl CertResolver {
         Ok(true)
     }
 
+    /// The PEM certificate being served, if any (for logs and tests).
+    pub fn served_cert_pem(&self) -> Option<String> {
+        self.current.load().as_ref().map(|i| i.cert_pem.clone())
+    }
+
     /// Whether a certificate is being served (what `/readyz` reports).
     pub fn is_loaded(&self) -> bool {
         self.current.load().is_some()
