@@ -307,6 +307,18 @@ async fn main() -> anyhow::Result<()> {
         "endpoint", "conc", "requests", "p50 ms", "p99 ms", "req/s"
     );
     let mut total_requests = 0usize;
+    // One request per body first: what emqx-crd builds on first use (its CRD
+    // schemas, for defaulting) shows up here, not as growth under load.
+    let mut first = connect(addr, &tls).await?;
+    for (path, bodies) in workloads()? {
+        for body in &bodies {
+            post(&mut first, path, body).await?;
+            total_requests += 1;
+        }
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_first = rss_kib(pid)?;
     for (path, bodies) in workloads()? {
         let bodies = Arc::new(bodies);
         // Warm-up: connections, allocator, caches.
@@ -360,8 +372,9 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = rss_kib(pid)?;
     println!(
-        "server RSS: idle {:.1} MiB, after {total_requests} requests {:.1} MiB",
+        "server RSS: idle {:.1} MiB, after one request per seed and endpoint {:.1} MiB, after {total_requests} requests {:.1} MiB",
         rss_idle as f64 / 1024.0,
+        rss_first as f64 / 1024.0,
         rss_after as f64 / 1024.0
     );
     drop(server);
