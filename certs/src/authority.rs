@@ -88,7 +88,7 @@ fn issue_serving(
     let ca_not_after = parse_validity(ca_pem)?.not_after;
     let issuer = Issuer::from_ca_cert_pem(ca_pem, ca_key)?;
     let names = identity.dns_names();
-    let mut params = CertificateParams::new(names.clone())?;
+    let mut params = CertificateParams::new(identity.subject_alt_names())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     if let Some(cn) = names.get(2).or(names.first()) {
         params
@@ -139,6 +139,7 @@ mod tests {
             service: "emqx-webhook".into(),
             namespace: "emqx".into(),
             cluster_domain: "cluster.local".into(),
+            extra_names: Vec::new(),
         }
     }
 
@@ -173,6 +174,15 @@ mod tests {
         assert_eq!(sans(&b.cert_pem), id().dns_names());
         assert!(verifies(&b.ca_pem, &b.cert_pem));
         assert!(b.ca_key_pem.is_some());
+    }
+
+    #[test]
+    fn extra_ip_addresses_become_ip_sans() {
+        let mut with_ip = id();
+        with_ip.extra_names = vec!["127.0.0.1".into()];
+        let b = new_bundle(&with_ip, SystemTime::now(), None).expect("bundle");
+        let v = crate::rotation::parse_validity(&b.cert_pem).expect("parse");
+        assert_eq!(v.dns_names, with_ip.subject_alt_names());
     }
 
     #[test]

@@ -120,6 +120,7 @@ mod tests {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: "cluster.local".into(),
+            extra_names: Vec::new(),
         };
         authority::new_bundle(&id, SystemTime::now(), None).expect("bundle")
     }

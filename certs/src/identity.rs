@@ -1,7 +1,7 @@
 //! Which DNS names the serving certificate must carry.
 
 /// The webhook Service the API server dials, which the certificate must name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceIdentity {
     /// Service name, e.g. `emqx-operator-webhook`.
     pub service: String,
@@ -9,6 +9,9 @@ pub struct ServiceIdentity {
     pub namespace: String,
     /// Cluster DNS domain, usually `cluster.local`.
     pub cluster_domain: String,
+    /// More DNS names or IP addresses to certify, e.g. the loopback address
+    /// a test cluster registers the webhook under by URL.
+    pub extra_names: Vec<String>,
 }
 
 impl ServiceIdentity {
@@ -28,6 +31,19 @@ impl ServiceIdentity {
         }
         names
     }
+
+    /// Every subject alternative name the serving certificate carries: the
+    /// Service names, then the extra names (IP addresses become IP SANs).
+    pub fn subject_alt_names(&self) -> Vec<String> {
+        let mut names = self.dns_names();
+        for extra in &self.extra_names {
+            let extra = extra.trim();
+            if !extra.is_empty() && !names.iter().any(|n| n == extra) {
+                names.push(extra.to_owned());
+            }
+        }
+        names
+    }
 }
 
 #[cfg(test)]
@@ -40,6 +56,7 @@ mod tests {
             service: "emqx-webhook".into(),
             namespace: "emqx-system".into(),
             cluster_domain: "cluster.local".into(),
+            extra_names: Vec::new(),
         };
         assert_eq!(
             id.dns_names(),
@@ -53,11 +70,31 @@ mod tests {
     }
 
     #[test]
+    fn extra_names_follow_the_service_names_once() {
+        let id = ServiceIdentity {
+            service: "w".into(),
+            namespace: "n".into(),
+            cluster_domain: String::new(),
+            extra_names: vec![
+                "127.0.0.1".into(),
+                "w".into(),
+                " ".into(),
+                "webhook.test".into(),
+            ],
+        };
+        assert_eq!(
+            id.subject_alt_names(),
+            ["w", "w.n", "w.n.svc", "127.0.0.1", "webhook.test"]
+        );
+    }
+
+    #[test]
     fn an_empty_or_dotted_cluster_domain_adds_no_trailing_dot_name() {
         let mut id = ServiceIdentity {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: String::new(),
+            extra_names: Vec::new(),
         };
         assert_eq!(id.dns_names(), ["w", "w.n", "w.n.svc"]);
         id.cluster_domain = ".corp.example.".into();

@@ -179,6 +179,7 @@ mod tests {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: String::new(),
+            extra_names: Vec::new(),
         };
         let resolver = Arc::new(CertResolver::new());
         let keeper = CertKeeper::new(

@@ -76,6 +76,7 @@ mod tests {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: String::new(),
+            extra_names: Vec::new(),
         };
         authority::new_bundle(&id, SystemTime::now(), None).expect("bundle")
     }

@@ -14,7 +14,7 @@ pub struct CertValidity {
     pub not_before: SystemTime,
     /// End of validity.
     pub not_after: SystemTime,
-    /// DNS subject alternative names.
+    /// Subject alternative names: DNS names, and IP addresses in text form.
     pub dns_names: Vec<String>,
 }
 
@@ -64,7 +64,7 @@ pub fn plan_rotation(
         return RotationPlan::ReissueServing;
     };
     let names_match = identity
-        .dns_names()
+        .subject_alt_names()
         .iter()
         .all(|n| serving.dns_names.contains(n));
     if !names_match || needs_rotation(now, &serving) || serving.not_after > ca.not_after {
@@ -98,6 +98,7 @@ pub fn parse_validity(pem_text: &str) -> Result<CertValidity, CertError> {
             .iter()
             .filter_map(|n| match n {
                 GeneralName::DNSName(d) => Some((*d).to_owned()),
+                GeneralName::IPAddress(bytes) => ip_text(bytes),
                 _ => None,
             })
             .collect(),
@@ -108,6 +109,15 @@ pub fn parse_validity(pem_text: &str) -> Result<CertValidity, CertError> {
         not_after: at(cert.validity().not_after),
         dns_names,
     })
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(ip.to_string())
 }
 
 #[cfg(test)]
@@ -131,6 +141,7 @@ mod tests {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: "cluster.local".into(),
+            extra_names: Vec::new(),
         }
     }
 
@@ -192,6 +203,12 @@ mod tests {
         renamed.namespace = "other".into();
         assert_eq!(
             plan_rotation(now, &b, &renamed),
+            RotationPlan::ReissueServing
+        );
+        let mut with_ip = id();
+        with_ip.extra_names = vec!["127.0.0.9".into()];
+        assert_eq!(
+            plan_rotation(now, &b, &with_ip),
             RotationPlan::ReissueServing
         );
         let mut broken = b.clone();

@@ -232,6 +232,7 @@ mod tests {
             service: "w".into(),
             namespace: "n".into(),
             cluster_domain: String::new(),
+            extra_names: Vec::new(),
         };
         let b = authority::new_bundle(&id, std::time::SystemTime::now(), None).expect("bundle");
         write_dir(&dir, &b).expect("write");

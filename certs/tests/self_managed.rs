@@ -194,6 +194,7 @@ fn identity() -> ServiceIdentity {
         service: "emqx-webhook".into(),
         namespace: NS.into(),
         cluster_domain: "cluster.local".into(),
+        extra_names: Vec::new(),
     }
 }
 

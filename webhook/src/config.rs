@@ -70,6 +70,10 @@ pub struct Args {
     /// Cluster DNS domain.
     #[arg(long, env = "WEBHOOK_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// More names for the self-managed serving certificate, comma separated:
+    /// DNS names or IP addresses (e.g. when the webhook is registered by URL).
+    #[arg(long = "extra-san", env = "WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    pub extra_sans: Vec<String>,
     /// ValidatingWebhookConfiguration to inject caBundle into (self-managed);
     /// empty to skip.
     #[arg(
@@ -127,6 +131,9 @@ pub enum ConfigError {
     /// Secret modes need to know the namespace.
     #[error("--namespace (POD_NAMESPACE) is required for cert mode {0} outside a pod")]
     NoNamespace(&'static str),
+    /// An `--extra-san` that is neither an IP address nor a DNS name.
+    #[error("--extra-san {0:?} is neither an IP address nor a DNS name")]
+    BadSan(String),
     /// A zero duration or limit would make the server useless.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
@@ -136,6 +143,9 @@ impl Args {
     /// The certificate mode these arguments describe.
     pub fn cert_mode(&self) -> Result<CertMode, ConfigError> {
         let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        if let Some(bad) = self.extra_sans.iter().find(|s| !is_san(s)) {
+            return Err(ConfigError::BadSan(bad.clone()));
+        }
         Ok(match self.cert_mode {
             CertModeArg::SelfManaged => CertMode::SelfManaged {
                 secret: self.cert_secret.clone(),
@@ -143,6 +153,7 @@ impl Args {
                     service: self.service_name.clone(),
                     namespace: self.namespace_or_default("self-managed")?,
                     cluster_domain: self.cluster_domain.clone(),
+                    extra_names: self.extra_sans.clone(),
                 },
                 targets: InjectionTargets {
                     validating: non_empty(&self.validating_configuration),
@@ -215,6 +226,17 @@ impl Args {
     }
 }
 
+/// An IP address, or a DNS name of letters, digits, `-` and `.` (at most 253).
+fn is_san(name: &str) -> bool {
+    name.parse::<std::net::IpAddr>().is_ok()
+        || (!name.is_empty()
+            && name.len() <= 253
+            && !name.starts_with(['.', '-'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+}
+
 fn positive(v: u64, name: &'static str) -> Result<u64, ConfigError> {
     if v == 0 {
         Err(ConfigError::Zero(name))
@@ -245,6 +267,7 @@ mod tests {
         };
         assert_eq!(secret, "emqx-webhook-tls");
         assert_eq!(identity.namespace, "emqx-system");
+        assert!(identity.extra_names.is_empty());
         assert_eq!(
             targets.crds,
             ["emqxes.apps.emqx.io", "emqxenterprises.apps.emqx.io"]
@@ -252,6 +275,20 @@ mod tests {
         assert_eq!(
             targets.validating.as_deref(),
             Some("emqx-operator-validating")
+        );
+    }
+
+    #[test]
+    fn extra_sans_reach_the_identity() {
+        let a = parse(&["--namespace", "n", "--extra-san", "127.0.0.1,webhook.test"]);
+        let Ok(CertMode::SelfManaged { identity, .. }) = a.cert_mode() else {
+            unreachable!("not self-managed");
+        };
+        assert_eq!(identity.extra_names, ["127.0.0.1", "webhook.test"]);
+        let a = parse(&["--namespace", "n", "--extra-san", "not a name"]);
+        assert_eq!(
+            a.cert_mode().err(),
+            Some(ConfigError::BadSan("not a name".into()))
         );
     }
 

@@ -256,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
         service: "emqx-webhook".into(),
         namespace: "bench".into(),
         cluster_domain: "cluster.local".into(),
+        extra_names: Vec::new(),
     };
     let bundle = authority::new_bundle(&identity, SystemTime::now(), None)?;
     let dir = std::env::temp_dir().join(format!("webhook-bench-{}", std::process::id()));

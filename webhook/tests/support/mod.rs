@@ -125,6 +125,7 @@ pub fn identity() -> ServiceIdentity {
         service: "emqx-webhook".into(),
         namespace: "test".into(),
         cluster_domain: "cluster.local".into(),
+        extra_names: Vec::new(),
     }
 }
 
