@@ -263,7 +263,11 @@ impl<'a> Pass<'a> {
                     self.phase = Phase::Creating;
                     self.wait(
                         "CreatingNodes",
-                        format!("creating the {role} set of revision {}", role_spec.revision),
+                        format!(
+                            "creating the {} set of revision {}",
+                            role.as_str(),
+                            role_spec.revision
+                        ),
                     );
                     self.requeue_after_s = Some(POLL_S);
                     return false;
@@ -304,7 +308,10 @@ impl<'a> Pass<'a> {
 
     fn readiness_summary(&self, role: Role) -> String {
         let (ready, joined, wanted) = self.readiness(role);
-        format!("{role} {ready}/{wanted} ready, {joined}/{wanted} joined")
+        format!(
+            "{} {ready}/{wanted} ready, {joined}/{wanted} joined",
+            role.as_str()
+        )
     }
 
     fn all_new_nodes_ready(&self) -> bool {
@@ -652,7 +659,7 @@ impl<'a> Pass<'a> {
         let mut marker = format!("{:?}", self.phase);
         for role in self.roles() {
             let (ready, joined, _) = self.readiness(role);
-            marker.push_str(&format!("|{role}:{ready}/{joined}"));
+            marker.push_str(&format!("|{}:{ready}/{joined}", role.as_str()));
         }
         for set in &self.obs.sets {
             if !self.is_update_set(set) && set.replicas > 0 {

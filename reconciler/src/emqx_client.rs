@@ -1,6 +1,10 @@
 //! The HTTP shell around [`crate::emqx_api`]: one timeout on every call,
 //! bounded answers, Basic auth with the operator's bootstrap API key and
 //! `Accept: application/json` (without it EMQX's 404 body is HTML).
+//!
+//! Plain HTTP only: the operator reaches the dashboard listener on the pod
+//! IP, as upstream does by default. An https-only dashboard would need its
+//! CA, which no version of the API carries yet.
 
 use crate::emqx_api::{self, ApiGeneration, EmqxError, NodeInfo, StartOutcome, StopOutcome};
 use crate::observed::Strategy;
@@ -31,22 +35,6 @@ impl std::fmt::Debug for EmqxClient {
     }
 }
 
-/// rustls with the ring provider chosen here, not process-wide. The
-/// operator speaks plain HTTP to the dashboard listener; an https-only
-/// dashboard would need its CA, which no release of the API carries yet.
-fn tls_config() -> Result<rustls::ClientConfig, EmqxError> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EmqxError::Transport {
-            call: "client setup",
-            detail: e.to_string(),
-        })?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    Ok(config)
-}
-
 impl EmqxClient {
     /// `base` is `http://<pod IP>:<port>`; `timeout` bounds each whole call.
     pub fn new(
@@ -57,7 +45,6 @@ impl EmqxClient {
         timeout: Duration,
     ) -> Result<Self, EmqxError> {
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()

@@ -1,7 +1,248 @@
-//! `emqx-reconciler`: the blue-green upgrade engine. The controller shell
-//! is issue 6; the decision logic is in the library.
+//! `emqx-reconciler`: runs the blue-green controllers for `EMQX` and
+//! `EmqxEnterprise`, behind a Lease so that of several replicas one acts,
+//! with `/metrics`, `/healthz` and `/readyz` on the metrics address.
 
-fn main() {
-    eprintln!("emqx-reconciler: controller shell not built yet (see issue 6)");
-    std::process::exit(2);
+use anyhow::Context as _;
+use clap::Parser;
+use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
+use emqx_reconciler::controller::{Context, error_policy, reconcile};
+use emqx_reconciler::hub::HubObject;
+use emqx_reconciler::leader::{self, LeaseTiming};
+use emqx_reconciler::metrics::Metrics;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Blue-green upgrades of EMQX clusters with node evacuation"
+)]
+struct Args {
+    /// Address of /metrics, /healthz and /readyz (give the pod IP: several
+    /// replicas may share a host).
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Watch only this namespace (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Elect a leader through a Lease before reconciling.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the Lease.
+    #[arg(long, default_value = "emqx-operator-reconciler")]
+    lease_name: String,
+    /// This replica's identity in the Lease.
+    #[arg(long, env = "POD_NAME", default_value = "emqx-reconciler")]
+    identity: String,
+    /// Timeout of every EMQX API call, in seconds.
+    #[arg(long, default_value_t = 5)]
+    emqx_timeout_seconds: u64,
+    /// Also reconcile EmqxEnterprise objects (read as v2beta1 through the
+    /// conversion webhook).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    enterprise: bool,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
+    log_json: bool,
+}
+
+/// Resolves when the process should stop: SIGTERM, or leadership lost.
+type Shutdown =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let client = Client::try_default()
+        .await
+        .context("no Kubernetes client configuration")?;
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+    tokio::spawn(serve_admin(listener, metrics.clone(), ready_rx));
+
+    let mut leading = if args.leader_elect {
+        tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
+        Some(
+            leader::acquire(
+                client.clone(),
+                &args.lease_namespace,
+                &args.lease_name,
+                &args.identity,
+                LeaseTiming::default(),
+            )
+            .await
+            .context("leader election")?,
+        )
+    } else {
+        None
+    };
+    let _ = ready_tx.send(true);
+
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "emqx-operator".into(),
+                instance: Some(args.identity.clone()),
+            },
+        ),
+        metrics,
+        emqx_timeout: Duration::from_secs(args.emqx_timeout_seconds),
+    });
+    let shutdown = async move {
+        let lost = async {
+            match leading.as_mut() {
+                Some(rx) => {
+                    let _ = rx.wait_for(|leader| !leader).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = terminate() => tracing::info!("terminating"),
+            () = lost => tracing::error!("leadership lost; stopping"),
+        }
+    };
+    let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let emqx = run::<EMQX>(
+        client.clone(),
+        args.namespace.as_deref(),
+        ctx.clone(),
+        shutdown.clone(),
+    );
+    if args.enterprise {
+        let enterprise = run::<EmqxEnterprise>(client, args.namespace.as_deref(), ctx, shutdown);
+        futures::join!(emqx, enterprise);
+    } else {
+        emqx.await;
+    }
+    Ok(())
+}
+
+async fn run<K: HubObject>(
+    client: Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) {
+    let api = |c: Client| -> (Api<K>, Api<StatefulSet>, Api<ReplicaSet>, Api<Pod>) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c, ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c),
+            ),
+        }
+    };
+    let (objects, stateful_sets, replica_sets, pods) = api(client);
+    let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
+    Controller::new(objects, watcher::Config::default())
+        .owns(stateful_sets, owned.clone())
+        .owns(replica_sets, owned.clone())
+        // Pod readiness and termination drive the upgrade; pods are owned by
+        // the sets, so map them to their cluster by label.
+        .watches(pods, owned, |pod: Pod| {
+            let name = pod
+                .metadata
+                .labels
+                .as_ref()?
+                .get(emqx_crd::names::LABEL_INSTANCE)?
+                .clone();
+            let ns = pod.metadata.namespace.clone()?;
+            Some(ObjectRef::<K>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile");
+            }
+        })
+        .await;
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    ready: tokio::sync::watch::Receiver<bool>,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = *ready.borrow();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "waiting for leadership")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move { body }
+            }),
+        );
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::error!(%error, "admin server stopped");
+    }
 }

@@ -3,31 +3,15 @@
 //! pods, Services, the object's status) and from EMQX's REST API; `decide`
 //! reads nothing else, so every decision can be replayed in a unit test.
 
-use std::fmt;
-
 /// A pod-template revision: the `apps.emqx.io/pod-template-hash` label value.
 pub type Revision = String;
 
 /// Seconds since the Unix epoch. Plain integers keep `decide` free of clocks.
 pub type Seconds = u64;
 
-/// EMQX node role; also which kind of set runs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    /// Core nodes: one StatefulSet per revision.
-    Core,
-    /// Replicant nodes: one ReplicaSet per revision.
-    Replicant,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Core => "core",
-            Role::Replicant => "replicant",
-        })
-    }
-}
+/// EMQX node role; also which kind of set runs it (core: StatefulSet,
+/// replicant: ReplicaSet).
+pub use emqx_crd::names::DbRole as Role;
 
 /// The `updateStrategy` figures that pace an upgrade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -455,7 +455,7 @@ impl World {
                 revision,
                 replicas,
             } => {
-                let name = format!("emqx-{role}-{revision}");
+                let name = format!("emqx-{}-{revision}", role.as_str());
                 if self.sets.iter().any(|s| s.name == name) {
                     return Err(format!("{name} exists"));
                 }

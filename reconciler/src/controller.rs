@@ -1,0 +1,840 @@
+//! The controller shell: observe the cluster and EMQX, call [`decide`],
+//! carry out its actions in order, write status. Nothing is remembered
+//! between passes except what [`crate::memory`] keeps on the object.
+
+use crate::decide::{self, Action as Step, Decision};
+use crate::emqx_api::{self, ApiGeneration, EmqxError};
+use crate::emqx_client::EmqxClient;
+use crate::hub::HubObject;
+use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels, Metrics, NodeLabels};
+use crate::observe::{self, LiveSet, VICTIM_DELETION_COST};
+use crate::observed::{EmqxView, Evacuation, Memory, Observed, Role, RoleSpec, Spec, Strategy};
+use crate::render::{self, Cluster, OPERATOR_API_KEY};
+use crate::{memory, revision, status};
+use emqx_crd::evacuation::NodeEvacuationStatus;
+use emqx_crd::names;
+use emqx_crd::v2beta1::EMQXNode;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, ResourceExt};
+use rand::distr::{Alphanumeric, SampleString};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The one field manager every write uses.
+pub const FIELD_MANAGER: &str = "emqx-operator";
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Bound on every EMQX call.
+    pub emqx_timeout: Duration,
+}
+
+/// Why a pass failed; each variant has a short metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("EMQX API: {0}")]
+    Emqx(#[from] EmqxError),
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Emqx(_) => "emqx",
+            Error::MissingField(_) => "object",
+        }
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// One reconcile pass of one cluster.
+pub async fn reconcile<K: HubObject>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&()).to_string();
+    let started = Instant::now();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .inc();
+    let result = reconcile_inner(&*object, &ctx).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                kind,
+                error: e.label().to_owned(),
+            })
+            .inc();
+    }
+    result
+}
+
+/// Failed passes retry after a short, fixed pause; the next pass re-derives
+/// everything, so nothing is lost by failing.
+pub fn error_policy<K: HubObject>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Action, Error> {
+    if object.meta().deletion_timestamp.is_some() {
+        // Owned objects go with it through the garbage collector.
+        return Ok(Action::await_change());
+    }
+    let namespace = object.namespace().ok_or(Error::MissingField("namespace"))?;
+    let name = object.name_any();
+    let uid = object.uid().ok_or(Error::MissingField("uid"))?;
+    let api_version = K::api_version(&()).to_string();
+    let kind = K::kind(&()).to_string();
+    let cluster = Cluster {
+        api_version: &api_version,
+        kind: &kind,
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+        spec: object.hub_spec(),
+    };
+    let client = &ctx.client;
+    let reference = object.object_ref(&());
+    let annotations = object.meta().annotations.as_ref();
+
+    let operator_secret = ensure_base_objects(client, &cluster).await?;
+
+    // Observe.
+    let selector = format!("{}={name}", names::LABEL_INSTANCE);
+    let lp = ListParams::default().labels(&selector);
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let pods = Api::<Pod>::namespaced(client.clone(), &namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let live = observe::live_sets(&cluster, &stateful_sets, &replica_sets, &pods);
+    let spec = desired_spec(&cluster, &live, annotations);
+    let services_api = Api::<Service>::namespaced(client.clone(), &namespace);
+    let listeners = services_api
+        .get_opt(&names::listeners_service_name(&name))
+        .await?;
+    let dashboard = services_api
+        .get_opt(&names::dashboard_service_name(&name))
+        .await?;
+    let mut services = observe::services(listeners.as_ref(), dashboard.as_ref());
+    // A disabled Service has nothing to point; count it as pointed.
+    let ((serving_role, serving_rev), core_rev) = (
+        (
+            spec.serving_role(),
+            spec.role(spec.serving_role())
+                .map(|r| r.revision.clone())
+                .unwrap_or_default(),
+        ),
+        spec.core.revision.clone(),
+    );
+    if render::listeners_service(&cluster, serving_role, &serving_rev).is_none() {
+        services.listeners = Some((serving_role, serving_rev.clone()));
+    }
+    if render::dashboard_service(&cluster, &core_rev).is_none() {
+        services.dashboard = Some(core_rev.clone());
+    }
+    let sets: Vec<_> = live.iter().map(|s| s.view.clone()).collect();
+    let emqx = observe_emqx(&cluster, &spec, &live, &operator_secret, ctx.emqx_timeout).await;
+    let memory = memory::load(annotations);
+    let observed = Observed {
+        now: now_s(),
+        sets: sets.clone(),
+        emqx: emqx.as_ref().map(|e| e.view.clone()),
+        services,
+        memory: memory.clone(),
+    };
+
+    // Decide and act.
+    let decision = decide::decide(&spec, &observed);
+    tracing::info!(
+        cluster = %name,
+        phase = ?decision.phase,
+        wait = ?decision.wait.as_ref().map(|w| &w.message),
+        actions = decision.actions.len(),
+        "decided"
+    );
+    let mut memory = memory;
+    let outcome = act(
+        ctx,
+        &cluster,
+        &reference,
+        &decision,
+        &live,
+        emqx.as_ref(),
+        &mut memory,
+    )
+    .await;
+
+    // Report.
+    write_memory(client, object, &memory).await?;
+    let labels = ClusterLabels {
+        namespace: namespace.clone(),
+        cluster: name.clone(),
+    };
+    let upgrading = sets
+        .iter()
+        .any(|s| spec.role(s.role).is_none_or(|r| r.revision != s.revision) && s.replicas > 0);
+    ctx.metrics
+        .upgrading
+        .get_or_create(&labels)
+        .set(i64::from(upgrading));
+    if let Some(e) = &emqx {
+        for entry in &e.evacuations {
+            let remaining = entry.stats.as_ref().map_or(0, |s| {
+                i64::from(s.current_connected.unwrap_or(0))
+                    + i64::from(s.current_sessions.unwrap_or(0))
+            });
+            ctx.metrics
+                .evacuation_remaining
+                .get_or_create(&NodeLabels {
+                    namespace: namespace.clone(),
+                    cluster: name.clone(),
+                    node: entry.node.clone().unwrap_or_default(),
+                })
+                .set(remaining);
+        }
+    }
+    let new_status = status::status(&status::StatusInput {
+        generation: object.meta().generation.unwrap_or(0),
+        now: observed.now,
+        spec: &spec,
+        sets: &sets,
+        decision: &decision,
+        traffic_on_desired: observed.services.listeners.as_ref().map(|(_, r)| r)
+            == spec.role(spec.serving_role()).map(|r| &r.revision),
+        nodes: emqx.as_ref().map(|e| e.nodes.clone()),
+        evacuations: emqx.as_ref().map(|e| e.evacuations.clone()),
+        evacuation_unsupported: emqx.as_ref().is_some_and(|e| !e.view.evacuation_api),
+        previous: object.hub_status(),
+    });
+    if object.hub_status() != Some(&new_status) {
+        let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+        let patch = json!({"apiVersion": api_version, "kind": kind, "status": new_status});
+        api.patch_status(&name, &apply_params(), &Patch::Apply(&patch))
+            .await?;
+    }
+    outcome?;
+    Ok(match decision.requeue_after_s {
+        Some(s) => Action::requeue(Duration::from_secs(s)),
+        None => Action::await_change(),
+    })
+}
+
+/// The revisions the spec asks for, found among the live sets by template.
+fn desired_spec(
+    cluster: &Cluster<'_>,
+    live: &[LiveSet],
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Spec {
+    let revision_of = |role: Role| {
+        let template =
+            serde_json::to_value(render::pod_template(cluster, role)).unwrap_or_default();
+        revision::resolve_revision(&template, &observe::live_templates(live, role))
+    };
+    let strategy = cluster.spec.update_strategy.as_ref();
+    let evacuation = strategy.and_then(|s| s.evacuation_strategy.as_ref());
+    let secs = |v: Option<i32>, default: u64| v.map_or(default, |v| u64::try_from(v).unwrap_or(0));
+    let rate = |v: Option<i32>| v.map_or(1000, |v| u32::try_from(v).unwrap_or(1).max(1));
+    Spec {
+        core: RoleSpec {
+            revision: revision_of(Role::Core),
+            replicas: cluster.replicas(Role::Core).unwrap_or(1),
+        },
+        replicant: cluster.replicas(Role::Replicant).map(|replicas| RoleSpec {
+            revision: revision_of(Role::Replicant),
+            replicas,
+        }),
+        strategy: Strategy {
+            initial_delay_s: secs(strategy.and_then(|s| s.initial_delay_seconds), 10),
+            wait_takeover_s: secs(evacuation.and_then(|e| e.wait_takeover), 10),
+            conn_evict_rate: rate(evacuation.and_then(|e| e.conn_evict_rate)),
+            sess_evict_rate: rate(evacuation.and_then(|e| e.sess_evict_rate)),
+        },
+        paused: memory::paused(annotations),
+        progress_deadline_s: memory::progress_deadline(annotations),
+        revision_history_limit: cluster
+            .spec
+            .revision_history_limit
+            .map_or(3, |l| usize::try_from(l).unwrap_or(0)),
+    }
+}
+
+/// The ConfigMap, Secrets, headless Service and PDBs; returns the
+/// operator's API secret.
+async fn ensure_base_objects(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+    let ns = cluster.namespace;
+    let params = apply_params();
+    let config = render::config_map(cluster);
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .patch(
+            &names::config_map_name(cluster.name),
+            &params,
+            &Patch::Apply(&config),
+        )
+        .await?;
+    let headless = render::headless_service(cluster);
+    Api::<Service>::namespaced(client.clone(), ns)
+        .patch(
+            &names::headless_service_name(cluster.name),
+            &params,
+            &Patch::Apply(&headless),
+        )
+        .await?;
+    for role in [Role::Core, Role::Replicant] {
+        if let Some(pdb) = render::pdb(cluster, role) {
+            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .patch(
+                    &names::pdb_name(cluster.name, role),
+                    &params,
+                    &Patch::Apply(&pdb),
+                )
+                .await?;
+        }
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let cookie = names::node_cookie_secret_name(cluster.name);
+    if secrets.get_opt(&cookie).await?.is_none() {
+        let value = Alphanumeric.sample_string(&mut rand::rng(), 64);
+        create_secret(&secrets, cluster, &cookie, names::NODE_COOKIE_KEY, value).await?;
+    }
+    let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
+    let existing = secrets.get_opt(&bootstrap).await?;
+    let file = match existing
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
+    {
+        Some(data) => String::from_utf8_lossy(&data.0).into_owned(),
+        None => {
+            // Created once; EMQX reads it at boot, so it never changes after.
+            let mut lines: Vec<String> = cluster
+                .spec
+                .bootstrap_api_keys
+                .iter()
+                .flatten()
+                .filter_map(|k| Some(format!("{}:{}", k.key.as_ref()?, k.secret.as_ref()?)))
+                .collect();
+            let secret = Alphanumeric
+                .sample_string(&mut rand::rng(), 64)
+                .to_lowercase();
+            lines.push(format!("{OPERATOR_API_KEY}:{secret}"));
+            let file = lines.join("\n");
+            create_secret(
+                &secrets,
+                cluster,
+                &bootstrap,
+                names::BOOTSTRAP_API_KEY_KEY,
+                file.clone(),
+            )
+            .await?;
+            file
+        }
+    };
+    Ok(file
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{OPERATOR_API_KEY}:")))
+        .map(|s| s.split(':').next().unwrap_or_default().to_owned())
+        .unwrap_or_default())
+}
+
+async fn create_secret(
+    secrets: &Api<Secret>,
+    cluster: &Cluster<'_>,
+    name: &str,
+    key: &str,
+    value: String,
+) -> Result<(), Error> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(cluster.namespace.to_owned()),
+            labels: Some(names::instance_labels(cluster.name)),
+            owner_references: Some(vec![render::owner_reference(cluster)]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            ByteString(value.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        // Another pass (or replica) created it first: theirs stands.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
+/// What EMQX said this pass.
+struct EmqxObservation {
+    view: EmqxView,
+    client: EmqxClient,
+    nodes: Vec<(Role, EMQXNode)>,
+    evacuations: Vec<NodeEvacuationStatus>,
+    /// Nodes' versions, for `wait_health_check` support.
+    version: Option<String>,
+}
+
+/// Reads EMQX through a ready core pod, preferring the desired revision
+/// (it survives the upgrade). Any failure yields `None`: `decide` then
+/// touches no old node.
+async fn observe_emqx(
+    cluster: &Cluster<'_>,
+    spec: &Spec,
+    live: &[LiveSet],
+    operator_secret: &str,
+    timeout: Duration,
+) -> Option<EmqxObservation> {
+    let api = cluster.api();
+    let mut cores: Vec<(&LiveSet, &crate::observed::Pod)> = live
+        .iter()
+        .filter(|s| s.view.role == Role::Core)
+        .flat_map(|s| s.view.pods.iter().map(move |p| (s, p)))
+        .filter(|(_, p)| p.ready && !p.terminating)
+        .collect();
+    cores.sort_by_key(|(s, p)| (s.view.revision != spec.core.revision, p.created_at));
+    let (set, endpoint) = cores.first()?;
+    let ip = set.pod_ips.get(&endpoint.name)?;
+    let client = EmqxClient::new(
+        format!("http://{ip}:{}", api.port()),
+        api,
+        OPERATOR_API_KEY,
+        operator_secret,
+        timeout,
+    )
+    .ok()?;
+    let nodes = match client.nodes().await {
+        Ok(n) => n,
+        Err(error) => {
+            tracing::warn!(%error, "EMQX nodes unavailable");
+            return None;
+        }
+    };
+    let (evacuation_api, evacuations) =
+        match client.global_evacuations::<NodeEvacuationStatus>().await {
+            Ok(e) => (true, e),
+            Err(EmqxError::EvacuationUnsupported(_)) => (false, Vec::new()),
+            Err(error) => {
+                tracing::warn!(%error, "EMQX evacuation status unavailable");
+                return None;
+            }
+        };
+    let mut view_evacuations = Vec::new();
+    for e in &evacuations {
+        let state = emqx_api::evacuation_state(e.state.as_deref().unwrap_or_default()).ok()?;
+        let remaining = e.stats.as_ref().map_or(0, |s| {
+            u64::try_from(s.current_connected.unwrap_or(0)).unwrap_or(0)
+                + u64::try_from(s.current_sessions.unwrap_or(0)).unwrap_or(0)
+        });
+        view_evacuations.push(Evacuation {
+            node: e.node.clone().unwrap_or_default(),
+            state,
+            remaining,
+        });
+    }
+    let by_node: BTreeMap<&str, (Role, &LiveSet)> = live
+        .iter()
+        .flat_map(|s| {
+            s.view
+                .pods
+                .iter()
+                .map(move |p| (p.node.as_str(), (s.view.role, s)))
+        })
+        .collect();
+    let status_nodes = nodes
+        .iter()
+        .map(|n| {
+            let owner = by_node.get(n.node.as_str());
+            let role = owner.map_or_else(
+                || {
+                    if n.role.as_deref() == Some("replicant") {
+                        Role::Replicant
+                    } else {
+                        Role::Core
+                    }
+                },
+                |(r, _)| *r,
+            );
+            (
+                role,
+                EMQXNode {
+                    controller_uid: owner.and_then(|(_, s)| s.uid.clone()),
+                    node: Some(n.node.clone()),
+                    node_status: Some(n.node_status.clone()),
+                    otp_release: n.otp_release.clone(),
+                    version: n.version.clone(),
+                    role: n.role.clone(),
+                    edition: n.edition.clone(),
+                    connections: n.connections,
+                    live_connections: n.live_connections,
+                    ..EMQXNode::default()
+                },
+            )
+        })
+        .collect();
+    let version = nodes.iter().find_map(|n| n.version.clone());
+    Some(EmqxObservation {
+        view: EmqxView {
+            members: emqx_api::members(&nodes),
+            evacuations: view_evacuations,
+            evacuation_api,
+        },
+        client,
+        nodes: status_nodes,
+        evacuations,
+        version,
+    })
+}
+
+async fn act(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    reference: &ObjectReference,
+    decision: &Decision,
+    live: &[LiveSet],
+    emqx: Option<&EmqxObservation>,
+    memory: &mut Memory,
+) -> Result<(), Error> {
+    for step in &decision.actions {
+        if let Err(e) = act_one(ctx, cluster, reference, step, live, emqx, memory).await {
+            publish(
+                ctx,
+                reference,
+                EventType::Warning,
+                "ReconcilerFailed",
+                format!("{step:?}: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    reference: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(%error, "event not recorded");
+    }
+}
+
+fn emqx_client(emqx: Option<&EmqxObservation>) -> Result<&EmqxObservation, Error> {
+    emqx.ok_or(Error::Emqx(EmqxError::Transport {
+        call: "EMQX",
+        detail: "no EMQX endpoint this pass".into(),
+    }))
+}
+
+async fn act_one(
+    ctx: &Context,
+    cluster: &Cluster<'_>,
+    reference: &ObjectReference,
+    step: &Step,
+    live: &[LiveSet],
+    emqx: Option<&EmqxObservation>,
+    memory: &mut Memory,
+) -> Result<(), Error> {
+    let client = ctx.client.clone();
+    let ns = cluster.namespace;
+    let params = apply_params();
+    match step {
+        Step::CreateSet {
+            role,
+            revision,
+            replicas,
+        } => {
+            match role {
+                Role::Core => {
+                    let set = render::core_set(cluster, revision, *replicas);
+                    Api::<StatefulSet>::namespaced(client, ns)
+                        .patch(
+                            &names::core_set_name(cluster.name, revision),
+                            &params,
+                            &Patch::Apply(&set),
+                        )
+                        .await?;
+                }
+                Role::Replicant => {
+                    let set = render::replicant_set(cluster, revision, *replicas);
+                    Api::<ReplicaSet>::namespaced(client, ns)
+                        .patch(
+                            &names::replicant_set_name(cluster.name, revision),
+                            &params,
+                            &Patch::Apply(&set),
+                        )
+                        .await?;
+                }
+            }
+            let reason = if live.iter().any(|s| s.view.role == *role) {
+                "CreateNewSet"
+            } else {
+                "CreateSet"
+            };
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                reason,
+                format!("created the {} set of revision {revision}", role.as_str()),
+            )
+            .await;
+        }
+        Step::ScaleSet { name, from, to } => {
+            scale(&client, ns, live, name, *from, *to).await?;
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                "ScaleSet",
+                format!("scaled {name} from {from} to {to}"),
+            )
+            .await;
+        }
+        Step::PointServices {
+            listeners,
+            dashboard,
+        } => {
+            let api = Api::<Service>::namespaced(client, ns);
+            if let Some(svc) = render::listeners_service(cluster, listeners.0, &listeners.1) {
+                api.patch(
+                    &names::listeners_service_name(cluster.name),
+                    &params,
+                    &Patch::Apply(&svc),
+                )
+                .await?;
+            }
+            if let Some(svc) = render::dashboard_service(cluster, dashboard) {
+                api.patch(
+                    &names::dashboard_service_name(cluster.name),
+                    &params,
+                    &Patch::Apply(&svc),
+                )
+                .await?;
+            }
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                "SwitchTraffic",
+                format!(
+                    "the listeners Service now selects {} revision {}",
+                    listeners.0.as_str(),
+                    listeners.1
+                ),
+            )
+            .await;
+        }
+        Step::RecordNewNodesReady { revision, at } => {
+            memory.new_nodes_ready_at = Some((revision.clone(), *at));
+        }
+        Step::RecordDrainStart { node, at } => {
+            memory.drain = Some(crate::observed::Drain {
+                node: node.clone(),
+                started_at: *at,
+            });
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                "DrainWithoutEvacuation",
+                format!("node {node} gets no new clients and is removed after waitTakeover"),
+            )
+            .await;
+        }
+        Step::RecordProgress { marker, at } => {
+            memory.progress = Some((marker.clone(), *at));
+        }
+        Step::MarkForDeletion { pod } => {
+            let patch = json!({"metadata": {"annotations": {names::ANNOTATION_POD_DELETION_COST: VICTIM_DELETION_COST}}});
+            Api::<Pod>::namespaced(client, ns)
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        Step::StartEvacuation {
+            node,
+            migrate_to,
+            strategy,
+        } => {
+            let emqx = emqx_client(emqx)?;
+            let knows = emqx
+                .version
+                .as_deref()
+                .is_some_and(emqx_api::knows_wait_health_check);
+            let outcome = emqx
+                .client
+                .start_evacuation(node, strategy, migrate_to, knows)
+                .await?;
+            publish(ctx, reference, EventType::Normal, "NodeEvacuation", format!("evacuating node {node} at {} connections/s and {} sessions/s to {} new nodes ({outcome:?})", strategy.conn_evict_rate, strategy.sess_evict_rate, migrate_to.len())).await;
+        }
+        Step::StopEvacuation { node } => {
+            let emqx = emqx_client(emqx)?;
+            emqx.client.stop_evacuation(node).await?;
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                "StopEvacuation",
+                format!("stopped the evacuation of node {node}, which the desired revision keeps"),
+            )
+            .await;
+        }
+        Step::RemoveOldNode { set, node, from } => {
+            let to = from.saturating_sub(1);
+            scale(&client, ns, live, set, *from, to).await?;
+            publish(
+                ctx,
+                reference,
+                EventType::Normal,
+                "RemoveOldNode",
+                format!(
+                    "scaled {set} from {from} to {to}, removing node {}",
+                    node.as_deref().unwrap_or("(none)")
+                ),
+            )
+            .await;
+        }
+        Step::ForceLeave { node } => {
+            let emqx = emqx_client(emqx)?;
+            if emqx.client.api() == ApiGeneration::V5 {
+                emqx.client.force_leave(node).await?;
+                publish(
+                    ctx,
+                    reference,
+                    EventType::Normal,
+                    "ForceLeave",
+                    format!("removed stopped node {node} from the EMQX cluster"),
+                )
+                .await;
+            }
+        }
+        Step::DeleteSet { name } => {
+            let role = live
+                .iter()
+                .find(|s| &s.view.name == name)
+                .map(|s| s.view.role);
+            let dp = DeleteParams::background();
+            match role {
+                Some(Role::Core) => {
+                    Api::<StatefulSet>::namespaced(client, ns)
+                        .delete(name, &dp)
+                        .await?;
+                }
+                Some(Role::Replicant) => {
+                    Api::<ReplicaSet>::namespaced(client, ns)
+                        .delete(name, &dp)
+                        .await?;
+                }
+                None => {}
+            }
+            publish(ctx, reference, EventType::Normal, "DeleteOldSet", format!("deleted {name} beyond revisionHistoryLimit; its PersistentVolumeClaims are kept")).await;
+        }
+    }
+    Ok(())
+}
+
+/// `spec.replicas: from → to`, only if it is still `from` (JSON Patch
+/// `test`): a retried pass can never remove two nodes.
+async fn scale(
+    client: &Client,
+    ns: &str,
+    live: &[LiveSet],
+    name: &str,
+    from: u32,
+    to: u32,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/replicas", "value": from},
+        {"op": "replace", "path": "/spec/replicas", "value": to},
+    ]))
+    .map_err(|_| Error::MissingField("a valid scale patch"))?;
+    let role = live
+        .iter()
+        .find(|s| s.view.name == name)
+        .map(|s| s.view.role);
+    let pp = PatchParams::default();
+    match role {
+        Some(Role::Core) => {
+            Api::<StatefulSet>::namespaced(client.clone(), ns)
+                .patch(name, &pp, &Patch::<()>::Json(patch))
+                .await?;
+        }
+        Some(Role::Replicant) => {
+            Api::<ReplicaSet>::namespaced(client.clone(), ns)
+                .patch(name, &pp, &Patch::<()>::Json(patch))
+                .await?;
+        }
+        None => return Err(Error::MissingField("the set to scale")),
+    }
+    Ok(())
+}
+
+async fn write_memory<K: HubObject>(
+    client: &Client,
+    object: &K,
+    memory: &Memory,
+) -> Result<(), Error> {
+    let value = memory::store(memory);
+    let current = object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(memory::ANNOTATION_PROGRESS));
+    if current == Some(&value) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}

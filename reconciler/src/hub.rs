@@ -1,0 +1,45 @@
+//! One engine, two kinds: `EMQX` v2beta1 and `EmqxEnterprise` read as
+//! v2beta1 (the API server converts stored v1beta4 objects through the
+//! webhook) have the same spec and status, so the controller is generic
+//! over this trait.
+
+use emqx_crd::v2beta1::{EMQX, EMQXSpec, EMQXStatus, EmqxEnterprise};
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+/// A custom resource reconciled as the v2beta1 hub.
+pub trait HubObject:
+    Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The spec, in the hub shape.
+    fn hub_spec(&self) -> &EMQXSpec;
+    /// The status, if any was written.
+    fn hub_status(&self) -> Option<&EMQXStatus>;
+}
+
+impl HubObject for EMQX {
+    fn hub_spec(&self) -> &EMQXSpec {
+        &self.spec
+    }
+    fn hub_status(&self) -> Option<&EMQXStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl HubObject for EmqxEnterprise {
+    fn hub_spec(&self) -> &EMQXSpec {
+        &self.spec.emqx
+    }
+    fn hub_status(&self) -> Option<&EMQXStatus> {
+        self.status.as_ref()
+    }
+}

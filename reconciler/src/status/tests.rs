@@ -1,0 +1,233 @@
+//! Status as the seeds print it, and conditions that move only on change.
+
+use super::*;
+use crate::decide::{Decision, Phase, Wait};
+use crate::observed::{Pod, RoleSpec, Strategy};
+
+fn spec(rev: &str) -> Spec {
+    Spec {
+        core: RoleSpec {
+            revision: rev.into(),
+            replicas: 2,
+        },
+        replicant: None,
+        strategy: Strategy {
+            initial_delay_s: 10,
+            wait_takeover_s: 10,
+            conn_evict_rate: 200,
+            sess_evict_rate: 200,
+        },
+        paused: false,
+        progress_deadline_s: 600,
+        revision_history_limit: 3,
+    }
+}
+
+fn set(rev: &str, replicas: u32, ready: u32, created_at: Seconds) -> NodeSet {
+    NodeSet {
+        name: format!("emqx-ee-core-{rev}"),
+        role: Role::Core,
+        revision: rev.into(),
+        replicas,
+        created_at,
+        pods: (0..replicas)
+            .map(|i| Pod {
+                name: format!("emqx-ee-core-{rev}-{i}"),
+                ordinal: Some(i),
+                created_at,
+                ready: i < ready,
+                terminating: false,
+                node: format!("emqx@emqx-ee-core-{rev}-{i}"),
+                marked_for_deletion: false,
+            })
+            .collect(),
+    }
+}
+
+fn decision(phase: Phase, wait: Option<(&'static str, &str)>) -> Decision {
+    Decision {
+        phase,
+        actions: Vec::new(),
+        wait: wait.map(|(reason, message)| Wait {
+            reason,
+            message: message.into(),
+            timed: false,
+        }),
+        stalled: false,
+        requeue_after_s: None,
+    }
+}
+
+fn first_true(status: &EMQXStatus) -> Option<String> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.status == "True")
+        .map(|c| c.type_.clone())
+}
+
+#[test]
+fn mid_upgrade_counts_read_like_seed_002() {
+    // seed 002: {"currentReplicas":2,"currentRevision":"54fc496fb4","readyReplicas":4,
+    //            "replicas":2,"updateReplicas":2,"updateRevision":"5d87d4c6bd"}
+    let s = spec("5d87d4c6bd");
+    let sets = [set("54fc496fb4", 2, 2, 1), set("5d87d4c6bd", 2, 2, 2)];
+    let d = decision(
+        Phase::Evacuating,
+        Some(("EvacuatingNode", "evacuating node x")),
+    );
+    let out = status(&StatusInput {
+        generation: 2,
+        now: 1000,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        traffic_on_desired: true,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    let core = out.core_nodes_status.expect("core status");
+    assert_eq!(
+        core,
+        EMQXNodesStatus {
+            replicas: Some(2),
+            ready_replicas: Some(4),
+            current_revision: Some("54fc496fb4".into()),
+            current_replicas: Some(2),
+            update_revision: Some("5d87d4c6bd".into()),
+            update_replicas: Some(2),
+            collision_count: None,
+        }
+    );
+    assert_eq!(
+        first_true(&EMQXStatus {
+            conditions: out.conditions.clone(),
+            ..Default::default()
+        })
+        .as_deref(),
+        Some("Progressing")
+    );
+    let conditions = out.conditions.expect("conditions");
+    assert!(conditions.iter().all(|c| c.observed_generation == Some(2)));
+    let progressing = conditions
+        .iter()
+        .find(|c| c.type_ == "Progressing")
+        .expect("progressing");
+    assert_eq!(
+        (progressing.reason.as_str(), progressing.message.as_str()),
+        ("EvacuatingNode", "evacuating node x")
+    );
+}
+
+#[test]
+fn a_finished_cluster_shows_ready_first() {
+    let s = spec("b");
+    let sets = [set("a", 0, 0, 1), set("b", 2, 2, 2)];
+    let d = decision(Phase::Ready, None);
+    let out = status(&StatusInput {
+        generation: 3,
+        now: 2000,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        traffic_on_desired: true,
+        nodes: None,
+        evacuations: Some(Vec::new()),
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    assert_eq!(first_true(&out).as_deref(), Some("Ready"));
+    let core = out.core_nodes_status.expect("core");
+    assert_eq!(
+        core.current_revision.as_deref(),
+        Some("b"),
+        "the old set is at zero"
+    );
+    assert_eq!(out.node_evacuations_status, Some(Vec::new()));
+}
+
+#[test]
+fn transition_times_move_only_when_the_status_flips() {
+    let s = spec("b");
+    let sets = [set("b", 2, 2, 2)];
+    let d = decision(Phase::Ready, None);
+    let input = |now, previous| StatusInput {
+        generation: 1,
+        now,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        traffic_on_desired: true,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous,
+    };
+    let first = status(&input(100, None));
+    let again = status(&input(500, Some(&first)));
+    assert_eq!(
+        first.conditions, again.conditions,
+        "nothing flipped, nothing moved"
+    );
+    let busy = decision(
+        Phase::WaitingForNewNodes,
+        Some(("WaitingForNodes", "core 1/2")),
+    );
+    let flipped = status(&StatusInput {
+        decision: &busy,
+        ..input(900, Some(&again))
+    });
+    let ready = flipped
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .expect("ready");
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.last_transition_time.0.as_second(), 900);
+    let init = flipped
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Initialized")
+        .expect("init");
+    assert_eq!(init.last_transition_time.0.as_second(), 100);
+}
+
+#[test]
+fn a_stall_says_so_with_the_reason_it_waits() {
+    let s = spec("b");
+    let sets = [set("a", 2, 2, 1), set("b", 2, 0, 2)];
+    let mut d = decision(
+        Phase::WaitingForNewNodes,
+        Some(("WaitingForNewNodes", "core 0/2 ready")),
+    );
+    d.stalled = true;
+    let out = status(&StatusInput {
+        generation: 1,
+        now: 100,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        traffic_on_desired: false,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    let p = out
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing")
+        .expect("progressing");
+    assert_eq!(
+        (p.status.as_str(), p.reason.as_str()),
+        ("False", "ProgressDeadlineExceeded")
+    );
+    assert!(p.message.contains("core 0/2 ready"));
+    assert_eq!(first_true(&out).as_deref(), Some("CoreNodesProgressing"));
+}

@@ -1,0 +1,449 @@
+//! What a simulated EMQX node is, derived the way the real container derives it:
+//! from its pod's name, namespace, hostname, IP, environment, mounted files and
+//! image. [`NodeConfig::from_pod`] is a pure function so the kubelet can call it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::api_key::{ApiKey, parse_bootstrap_file};
+use super::version::{ApiGeneration, BrokerVersion, Edition};
+
+/// Everything a pod gives the EMQX container, as plain values.
+#[derive(Debug, Clone)]
+pub struct PodFacts {
+    /// `metadata.name`.
+    pub pod_name: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// The pod's hostname (`spec.hostname`, else the pod name).
+    pub hostname: String,
+    /// The pod IP the kubelet assigned (a loopback address in the sandbox).
+    pub pod_ip: Ipv4Addr,
+    /// The container image, e.g. `emqx/emqx-enterprise:5.8.9`.
+    pub image: String,
+    /// The container environment after the kubelet resolved references.
+    pub env: BTreeMap<String, String>,
+    /// Mounted files by absolute path (the bootstrap API-key file).
+    pub files: BTreeMap<String, String>,
+    /// Whether `/opt/emqx/data` outlives the pod (a PVC): then an evacuation
+    /// persisted there resumes when a pod of the same name boots again.
+    pub persistent_data: bool,
+}
+
+/// Node role in an EMQX 5 (Mria) cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Holds the database; the default.
+    Core,
+    /// Stateless node that replicates from cores.
+    Replicant,
+}
+
+impl Role {
+    /// The name EMQX prints in `/nodes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Core => "core",
+            Role::Replicant => "replicant",
+        }
+    }
+}
+
+/// What makes nodes find each other: DNS discovery name plus Erlang cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DiscoveryKey {
+    /// Headless Service DNS name (`EMQX_CLUSTER__DNS__NAME`), or the node name
+    /// when the node has no discovery configured (a cluster of one).
+    pub dns_name: String,
+    /// `EMQX_NODE__COOKIE`; nodes with different cookies cannot connect.
+    pub cookie: String,
+}
+
+/// Full configuration of one simulated node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Erlang node name, e.g. `emqx@emqx-core-0.emqx-headless.ns.svc.cluster.local`.
+    pub node_name: String,
+    /// Address the node binds its listeners on.
+    pub ip: Ipv4Addr,
+    /// Broker version from the image tag.
+    pub version: BrokerVersion,
+    /// Open source (no rebalance app) or Enterprise.
+    pub edition: Edition,
+    /// Core or replicant.
+    pub role: Role,
+    /// Cluster discovery.
+    pub discovery: DiscoveryKey,
+    /// Accepted API keys (5.x bootstrap file; 4.4 apps).
+    pub api_keys: Vec<ApiKey>,
+    /// HTTP API port: 18083 (5.x) or 8081 (4.4).
+    pub http_port: u16,
+    /// MQTT TCP port, 1883.
+    pub mqtt_port: u16,
+    /// Evacuation tick length; 1 s as in EMQX. Tests may shorten it.
+    pub tick: Duration,
+    /// Pause before retrying session migration when no recipient is available (30 s).
+    pub no_recipient_retry: Duration,
+    /// Whether the data dir survives a restart (evacuation resume, §5.5).
+    pub persistent_data: bool,
+    /// §5.6 switch: send `Server-Reference` for evacuations started over REST
+    /// with `redirect_to` (EMQX probably does not; default false).
+    pub rest_redirect_sets_server_reference: bool,
+}
+
+/// Why a pod cannot become a node; names the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The image tag carries no usable version.
+    #[error("image: {0}")]
+    Image(String),
+    /// An environment variable has a bad value.
+    #[error("env {name}: {message}")]
+    Env {
+        /// Variable name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file the environment names is not mounted.
+    #[error("env {name}: file {path} is not mounted in the pod")]
+    MissingFile {
+        /// Variable naming the file.
+        name: String,
+        /// Path it names.
+        path: String,
+    },
+    /// The bootstrap API-key file is malformed.
+    #[error("{file}: {message}")]
+    BootstrapFile {
+        /// File path.
+        file: String,
+        /// What is wrong, with the line number.
+        message: String,
+    },
+}
+
+const DEFAULT_COOKIE: &str = "emqxsecretcookie";
+
+impl NodeConfig {
+    /// Derives the node's configuration from what its pod provides, as the
+    /// EMQX container's entrypoint would.
+    pub fn from_pod(pod: &PodFacts) -> Result<NodeConfig, ConfigError> {
+        let env = resolve_references(&pod.env);
+        let version = BrokerVersion::from_image(&pod.image).map_err(ConfigError::Image)?;
+        let edition = Edition::from_image(&pod.image, &version);
+        let hostname = if pod.hostname.is_empty() {
+            pod.pod_name.clone()
+        } else {
+            pod.hostname.clone()
+        };
+        let dns_name = env.get("EMQX_CLUSTER__DNS__NAME").cloned();
+        let node_name = match version.api() {
+            ApiGeneration::V5 => node_name_v5(&env, pod.pod_ip)?,
+            ApiGeneration::V4 => node_name_v4(&env, &hostname, dns_name.as_deref(), pod.pod_ip)?,
+        };
+        let role = match env.get("EMQX_NODE__ROLE").map(String::as_str) {
+            None | Some("core") => Role::Core,
+            Some("replicant") if version.api() == ApiGeneration::V5 => Role::Replicant,
+            Some(other) => {
+                return Err(ConfigError::Env {
+                    name: "EMQX_NODE__ROLE".into(),
+                    message: format!("`{other}` is not a role (core, replicant on 5.x)"),
+                });
+            }
+        };
+        let cookie = env
+            .get("EMQX_NODE__COOKIE")
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_COOKIE.to_string());
+        let discovery = DiscoveryKey {
+            dns_name: dns_name.unwrap_or_else(|| node_name.clone()),
+            cookie,
+        };
+        let api_keys = api_keys(&env, &pod.files, version.api(), edition)?;
+        Ok(NodeConfig {
+            node_name,
+            ip: pod.pod_ip,
+            http_port: version.api().default_http_port(),
+            mqtt_port: 1883,
+            version,
+            edition,
+            role,
+            discovery,
+            api_keys,
+            tick: Duration::from_secs(1),
+            no_recipient_retry: Duration::from_secs(30),
+            persistent_data: pod.persistent_data,
+            rest_redirect_sets_server_reference: false,
+        })
+    }
+}
+
+/// Kubernetes `$(VAR)` expansion, for env handed over unresolved.
+fn resolve_references(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.iter()
+        .map(|(k, v)| {
+            let mut value = v.clone();
+            for (name, replacement) in env {
+                if name != k && !replacement.contains("$(") {
+                    value = value.replace(&format!("$({name})"), replacement);
+                }
+            }
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+fn check_host(name: &str, host: &str) -> Result<(), ConfigError> {
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Env {
+            name: name.into(),
+            message: format!("`{host}` is not a host name or IP address"),
+        })
+    }
+}
+
+fn node_prefix(env: &BTreeMap<String, String>) -> Result<String, ConfigError> {
+    let name = env
+        .get("EMQX_NAME")
+        .cloned()
+        .unwrap_or_else(|| "emqx".into());
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(ConfigError::Env {
+            name: "EMQX_NAME".into(),
+            message: format!("`{name}` is not a valid node name prefix"),
+        })
+    }
+}
+
+/// 5.x: `EMQX_NODE__NAME` wins; else `<EMQX_NAME|emqx>@<EMQX_HOST|pod IP>`.
+fn node_name_v5(env: &BTreeMap<String, String>, ip: Ipv4Addr) -> Result<String, ConfigError> {
+    if let Some(full) = env.get("EMQX_NODE__NAME") {
+        return validate_full_name("EMQX_NODE__NAME", full);
+    }
+    let host = env
+        .get("EMQX_HOST")
+        .cloned()
+        .unwrap_or_else(|| ip.to_string());
+    check_host("EMQX_HOST", &host)?;
+    Ok(format!("{}@{host}", node_prefix(env)?))
+}
+
+/// 4.4: `<EMQX_NAME>@<host>`; with SRV discovery the host is
+/// `<hostname>.<cluster.dns.name>` (what the v1beta4 operator relies on).
+fn node_name_v4(
+    env: &BTreeMap<String, String>,
+    hostname: &str,
+    dns_name: Option<&str>,
+    ip: Ipv4Addr,
+) -> Result<String, ConfigError> {
+    if let Some(full) = env.get("EMQX_NODE__NAME") {
+        return validate_full_name("EMQX_NODE__NAME", full);
+    }
+    let srv = env.get("EMQX_CLUSTER__DNS__TYPE").map(String::as_str) == Some("srv");
+    let host = match (env.get("EMQX_HOST"), srv, dns_name) {
+        (Some(h), _, _) => h.clone(),
+        (None, true, Some(dns)) => format!("{hostname}.{dns}"),
+        _ => ip.to_string(),
+    };
+    check_host("EMQX_HOST", &host)?;
+    Ok(format!("{}@{host}", node_prefix(env)?))
+}
+
+fn validate_full_name(var: &str, full: &str) -> Result<String, ConfigError> {
+    match full.split_once('@') {
+        Some((prefix, host)) if !prefix.is_empty() => {
+            check_host(var, host)?;
+            Ok(full.to_string())
+        }
+        _ => Err(ConfigError::Env {
+            name: var.into(),
+            message: format!("`{full}` is not of the form name@host"),
+        }),
+    }
+}
+
+fn api_keys(
+    env: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+    api: ApiGeneration,
+    edition: Edition,
+) -> Result<Vec<ApiKey>, ConfigError> {
+    let vars: &[&str] = match api {
+        ApiGeneration::V5 => &["EMQX_API_KEY__BOOTSTRAP_FILE"],
+        ApiGeneration::V4 => &[
+            "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE",
+            "EMQX_MANAGEMENT__BOOTSTRAP_USER_FILE",
+        ],
+    };
+    let mut keys = Vec::new();
+    for var in vars {
+        let Some(path) = env.get(*var) else { continue };
+        let contents = files.get(path).ok_or_else(|| ConfigError::MissingFile {
+            name: (*var).to_string(),
+            path: path.clone(),
+        })?;
+        let parsed = parse_bootstrap_file(contents, edition).map_err(|message| {
+            ConfigError::BootstrapFile {
+                file: path.clone(),
+                message,
+            }
+        })?;
+        keys.extend(parsed);
+    }
+    if api == ApiGeneration::V4 {
+        // 4.4 ships a default application admin/public unless configured otherwise.
+        let id = env
+            .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__ID")
+            .cloned()
+            .unwrap_or_else(|| "admin".into());
+        let secret = env
+            .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__SECRET")
+            .cloned()
+            .unwrap_or_else(|| "public".into());
+        keys.push(ApiKey::administrator(id, secret));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core_pod() -> PodFacts {
+        let mut env = BTreeMap::new();
+        env.insert("POD_NAME".into(), "emqx-core-abc-0".into());
+        env.insert(
+            "EMQX_CLUSTER__DNS__NAME".into(),
+            "emqx-headless.default.svc.cluster.local".into(),
+        );
+        env.insert(
+            "EMQX_HOST".into(),
+            "$(POD_NAME).$(EMQX_CLUSTER__DNS__NAME)".into(),
+        );
+        env.insert("EMQX_NODE__ROLE".into(), "core".into());
+        env.insert("EMQX_NODE__COOKIE".into(), "c00kie".into());
+        env.insert(
+            "EMQX_API_KEY__BOOTSTRAP_FILE".into(),
+            "/opt/emqx/data/bootstrap_api_key".into(),
+        );
+        let mut files = BTreeMap::new();
+        files.insert(
+            "/opt/emqx/data/bootstrap_api_key".into(),
+            "emqx-operator-controller:abc123\n\nviewer:pw:viewer\n".into(),
+        );
+        PodFacts {
+            pod_name: "emqx-core-abc-0".into(),
+            namespace: "default".into(),
+            hostname: "emqx-core-abc-0".into(),
+            pod_ip: Ipv4Addr::new(127, 1, 0, 5),
+            image: "emqx/emqx-enterprise:5.8.9".into(),
+            env,
+            files,
+            persistent_data: true,
+        }
+    }
+
+    #[test]
+    fn core_pod_gets_dns_node_name_and_keys() {
+        let c = NodeConfig::from_pod(&core_pod()).expect("valid pod");
+        assert_eq!(
+            c.node_name,
+            "emqx@emqx-core-abc-0.emqx-headless.default.svc.cluster.local"
+        );
+        assert_eq!(c.role, Role::Core);
+        assert_eq!(c.edition, Edition::Enterprise);
+        assert_eq!(c.http_port, 18083);
+        assert_eq!(c.discovery.cookie, "c00kie");
+        assert_eq!(c.api_keys.len(), 2);
+    }
+
+    #[test]
+    fn replicant_uses_pod_ip() {
+        let mut pod = core_pod();
+        pod.env.insert("EMQX_NODE__ROLE".into(), "replicant".into());
+        pod.env.insert("EMQX_HOST".into(), "127.1.0.5".into());
+        let c = NodeConfig::from_pod(&pod).expect("valid pod");
+        assert_eq!(c.node_name, "emqx@127.1.0.5");
+        assert_eq!(c.role, Role::Replicant);
+    }
+
+    #[test]
+    fn v1beta4_pod_gets_name_from_emqx_name_and_dns() {
+        let mut env = BTreeMap::new();
+        env.insert("EMQX_NAME".into(), "emqx-ee".into());
+        env.insert("EMQX_CLUSTER__DISCOVERY".into(), "dns".into());
+        env.insert("EMQX_CLUSTER__DNS__TYPE".into(), "srv".into());
+        env.insert("EMQX_CLUSTER__DNS__APP".into(), "emqx-ee".into());
+        env.insert(
+            "EMQX_CLUSTER__DNS__NAME".into(),
+            "emqx-ee-headless.default.svc.cluster.local".into(),
+        );
+        let pod = PodFacts {
+            pod_name: "emqx-ee-0".into(),
+            namespace: "default".into(),
+            hostname: "emqx-ee-0".into(),
+            pod_ip: Ipv4Addr::new(127, 1, 0, 9),
+            image: "emqx/emqx-ee:4.4.19".into(),
+            env,
+            files: BTreeMap::new(),
+            persistent_data: false,
+        };
+        let c = NodeConfig::from_pod(&pod).expect("valid pod");
+        assert_eq!(
+            c.node_name,
+            "emqx-ee@emqx-ee-0.emqx-ee-headless.default.svc.cluster.local"
+        );
+        assert_eq!(c.http_port, 8081);
+        assert_eq!(c.edition, Edition::Enterprise);
+        assert_eq!(c.api_keys.len(), 1, "default admin app");
+    }
+
+    #[test]
+    fn bad_inputs_name_the_field() {
+        let mut pod = core_pod();
+        pod.files.clear();
+        let e = NodeConfig::from_pod(&pod).expect_err("file missing");
+        assert!(
+            e.to_string().contains("EMQX_API_KEY__BOOTSTRAP_FILE"),
+            "{e}"
+        );
+
+        let mut pod = core_pod();
+        pod.env.insert("EMQX_NODE__ROLE".into(), "boss".into());
+        let e = NodeConfig::from_pod(&pod).expect_err("bad role");
+        assert!(e.to_string().contains("EMQX_NODE__ROLE"), "{e}");
+
+        let mut pod = core_pod();
+        pod.env.insert("EMQX_HOST".into(), "bad host/\n".into());
+        let e = NodeConfig::from_pod(&pod).expect_err("bad host");
+        assert!(e.to_string().contains("EMQX_HOST"), "{e}");
+
+        let mut pod = core_pod();
+        pod.image = "emqx/emqx:latest".into();
+        let e = NodeConfig::from_pod(&pod).expect_err("no version");
+        assert!(e.to_string().starts_with("image"), "{e}");
+
+        let mut pod = core_pod();
+        pod.files.insert(
+            "/opt/emqx/data/bootstrap_api_key".into(),
+            "k:s\nnocolon\n".into(),
+        );
+        let e = NodeConfig::from_pod(&pod).expect_err("bad line");
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+}

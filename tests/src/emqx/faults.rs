@@ -1,0 +1,56 @@
+//! Fault injection, switchable while the node runs.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Faults a node injects; all off by default. Shared by the node's listeners.
+#[derive(Debug, Default)]
+pub struct Faults {
+    http_500: AtomicBool,
+    http_delay_ms: AtomicU64,
+    drop_http: AtomicBool,
+    drop_mqtt: AtomicBool,
+}
+
+impl Faults {
+    /// Every `/api/…` request answers 500 `INTERNAL_ERROR`.
+    pub fn set_http_500(&self, on: bool) {
+        self.http_500.store(on, Ordering::SeqCst);
+    }
+
+    /// Every `/api/…` request waits this long before it is handled.
+    pub fn set_http_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.http_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// New HTTP connections are closed at once, without a response.
+    pub fn set_drop_http(&self, on: bool) {
+        self.drop_http.store(on, Ordering::SeqCst);
+    }
+
+    /// New MQTT connections are closed at once, without a CONNACK.
+    pub fn set_drop_mqtt(&self, on: bool) {
+        self.drop_mqtt.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether 500s are injected.
+    pub fn http_500(&self) -> bool {
+        self.http_500.load(Ordering::SeqCst)
+    }
+
+    /// Injected delay.
+    pub fn http_delay(&self) -> Duration {
+        Duration::from_millis(self.http_delay_ms.load(Ordering::SeqCst))
+    }
+
+    /// Whether HTTP connections are dropped.
+    pub fn drop_http(&self) -> bool {
+        self.drop_http.load(Ordering::SeqCst)
+    }
+
+    /// Whether MQTT connections are dropped.
+    pub fn drop_mqtt(&self) -> bool {
+        self.drop_mqtt.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,163 @@
+//! Child processes of the sandbox: started with output to a log file, ended
+//! with SIGTERM then SIGKILL, by pid only. Each start is recorded in the slot's
+//! directory, so that a sandbox whose test process was killed outright (no
+//! Drop ran) has its leftovers ended when the slot is next taken; a recorded
+//! pid is only signalled while its command line is still the recorded one.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A running child process of the sandbox.
+#[derive(Debug)]
+pub struct Supervised {
+    /// Short name for messages ("etcd", "kube-apiserver" ...).
+    pub name: String,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+    child: Child,
+    record: Option<PathBuf>,
+}
+
+impl Supervised {
+    /// Starts `command` with its output appended to `log`; the start is recorded
+    /// in `record_dir`.
+    pub fn start(
+        name: &str,
+        mut command: Command,
+        log: &Path,
+        record_dir: &Path,
+    ) -> Result<Supervised> {
+        let out = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
+        let record = record_dir.join(format!("{}.pid", child.id()));
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        let record = std::fs::write(&record, cmdline).ok().map(|()| record);
+        Ok(Supervised {
+            name: name.to_string(),
+            log: log.to_path_buf(),
+            child,
+            record,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(description)` if the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(e) => Some(format!("unknown state: {e}")),
+        }
+    }
+
+    /// The last `lines` lines of its log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+
+    /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps the child.
+    pub fn stop(&mut self, grace: Duration) {
+        if self.exited().is_none() {
+            let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(i32::MAX));
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline && self.exited().is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.exited().is_none() {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+        if let Some(record) = self.record.take() {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(2));
+    }
+}
+
+/// The last `lines` lines of a file ("" if unreadable).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Ends processes recorded in `record_dir` by an earlier sandbox that did not
+/// clean up (its test process was killed), then forgets them.
+pub fn end_leftovers(record_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(record_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let pid = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let recorded = std::fs::read(&path).unwrap_or_default();
+            let current = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !recorded.is_empty() && recorded == current {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+/// Pids of live (non-zombie) processes whose command line contains `needle`.
+pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true);
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Resident set size of `pid` in KiB (from /proc), if it is alive.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}

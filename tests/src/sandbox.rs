@@ -1,0 +1,260 @@
+//! [`Sandbox`]: the control plane, the simulated node and the service proxy
+//! together, started by one call and ended by [`Sandbox::stop`] or Drop.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::Api;
+
+use crate::addresses::{AddressPlan, SlotLock, acquire_slot};
+use crate::binaries::{Binaries, ensure_built_async};
+use crate::control_plane::ControlPlane;
+use crate::kubelet::{Kubelet, KubeletConfig};
+use crate::pod_hook::PodHook;
+use crate::process::{end_leftovers, rss_kib};
+use crate::service_proxy::ServiceProxy;
+
+/// How to start a sandbox.
+#[derive(Clone, Default)]
+pub struct SandboxOptions {
+    /// Image repository (no tag) → binary to run for containers of that image,
+    /// e.g. `emqx-operator/emqx-webhook` → `target/debug/emqx-webhook`.
+    pub project_binaries: BTreeMap<String, PathBuf>,
+    /// Hooks for other images (asked in order, before `project_binaries`).
+    pub hooks: Vec<Arc<dyn PodHook>>,
+}
+
+impl SandboxOptions {
+    /// Adds a project binary for an image repository.
+    pub fn project_binary(mut self, image_repository: &str, binary: impl Into<PathBuf>) -> Self {
+        self.project_binaries
+            .insert(image_repository.to_string(), binary.into());
+        self
+    }
+
+    /// Adds a hook.
+    pub fn hook(mut self, hook: Arc<dyn PodHook>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+}
+
+/// A running sandbox cluster.
+pub struct Sandbox {
+    client: kube::Client,
+    kubeconfig: PathBuf,
+    binaries: Binaries,
+    plan: AddressPlan,
+    state: Option<tempfile::TempDir>,
+    proxy: Option<ServiceProxy>,
+    kubelet: Option<Kubelet>,
+    control_plane: Option<ControlPlane>,
+    _slot: SlotLock,
+}
+
+/// The simulated node's name.
+pub const NODE_NAME: &str = "sandbox-node";
+
+impl Sandbox {
+    /// Builds the binaries if needed, starts etcd, kube-apiserver,
+    /// kube-controller-manager, the simulated kubelet and the service proxy,
+    /// and waits until pods can be created (the `default` ServiceAccount exists).
+    /// Prints the startup time on stderr.
+    pub async fn start(options: SandboxOptions) -> Result<Sandbox> {
+        let binaries = ensure_built_async().await?;
+        let started = Instant::now();
+        let slot = tokio::task::spawn_blocking(acquire_slot).await??;
+        end_leftovers(&slot.dir);
+        let plan = slot.plan;
+        let state = tempfile::Builder::new()
+            .prefix(&format!("emqx-operator-sandbox-{}-", plan.slot))
+            .tempdir()
+            .context("creating the sandbox state directory")?;
+        let control_plane = ControlPlane::start(&binaries, plan, state.path(), &slot.dir).await?;
+        let client = control_plane.client.clone();
+        let kubelet = Kubelet::start(KubeletConfig {
+            node_name: NODE_NAME.into(),
+            plan,
+            client: client.clone(),
+            pods_dir: state.path().join("pods"),
+            claims_dir: state.path().join("claims"),
+            server: control_plane.server.clone(),
+            ca_pem: control_plane.pki.ca_pem.clone(),
+            project_binaries: options.project_binaries,
+            hooks: options.hooks,
+        })
+        .await?;
+        let proxy = ServiceProxy::start(client.clone(), plan);
+        let mut sandbox = Sandbox {
+            client,
+            kubeconfig: control_plane.admin_kubeconfig.clone(),
+            binaries,
+            plan,
+            state: Some(state),
+            proxy: Some(proxy),
+            kubelet: Some(kubelet),
+            control_plane: Some(control_plane),
+            _slot: slot,
+        };
+        sandbox
+            .wait_for_default_service_account(Duration::from_secs(60))
+            .await?;
+        eprintln!(
+            "[sandbox] cluster ready in {:.1}s (slot {}, apiserver {}, kubeconfig {})",
+            started.elapsed().as_secs_f64(),
+            plan.slot,
+            sandbox.server(),
+            sandbox.kubeconfig.display()
+        );
+        Ok(sandbox)
+    }
+
+    async fn wait_for_default_service_account(&mut self, timeout: Duration) -> Result<()> {
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), "default");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(cp) = self.control_plane.as_mut() {
+                cp.check_alive()?;
+            }
+            if accounts.get_opt("default").await?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the default ServiceAccount did not appear within {timeout:?}: is kube-controller-manager running?"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// An admin client.
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    /// The admin kubeconfig file (for kubectl and helm).
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The apiserver URL.
+    pub fn server(&self) -> String {
+        self.control_plane
+            .as_ref()
+            .map(|c| c.server.clone())
+            .unwrap_or_default()
+    }
+
+    /// The pinned binaries (kubectl and helm paths among them).
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// The sandbox's addresses.
+    pub fn addresses(&self) -> AddressPlan {
+        self.plan
+    }
+
+    /// The state directory (logs in `logs/`, pods in `pods/`).
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state.as_ref().map(|s| s.path())
+    }
+
+    /// A `kubectl` command bound to this sandbox.
+    pub fn kubectl(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.binaries.kubectl);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .kill_on_drop(true);
+        command
+    }
+
+    /// A `helm` command bound to this sandbox (its caches and config under the
+    /// state directory, not the user's home).
+    pub fn helm(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.binaries.helm);
+        command
+            .env("KUBECONFIG", &self.kubeconfig)
+            .kill_on_drop(true);
+        if let Some(state) = self.state_dir() {
+            let helm = state.join("helm");
+            command
+                .env("HELM_CACHE_HOME", helm.join("cache"))
+                .env("HELM_CONFIG_HOME", helm.join("config"))
+                .env("HELM_DATA_HOME", helm.join("data"));
+        }
+        command
+    }
+
+    /// `(name, pid)` of every process the sandbox runs: control plane and pods.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids = self
+            .control_plane
+            .as_ref()
+            .map(|c| c.pids())
+            .unwrap_or_default();
+        if let Some(kubelet) = &self.kubelet {
+            pids.extend(kubelet.process_pids());
+        }
+        pids
+    }
+
+    /// Resident memory (KiB) of etcd, kube-apiserver and kube-controller-manager.
+    pub fn control_plane_rss_kib(&self) -> Vec<(String, u64)> {
+        self.control_plane
+            .as_ref()
+            .map(|c| c.pids())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, pid)| rss_kib(pid).map(|rss| (name, rss)))
+            .collect()
+    }
+
+    /// Stops the pods' containers, the proxy and the control plane, and removes
+    /// the state directory (set `SANDBOX_KEEP_STATE=1` to keep it for debugging).
+    pub async fn stop(mut self) -> Result<()> {
+        self.shutdown().await;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop();
+        }
+        if let Some(kubelet) = self.kubelet.take() {
+            kubelet.stop().await;
+        }
+        if let Some(mut control_plane) = self.control_plane.take() {
+            tokio::task::spawn_blocking(move || control_plane.stop())
+                .await
+                .ok();
+        }
+        self.remove_state();
+    }
+
+    fn remove_state(&mut self) {
+        if let Some(state) = self.state.take() {
+            if std::env::var_os("SANDBOX_KEEP_STATE").is_some() {
+                eprintln!("[sandbox] state kept in {}", state.keep().display());
+            } else {
+                let _ = state.close();
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Synchronous: the kubelet's children are killed when its tasks drop,
+        // the control plane gets SIGTERM then SIGKILL.
+        self.proxy.take();
+        self.kubelet.take();
+        self.control_plane.take();
+        self.remove_state();
+    }
+}
