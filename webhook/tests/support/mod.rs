@@ -142,8 +142,16 @@ pub struct TlsServer {
 impl TlsServer {
     /// Starts one with short timeouts so hostile-client tests finish quickly.
     pub async fn start(limits: ConnectionLimits, request_limits: RequestLimits) -> Self {
+        Self::start_with(bundle(), limits, request_limits).await
+    }
+
+    /// Starts one serving `b`.
+    pub async fn start_with(
+        b: CertBundle,
+        limits: ConnectionLimits,
+        request_limits: RequestLimits,
+    ) -> Self {
         tls::install_crypto_provider();
-        let b = bundle();
         let resolver = Arc::new(CertResolver::new());
         resolver.install(&b).expect("install");
         let state = AppState::new(resolver.clone());
