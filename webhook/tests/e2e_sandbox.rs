@@ -4,8 +4,7 @@
 //! for both CRDs' conversion; kubectl then applies the seeds.
 //!
 //! Not yet covered here: registration through the chart's Service (needs the
-//! chart), server-side apply, storage-version migration, the webhook-down CEL
-//! check.
+//! chart), server-side apply, storage-version migration.
 
 mod support;
 
@@ -259,6 +258,45 @@ async fn kubectl_against_a_real_apiserver_goes_through_the_webhook() {
     );
     assert_eq!(v1["spec"]["replicas"], 3);
 
-    sandbox.stop().await.expect("sandbox stops");
+    // With the webhook gone (stopped and unregistered), the CRD's CEL rules
+    // still refuse bad rates.
     assert!(server.stop().await);
+    for cfg in [
+        "validatingwebhookconfiguration/emqx-operator-validating",
+        "mutatingwebhookconfiguration/emqx-operator-mutating",
+    ] {
+        let r = kubectl(&sandbox, &["delete", cfg], None).await;
+        assert!(r.status.success(), "{}", r.stderr);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = kubectl(
+            &sandbox,
+            &["apply", "--dry-run=server", "-f", "-"],
+            Some(&bad),
+        )
+        .await;
+        assert!(
+            !r.status.success(),
+            "accepted without the webhook: {}",
+            r.stdout
+        );
+        if !r.stderr.contains("failed calling webhook") {
+            assert!(
+                r.stderr
+                    .contains("connEvictRate must be between 1 and 1000000"),
+                "{}",
+                r.stderr
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "apiserver kept calling the removed webhook: {}",
+            r.stderr
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    sandbox.stop().await.expect("sandbox stops");
 }
