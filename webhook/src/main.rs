@@ -1,7 +1,92 @@
-//! `emqx-webhook`: admission (defaulting, validation) and CRD conversion for
-//! `apps.emqx.io`. Filled in by issue 5.
+//! `emqx-webhook`: see the library crate for the parts.
 
-fn main() {
-    eprintln!("emqx-webhook: not built yet (see issue 5)");
-    std::process::exit(2);
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use clap::Parser;
+use emqx_certs::CertResolver;
+use emqx_certs::keeper::CertKeeper;
+use emqx_webhook::config::Args;
+use emqx_webhook::routes::{AppState, router};
+use emqx_webhook::{server, telemetry, tls};
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init(args.log_format);
+    tls::install_crypto_provider();
+
+    let mode = args.cert_mode()?;
+    let request_limits = args.request_limits()?;
+    let connection_limits = args.connection_limits()?;
+    let refresh = args.cert_refresh()?;
+    let client = if mode.needs_kube() {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API")?,
+        )
+    } else {
+        None
+    };
+    let namespace = if mode.needs_kube() {
+        args.namespace_or_default(mode.name())?
+    } else {
+        String::new()
+    };
+
+    let resolver = Arc::new(CertResolver::new());
+    let state = AppState::new(resolver.clone());
+    let keeper = CertKeeper::new(mode.clone(), resolver.clone(), client, namespace);
+    // The first refresh runs before we listen so a healthy start serves at
+    // once; failure is not fatal (the loop retries, /readyz says why not ready).
+    if let Err(e) = keeper.refresh(std::time::SystemTime::now()).await {
+        tracing::warn!(error = %e, mode = mode.name(), "no certificate yet; retrying");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        // Err means the sender is gone, which also means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let keeper_task = tokio::spawn(keeper.run(refresh, stopped(stop_rx.clone())));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %args.listen, cert_mode = mode.name(), "serving");
+    let app = router(state.clone(), request_limits);
+    let tls_config = tls::server_config(resolver)?;
+    let shutting_down = state.shutting_down.clone();
+    let signal = async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+    };
+    server::serve(listener, tls_config, app, connection_limits, signal).await;
+    let _ = keeper_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            // Without signal handlers, ctrl-c is the only way to stop cleanly.
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,0 +1,181 @@
+//! What to patch so the API server trusts the webhook's CA. Pure: each
+//! function takes the live object and returns the JSON Patch (empty when the
+//! object already carries the bundle), so a steady state makes no writes.
+
+use base64::Engine as _;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, TestOperation};
+use serde_json::Value;
+
+/// `caBundle` as the API stores it: base64 of the PEM bytes.
+pub fn encode_ca_bundle(ca_pem: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes())
+}
+
+/// Patch for a Validating- or MutatingWebhookConfiguration: sets
+/// `webhooks[i].clientConfig.caBundle` on every entry that lacks it. Each
+/// write is guarded by a `test` of the entry's name, so a concurrent edit that
+/// reorders the list makes the patch fail instead of hitting the wrong entry.
+pub fn webhook_configuration_patch(config: &Value, ca_bundle_b64: &str) -> Patch {
+    let mut ops = Vec::new();
+    let Some(webhooks) = config.get("webhooks").and_then(Value::as_array) else {
+        return Patch(ops);
+    };
+    for (i, hook) in webhooks.iter().enumerate() {
+        let index = i.to_string();
+        let current = hook
+            .pointer("/clientConfig/caBundle")
+            .and_then(Value::as_str);
+        if current == Some(ca_bundle_b64) {
+            continue;
+        }
+        if let Some(name) = hook.get("name") {
+            ops.push(PatchOperation::Test(TestOperation {
+                path: PointerBuf::from_tokens(["webhooks", index.as_str(), "name"]),
+                value: name.clone(),
+            }));
+        }
+        let (path, value) = if hook.get("clientConfig").is_some_and(Value::is_object) {
+            (
+                PointerBuf::from_tokens(["webhooks", index.as_str(), "clientConfig", "caBundle"]),
+                Value::String(ca_bundle_b64.to_owned()),
+            )
+        } else {
+            (
+                PointerBuf::from_tokens(["webhooks", index.as_str(), "clientConfig"]),
+                serde_json::json!({ "caBundle": ca_bundle_b64 }),
+            )
+        };
+        ops.push(PatchOperation::Add(AddOperation { path, value }));
+    }
+    Patch(ops)
+}
+
+/// Patch for a CustomResourceDefinition whose conversion strategy is
+/// `Webhook`: sets `spec.conversion.webhook.clientConfig.caBundle`. A CRD
+/// without a webhook conversion stanza gets no patch (nothing calls us for it).
+pub fn crd_conversion_patch(crd: &Value, ca_bundle_b64: &str) -> Patch {
+    let strategy = crd
+        .pointer("/spec/conversion/strategy")
+        .and_then(Value::as_str);
+    let client_config = crd.pointer("/spec/conversion/webhook/clientConfig");
+    if strategy != Some("Webhook") || !client_config.is_some_and(Value::is_object) {
+        return Patch(Vec::new());
+    }
+    let current = crd
+        .pointer("/spec/conversion/webhook/clientConfig/caBundle")
+        .and_then(Value::as_str);
+    if current == Some(ca_bundle_b64) {
+        return Patch(Vec::new());
+    }
+    Patch(vec![
+        PatchOperation::Test(TestOperation {
+            path: PointerBuf::from_tokens(["spec", "conversion", "strategy"]),
+            value: Value::String("Webhook".into()),
+        }),
+        PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens([
+                "spec",
+                "conversion",
+                "webhook",
+                "clientConfig",
+                "caBundle",
+            ]),
+            value: Value::String(ca_bundle_b64.to_owned()),
+        }),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn applied(mut doc: Value, patch: &Patch) -> Value {
+        json_patch::patch(&mut doc, &patch.0).expect("patch applies");
+        doc
+    }
+
+    #[test]
+    fn every_webhook_entry_gets_the_bundle_and_a_second_pass_is_a_no_op() {
+        let cfg = json!({
+            "metadata": {"name": "emqx-operator-validating"},
+            "webhooks": [
+                {"name": "validate.emqx.apps.emqx.io", "clientConfig": {"service": {"name": "s", "namespace": "n"}}},
+                {"name": "validate.enterprise.apps.emqx.io", "clientConfig": {"caBundle": "b2xk", "url": "https://127.0.0.1:1"}}
+            ]
+        });
+        let patch = webhook_configuration_patch(&cfg, "bmV3");
+        let out = applied(cfg, &patch);
+        assert_eq!(out["webhooks"][0]["clientConfig"]["caBundle"], "bmV3");
+        assert_eq!(out["webhooks"][0]["clientConfig"]["service"]["name"], "s");
+        assert_eq!(out["webhooks"][1]["clientConfig"]["caBundle"], "bmV3");
+        assert_eq!(
+            out["webhooks"][1]["clientConfig"]["url"],
+            "https://127.0.0.1:1"
+        );
+        assert!(webhook_configuration_patch(&out, "bmV3").0.is_empty());
+    }
+
+    #[test]
+    fn a_reordered_list_makes_the_patch_fail_rather_than_hit_the_wrong_entry() {
+        let cfg = json!({"webhooks": [{"name": "a", "clientConfig": {}}, {"name": "b", "clientConfig": {}}]});
+        let patch = webhook_configuration_patch(&cfg, "eA==");
+        let mut reordered = json!({"webhooks": [{"name": "b", "clientConfig": {}}, {"name": "a", "clientConfig": {}}]});
+        assert!(json_patch::patch(&mut reordered, &patch.0).is_err());
+    }
+
+    #[test]
+    fn configurations_without_webhooks_or_odd_shapes_give_no_patch_or_a_valid_one() {
+        assert!(webhook_configuration_patch(&json!({}), "eA==").0.is_empty());
+        assert!(
+            webhook_configuration_patch(&json!({"webhooks": "x"}), "eA==")
+                .0
+                .is_empty()
+        );
+        let cfg = json!({"webhooks": [{"name": "a"}]});
+        let out = applied(cfg.clone(), &webhook_configuration_patch(&cfg, "eA=="));
+        assert_eq!(out["webhooks"][0]["clientConfig"]["caBundle"], "eA==");
+    }
+
+    #[test]
+    fn crd_with_webhook_conversion_gets_the_bundle_once() {
+        let crd = json!({"spec": {"conversion": {"strategy": "Webhook", "webhook": {
+            "conversionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": "s", "namespace": "n", "path": "/convert"}}}}}});
+        let patch = crd_conversion_patch(&crd, "Y2E=");
+        let out = applied(crd, &patch);
+        assert_eq!(
+            out["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"],
+            "Y2E="
+        );
+        assert_eq!(
+            out["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["path"],
+            "/convert"
+        );
+        assert!(crd_conversion_patch(&out, "Y2E=").0.is_empty());
+    }
+
+    #[test]
+    fn crd_without_webhook_conversion_is_left_alone() {
+        assert!(
+            crd_conversion_patch(&json!({"spec": {"conversion": {"strategy": "None"}}}), "x")
+                .0
+                .is_empty()
+        );
+        assert!(crd_conversion_patch(&json!({"spec": {}}), "x").0.is_empty());
+        assert!(
+            crd_conversion_patch(
+                &json!({"spec": {"conversion": {"strategy": "Webhook"}}}),
+                "x"
+            )
+            .0
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn bundle_is_base64_of_the_pem() {
+        assert_eq!(encode_ca_bundle("abc"), "YWJj");
+    }
+}

@@ -1,0 +1,421 @@
+//! Self-managed mode against an in-memory stand-in for the API server (only
+//! the calls the keeper makes: Secret get/create/replace, get + JSON Patch of
+//! the webhook configurations and CRDs). The real apiserver runs in the
+//! sandbox end-to-end tests; this pins down the call sequence and the races.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use emqx_certs::keeper::CertKeeper;
+use emqx_certs::mode::InjectionTargets;
+use emqx_certs::rotation::{RotationPlan, parse_validity};
+use emqx_certs::{CertBundle, CertMode, CertResolver, ServiceIdentity, authority};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+const NS: &str = "emqx-system";
+const SECRET_PATH: &str = "/api/v1/namespaces/emqx-system/secrets/emqx-webhook-tls";
+const VWC: &str = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/emqx-operator-validating";
+const MWC: &str =
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/emqx-operator-mutating";
+const CRD_EMQX: &str =
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/emqxes.apps.emqx.io";
+const CRD_EE: &str =
+    "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/emqxenterprises.apps.emqx.io";
+
+#[derive(Default)]
+struct FakeApi {
+    objects: HashMap<String, Value>,
+    version: u64,
+    writes: Vec<String>,
+    /// Answer the next Secret GET with 404 even if it exists, as a replica
+    /// that looked just before another one created it would see.
+    hide_secret_once: bool,
+    /// Answer the next Secret GET with the version before the last write, as
+    /// a replica that read just before another one rotated would see.
+    stale_secret_once: bool,
+    previous_secret: Option<Value>,
+}
+
+fn status(code: StatusCode, reason: &str) -> Response<Full<Bytes>> {
+    let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code.as_u16(), "message": reason});
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}
+
+fn ok(v: &Value, code: StatusCode) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .expect("response")
+}
+
+impl FakeApi {
+    fn bump(&mut self, obj: &mut Value) {
+        self.version += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.version.to_string());
+    }
+
+    fn handle(&mut self, method: &Method, path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+        let path = path.split('?').next().unwrap_or_default().to_owned();
+        match *method {
+            Method::GET => {
+                if path == SECRET_PATH && std::mem::take(&mut self.hide_secret_once) {
+                    return status(StatusCode::NOT_FOUND, "NotFound");
+                }
+                if path == SECRET_PATH
+                    && std::mem::take(&mut self.stale_secret_once)
+                    && let Some(old) = &self.previous_secret
+                {
+                    return ok(old, StatusCode::OK);
+                }
+                match self.objects.get(&path) {
+                    Some(o) => ok(o, StatusCode::OK),
+                    None => status(StatusCode::NOT_FOUND, "NotFound"),
+                }
+            }
+            Method::POST => {
+                let mut obj: Value = serde_json::from_slice(body).expect("post body");
+                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+                let full = format!("{path}/{name}");
+                if self.objects.contains_key(&full) {
+                    return status(StatusCode::CONFLICT, "AlreadyExists");
+                }
+                self.bump(&mut obj);
+                self.writes.push(format!("create {full}"));
+                self.objects.insert(full, obj.clone());
+                ok(&obj, StatusCode::CREATED)
+            }
+            Method::PUT => {
+                let mut obj: Value = serde_json::from_slice(body).expect("put body");
+                let Some(current) = self.objects.get(&path) else {
+                    return status(StatusCode::NOT_FOUND, "NotFound");
+                };
+                let given = obj["metadata"]["resourceVersion"].as_str();
+                if given.is_some() && given != current["metadata"]["resourceVersion"].as_str() {
+                    return status(StatusCode::CONFLICT, "Conflict");
+                }
+                self.previous_secret = Some(current.clone());
+                self.bump(&mut obj);
+                self.writes.push(format!("replace {path}"));
+                self.objects.insert(path, obj.clone());
+                ok(&obj, StatusCode::OK)
+            }
+            Method::PATCH => {
+                let patch: json_patch::Patch =
+                    serde_json::from_slice(body).expect("json patch body");
+                let Some(current) = self.objects.get_mut(&path) else {
+                    return status(StatusCode::NOT_FOUND, "NotFound");
+                };
+                if json_patch::patch(current, &patch.0).is_err() {
+                    return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid");
+                }
+                let mut obj = current.clone();
+                self.bump(&mut obj);
+                self.writes.push(format!("patch {path}"));
+                self.objects.insert(path, obj.clone());
+                ok(&obj, StatusCode::OK)
+            }
+            _ => status(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+        }
+    }
+}
+
+fn client(api: Arc<Mutex<FakeApi>>) -> kube::Client {
+    let service = tower::service_fn(move |req: Request<kube::client::Body>| {
+        let api = api.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await?;
+            let mut api = api.lock().map_err(|_| "poisoned")?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(api.handle(
+                &parts.method,
+                parts.uri.path(),
+                &bytes,
+            ))
+        }
+    });
+    kube::Client::new(service, NS)
+}
+
+fn webhook_configuration(kind: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
+        "metadata": {"name": name, "resourceVersion": "1"},
+        "webhooks": [
+            {"name": "emqx.apps.emqx.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "emqx-webhook", "namespace": NS, "path": "/validate"}}},
+            {"name": "emqxenterprise.apps.emqx.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+             "clientConfig": {"service": {"name": "emqx-webhook", "namespace": NS, "path": "/validate"}}}
+        ]
+    })
+}
+
+fn crd(name: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": name, "resourceVersion": "1"},
+        "spec": {
+            "group": "apps.emqx.io", "scope": "Namespaced",
+            "names": {"plural": "x", "kind": "X"},
+            "versions": [],
+            "conversion": {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"],
+                "clientConfig": {"service": {"name": "emqx-webhook", "namespace": NS, "path": "/convert"}}}}
+        }
+    })
+}
+
+fn cluster() -> Arc<Mutex<FakeApi>> {
+    let mut api = FakeApi::default();
+    api.objects.insert(
+        VWC.into(),
+        webhook_configuration("ValidatingWebhookConfiguration", "emqx-operator-validating"),
+    );
+    api.objects.insert(
+        MWC.into(),
+        webhook_configuration("MutatingWebhookConfiguration", "emqx-operator-mutating"),
+    );
+    api.objects
+        .insert(CRD_EMQX.into(), crd("emqxes.apps.emqx.io"));
+    api.objects
+        .insert(CRD_EE.into(), crd("emqxenterprises.apps.emqx.io"));
+    Arc::new(Mutex::new(api))
+}
+
+fn identity() -> ServiceIdentity {
+    ServiceIdentity {
+        service: "emqx-webhook".into(),
+        namespace: NS.into(),
+        cluster_domain: "cluster.local".into(),
+        extra_names: Vec::new(),
+    }
+}
+
+fn replica(api: &Arc<Mutex<FakeApi>>) -> (CertKeeper, Arc<CertResolver>) {
+    let resolver = Arc::new(CertResolver::new());
+    let mode = CertMode::SelfManaged {
+        secret: "emqx-webhook-tls".into(),
+        identity: identity(),
+        targets: InjectionTargets {
+            validating: Some("emqx-operator-validating".into()),
+            mutating: Some("emqx-operator-mutating".into()),
+            crds: vec![
+                "emqxes.apps.emqx.io".into(),
+                "emqxenterprises.apps.emqx.io".into(),
+            ],
+        },
+    };
+    (
+        CertKeeper::new(mode, resolver.clone(), Some(client(api.clone())), NS.into()),
+        resolver,
+    )
+}
+
+fn stored_bundle(api: &Arc<Mutex<FakeApi>>) -> CertBundle {
+    let api = api.lock().expect("lock");
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(api.objects[SECRET_PATH].clone()).expect("secret");
+    CertBundle::from_secret_data(&secret.data.unwrap_or_default()).expect("bundle")
+}
+
+fn ca_bundles(api: &Arc<Mutex<FakeApi>>) -> Vec<String> {
+    let api = api.lock().expect("lock");
+    let mut out = Vec::new();
+    for path in [VWC, MWC] {
+        for hook in api.objects[path]["webhooks"].as_array().expect("webhooks") {
+            out.push(
+                hook["clientConfig"]["caBundle"]
+                    .as_str()
+                    .unwrap_or("<none>")
+                    .to_owned(),
+            );
+        }
+    }
+    for path in [CRD_EMQX, CRD_EE] {
+        out.push(
+            api.objects[path]["spec"]["conversion"]["webhook"]["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap_or("<none>")
+                .to_owned(),
+        );
+    }
+    out
+}
+
+fn writes(api: &Arc<Mutex<FakeApi>>) -> Vec<String> {
+    api.lock().expect("lock").writes.clone()
+}
+
+#[tokio::test]
+async fn first_replica_creates_the_secret_and_injects_the_ca_everywhere_then_goes_quiet() {
+    let api = cluster();
+    let (keeper, resolver) = replica(&api);
+    let r = keeper.refresh(SystemTime::now()).await.expect("refresh");
+    assert!(r.installed);
+    assert_eq!(r.injected, 4, "2 webhook configurations + 2 CRDs");
+    let stored = stored_bundle(&api);
+    assert_eq!(resolver.served_cert_pem(), Some(stored.cert_pem.clone()));
+    let expected = emqx_certs::injection::encode_ca_bundle(&stored.ca_pem);
+    assert!(
+        ca_bundles(&api).iter().all(|b| *b == expected),
+        "{:?}",
+        ca_bundles(&api)
+    );
+
+    let before = writes(&api).len();
+    let r = keeper.refresh(SystemTime::now()).await.expect("steady");
+    assert_eq!(
+        (r.installed, r.injected, r.plan),
+        (false, 0, Some(RotationPlan::Keep))
+    );
+    assert_eq!(writes(&api).len(), before, "steady state writes nothing");
+}
+
+#[tokio::test]
+async fn a_replica_that_loses_the_create_race_serves_the_winners_certificate() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (b, served_b) = replica(&api);
+    a.refresh(SystemTime::now()).await.expect("a");
+    api.lock().expect("lock").hide_secret_once = true;
+    b.refresh(SystemTime::now()).await.expect("b adopts");
+    assert_eq!(served_a.served_cert_pem(), served_b.served_cert_pem());
+    let creates = writes(&api)
+        .iter()
+        .filter(|w| w.starts_with("create"))
+        .count();
+    assert_eq!(creates, 1, "{:?}", writes(&api));
+}
+
+#[tokio::test]
+async fn an_ageing_serving_certificate_is_reissued_from_the_same_ca_without_reinjection() {
+    let api = cluster();
+    let (keeper, resolver) = replica(&api);
+    let year_ago = SystemTime::now() - Duration::from_secs(300 * 86_400);
+    keeper
+        .refresh(year_ago)
+        .await
+        .expect("create as of 300 days ago");
+    let old = stored_bundle(&api);
+    let r = keeper.refresh(SystemTime::now()).await.expect("rotate");
+    assert_eq!(r.plan, Some(RotationPlan::ReissueServing));
+    assert_eq!(r.injected, 0, "same CA, nothing to inject");
+    let new = stored_bundle(&api);
+    assert_eq!(new.ca_pem, old.ca_pem);
+    assert_ne!(new.cert_pem, old.cert_pem);
+    assert_eq!(resolver.served_cert_pem(), Some(new.cert_pem.clone()));
+    let not_after = parse_validity(&new.cert_pem).expect("parse").not_after;
+    assert!(not_after > SystemTime::now() + Duration::from_secs(300 * 86_400));
+}
+
+#[tokio::test]
+async fn an_ageing_ca_is_replaced_and_both_cas_are_trusted_during_the_switch() {
+    let api = cluster();
+    let (keeper, _) = replica(&api);
+    let long_ago = SystemTime::now() - authority::CA_LIFETIME + Duration::from_secs(100 * 86_400);
+    keeper.refresh(long_ago).await.expect("create long ago");
+    let old = stored_bundle(&api);
+    let r = keeper.refresh(SystemTime::now()).await.expect("rotate");
+    assert_eq!(r.plan, Some(RotationPlan::ReissueAll));
+    assert_eq!(r.injected, 4);
+    let new = stored_bundle(&api);
+    assert_eq!(new.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(
+        new.ca_pem.ends_with(&old.ca_pem),
+        "the old CA stays trusted"
+    );
+    let expected = emqx_certs::injection::encode_ca_bundle(&new.ca_pem);
+    assert!(ca_bundles(&api).iter().all(|b| *b == expected));
+}
+
+#[tokio::test]
+async fn a_replica_that_rotates_from_a_stale_read_loses_on_conflict_and_adopts_the_winner() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (b, served_b) = replica(&api);
+    let old = SystemTime::now() - Duration::from_secs(300 * 86_400);
+    a.refresh(old).await.expect("create");
+    a.refresh(SystemTime::now()).await.expect("a rotates");
+    // b read the Secret just before a's rotation landed: it plans the same
+    // rotation, its replace carries the old resourceVersion, gets 409, and
+    // b serves what a wrote instead of overwriting it.
+    api.lock().expect("lock").stale_secret_once = true;
+    let r = b.refresh(SystemTime::now()).await.expect("b adopts");
+    assert_eq!(r.plan, Some(RotationPlan::ReissueServing));
+    assert_eq!(served_a.served_cert_pem(), served_b.served_cert_pem());
+    let replaces = writes(&api)
+        .iter()
+        .filter(|w| w.starts_with("replace"))
+        .count();
+    assert_eq!(replaces, 1, "{:?}", writes(&api));
+
+    // And a replica that simply refreshes after a rotation does not rotate again.
+    let (c, served_c) = replica(&api);
+    c.refresh(SystemTime::now()).await.expect("c");
+    assert_eq!(served_c.served_cert_pem(), served_a.served_cert_pem());
+}
+
+#[tokio::test]
+async fn a_helm_upgrade_that_wipes_ca_bundles_is_repaired_on_the_next_refresh() {
+    let api = cluster();
+    let (keeper, _) = replica(&api);
+    keeper.refresh(SystemTime::now()).await.expect("first");
+    api.lock().expect("lock").objects.insert(
+        VWC.into(),
+        webhook_configuration("ValidatingWebhookConfiguration", "emqx-operator-validating"),
+    );
+    let r = keeper.refresh(SystemTime::now()).await.expect("repair");
+    assert_eq!(r.injected, 1);
+    let expected = emqx_certs::injection::encode_ca_bundle(&stored_bundle(&api).ca_pem);
+    assert!(ca_bundles(&api).iter().all(|b| *b == expected));
+}
+
+#[tokio::test]
+async fn a_garbled_secret_is_replaced_not_served() {
+    let api = cluster();
+    {
+        let mut a = api.lock().expect("lock");
+        a.objects.insert(
+            SECRET_PATH.into(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "emqx-webhook-tls", "namespace": NS, "resourceVersion": "7"},
+                   "data": {"tls.crt": "bm90IGEgY2VydA=="}}),
+        );
+    }
+    let (keeper, resolver) = replica(&api);
+    keeper.refresh(SystemTime::now()).await.expect("replace");
+    assert!(resolver.is_loaded());
+    assert_eq!(
+        resolver.served_cert_pem(),
+        Some(stored_bundle(&api).cert_pem)
+    );
+}
+
+#[tokio::test]
+async fn missing_targets_are_skipped_and_retried_later() {
+    let api = cluster();
+    api.lock().expect("lock").objects.remove(CRD_EE);
+    let (keeper, resolver) = replica(&api);
+    let r = keeper.refresh(SystemTime::now()).await.expect("refresh");
+    assert_eq!(r.injected, 3);
+    assert!(resolver.is_loaded());
+    api.lock()
+        .expect("lock")
+        .objects
+        .insert(CRD_EE.into(), crd("emqxenterprises.apps.emqx.io"));
+    assert_eq!(
+        keeper
+            .refresh(SystemTime::now())
+            .await
+            .expect("again")
+            .injected,
+        1
+    );
+}
