@@ -110,8 +110,9 @@ async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) 
     let bars = MultiProgress::new();
     let line = bars.add(ProgressBar::new_spinner());
     line.enable_steady_tick(Duration::from_millis(200));
-    let style = ProgressStyle::with_template("  evacuating {prefix:60} [{bar:30}] {pos}/{len} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style =
+        ProgressStyle::with_template("  evacuating {prefix:60} [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut node_bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let deadline = Instant::now() + limit;
     loop {
@@ -171,7 +172,9 @@ async fn listeners_endpoint(client: &Client) -> Result<std::net::SocketAddr> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     let started = Instant::now();
-    println!("▶ starting the sandbox: etcd, kube-apiserver, kube-controller-manager (built from pinned sources on first use)");
+    println!(
+        "▶ starting the sandbox: etcd, kube-apiserver, kube-controller-manager (built from pinned sources on first use)"
+    );
     let hook = EmqxHook::new();
     let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone())).await?;
     let client = sandbox.client();
@@ -187,7 +190,10 @@ async fn main() -> Result<()> {
     let old_revision = update_revision(&first).context("no revision after the first rollout")?;
 
     let service = listeners_endpoint(&client).await?;
-    println!("▶ mqttx bench conn -c {}   (through the listeners Service {service})", args.clients);
+    println!(
+        "▶ mqttx bench conn -c {}   (through the listeners Service {service})",
+        args.clients
+    );
     let cluster: Arc<Cluster> = hook
         .nodes()
         .into_values()
@@ -208,7 +214,9 @@ async fn main() -> Result<()> {
     );
     let clients = args.clients;
     if !load
-        .wait_until(Duration::from_secs(180), |p| p.connected == clients && p.subscribed == clients)
+        .wait_until(Duration::from_secs(180), |p| {
+            p.connected == clients && p.subscribed == clients
+        })
         .await
     {
         bail!("clients did not connect: {:?}", load.progress());
@@ -216,9 +224,15 @@ async fn main() -> Result<()> {
     println!("  ✔ success [{clients}/{clients}] - Connected");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    println!("▶ kubectl patch emqx {NAME} --type=merge -p '{{\"spec\":{{\"imagePullPolicy\":\"Never\"}}}}'");
-    api.patch(NAME, &PatchParams::default(), &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})))
-        .await?;
+    println!(
+        "▶ kubectl patch emqx {NAME} --type=merge -p '{{\"spec\":{{\"imagePullPolicy\":\"Never\"}}}}'"
+    );
+    api.patch(
+        NAME,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+    )
+    .await?;
     let upgrade_started = Instant::now();
     let done = watch_until_ready(&api, Some(&old_revision), Duration::from_secs(600)).await?;
     println!(
@@ -233,7 +247,10 @@ async fn main() -> Result<()> {
     let artifacts = write_all(
         &report,
         &args.out,
-        &format!("Blue-green upgrade of {NAME}: {clients} clients, evacuation at {}/s", args.rate),
+        &format!(
+            "Blue-green upgrade of {NAME}: {clients} clients, evacuation at {}/s",
+            args.rate
+        ),
     )?;
     println!("\n{}", Summary::of(&report));
     println!(

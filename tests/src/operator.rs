@@ -20,10 +20,13 @@ use kube::{Api, Client};
 /// The generated CRD files (`cargo run -p emqx-crd --bin crdgen`).
 pub fn crd_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/emqx-operator/files/crds");
-    ["emqxes.apps.emqx.io.yaml", "emqxenterprises.apps.emqx.io.yaml"]
-        .iter()
-        .map(|f| dir.join(f))
-        .collect()
+    [
+        "emqxes.apps.emqx.io.yaml",
+        "emqxenterprises.apps.emqx.io.yaml",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect()
 }
 
 /// Server-side applies the CRDs and waits until both are established.
@@ -31,23 +34,28 @@ pub async fn install_crds(client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
     for path in crd_files() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let crd: CustomResourceDefinition =
             serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let name = crd.metadata.name.clone().context("CRD without a name")?;
-        crds.patch(&name, &PatchParams::apply("sandbox").force(), &Patch::Apply(&crd))
-            .await
-            .with_context(|| format!("applying CRD {name}"))?;
+        crds.patch(
+            &name,
+            &PatchParams::apply("sandbox").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .with_context(|| format!("applying CRD {name}"))?;
         names.push(name);
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     for name in names {
         loop {
             let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            });
             if established {
                 break;
             }

@@ -6,58 +6,15 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use emqx_crd::v2beta1::EMQX;
-use emqx_reconciler::controller::{Context, Shutdown, run};
-use emqx_reconciler::metrics::Metrics;
-use futures::FutureExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
-use kube::{Api, Client};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use support::wait_for;
-
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for file in [
-        "emqxes.apps.emqx.io.yaml",
-        "emqxenterprises.apps.emqx.io.yaml",
-    ] {
-        let path = format!(
-            "{}/../charts/emqx-operator/files/crds/{file}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let text = std::fs::read_to_string(&path).expect("generated CRD");
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(&text).expect("CRD YAML");
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("create CRD");
-    }
-    wait_for("CRDs established", Duration::from_secs(30), || {
-        let crds = crds.clone();
-        async move {
-            let crd = crds
-                .get("emqxes.apps.emqx.io")
-                .await
-                .map_err(|e| e.to_string())?;
-            let established = crd.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-            if established {
-                Ok(())
-            } else {
-                Err("not established".into())
-            }
-        }
-    })
-    .await;
-}
 
 /// Seed 003's manifest with two cores, quick probes and small delays, so the
 /// test takes about a minute.
@@ -128,27 +85,11 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
         .await
         .expect("sandbox starts");
     let client = sandbox.client();
-    install_crds(&client).await;
+    sandbox::operator::install_crds(&client)
+        .await
+        .expect("CRDs installed");
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "emqx-operator".into(),
-                instance: Some("test".into()),
-            },
-        ),
-        metrics: Arc::new(Metrics::default()),
-        emqx_timeout: Duration::from_secs(5),
-    });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown: Shutdown = async move {
-        let _ = stop_rx.await;
-    }
-    .boxed()
-    .shared();
-    let controller = tokio::spawn(run::<EMQX>(client.clone(), Some("default"), ctx, shutdown));
+    let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
 
     // kubectl apply -f emqx-update.yaml
     let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
@@ -225,7 +166,6 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
             "no {expected} event in {reasons:?}"
         );
     }
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    reconciler.stop().await;
     sandbox.stop().await.expect("sandbox stops");
 }
