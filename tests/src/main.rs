@@ -20,7 +20,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use sandbox::emqx::cluster::Cluster;
 use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{InProcessReconciler, install_crds};
+use sandbox::operator::{InProcessReconciler, install_crds, seed_003_manifest};
 use sandbox::recorder::{Summary, write_all};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -46,8 +46,7 @@ const NAME: &str = "emqx-ee";
 const NS: &str = "default";
 
 fn seed_003(rate: u32) -> Result<Value> {
-    let text = include_str!("../../shared/tests/seeds/seed003-emqx-v2beta1.yaml");
-    let mut object: Value = serde_saphyr::from_str(text).context("seed 003 manifest")?;
+    let mut object = seed_003_manifest()?;
     // Three cores as in seed 003's Grafana picture; quicker probes and
     // delays than production so the demo takes minutes, not tens of them.
     json_patch::merge(

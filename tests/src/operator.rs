@@ -17,6 +17,13 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
+/// Seed 003's `EMQX` manifest (the v2beta1 page's `emqx-update.yaml`), as
+/// the user applies it: no defaults yet.
+pub fn seed_003_manifest() -> Result<serde_json::Value> {
+    let text = include_str!("../../shared/tests/seeds/seed003-emqx-v2beta1.yaml");
+    serde_saphyr::from_str(text).context("seed 003 manifest")
+}
+
 /// The generated CRD files (`cargo run -p emqx-crd --bin crdgen`).
 pub fn crd_files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/emqx-operator/files/crds");

@@ -19,12 +19,7 @@ use support::wait_for;
 /// Seed 003's manifest with two cores, quick probes and small delays, so the
 /// test takes about a minute.
 fn seed_003_quick() -> Value {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/tests/seeds/seed003-emqx-v2beta1.yaml"
-    ))
-    .expect("seed 003");
-    let mut object: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let mut object = sandbox::operator::seed_003_manifest().expect("seed 003");
     json_patch::merge(
         &mut object,
         &json!({

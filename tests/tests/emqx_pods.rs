@@ -20,12 +20,7 @@ use support::{is_ready, pod_ip, wait_for};
 const OPERATOR_SECRET: &str = "s3cr3t0perat0r";
 
 fn seed_003() -> EMQX {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/tests/seeds/seed003-emqx-v2beta1.yaml"
-    ))
-    .expect("seed 003");
-    let object: Value = serde_saphyr::from_str(&text).expect("YAML");
+    let object = sandbox::operator::seed_003_manifest().expect("seed 003");
     let defaulted = emqx_crd::dynamic::default_object(&object).expect("defaults");
     serde_json::from_value(defaulted).expect("EMQX")
 }
