@@ -164,3 +164,141 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
     reconciler.stop().await;
     sandbox.stop().await.expect("sandbox stops");
 }
+
+/// The same upgrade with MQTT clients connected through the listeners
+/// Service: traffic moves before the first eviction, each client is
+/// disconnected at most once and comes back with its session, no QoS 1
+/// message is lost, and every client ends on a new node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clients_survive_the_upgrade_with_their_sessions() {
+    use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+    use sandbox::recorder::Summary;
+
+    support::init_tracing();
+    let hook = EmqxHook::new();
+    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client();
+    sandbox::operator::install_crds(&client)
+        .await
+        .expect("CRDs installed");
+    let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
+    let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
+    let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("create EMQX");
+    let first = wait_ready(&api, None).await;
+    let old_revision = first
+        .status
+        .as_ref()
+        .and_then(|s| s.core_nodes_status.as_ref())
+        .and_then(|s| s.update_revision.clone())
+        .expect("a revision");
+    let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
+
+    let services: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "default");
+    let listeners = services
+        .get("emqx-ee-listeners")
+        .await
+        .expect("listeners Service");
+    let ip: std::net::Ipv4Addr = listeners
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("ClusterIP")
+        .parse()
+        .expect("IPv4 ClusterIP");
+    let service = Endpoints::new(vec![std::net::SocketAddr::from((ip, 1883))]);
+    let cluster = hook.nodes().into_values().next().expect("a node").cluster;
+    const CLIENTS: usize = 150;
+    let load = MqttLoad::start(
+        LoadConfig {
+            clients: CLIENTS,
+            connect_rate: 300,
+            publish_interval: Duration::from_secs(1),
+            max_duration: Duration::from_secs(240),
+            ..LoadConfig::default()
+        },
+        service.clone(),
+        service,
+        cluster.clone(),
+    );
+    assert!(
+        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS
+            && p.subscribed == CLIENTS)
+            .await,
+        "clients did not connect: {:?}",
+        load.progress()
+    );
+
+    api.patch(
+        "emqx-ee",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+    )
+    .await
+    .expect("patch");
+    wait_ready(&api, Some(old_revision)).await;
+    assert!(
+        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
+            .await,
+        "clients did not all come back: {:?}",
+        load.progress()
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.finish(Duration::from_secs(20)).await;
+    let summary = Summary::of(&report);
+    assert!(
+        summary.disconnect_histogram.len() <= 2,
+        "a client was disconnected more than once: {summary}"
+    );
+    assert_eq!(
+        summary.disconnect_histogram.get(1).copied(),
+        Some(CLIENTS),
+        "every client moved once: {summary}"
+    );
+    assert_eq!(summary.sessions_lost, 0, "{summary}");
+    assert!(
+        report.lost().is_empty(),
+        "lost QoS 1 messages: {:?}",
+        report.lost()
+    );
+    assert!(
+        summary.confirmed > 0 && summary.received >= summary.confirmed,
+        "{summary}"
+    );
+    let per_node = cluster.live_connections_by_node();
+    for node in &old_nodes {
+        assert_eq!(
+            per_node.get(node).copied().unwrap_or(0),
+            0,
+            "{node} still holds clients: {per_node:?}"
+        );
+    }
+
+    // The Service moved before the first eviction.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), "default");
+    let events = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    let first_at = |reason: &str| {
+        events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.event_time.as_ref().map(|t| t.0))
+            .min()
+    };
+    let switched = first_at("SwitchTraffic").expect("a SwitchTraffic event");
+    let evacuated = first_at("NodeEvacuation").expect("a NodeEvacuation event");
+    assert!(
+        switched <= evacuated,
+        "traffic moved at {switched}, first evacuation at {evacuated}"
+    );
+    reconciler.stop().await;
+    sandbox.stop().await.expect("sandbox stops");
+}
