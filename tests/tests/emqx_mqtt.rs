@@ -170,7 +170,13 @@ async fn takeover_across_nodes_keeps_subscriptions_and_queued_messages() {
         let (mut third, present) =
             Probe::connect(&id, b.mqtt_addr(), settings(protocol, false)).await;
         assert!(present);
-        assert_eq!(third.next(Duration::from_secs(5)).await, Ok("m2".into()));
+        // QoS 1 is at least once: when m1's PUBACK lost the race with the
+        // takeover, the resumed session redelivers m1 first, as EMQX does.
+        let mut next = third.next(Duration::from_secs(5)).await;
+        if next == Ok("m1".into()) {
+            next = third.next(Duration::from_secs(5)).await;
+        }
+        assert_eq!(next, Ok("m2".into()));
         assert_eq!(third.next(Duration::from_secs(5)).await, Ok("m3".into()));
         second = third;
         // clean_start=true discards the session.
