@@ -323,10 +323,9 @@ fn desired_spec(
             serde_json::to_value(render::pod_template(cluster, role)).unwrap_or_default();
         revision::resolve_revision(&template, &observe::live_templates(live, role))
     };
-    let strategy = cluster.spec.update_strategy.as_ref();
-    let evacuation = strategy.and_then(|s| s.evacuation_strategy.as_ref());
-    let secs = |v: Option<i32>, default: u64| v.map_or(default, |v| u64::try_from(v).unwrap_or(0));
-    let rate = |v: Option<i32>| v.map_or(1000, |v| u32::try_from(v).unwrap_or(1).max(1));
+    let settings = cluster.spec.blue_green();
+    let secs = |v: i32| u64::try_from(v).unwrap_or(0);
+    let rate = |v: i32| u32::try_from(v).unwrap_or(1).max(1);
     Spec {
         core: RoleSpec {
             revision: revision_of(Role::Core),
@@ -337,17 +336,14 @@ fn desired_spec(
             replicas,
         }),
         strategy: Strategy {
-            initial_delay_s: secs(strategy.and_then(|s| s.initial_delay_seconds), 10),
-            wait_takeover_s: secs(evacuation.and_then(|e| e.wait_takeover), 10),
-            conn_evict_rate: rate(evacuation.and_then(|e| e.conn_evict_rate)),
-            sess_evict_rate: rate(evacuation.and_then(|e| e.sess_evict_rate)),
+            initial_delay_s: secs(settings.initial_delay_seconds),
+            wait_takeover_s: secs(settings.wait_takeover),
+            conn_evict_rate: rate(settings.conn_evict_rate),
+            sess_evict_rate: rate(settings.sess_evict_rate),
         },
         paused: memory::paused(annotations),
         progress_deadline_s: memory::progress_deadline(annotations),
-        revision_history_limit: cluster
-            .spec
-            .revision_history_limit
-            .map_or(3, |l| usize::try_from(l).unwrap_or(0)),
+        revision_history_limit: usize::try_from(cluster.spec.revision_history_limit()).unwrap_or(0),
     }
 }
 

@@ -140,12 +140,9 @@ pub fn evacuation_start_body(
 
 /// Whether a 5.x version string (`5.8.9`, `e5.1.0`) knows `wait_health_check`.
 pub fn knows_wait_health_check(version: &str) -> bool {
-    let v = version.trim_start_matches(['e', 'v']);
-    let mut parts = v.split(['.', '-']).map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(major), Some(minor)) => (major, minor) >= (5, 1),
-        _ => false,
-    }
+    // Enterprise builds report `e5.1.0`; the rest is a tag's version.
+    emqx_crd::image::tag_version(version.strip_prefix('e').unwrap_or(version))
+        .is_some_and(|v| v.len() >= 2 && v[..2] >= [5, 1][..])
 }
 
 /// EMQX's error body: `{"code": "...", "message": "..."}`.

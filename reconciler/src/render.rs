@@ -84,20 +84,12 @@ impl Cluster<'_> {
 
     /// Desired replicas of a role (`None` when the cluster has no such role).
     pub fn replicas(&self, role: DbRole) -> Option<u32> {
-        match role {
-            // The CRD defaults an absent coreTemplate to one core.
-            DbRole::Core => Some(
-                self.role_spec(role)
-                    .and_then(|s| s.replicas)
-                    .map_or(1, |r| u32::try_from(r).unwrap_or(0)),
-            ),
-            DbRole::Replicant => self.spec.replicant_template.as_ref().map(|t| {
-                t.spec
-                    .as_ref()
-                    .and_then(|s| s.replicas)
-                    .map_or(2, |r| u32::try_from(r).unwrap_or(0))
-            }),
-        }
+        // The CRD's defaults, as emqx-crd applies them.
+        let replicas = match role {
+            DbRole::Core => Some(self.spec.core_replicas()),
+            DbRole::Replicant => self.spec.replicant_replicas(),
+        };
+        replicas.map(|r| u32::try_from(r).unwrap_or(0))
     }
 }
 
