@@ -16,11 +16,13 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use sandbox::emqx::cluster::Cluster;
 use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{InProcessReconciler, install_crds, seed_003_manifest};
+use sandbox::operator::{
+    InProcessReconciler, install_crds, listeners_endpoint, seed_003_manifest, update_revision,
+};
 use sandbox::recorder::{Summary, write_all};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -94,15 +96,6 @@ fn condition_true(emqx: &EMQX, type_: &str) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
-fn update_revision(emqx: &EMQX) -> Option<String> {
-    emqx.status
-        .as_ref()?
-        .core_nodes_status
-        .as_ref()?
-        .update_revision
-        .clone()
-}
-
 /// Waits until the cluster is Ready on a revision other than `not`, showing
 /// the `kubectl get emqx` line and a bar per node being evacuated.
 async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) -> Result<EMQX> {
@@ -152,21 +145,6 @@ async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) 
     }
 }
 
-async fn listeners_endpoint(client: &Client) -> Result<std::net::SocketAddr> {
-    let services: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client.clone(), NS);
-    let svc = services.get(&format!("{NAME}-listeners")).await?;
-    let spec = svc.spec.context("listeners Service without spec")?;
-    let ip: std::net::Ipv4Addr = spec
-        .cluster_ip
-        .context("listeners Service without a ClusterIP")?
-        .parse()?;
-    let port = spec
-        .ports
-        .and_then(|p| p.first().map(|p| p.port))
-        .context("listeners Service without ports")?;
-    Ok(std::net::SocketAddr::from((ip, u16::try_from(port)?)))
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -188,7 +166,7 @@ async fn main() -> Result<()> {
     let first = watch_until_ready(&api, None, Duration::from_secs(180)).await?;
     let old_revision = update_revision(&first).context("no revision after the first rollout")?;
 
-    let service = listeners_endpoint(&client).await?;
+    let service = listeners_endpoint(&client, NS, NAME).await?;
     println!(
         "▶ mqttx bench conn -c {}   (through the listeners Service {service})",
         args.clients

@@ -12,6 +12,7 @@ use emqx_crd::v2beta1::EMQX;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use sandbox::operator::{listeners_endpoint, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use support::wait_for;
@@ -56,11 +57,7 @@ async fn wait_ready(api: &Api<EMQX>, revision_not: Option<String>) -> EMQX {
         async move {
             let emqx = api.get("emqx-ee").await.map_err(|e| e.to_string())?;
             let ready = condition(&emqx, "Ready");
-            let update = emqx
-                .status
-                .as_ref()
-                .and_then(|s| s.core_nodes_status.as_ref())
-                .and_then(|s| s.update_revision.clone());
+            let update = update_revision(&emqx);
             match ready {
                 Some((s, _)) if s == "True" && update.is_some() && update != revision_not => {
                     Ok(emqx)
@@ -72,45 +69,72 @@ async fn wait_ready(api: &Api<EMQX>, revision_not: Option<String>) -> EMQX {
     .await
 }
 
+/// A sandbox running the reconciler, with seed 003's cluster Ready.
+struct Ready {
+    sandbox: Sandbox,
+    hook: std::sync::Arc<EmqxHook>,
+    reconciler: sandbox::operator::InProcessReconciler,
+    api: Api<EMQX>,
+    revision: String,
+    nodes: Vec<String>,
+}
+
+impl Ready {
+    async fn start() -> Ready {
+        support::init_tracing();
+        let hook = EmqxHook::new();
+        let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
+            .await
+            .expect("sandbox starts");
+        let client = sandbox.client();
+        sandbox::operator::install_crds(&client)
+            .await
+            .expect("CRDs installed");
+        let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
+        // kubectl apply -f emqx-update.yaml
+        let api: Api<EMQX> = Api::namespaced(client, "default");
+        let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
+        api.create(&PostParams::default(), &object)
+            .await
+            .expect("create EMQX");
+        let first = wait_ready(&api, None).await;
+        let revision = update_revision(&first).expect("a revision");
+        let nodes = hook.nodes().values().map(|n| n.node_name.clone()).collect();
+        Ready {
+            sandbox,
+            hook,
+            reconciler,
+            api,
+            revision,
+            nodes,
+        }
+    }
+
+    /// kubectl patch emqx emqx-ee --type=merge -p '{"spec":{"imagePullPolicy":"Never"}}'
+    async fn patch_image_pull_policy(&self) {
+        self.api
+            .patch(
+                "emqx-ee",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+            )
+            .await
+            .expect("patch");
+    }
+
+    async fn stop(self) {
+        self.reconciler.stop().await;
+        self.sandbox.stop().await.expect("sandbox stops");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_003_patch_runs_a_blue_green_upgrade() {
-    support::init_tracing();
-    let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-        .await
-        .expect("sandbox starts");
-    let client = sandbox.client();
-    sandbox::operator::install_crds(&client)
-        .await
-        .expect("CRDs installed");
-
-    let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
-
-    // kubectl apply -f emqx-update.yaml
-    let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
-    let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create EMQX");
-    let first = wait_ready(&api, None).await;
-    let old_revision = first
-        .status
-        .as_ref()
-        .and_then(|s| s.core_nodes_status.as_ref())
-        .and_then(|s| s.update_revision.clone())
-        .expect("a revision");
-    let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
+    let ready = Ready::start().await;
+    let (api, old_revision, old_nodes) = (&ready.api, &ready.revision, &ready.nodes);
     assert_eq!(old_nodes.len(), 2);
-
-    // kubectl patch emqx emqx-ee --type=merge -p '{"spec":{"imagePullPolicy":"Never"}}'
-    api.patch(
-        "emqx-ee",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
-    )
-    .await
-    .expect("patch");
-    let done = wait_ready(&api, Some(old_revision.clone())).await;
+    ready.patch_image_pull_policy().await;
+    let done = wait_ready(api, Some(old_revision.clone())).await;
     let status = done.status.as_ref().expect("status");
     let core = status.core_nodes_status.as_ref().expect("core status");
     assert_ne!(core.update_revision.as_deref(), Some(old_revision.as_str()));
@@ -120,6 +144,7 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
     );
     assert_eq!(core.ready_replicas, Some(2));
 
+    let client = ready.sandbox.client();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
     let old = sets
         .get(&format!("emqx-ee-core-{old_revision}"))
@@ -129,10 +154,10 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
 
     // Every old node left through an evacuation that reached prohibiting,
     // and no stopped node lingers in the EMQX cluster.
-    let new_nodes: Vec<_> = hook.nodes().into_values().collect();
+    let new_nodes: Vec<_> = ready.hook.nodes().into_values().collect();
     assert_eq!(new_nodes.len(), 2);
     let members = new_nodes[0].cluster.summaries();
-    for node in &old_nodes {
+    for node in old_nodes {
         assert!(
             !members.iter().any(|m| &m.name == node),
             "{node} still listed: {members:?}"
@@ -161,8 +186,7 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
             "no {expected} event in {reasons:?}"
         );
     }
-    reconciler.stop().await;
-    sandbox.stop().await.expect("sandbox stops");
+    ready.stop().await;
 }
 
 /// The same upgrade with MQTT clients connected through the listeners
@@ -174,44 +198,20 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
     use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
     use sandbox::recorder::Summary;
 
-    support::init_tracing();
-    let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-        .await
-        .expect("sandbox starts");
-    let client = sandbox.client();
-    sandbox::operator::install_crds(&client)
-        .await
-        .expect("CRDs installed");
-    let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
-    let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
-    let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("create EMQX");
-    let first = wait_ready(&api, None).await;
-    let old_revision = first
-        .status
-        .as_ref()
-        .and_then(|s| s.core_nodes_status.as_ref())
-        .and_then(|s| s.update_revision.clone())
-        .expect("a revision");
-    let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
-
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client.clone(), "default");
-    let listeners = services
-        .get("emqx-ee-listeners")
-        .await
-        .expect("listeners Service");
-    let ip: std::net::Ipv4Addr = listeners
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("ClusterIP")
-        .parse()
-        .expect("IPv4 ClusterIP");
-    let service = Endpoints::new(vec![std::net::SocketAddr::from((ip, 1883))]);
-    let cluster = hook.nodes().into_values().next().expect("a node").cluster;
+    let ready = Ready::start().await;
+    let client = ready.sandbox.client();
+    let service = Endpoints::new(vec![
+        listeners_endpoint(&client, "default", "emqx-ee")
+            .await
+            .expect("listeners Service"),
+    ]);
+    let cluster = ready
+        .hook
+        .nodes()
+        .into_values()
+        .next()
+        .expect("a node")
+        .cluster;
     const CLIENTS: usize = 150;
     let load = MqttLoad::start(
         LoadConfig {
@@ -233,14 +233,8 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         load.progress()
     );
 
-    api.patch(
-        "emqx-ee",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
-    )
-    .await
-    .expect("patch");
-    wait_ready(&api, Some(old_revision)).await;
+    ready.patch_image_pull_policy().await;
+    wait_ready(&ready.api, Some(ready.revision.clone())).await;
     assert!(
         load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
             .await,
@@ -270,7 +264,7 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         "{summary}"
     );
     let per_node = cluster.live_connections_by_node();
-    for node in &old_nodes {
+    for node in &ready.nodes {
         assert_eq!(
             per_node.get(node).copied().unwrap_or(0),
             0,
@@ -299,6 +293,5 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         switched <= evacuated,
         "traffic moved at {switched}, first evacuation at {evacuated}"
     );
-    reconciler.stop().await;
-    sandbox.stop().await.expect("sandbox stops");
+    ready.stop().await;
 }
