@@ -120,29 +120,12 @@ pub fn validate_hub(
         0,
         MAX_HISTORY,
     );
-    if let Some(strategy) = &spec.update_strategy {
-        c.one_of(
-            "spec.updateStrategy.type",
-            strategy.type_.as_deref(),
-            &["Recreate"],
-        );
-        check_evacuation(
-            &mut c,
-            "spec.updateStrategy",
-            strategy.initial_delay_seconds,
-            strategy.evacuation_strategy.as_ref(),
-        );
-    }
-    if let Some(core) = spec.core_template.as_ref().and_then(|t| t.spec.as_ref()) {
-        check_pod(&mut c, "spec.coreTemplate.spec", &core.pod);
-    }
-    if let Some(replicant) = spec
-        .replicant_template
-        .as_ref()
-        .and_then(|t| t.spec.as_ref())
-    {
-        check_pod(&mut c, "spec.replicantTemplate.spec", replicant);
-    }
+    check_rollout(
+        &mut c,
+        spec.update_strategy.as_ref(),
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    );
     if let Some(status) = status {
         let nodes = status
             .core_nodes
@@ -159,13 +142,11 @@ pub fn validate_hub(
         warn_long_evacuation(&mut c, evacuation, &load);
     }
     if let Some(old) = old {
-        if old.bootstrap_api_keys.is_some() && spec.bootstrap_api_keys != old.bootstrap_api_keys {
-            c.error(
-                "spec.bootstrapAPIKeys",
-                "bootstrapAPIKeys cannot be updated",
-            );
-        }
-        check_major_change(&mut c, &old.image, &spec.image);
+        check_v2_update(
+            &mut c,
+            (old.bootstrap_api_keys.as_ref(), &old.image),
+            (spec.bootstrap_api_keys.as_ref(), &spec.image),
+        );
     }
     c.verdict
 }
@@ -209,29 +190,12 @@ pub fn validate_v2alpha2(
         );
     }
     check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
-    if let Some(strategy) = &spec.update_strategy {
-        c.one_of(
-            "spec.updateStrategy.type",
-            strategy.type_.as_deref(),
-            &["Recreate"],
-        );
-        check_evacuation(
-            &mut c,
-            "spec.updateStrategy",
-            strategy.initial_delay_seconds,
-            strategy.evacuation_strategy.as_ref(),
-        );
-    }
-    if let Some(core) = spec.core_template.as_ref().and_then(|t| t.spec.as_ref()) {
-        check_pod(&mut c, "spec.coreTemplate.spec", &core.pod);
-    }
-    if let Some(replicant) = spec
-        .replicant_template
-        .as_ref()
-        .and_then(|t| t.spec.as_ref())
-    {
-        check_pod(&mut c, "spec.replicantTemplate.spec", replicant);
-    }
+    check_rollout(
+        &mut c,
+        spec.update_strategy.as_ref(),
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    );
     if let Some(status) = status {
         let nodes = status
             .core_nodes
@@ -248,15 +212,58 @@ pub fn validate_v2alpha2(
         warn_long_evacuation(&mut c, evacuation, &load);
     }
     if let Some(old) = old {
-        if old.bootstrap_api_keys.is_some() && spec.bootstrap_api_keys != old.bootstrap_api_keys {
-            c.error(
-                "spec.bootstrapAPIKeys",
-                "bootstrapAPIKeys cannot be updated",
-            );
-        }
-        check_major_change(&mut c, &old.image, &spec.image);
+        check_v2_update(
+            &mut c,
+            (old.bootstrap_api_keys.as_ref(), &old.image),
+            (spec.bootstrap_api_keys.as_ref(), &spec.image),
+        );
     }
     c.verdict
+}
+
+/// The rollout settings v2beta1 and v2alpha2 share (same types): the update
+/// strategy and both pod templates.
+fn check_rollout(
+    c: &mut Checker,
+    strategy: Option<&v2beta1::UpdateStrategy>,
+    core: Option<&v2beta1::EMQXCoreTemplate>,
+    replicant: Option<&v2beta1::EMQXReplicantTemplate>,
+) {
+    if let Some(strategy) = strategy {
+        c.one_of(
+            "spec.updateStrategy.type",
+            strategy.type_.as_deref(),
+            &["Recreate"],
+        );
+        check_evacuation(
+            c,
+            "spec.updateStrategy",
+            strategy.initial_delay_seconds,
+            strategy.evacuation_strategy.as_ref(),
+        );
+    }
+    if let Some(core) = core.and_then(|t| t.spec.as_ref()) {
+        check_pod(c, "spec.coreTemplate.spec", &core.pod);
+    }
+    if let Some(replicant) = replicant.and_then(|t| t.spec.as_ref()) {
+        check_pod(c, "spec.replicantTemplate.spec", replicant);
+    }
+}
+
+/// v2 update rules: bootstrap keys are immutable once set, and no in-place
+/// move between EMQX 4 and 5. Arguments are (keys, image), old then new.
+fn check_v2_update<K: PartialEq>(
+    c: &mut Checker,
+    old: (Option<&Vec<K>>, &str),
+    new: (Option<&Vec<K>>, &str),
+) {
+    if old.0.is_some() && new.0 != old.0 {
+        c.error(
+            "spec.bootstrapAPIKeys",
+            "bootstrapAPIKeys cannot be updated",
+        );
+    }
+    check_major_change(c, old.1, new.1);
 }
 
 /// Validates an `EmqxEnterprise` v1beta4 spec, with the Go operator's checks
