@@ -6,6 +6,7 @@
 use crate::decide::{Decision, Phase};
 use crate::observed::{NodeSet, Role, Seconds, Spec};
 use emqx_crd::evacuation::NodeEvacuationStatus;
+use emqx_crd::hub::condition;
 use emqx_crd::v2beta1::{EMQXNode, EMQXNodesStatus, EMQXStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -13,14 +14,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 /// it shows the first `True` one, so the most telling comes first.
 pub const CONDITION_ORDER: [&str; 10] = [
     "Paused",
-    "Ready",
+    condition::READY,
     "Progressing",
-    "Available",
-    "ReplicantNodesReady",
-    "CoreNodesReady",
-    "ReplicantNodesProgressing",
-    "CoreNodesProgressing",
-    "Initialized",
+    condition::AVAILABLE,
+    condition::REPLICANT_NODES_READY,
+    condition::CORE_NODES_READY,
+    condition::REPLICANT_NODES_PROGRESSING,
+    condition::CORE_NODES_PROGRESSING,
+    condition::INITIALIZED,
     "EvacuationUnsupported",
 ];
 
@@ -82,7 +83,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     let wait_reason = d.wait.as_ref().map_or("Waiting", |w| w.reason);
 
     let mut wants = vec![want(
-        "Initialized",
+        condition::INITIALIZED,
         true,
         "Initialized",
         "owned objects created",
@@ -95,7 +96,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     };
     let core_ready = role_ready(&core);
     wants.push(want(
-        "CoreNodesProgressing",
+        condition::CORE_NODES_PROGRESSING,
         !core_ready,
         if core_ready {
             "CoreNodesReady"
@@ -105,7 +106,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
         summary("core", &core),
     ));
     wants.push(want(
-        "CoreNodesReady",
+        condition::CORE_NODES_READY,
         core_ready,
         if core_ready {
             "CoreNodesReady"
@@ -117,7 +118,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     if let Some(replicant) = &replicant {
         let ready = role_ready(replicant);
         wants.push(want(
-            "ReplicantNodesProgressing",
+            condition::REPLICANT_NODES_PROGRESSING,
             !ready,
             if ready {
                 "ReplicantNodesReady"
@@ -127,7 +128,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
             summary("replicant", replicant),
         ));
         wants.push(want(
-            "ReplicantNodesReady",
+            condition::REPLICANT_NODES_READY,
             ready,
             if ready {
                 "ReplicantNodesReady"
@@ -140,7 +141,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     let available =
         input.traffic_on_desired && core_ready && replicant.as_ref().is_none_or(role_ready);
     wants.push(want(
-        "Available",
+        condition::AVAILABLE,
         available,
         if available {
             "TrafficOnNewNodes"
@@ -155,7 +156,7 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     ));
     let ready = d.phase == Phase::Ready;
     wants.push(want(
-        "Ready",
+        condition::READY,
         ready,
         if ready { "ClusterReady" } else { wait_reason },
         if ready {
