@@ -68,29 +68,30 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("no Kubernetes client configuration")?;
     let metrics = Arc::new(Metrics::default());
-    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    tokio::spawn(serve_admin(listener, metrics.clone(), ready_rx));
+    tokio::spawn(serve_admin(listener, metrics.clone()));
 
     let mut leading = if args.leader_elect {
         tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
-        Some(
-            leader::acquire(
-                client.clone(),
-                &args.lease_namespace,
-                &args.lease_name,
-                &args.identity,
-                LeaseTiming::default(),
-            )
-            .await
-            .context("leader election")?,
-        )
+        let acquire = leader::acquire(
+            client.clone(),
+            &args.lease_namespace,
+            &args.lease_name,
+            &args.identity,
+            LeaseTiming::default(),
+        );
+        tokio::select! {
+            leading = acquire => Some(leading.context("leader election")?),
+            () = terminate() => {
+                tracing::info!("terminating before leadership");
+                return Ok(());
+            }
+        }
     } else {
         None
     };
-    let _ = ready_tx.send(true);
 
     let ctx = Arc::new(Context {
         client: client.clone(),
@@ -154,28 +155,14 @@ async fn terminate() {
     }
 }
 
-async fn serve_admin(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    ready: tokio::sync::watch::Receiver<bool>,
-) {
-    use axum::http::StatusCode;
+async fn serve_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     use axum::routing::get;
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let ready = *ready.borrow();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "waiting for leadership")
-                    }
-                }
-            }),
-        )
+        // A standby replica is ready too: readiness gates Deployment
+        // rollouts, and a new pod waiting for the Lease must not hold a
+        // rollout up (only the old leader's exit hands the Lease over).
+        .route("/readyz", get(|| async { "ready" }))
         .route(
             "/metrics",
             get(move || {
