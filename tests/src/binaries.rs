@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::pins::{Pins, check_go_mod};
 
 /// Bump when the build recipe below changes in a way the hashed files do not show.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// Paths of the built binaries.
 #[derive(Debug, Clone)]
@@ -288,9 +288,19 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             module: "helm",
             targets: vec!["helm.sh/helm/v3/cmd/helm"],
             output: "helm",
+            // Helm's default Kubernetes version (for `helm template` and
+            // `helm lint` without a cluster) is set at link time, as helm's
+            // own Makefile does; unset it is v1.20 and charts requiring a
+            // newer Kubernetes fail to render.
             ldflags: format!(
-                "-s -w -X helm.sh/helm/v3/internal/version.version={}",
-                pins.helm
+                "-s -w -X helm.sh/helm/v3/internal/version.version={}{}",
+                pins.helm,
+                ["pkg/chartutil", "pkg/lint/rules"]
+                    .iter()
+                    .map(|pkg| format!(
+                        " -X helm.sh/helm/v3/{pkg}.k8sVersionMajor={major} -X helm.sh/helm/v3/{pkg}.k8sVersionMinor={minor}"
+                    ))
+                    .collect::<String>()
             ),
         },
     ]
