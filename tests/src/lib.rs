@@ -13,6 +13,7 @@
 
 pub mod addresses;
 pub mod binaries;
+pub mod chart;
 pub mod control_plane;
 pub mod echo_hook;
 pub mod emqx;
