@@ -1,13 +1,15 @@
 //! The main job on a machine without a cluster: seed 003's tutorial, end to
 //! end. Starts the sandbox (real etcd, kube-apiserver and
-//! kube-controller-manager; simulated node and EMQX), installs the CRDs,
-//! runs the reconciler, applies seed 003's `EMQX` object with three cores,
+//! kube-controller-manager; simulated node and EMQX), installs the operator
+//! with helm (the webhook and the reconciler run as pods, played by this
+//! workspace's binaries), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
 //! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
 //! the connections-per-node chart (PNG, SVG), the CSV and a summary.
 //!
 //! `cargo run --release -p sandbox -- [--clients 3000] [--keep] [--out DIR]`
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,15 +19,17 @@ use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use sandbox::chart::{
+    CommandOutput, NAMESPACE, build_operator_binaries, helm_upgrade_install, run,
+    wait_operator_available,
+};
 use sandbox::emqx::cluster::Cluster;
 use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{
-    InProcessReconciler, install_crds, listeners_endpoint, seed_003_manifest, update_revision,
-};
+use sandbox::operator::{listeners_endpoint, seed_003_manifest, update_revision};
 use sandbox::recorder::{Summary, write_all};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
+use tokio::process::Command;
 
 #[derive(Parser, Debug)]
 #[command(about = "Seed 003's blue-green upgrade in a sandbox cluster, end to end")]
@@ -70,23 +74,35 @@ fn seed_003(rate: u32) -> Result<Value> {
     Ok(object)
 }
 
-/// `kubectl get emqx` as one line.
-fn get_line(emqx: &EMQX) -> String {
-    let status = emqx.status.as_ref();
-    let first_true = status
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.status == "True"))
-        .map_or("-", |c| c.type_.as_str());
-    let core = status
-        .and_then(|s| s.core_nodes_status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .map_or("-".to_owned(), |n| n.to_string());
-    let evacuating = status
-        .and_then(|s| s.node_evacuations_status.as_ref())
-        .and_then(|e| e.first())
-        .and_then(|e| e.node.clone())
-        .unwrap_or_default();
-    format!("NAME {NAME}   STATUS {first_true}   CORE {core}   EVACUATING {evacuating}")
+/// Runs a sandbox kubectl/helm command, echoing it as the user would type it.
+async fn shell(what: &str, command: Command, stdin: Option<&[u8]>) -> Result<CommandOutput> {
+    println!("$ {what}");
+    let out = run(command, stdin, Duration::from_secs(240)).await?;
+    if !out.success {
+        bail!("{what} failed:\n{}{}", out.stdout, out.stderr);
+    }
+    for line in out.stdout.lines().chain(out.stderr.lines()) {
+        println!("  {line}");
+    }
+    Ok(out)
+}
+
+/// `kubectl get emqx emqx-ee` (the CRD's printer columns), one line.
+async fn get_line(sandbox: &Sandbox) -> String {
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args(["get", "emqx", NAME, "--no-headers"]);
+    match run(kubectl, None, Duration::from_secs(10)).await {
+        Ok(out) if out.success => {
+            let line = out
+                .stdout
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join("   ");
+            format!("kubectl get emqx: {line}")
+        }
+        Ok(out) => out.stderr.trim().to_owned(),
+        Err(error) => error.to_string(),
+    }
 }
 
 fn condition_true(emqx: &EMQX, type_: &str) -> bool {
@@ -98,7 +114,12 @@ fn condition_true(emqx: &EMQX, type_: &str) -> bool {
 
 /// Waits until the cluster is Ready on a revision other than `not`, showing
 /// the `kubectl get emqx` line and a bar per node being evacuated.
-async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) -> Result<EMQX> {
+async fn watch_until_ready(
+    sandbox: &Sandbox,
+    api: &Api<EMQX>,
+    not: Option<&str>,
+    limit: Duration,
+) -> Result<EMQX> {
     let bars = MultiProgress::new();
     let line = bars.add(ProgressBar::new_spinner());
     line.enable_steady_tick(Duration::from_millis(200));
@@ -107,9 +128,17 @@ async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) 
             .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut node_bars: std::collections::BTreeMap<String, ProgressBar> = Default::default();
     let deadline = Instant::now() + limit;
+    let mut printed = String::new();
     loop {
         let emqx = api.get(NAME).await?;
-        line.set_message(get_line(&emqx));
+        let now = get_line(sandbox).await;
+        // Without a terminal (CI logs) the bars are hidden; print each
+        // change of the `kubectl get` line instead.
+        if !std::io::stdout().is_terminal() && now != printed {
+            println!("  {now}");
+            printed.clone_from(&now);
+        }
+        line.set_message(now);
         for e in emqx
             .status
             .as_ref()
@@ -134,12 +163,12 @@ async fn watch_until_ready(api: &Api<EMQX>, not: Option<&str>, limit: Duration) 
             for bar in node_bars.values() {
                 bar.finish();
             }
-            line.finish_with_message(get_line(&emqx));
+            line.finish_with_message(get_line(sandbox).await);
             return Ok(emqx);
         }
         if Instant::now() > deadline {
             line.abandon();
-            bail!("not Ready after {limit:?}: {}", get_line(&emqx));
+            bail!("not Ready after {limit:?}: {}", get_line(sandbox).await);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -152,18 +181,39 @@ async fn main() -> Result<()> {
     println!(
         "▶ starting the sandbox: etcd, kube-apiserver, kube-controller-manager (built from pinned sources on first use)"
     );
+    let binaries = build_operator_binaries()?;
     let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone())).await?;
+    let sandbox =
+        Sandbox::start(binaries.options(SandboxOptions::default().hook(hook.clone()))).await?;
     let client = sandbox.client();
-    println!("▶ installing the CRDs and starting the reconciler");
-    install_crds(&client).await?;
-    let reconciler = InProcessReconciler::start(client.clone(), NS);
 
-    println!("▶ kubectl apply -f emqx-update.yaml   (seed 003, 3 core nodes)");
+    println!("▶ installing the operator with helm (webhook and reconciler, 2 replicas each)");
+    let mut helm = sandbox.helm();
+    helm.args(["version", "--short"]);
+    shell("helm version --short", helm, None).await?;
+    println!(
+        "$ helm install emqx-operator charts/emqx-operator --namespace {NAMESPACE} --create-namespace --wait"
+    );
+    helm_upgrade_install(&sandbox, &[]).await?;
+    wait_operator_available(&client, Duration::from_secs(180)).await?;
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args(["get", "pods", "-n", NAMESPACE]);
+    shell(&format!("kubectl get pods -n {NAMESPACE}"), kubectl, None).await?;
+
+    println!("▶ seed 003 with 3 core nodes");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let manifest = args.out.join("emqx-update.yaml");
+    std::fs::write(
+        &manifest,
+        serde_json::to_string_pretty(&seed_003(args.rate)?)?,
+    )
+    .with_context(|| format!("writing {}", manifest.display()))?;
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args(["apply", "-f"]).arg(&manifest);
+    shell("kubectl apply -f emqx-update.yaml", kubectl, None).await?;
     let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
-    let object: EMQX = serde_json::from_value(seed_003(args.rate)?)?;
-    api.create(&PostParams::default(), &object).await?;
-    let first = watch_until_ready(&api, None, Duration::from_secs(180)).await?;
+    let first = watch_until_ready(&sandbox, &api, None, Duration::from_secs(180)).await?;
     let old_revision = update_revision(&first).context("no revision after the first rollout")?;
 
     let service = listeners_endpoint(&client, NS, NAME).await?;
@@ -201,17 +251,30 @@ async fn main() -> Result<()> {
     println!("  ✔ success [{clients}/{clients}] - Connected");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
-    println!(
-        "▶ kubectl patch emqx {NAME} --type=merge -p '{{\"spec\":{{\"imagePullPolicy\":\"Never\"}}}}'"
-    );
-    api.patch(
+    println!("▶ the upgrade, as seed 003 triggers it");
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args([
+        "patch",
+        "emqx",
         NAME,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"imagePullPolicy":"Never"}}"#,
+    ]);
+    shell(
+        &format!(r#"kubectl patch emqx {NAME} --type=merge -p '{{"spec":{{"imagePullPolicy":"Never"}}}}'"#),
+        kubectl,
+        None,
     )
     .await?;
     let upgrade_started = Instant::now();
-    let done = watch_until_ready(&api, Some(&old_revision), Duration::from_secs(600)).await?;
+    let done = watch_until_ready(
+        &sandbox,
+        &api,
+        Some(&old_revision),
+        Duration::from_secs(600),
+    )
+    .await?;
     println!(
         "  ✔ upgraded {old_revision} → {} in {:.0} s",
         update_revision(&done).unwrap_or_default(),
@@ -240,13 +303,20 @@ async fn main() -> Result<()> {
     println!("total {:.0} s", started.elapsed().as_secs_f64());
 
     if args.keep {
+        let bin = sandbox
+            .binaries()
+            .kubectl
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         println!("\nThe sandbox keeps running. In another shell:");
         println!("  export KUBECONFIG={}", sandbox.kubeconfig().display());
+        println!("  export PATH={bin}:$PATH   # kubectl and helm, built from pinned sources");
         println!("  kubectl get emqx {NAME} -o json | jq .status.nodeEvacuationsStatus");
+        println!("  kubectl get events --sort-by=.metadata.creationTimestamp");
         println!("Press Ctrl-C to stop it.");
         let _ = tokio::signal::ctrl_c().await;
     }
-    reconciler.stop().await;
     sandbox.stop().await?;
     Ok(())
 }
