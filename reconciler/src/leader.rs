@@ -72,16 +72,62 @@ fn held(lease: &Lease) -> Held {
     }
 }
 
+/// A held Lease, renewed in the background.
+pub struct Leadership {
+    /// Turns `false` if the lease is lost (the caller should stop
+    /// reconciling and exit, to be restarted).
+    pub held: tokio::sync::watch::Receiver<bool>,
+    renewal: tokio::task::JoinHandle<()>,
+    api: Api<Lease>,
+    name: String,
+    me: String,
+}
+
+impl Leadership {
+    /// Stops renewing and hands the Lease back, so a standby takes over at
+    /// once instead of after the lease duration. Call only once nothing of
+    /// this replica writes any more (the controllers have stopped).
+    pub async fn release(self) {
+        self.renewal.abort();
+        let _ = self.renewal.await;
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let ours = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            == Some(self.me.as_str());
+        if !ours {
+            return;
+        }
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        // Guarded by resourceVersion: a Lease someone else took meanwhile is
+        // left alone (409).
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.name, "released leadership"),
+            Err(error) => {
+                tracing::warn!(%error, lease = %self.name, "could not release leadership")
+            }
+        }
+    }
+}
+
 /// Holds a Lease for `me`: waits until acquired, then keeps renewing in the
-/// background. The returned receiver turns `false` if the lease is lost (the
-/// caller should stop reconciling and exit, to be restarted).
+/// background until released or lost.
 pub async fn acquire(
     client: Client,
     namespace: &str,
     name: &str,
     me: &str,
     timing: LeaseTiming,
-) -> Result<tokio::sync::watch::Receiver<bool>, kube::Error> {
+) -> Result<Leadership, kube::Error> {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     loop {
         if try_hold(&api, name, me, timing).await? {
@@ -92,7 +138,10 @@ pub async fn acquire(
     tracing::info!(lease = name, identity = me, "acquired leadership");
     let (tx, rx) = tokio::sync::watch::channel(true);
     let (name, me) = (name.to_owned(), me.to_owned());
-    tokio::spawn(async move {
+    let renewal_api = api.clone();
+    let (renewal_name, renewal_me) = (name.clone(), me.clone());
+    let renewal = tokio::spawn(async move {
+        let (api, name, me) = (renewal_api, renewal_name, renewal_me);
         let renew_every = timing.duration / 3;
         let mut last_ok = tokio::time::Instant::now();
         loop {
@@ -111,7 +160,13 @@ pub async fn acquire(
         tracing::error!(lease = %name, "lost leadership");
         let _ = tx.send(false);
     });
-    Ok(rx)
+    Ok(Leadership {
+        held: rx,
+        renewal,
+        api,
+        name,
+        me,
+    })
 }
 
 /// One attempt: true when `me` holds the lease afterwards.

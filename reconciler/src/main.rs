@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.metrics_addr))?;
     tokio::spawn(serve_admin(listener, metrics.clone()));
 
-    let mut leading = if args.leader_elect {
+    let leading = if args.leader_elect {
         tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
         let acquire = leader::acquire(
             client.clone(),
@@ -105,9 +105,10 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         emqx_timeout: Duration::from_secs(args.emqx_timeout_seconds),
     });
+    let mut held = leading.as_ref().map(|l| l.held.clone());
     let shutdown = async move {
         let lost = async {
-            match leading.as_mut() {
+            match held.as_mut() {
                 Some(rx) => {
                     let _ = rx.wait_for(|leader| !leader).await;
                 }
@@ -131,6 +132,11 @@ async fn main() -> anyhow::Result<()> {
         futures::join!(emqx, enterprise);
     } else {
         emqx.await;
+    }
+    // The controllers have stopped: hand the Lease over now rather than let
+    // the standby wait out its duration (a rollout's pause in upgrades).
+    if let Some(leadership) = leading {
+        leadership.release().await;
     }
     Ok(())
 }

@@ -165,6 +165,18 @@ impl Sandbox {
         self.state.as_ref().map(|s| s.path())
     }
 
+    /// What a pod's container wrote (stdout and stderr), as `kubectl logs`
+    /// would show it; the log stays after the pod is gone.
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
+        let prefix = format!("{namespace}_{pod}_");
+        let pods = self.state_dir()?.join("pods");
+        let dir = std::fs::read_dir(pods)
+            .ok()?
+            .filter_map(Result::ok)
+            .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))?;
+        std::fs::read_to_string(crate::pod_process::log_path(&dir.path(), container)).ok()
+    }
+
     /// A `kubectl` command bound to this sandbox.
     pub fn kubectl(&self) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&self.binaries.kubectl);

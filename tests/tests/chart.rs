@@ -405,6 +405,20 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
         }
     })
     .await;
+    // The old leader stopped on SIGTERM and handed its Lease back, so the
+    // standby took over without waiting out the lease duration.
+    let old_leader = leader_before.expect("a leader before the upgrade");
+    wait_for("the old leader's release", LIMIT, || {
+        let log = sandbox.container_log(NAMESPACE, &old_leader, "reconciler");
+        async move {
+            match log {
+                Some(log) if log.contains("released leadership") => Ok(()),
+                Some(log) => Err(log.lines().rev().take(3).collect::<Vec<_>>().join("\n")),
+                None => Err("no log".to_owned()),
+            }
+        }
+    })
+    .await;
     // Let the new leader reconcile a few passes.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let emqx = api.get("emqx-ee").await.expect("emqx");
