@@ -182,7 +182,13 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
     let reference = object.object_ref(&());
     let annotations = object.meta().annotations.as_ref();
 
-    let operator_secret = ensure_base_objects(client, &cluster).await?;
+    let operator_secret = if memory::paused(annotations) {
+        // Paused: observe and report only; no owned object is written, so a
+        // spec edited while paused takes effect on resume, not before.
+        read_operator_secret(client, &cluster).await?
+    } else {
+        ensure_base_objects(client, &cluster).await?
+    };
 
     // Observe.
     let selector = format!("{}={name}", names::LABEL_INSTANCE);
@@ -417,11 +423,28 @@ async fn ensure_base_objects(client: &Client, cluster: &Cluster<'_>) -> Result<S
             file
         }
     };
-    Ok(file
-        .lines()
+    Ok(operator_secret_in(&file))
+}
+
+/// The operator's API secret from the bootstrap Secret, without writing
+/// anything (empty when the Secret does not exist yet).
+async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+    let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
+    Ok(secrets
+        .get_opt(&bootstrap)
+        .await?
+        .and_then(|s| s.data?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
+        .map(|data| operator_secret_in(&String::from_utf8_lossy(&data.0)))
+        .unwrap_or_default())
+}
+
+/// The operator's secret in a bootstrap API-key file (`key:secret` lines).
+fn operator_secret_in(file: &str) -> String {
+    file.lines()
         .find_map(|l| l.strip_prefix(&format!("{OPERATOR_API_KEY}:")))
         .map(|s| s.split(':').next().unwrap_or_default().to_owned())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 async fn create_secret(

@@ -113,12 +113,30 @@ pub struct Decision {
 /// How often EMQX is polled while it does work we cannot watch.
 const POLL_S: Seconds = 1;
 
+/// The progress marker recorded while paused, so the progress deadline
+/// counts from the resume, not from before the pause (as a Deployment's).
+pub const PAUSED_MARKER: &str = "Paused";
+
 /// Decides the next actions for one cluster.
 pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
     if spec.paused {
+        // Only our own bookkeeping: nothing in the cluster or EMQX changes.
+        let actions = if obs
+            .memory
+            .progress
+            .as_ref()
+            .is_some_and(|(marker, _)| marker == PAUSED_MARKER)
+        {
+            Vec::new()
+        } else {
+            vec![Action::RecordProgress {
+                marker: PAUSED_MARKER.into(),
+                at: obs.now,
+            }]
+        };
         return Decision {
             phase: Phase::Paused,
-            actions: Vec::new(),
+            actions,
             wait: Some(Wait {
                 reason: "Paused",
                 message: "reconciliation is paused by annotation; remove it to resume".into(),

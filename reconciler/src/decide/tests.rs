@@ -360,9 +360,55 @@ fn reverting_reuses_the_old_set_and_stops_its_evacuation() {
 fn pause_changes_nothing() {
     let mut s = spec("b", 3);
     s.paused = true;
-    let d = decide(&s, &switched(100));
+    let mut obs = switched(100);
+    let d = decide(&s, &obs);
     assert_eq!(d.phase, Phase::Paused);
-    assert!(d.actions.is_empty());
+    // Only the progress clock is noted; nothing in the cluster changes.
+    assert_eq!(
+        d.actions,
+        vec![Action::RecordProgress {
+            marker: PAUSED_MARKER.into(),
+            at: 100
+        }]
+    );
+    obs.memory.progress = Some((PAUSED_MARKER.into(), 100));
+    obs.now = 5000;
+    let d = decide(&s, &obs);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(!d.stalled);
+}
+
+#[test]
+fn a_long_pause_does_not_count_against_the_progress_deadline() {
+    // Waiting for new nodes at 1000; paused until 5000 (well past 600s).
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, false)];
+    let mut obs = observed(1000, sets, "a");
+    let first = decide(&spec("b", 3), &obs);
+    let Some(Action::RecordProgress { marker, .. }) = first
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::RecordProgress { .. }))
+        .cloned()
+    else {
+        panic!("a first pass records its marker");
+    };
+    obs.memory.progress = Some((marker.clone(), 1000));
+    let mut paused = spec("b", 3);
+    paused.paused = true;
+    obs.now = 1001;
+    for action in decide(&paused, &obs).actions {
+        if let Action::RecordProgress { marker, at } = action {
+            obs.memory.progress = Some((marker, at));
+        }
+    }
+    // Resumed much later, in the same state: the clock starts again.
+    obs.now = 5000;
+    let resumed = decide(&spec("b", 3), &obs);
+    assert!(!resumed.stalled, "the pause is not a stall");
+    assert!(has(&resumed, |a| matches!(
+        a,
+        Action::RecordProgress { marker: m, at: 5000 } if *m == marker
+    )));
 }
 
 #[test]
