@@ -343,7 +343,10 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
 /// (scaled up again), drains the new one, and creates no third set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reverting_mid_upgrade_returns_to_the_old_set() {
+    const CLIENTS: usize = 60;
     let f = Fixture::start(seed_003_quick(2, None)).await;
+    let original_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
+    let (load, cluster) = f.start_load(CLIENTS).await;
     let original = f.get().await.spec.image_pull_policy.clone();
     f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
     let new = f
@@ -399,5 +402,39 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
         Some(f.revision.as_str())
     );
     assert_eq!(f.count_events("CreateNewSet").await, 1, "one new set, ever");
+
+    // The clients that moved to the new set came back with their sessions;
+    // all end on the original revision's nodes.
+    assert!(
+        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
+            .await,
+        "clients did not all come back: {:?}",
+        load.progress()
+    );
+    let per_node = cluster.live_connections_by_node();
+    let total: u64 = per_node.values().sum();
+    let on_original: u64 = original_nodes
+        .iter()
+        .map(|n| per_node.get(n).copied().unwrap_or(0))
+        .sum();
+    assert!(on_original >= CLIENTS as u64, "{per_node:?}");
+    assert_eq!(on_original, total, "{per_node:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.finish(Duration::from_secs(20)).await;
+    let summary = sandbox::recorder::Summary::of(&report);
+    assert!(
+        summary.disconnect_histogram.len() <= 3,
+        "a client was disconnected more than twice: {summary}"
+    );
+    assert!(
+        summary.disconnect_histogram.get(2).copied().unwrap_or(0) > 0,
+        "some clients went to the new set and back: {summary}"
+    );
+    assert_eq!(summary.sessions_lost, 0, "{summary}");
+    assert!(
+        report.lost().is_empty(),
+        "lost QoS 1 messages: {:?}",
+        report.lost()
+    );
     f.stop().await;
 }

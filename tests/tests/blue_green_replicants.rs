@@ -142,6 +142,8 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     const CLIENTS: usize = 100;
     let f = Fixture::start(seed_003_quick(CORES as u32, Some(REPLICANTS as u32))).await;
     let old = f.revision.clone();
+    let old_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
+    assert_eq!(old_nodes.len(), CORES + REPLICANTS);
     let old_replicant = f
         .get()
         .await
@@ -299,6 +301,32 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
         .collect();
     assert_eq!(old_core_stops.len(), CORES, "{log:?}");
     assert!(old_core_stops.iter().all(|(_, p)| *p), "{log:?}");
+
+    // An Event names each step's node and set: one evacuation per old
+    // node, one new set per role, each with its own note.
+    let events = f.events().await;
+    let notes = |reason: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.note.clone())
+            .collect()
+    };
+    let evacuations = notes("NodeEvacuation");
+    for node in &old_nodes {
+        assert_eq!(
+            evacuations
+                .iter()
+                .filter(|n| n.contains(&format!("node {node} ")))
+                .count(),
+            1,
+            "{node}: {evacuations:?}"
+        );
+    }
+    let created = notes("CreateNewSet");
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert!(created[0].contains("core"), "cores first: {created:?}");
+    assert!(created[1].contains("replicant"), "{created:?}");
 
     // The clients: moved once each, sessions kept, nothing lost, all on the
     // new replicants.

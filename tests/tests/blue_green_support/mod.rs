@@ -212,6 +212,51 @@ impl Fixture {
             .map(|s| s.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
+    /// `clients` MQTT clients (and a publisher) through the listeners
+    /// Service, all connected and subscribed; also the EMQX cluster they
+    /// are on.
+    pub async fn start_load(
+        &self,
+        clients: usize,
+    ) -> (
+        sandbox::mqtt_load::MqttLoad,
+        Arc<sandbox::emqx::cluster::Cluster>,
+    ) {
+        use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+        let service = Endpoints::new(vec![
+            sandbox::operator::listeners_endpoint(&self.client, NAMESPACE, NAME)
+                .await
+                .expect("listeners Service"),
+        ]);
+        let cluster = self
+            .hook
+            .nodes()
+            .into_values()
+            .next()
+            .expect("a node")
+            .cluster;
+        let load = MqttLoad::start(
+            LoadConfig {
+                clients,
+                connect_rate: 200,
+                publish_interval: Duration::from_secs(1),
+                max_duration: Duration::from_secs(300),
+                ..LoadConfig::default()
+            },
+            service.clone(),
+            service,
+            cluster.clone(),
+        );
+        assert!(
+            load.wait_until(Duration::from_secs(60), |p| p.connected == clients
+                && p.subscribed == clients)
+                .await,
+            "clients did not connect: {:?}",
+            load.progress()
+        );
+        (load, cluster)
+    }
+
     /// `emqx.conf` in the cluster's ConfigMap.
     pub async fn config_data(&self) -> String {
         Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(self.client.clone(), NAMESPACE)
