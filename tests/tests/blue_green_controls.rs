@@ -63,6 +63,11 @@ async fn pause_holds_an_upgrade_and_resume_finishes_it() {
     assert_eq!(paused.reason, "Paused");
     assert!(paused.message.contains("annotation"), "{}", paused.message);
     let emqx = f.get().await;
+    let progressing = condition(&emqx, "Progressing").expect("Progressing condition");
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("False", "Paused")
+    );
     let ready = condition(&emqx, "Ready").expect("Ready condition");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
