@@ -73,6 +73,7 @@ fn monitor(
         while !*stop.borrow() && started.elapsed() < Duration::from_secs(400) {
             let nodes = hook.nodes();
             let cluster = nodes.values().next().map(|n| n.cluster.clone());
+            let mut fresh_replicants = Vec::new();
             for (key, handle) in &nodes {
                 let pod = key.rsplit('/').next().unwrap_or_default();
                 let part = if pod.starts_with(&format!("{NAME}-core-")) {
@@ -88,7 +89,7 @@ fn monitor(
                 };
                 if !tracked.contains_key(key) {
                     if part == Part::NewReplicant {
-                        push(Seen::NewReplicantStarted(handle.node_name.clone()));
+                        fresh_replicants.push(handle.node_name.clone());
                     }
                     tracked.insert(
                         key.clone(),
@@ -101,33 +102,48 @@ fn monitor(
                     );
                 }
             }
-            if let Some(cluster) = &cluster {
-                if !cores_running {
-                    let running = tracked
-                        .values()
-                        .filter(|t| t.part == Part::NewCore && cluster.is_running(&t.node))
-                        .count();
-                    if running == cores {
-                        cores_running = true;
-                        push(Seen::NewCoresRunning);
-                    }
+            let Some(cluster) = &cluster else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            // What one look finds is logged in causal order: a stop ends
+            // the step before the next evacuation; cores run before the
+            // replicants that need them start.
+            let gone: Vec<String> = tracked
+                .keys()
+                .filter(|k| !nodes.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                if let Some(t) = tracked.remove(&key) {
+                    let prohibited = t.prohibited
+                        || cluster
+                            .evacuation_history(&t.node)
+                            .iter()
+                            .any(|h| h.state == "prohibiting");
+                    push(Seen::Stopped(t.part, t.node, prohibited));
                 }
-                let mut gone = Vec::new();
-                for (key, t) in tracked.iter_mut() {
-                    let history = cluster.evacuation_history(&t.node);
-                    if !t.evacuating && !history.is_empty() {
-                        t.evacuating = true;
-                        push(Seen::EvacuationBegan(t.part, t.node.clone()));
-                    }
-                    t.prohibited |= history.iter().any(|h| h.state == "prohibiting");
-                    if !nodes.contains_key(key) {
-                        push(Seen::Stopped(t.part, t.node.clone(), t.prohibited));
-                        gone.push(key.clone());
-                    }
+            }
+            if !cores_running {
+                let running = tracked
+                    .values()
+                    .filter(|t| t.part == Part::NewCore && cluster.is_running(&t.node))
+                    .count();
+                if running == cores {
+                    cores_running = true;
+                    push(Seen::NewCoresRunning);
                 }
-                for key in gone {
-                    tracked.remove(&key);
+            }
+            for node in fresh_replicants {
+                push(Seen::NewReplicantStarted(node));
+            }
+            for t in tracked.values_mut() {
+                let history = cluster.evacuation_history(&t.node);
+                if !t.evacuating && !history.is_empty() {
+                    t.evacuating = true;
+                    push(Seen::EvacuationBegan(t.part, t.node.clone()));
                 }
+                t.prohibited |= history.iter().any(|h| h.state == "prohibiting");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
