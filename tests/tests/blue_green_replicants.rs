@@ -385,3 +385,112 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     assert!(summary.confirmed > 0, "{summary}");
     f.stop().await;
 }
+
+/// `spec.replicas` of each ReplicaSet, by name.
+async fn replicant_sets(f: &Fixture) -> BTreeMap<String, i32> {
+    f.replica_sets()
+        .await
+        .into_iter()
+        .filter_map(|s| {
+            let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+            Some((s.metadata.name?, replicas))
+        })
+        .collect()
+}
+
+/// Revert a core + replicant upgrade after one old replicant was evacuated
+/// and removed: the old ReplicaSet is scaled up again, the new replicants
+/// and cores drain back, no third set of either kind appears, and the
+/// clients come back with their sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
+    const CLIENTS: usize = 40;
+    let f = Fixture::start(seed_003_quick(2, Some(2))).await;
+    let old_core = f.revision.clone();
+    let old_replicant = f
+        .get()
+        .await
+        .status
+        .and_then(|s| s.replicant_nodes_status)
+        .and_then(|s| s.update_revision)
+        .expect("replicant revision");
+    let old_rs = format!("{NAME}-replicant-{old_replicant}");
+    let (load, _cluster) = f.start_load(CLIENTS).await;
+    let original = f.get().await.spec.image_pull_policy.clone();
+    f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
+    support::wait_for(
+        "one old replicant removed",
+        Duration::from_secs(120),
+        || async {
+            let sets = replicant_sets(&f).await;
+            match sets.get(&old_rs) {
+                Some(1) => Ok(()),
+                _ => Err(format!("{sets:?}")),
+            }
+        },
+    )
+    .await;
+    f.patch(json!({"spec": {"imagePullPolicy": original}}))
+        .await;
+    let done = f
+        .wait_object(
+            "Ready on the original revisions",
+            Duration::from_secs(150),
+            |e| {
+                let status = e.status.as_ref();
+                let core = status
+                    .and_then(|s| s.core_nodes_status.as_ref())
+                    .and_then(|s| s.update_revision.clone());
+                let replicant = status
+                    .and_then(|s| s.replicant_nodes_status.as_ref())
+                    .and_then(|s| s.update_revision.clone());
+                let back = core.as_deref() == Some(old_core.as_str())
+                    && replicant.as_deref() == Some(old_replicant.as_str());
+                if back && blue_green_support::is_true(e, "Ready") {
+                    Ok(e.clone())
+                } else {
+                    Err(format!("core {core:?}, replicant {replicant:?}"))
+                }
+            },
+        )
+        .await;
+    let status = done.status.as_ref().expect("status");
+    let replicant = status.replicant_nodes_status.as_ref().expect("replicants");
+    assert_eq!(
+        replicant.current_revision.as_deref(),
+        Some(old_replicant.as_str())
+    );
+    assert_eq!(replicant.ready_replicas, Some(2));
+    let sets = replicant_sets(&f).await;
+    assert_eq!(sets.len(), 2, "no third ReplicaSet: {sets:?}");
+    assert_eq!(sets.get(&old_rs), Some(&2), "{sets:?}");
+    assert!(
+        sets.iter().all(|(name, r)| name == &old_rs || *r == 0),
+        "{sets:?}"
+    );
+    let cores = f.stateful_sets().await;
+    assert_eq!(cores.len(), 2, "no third StatefulSet");
+    assert_eq!(f.core_set_replicas(&old_core).await, Some(2));
+    assert_eq!(f.listeners_revision().await, Some(old_replicant.clone()));
+
+    assert!(
+        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
+            .await,
+        "clients did not all come back: {:?}",
+        load.progress()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = load.finish(Duration::from_secs(20)).await;
+    let summary = Summary::of(&report);
+    assert!(
+        summary.disconnect_histogram.len() <= 3,
+        "a client was disconnected more than twice: {summary}"
+    );
+    assert_eq!(summary.sessions_lost, 0, "{summary}");
+    assert!(
+        report.lost().is_empty(),
+        "lost QoS 1 messages: {:?}",
+        report.lost()
+    );
+    f.stop().await;
+}
