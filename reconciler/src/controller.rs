@@ -182,7 +182,13 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
     let reference = object.object_ref(&());
     let annotations = object.meta().annotations.as_ref();
 
-    let operator_secret = ensure_base_objects(client, &cluster).await?;
+    let operator_secret = if memory::paused(annotations) {
+        // Paused: observe and report only; no owned object is written, so a
+        // spec edited while paused takes effect on resume, not before.
+        read_operator_secret(client, &cluster).await?
+    } else {
+        ensure_base_objects(client, &cluster).await?
+    };
 
     // Observe.
     let selector = format!("{}={name}", names::LABEL_INSTANCE);
@@ -417,11 +423,28 @@ async fn ensure_base_objects(client: &Client, cluster: &Cluster<'_>) -> Result<S
             file
         }
     };
-    Ok(file
-        .lines()
+    Ok(operator_secret_in(&file))
+}
+
+/// The operator's API secret from the bootstrap Secret, without writing
+/// anything (empty when the Secret does not exist yet).
+async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+    let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
+    Ok(secrets
+        .get_opt(&bootstrap)
+        .await?
+        .and_then(|s| s.data?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
+        .map(|data| operator_secret_in(&String::from_utf8_lossy(&data.0)))
+        .unwrap_or_default())
+}
+
+/// The operator's secret in a bootstrap API-key file (`key:secret` lines).
+fn operator_secret_in(file: &str) -> String {
+    file.lines()
         .find_map(|l| l.strip_prefix(&format!("{OPERATOR_API_KEY}:")))
         .map(|s| s.split(':').next().unwrap_or_default().to_owned())
-        .unwrap_or_default())
+        .unwrap_or_default()
 }
 
 async fn create_secret(
@@ -605,15 +628,81 @@ async fn publish(
     reason: &str,
     note: String,
 ) {
+    publish_about(ctx, reference, None, type_, reason, note).await;
+}
+
+/// An Event about the cluster that names the set or pod the step concerns.
+/// The recorder folds Events of one reason and related object into a
+/// series that keeps the first note: without the pod, every evacuation
+/// after the first would only count up under the first node's name.
+async fn publish_about(
+    ctx: &Context,
+    reference: &ObjectReference,
+    related: Option<&ObjectReference>,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note.chars().take(1000).collect()),
         action: reason.to_owned(),
-        secondary: None,
+        secondary: related.cloned(),
     };
     if let Err(error) = ctx.recorder.publish(&event, reference).await {
         tracing::warn!(%error, "event not recorded");
+    }
+}
+
+/// The set or pod a step acts on, for its Event.
+fn related_object(step: &Step, cluster: &Cluster<'_>, live: &[LiveSet]) -> Option<ObjectReference> {
+    let object = |kind: &str, api_version: &str, name: &str| ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(cluster.namespace.to_owned()),
+        ..ObjectReference::default()
+    };
+    let set = |name: &str| {
+        live.iter()
+            .find(|s| s.view.name == name)
+            .map(|s| match s.view.role {
+                Role::Core => object("StatefulSet", "apps/v1", name),
+                Role::Replicant => object("ReplicaSet", "apps/v1", name),
+            })
+    };
+    let pod = |node: &str| {
+        live.iter()
+            .flat_map(|s| &s.view.pods)
+            .find(|p| p.node == node)
+            .map(|p| object("Pod", "v1", &p.name))
+    };
+    match step {
+        Step::CreateSet {
+            role: Role::Core,
+            revision,
+            ..
+        } => Some(object(
+            "StatefulSet",
+            "apps/v1",
+            &names::core_set_name(cluster.name, revision),
+        )),
+        Step::CreateSet {
+            role: Role::Replicant,
+            revision,
+            ..
+        } => Some(object(
+            "ReplicaSet",
+            "apps/v1",
+            &names::replicant_set_name(cluster.name, revision),
+        )),
+        Step::ScaleSet { name, .. } | Step::DeleteSet { name } => set(name),
+        Step::RemoveOldNode {
+            set: name, node, ..
+        } => node.as_deref().and_then(pod).or_else(|| set(name)),
+        Step::StartEvacuation { node, .. } | Step::StopEvacuation { node } => pod(node),
+        _ => None,
     }
 }
 
@@ -636,6 +725,7 @@ async fn act_one(
     let client = ctx.client.clone();
     let ns = cluster.namespace;
     let params = apply_params();
+    let related = related_object(step, cluster, live);
     match step {
         Step::CreateSet {
             role,
@@ -669,9 +759,10 @@ async fn act_one(
             } else {
                 "CreateSet"
             };
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 reason,
                 format!("created the {} set of revision {revision}", role.as_str()),
@@ -680,9 +771,10 @@ async fn act_one(
         }
         Step::ScaleSet { name, from, to } => {
             scale(&client, ns, live, name, *from, *to).await?;
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 "ScaleSet",
                 format!("scaled {name} from {from} to {to}"),
@@ -710,9 +802,10 @@ async fn act_one(
                 )
                 .await?;
             }
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 "SwitchTraffic",
                 format!(
@@ -731,9 +824,10 @@ async fn act_one(
                 node: node.clone(),
                 started_at: *at,
             });
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 "DrainWithoutEvacuation",
                 format!("node {node} gets no new clients and is removed after waitTakeover"),
@@ -763,14 +857,15 @@ async fn act_one(
                 .client
                 .start_evacuation(node, strategy, migrate_to, knows)
                 .await?;
-            publish(ctx, reference, EventType::Normal, "NodeEvacuation", format!("evacuating node {node} at {} connections/s and {} sessions/s to {} new nodes ({outcome:?})", strategy.conn_evict_rate, strategy.sess_evict_rate, migrate_to.len())).await;
+            publish_about(ctx, reference, related.as_ref(), EventType::Normal, "NodeEvacuation", format!("evacuating node {node} at {} connections/s and {} sessions/s to {} new nodes ({outcome:?})", strategy.conn_evict_rate, strategy.sess_evict_rate, migrate_to.len())).await;
         }
         Step::StopEvacuation { node } => {
             let emqx = emqx_client(emqx)?;
             emqx.client.stop_evacuation(node).await?;
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 "StopEvacuation",
                 format!("stopped the evacuation of node {node}, which the desired revision keeps"),
@@ -780,9 +875,10 @@ async fn act_one(
         Step::RemoveOldNode { set, node, from } => {
             let to = from.saturating_sub(1);
             scale(&client, ns, live, set, *from, to).await?;
-            publish(
+            publish_about(
                 ctx,
                 reference,
+                related.as_ref(),
                 EventType::Normal,
                 "RemoveOldNode",
                 format!(
@@ -796,9 +892,10 @@ async fn act_one(
             let emqx = emqx_client(emqx)?;
             if emqx.client.api() == ApiGeneration::V5 {
                 emqx.client.force_leave(node).await?;
-                publish(
+                publish_about(
                     ctx,
                     reference,
+                    related.as_ref(),
                     EventType::Normal,
                     "ForceLeave",
                     format!("removed stopped node {node} from the EMQX cluster"),
@@ -825,7 +922,7 @@ async fn act_one(
                 }
                 None => {}
             }
-            publish(ctx, reference, EventType::Normal, "DeleteOldSet", format!("deleted {name} beyond revisionHistoryLimit; its PersistentVolumeClaims are kept")).await;
+            publish_about(ctx, reference, related.as_ref(), EventType::Normal, "DeleteOldSet", format!("deleted {name} beyond revisionHistoryLimit; its PersistentVolumeClaims are kept")).await;
         }
     }
     Ok(())

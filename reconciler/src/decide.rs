@@ -113,12 +113,30 @@ pub struct Decision {
 /// How often EMQX is polled while it does work we cannot watch.
 const POLL_S: Seconds = 1;
 
+/// The progress marker recorded while paused, so the progress deadline
+/// counts from the resume, not from before the pause (as a Deployment's).
+pub const PAUSED_MARKER: &str = "Paused";
+
 /// Decides the next actions for one cluster.
 pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
     if spec.paused {
+        // Only our own bookkeeping: nothing in the cluster or EMQX changes.
+        let actions = if obs
+            .memory
+            .progress
+            .as_ref()
+            .is_some_and(|(marker, _)| marker == PAUSED_MARKER)
+        {
+            Vec::new()
+        } else {
+            vec![Action::RecordProgress {
+                marker: PAUSED_MARKER.into(),
+                at: obs.now,
+            }]
+        };
         return Decision {
             phase: Phase::Paused,
-            actions: Vec::new(),
+            actions,
             wait: Some(Wait {
                 reason: "Paused",
                 message: "reconciliation is paused by annotation; remove it to resume".into(),
@@ -434,6 +452,7 @@ impl<'a> Pass<'a> {
             self.requeue_after_s = Some(POLL_S * 5);
             return;
         };
+        let old = self.scale_away_abandoned(old, &emqx);
         if !self.all_new_nodes_ready() {
             self.phase = Phase::WaitingForNewNodes;
             let summary = self.summaries();
@@ -455,7 +474,40 @@ impl<'a> Pass<'a> {
         }
         self.phase = Phase::Evacuating;
         self.requeue_after_s = Some(POLL_S);
-        self.drain_next(old, &emqx);
+        self.drain_next(&old, &emqx);
+    }
+
+    /// An old set that no Service selects and that runs no node (no pod
+    /// ready, none a running cluster member) holds no client and no
+    /// session: a superseded revision whose pods never came up, such as a
+    /// bad image. It is scaled away at once, one node per pass, rather than
+    /// after the new nodes are in, since its pods may be what keeps the new
+    /// ones from being scheduled (upstream #1214). Returns the other sets,
+    /// which drain as usual.
+    fn scale_away_abandoned(&mut self, old: &[&'a NodeSet], emqx: &EmqxView) -> Vec<&'a NodeSet> {
+        let services = &self.obs.services;
+        let mut rest = Vec::new();
+        for set in old.iter().copied() {
+            let selected = services
+                .listeners
+                .as_ref()
+                .is_some_and(|(role, rev)| *role == set.role && *rev == set.revision)
+                || (set.role == Role::Core && services.dashboard.as_ref() == Some(&set.revision));
+            let idle = set
+                .pods
+                .iter()
+                .all(|p| !p.ready && !emqx.is_running_member(&p.node));
+            if selected || !idle {
+                rest.push(set);
+            } else if set.replicas > 0 {
+                self.actions.push(Action::RemoveOldNode {
+                    set: set.name.clone(),
+                    node: victim_of(set).map(|p| p.node.clone()),
+                    from: set.replicas,
+                });
+            }
+        }
+        rest
     }
 
     fn revision_key(&self) -> Revision {

@@ -165,8 +165,13 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
             wait_message.clone()
         },
     ));
-    let progressing = !ready && d.phase != Phase::Paused;
-    wants.push(if d.stalled {
+    let paused = d.phase == Phase::Paused;
+    let progressing = !ready && !paused;
+    wants.push(if paused {
+        // Not "Idle": an upgrade may be held half-way (as a Deployment's
+        // `DeploymentPaused`).
+        want("Progressing", false, "Paused", wait_message.clone())
+    } else if d.stalled {
         want(
             "Progressing",
             false,

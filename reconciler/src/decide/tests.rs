@@ -356,13 +356,114 @@ fn reverting_reuses_the_old_set_and_stops_its_evacuation() {
     ));
 }
 
+fn removals(d: &Decision) -> Vec<(&str, u32)> {
+    d.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::RemoveOldNode { set, from, .. } => Some((set.as_str(), *from)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_superseded_revision_that_never_ran_is_scaled_away_at_once() {
+    // a serves; b (a bad image) never came up; the corrected spec asks for
+    // c, whose pods are still starting.
+    let sets = vec![
+        core_set("a", 2, 0, true),
+        core_set("b", 2, 50, false),
+        core_set("c", 2, 60, false),
+    ];
+    let obs = observed(100, sets, "a");
+    let d = decide(&spec("c", 2), &obs);
+    assert_eq!(d.phase, Phase::WaitingForNewNodes);
+    assert_eq!(removals(&d), vec![("emqx-core-b", 2)]);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::StartEvacuation { .. } | Action::PointServices { .. }
+    )));
+}
+
+#[test]
+fn old_nodes_that_joined_are_evacuated_not_scaled_away() {
+    // b's nodes joined EMQX but fail their readiness probe: they may hold
+    // sessions, so they leave through evacuation after the switch.
+    let sets = vec![
+        core_set("a", 2, 0, true),
+        core_set("b", 2, 50, false),
+        core_set("c", 2, 60, false),
+    ];
+    let mut obs = observed(100, sets, "a");
+    if let Some(emqx) = obs.emqx.as_mut() {
+        for i in 0..2 {
+            emqx.members.push(Member {
+                node: node("emqx-core-b", i),
+                running: true,
+            });
+        }
+    }
+    let d = decide(&spec("c", 2), &obs);
+    assert!(removals(&d).is_empty(), "{:?}", d.actions);
+    // Nor is the set the Services select, even with every pod down.
+    let sets = vec![core_set("a", 2, 0, false), core_set("c", 2, 60, false)];
+    let d = decide(&spec("c", 2), &observed(100, sets, "a"));
+    assert!(removals(&d).is_empty(), "{:?}", d.actions);
+}
+
 #[test]
 fn pause_changes_nothing() {
     let mut s = spec("b", 3);
     s.paused = true;
-    let d = decide(&s, &switched(100));
+    let mut obs = switched(100);
+    let d = decide(&s, &obs);
     assert_eq!(d.phase, Phase::Paused);
-    assert!(d.actions.is_empty());
+    // Only the progress clock is noted; nothing in the cluster changes.
+    assert_eq!(
+        d.actions,
+        vec![Action::RecordProgress {
+            marker: PAUSED_MARKER.into(),
+            at: 100
+        }]
+    );
+    obs.memory.progress = Some((PAUSED_MARKER.into(), 100));
+    obs.now = 5000;
+    let d = decide(&s, &obs);
+    assert!(d.actions.is_empty(), "{:?}", d.actions);
+    assert!(!d.stalled);
+}
+
+#[test]
+fn a_long_pause_does_not_count_against_the_progress_deadline() {
+    // Waiting for new nodes at 1000; paused until 5000 (well past 600s).
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, false)];
+    let mut obs = observed(1000, sets, "a");
+    let first = decide(&spec("b", 3), &obs);
+    let Some(Action::RecordProgress { marker, .. }) = first
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::RecordProgress { .. }))
+        .cloned()
+    else {
+        panic!("a first pass records its marker");
+    };
+    obs.memory.progress = Some((marker.clone(), 1000));
+    let mut paused = spec("b", 3);
+    paused.paused = true;
+    obs.now = 1001;
+    for action in decide(&paused, &obs).actions {
+        if let Action::RecordProgress { marker, at } = action {
+            obs.memory.progress = Some((marker, at));
+        }
+    }
+    // Resumed much later, in the same state: the clock starts again.
+    obs.now = 5000;
+    let resumed = decide(&spec("b", 3), &obs);
+    assert!(!resumed.stalled, "the pause is not a stall");
+    assert!(has(&resumed, |a| matches!(
+        a,
+        Action::RecordProgress { marker: m, at: 5000 } if *m == marker
+    )));
 }
 
 #[test]

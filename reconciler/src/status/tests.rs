@@ -231,3 +231,36 @@ fn a_stall_says_so_with_the_reason_it_waits() {
     assert!(p.message.contains("core 0/2 ready"));
     assert_eq!(first_true(&out).as_deref(), Some("CoreNodesProgressing"));
 }
+
+#[test]
+fn a_paused_cluster_says_paused_not_idle() {
+    let s = spec("b");
+    let sets = [set("a", 1, 1, 1), set("b", 2, 2, 2)];
+    let d = decision(
+        Phase::Paused,
+        Some(("Paused", "reconciliation is paused by annotation")),
+    );
+    let out = status(&StatusInput {
+        generation: 1,
+        now: 100,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        traffic_on_desired: true,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    let find = |t: &str| {
+        out.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(find("Paused"), Some(("True".into(), "Paused".into())));
+    assert_eq!(find("Progressing"), Some(("False".into(), "Paused".into())));
+    assert_eq!(find("Ready"), Some(("False".into(), "Paused".into())));
+    assert_eq!(first_true(&out).as_deref(), Some("Paused"));
+}
