@@ -160,13 +160,7 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
 
     let seen = recorder.finish().await;
     upgrade::print_evidence(&cluster, &old_nodes, t0);
-    upgrade::assert_orderly(
-        &cluster,
-        &old_set,
-        &old_nodes,
-        Duration::from_secs(pace.wait_takeover_s.into()),
-        &seen,
-    );
+    upgrade::assert_orderly(&cluster, &old_set, &old_nodes, pace, &seen);
     upgrade::assert_old_set_at_zero(&stage, &old_set).await;
     reconciler.stop().await;
     stage.stop().await;

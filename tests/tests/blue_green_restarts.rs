@@ -268,13 +268,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
     let seen = recorder.finish().await;
     let cluster = stage.cluster();
     upgrade::print_evidence(&cluster, &old_nodes, t0);
-    upgrade::assert_orderly(
-        &cluster,
-        &old_set,
-        &old_nodes,
-        Duration::from_secs(pace.wait_takeover_s.into()),
-        &seen,
-    );
+    upgrade::assert_orderly(&cluster, &old_set, &old_nodes, pace, &seen);
     upgrade::assert_old_set_at_zero(&stage, &old_set).await;
     // The new nodes were never evacuated.
     for node in stage.nodes().values() {

@@ -311,17 +311,18 @@ pub fn victim(old_nodes: &BTreeMap<String, String>, set: &str, from: i32) -> Opt
 }
 
 /// The evidence of an orderly evacuation-driven upgrade: every old node was
-/// evacuated exactly once (one start, never stopped), reached `prohibiting`
-/// after `waitTakeover`, was stopped only in `prohibiting`, and was scaled
-/// away only after `prohibiting`; the old set ended at zero and its nodes
-/// were force-left.
+/// evacuated exactly once (one start, never stopped) at no more than
+/// `connEvictRate` per tick, reached `prohibiting` after `waitTakeover`, was
+/// stopped only in `prohibiting`, and was scaled away only after
+/// `prohibiting`; the old set ended at zero and its nodes were force-left.
 pub fn assert_orderly(
     cluster: &Cluster,
     old_set: &str,
     old_nodes: &BTreeMap<String, String>,
-    wait_takeover: Duration,
+    pace: Pace,
     seen: &Seen,
 ) {
+    let wait_takeover = Duration::from_secs(pace.wait_takeover_s.into());
     let stops: Vec<NodeStop> = cluster.stops();
     for (pod, node) in old_nodes {
         let history = cluster.evacuation_history(node);
@@ -334,6 +335,12 @@ pub fn assert_orderly(
         assert!(
             !states.contains(&"disabled"),
             "{node} evacuation was stopped: {states:?}"
+        );
+        let ticks: Vec<u64> = history.iter().map(|e| e.evicted).collect();
+        assert!(
+            ticks.iter().all(|n| *n <= u64::from(pace.conn_evict_rate)),
+            "{node} evicted more than {} in a tick: {ticks:?}",
+            pace.conn_evict_rate
         );
         let at = |state: &str| history.iter().find(|e| e.state == state).map(|e| e.at);
         let prohibiting = at("prohibiting")
