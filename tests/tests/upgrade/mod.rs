@@ -369,6 +369,24 @@ pub fn assert_orderly(
             );
         }
     }
+    // One at a time: each evacuation started after the previous node stopped.
+    let mut spans: Vec<(Instant, Instant, &String)> = old_nodes
+        .values()
+        .filter_map(|node| {
+            let start = cluster.evacuation_history(node).first()?.at;
+            let stop = stops.iter().find(|s| &s.node == node)?.at;
+            Some((start, stop, node))
+        })
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "{} started evacuating before {} stopped",
+            pair[1].2,
+            pair[0].2
+        );
+    }
     let old_downs: Vec<&ScaleDown> = seen
         .scale_downs
         .iter()
