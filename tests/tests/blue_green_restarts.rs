@@ -195,7 +195,9 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
     let deadline = t0 + Duration::from_secs(240);
     let mut kills: Vec<(f32, String)> = Vec::new();
     loop {
-        let run_for = Duration::from_millis(rng.random_range(700..3_500));
+        // The upgrade's floor is ~27 s (three nodes × (4 ticks + waitTakeover)
+        // + initialDelay), so at most 2.4 s between kills makes ≥ 11 of them.
+        let run_for = Duration::from_millis(rng.random_range(500..2_400));
         let until = Instant::now() + run_for;
         let mut done = false;
         while Instant::now() < until {
