@@ -16,6 +16,8 @@ use super::version::{BrokerVersion, Edition};
 
 mod clients;
 mod evacuations;
+#[cfg(test)]
+mod tests;
 
 use clients::remove_session;
 
