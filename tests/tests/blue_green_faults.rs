@@ -1,9 +1,10 @@
 //! EMQX's REST API misbehaves in the middle of a blue-green upgrade: first
-//! every node answers 500, then every request stalls 10 s (longer than the
-//! reconciler's 5 s timeout). While that lasts no old node may be removed,
-//! and the object's conditions must say why the upgrade waits, naming the
-//! node asked and the error. Once the API answers again the upgrade
-//! completes as if nothing happened.
+//! every write answers 500 (the evacuation cannot start), then every request
+//! answers 500, then every request stalls 10 s (longer than the reconciler's
+//! 5 s timeout). While that lasts no old node may be removed, and the
+//! object's conditions must say why the upgrade waits, naming the node and
+//! the error. Once the API answers again the upgrade completes as if nothing
+//! happened.
 
 #![allow(clippy::panic, clippy::unwrap_used)]
 
@@ -25,6 +26,12 @@ fn set_faults(stage: &Stage, http_500: bool, delay: Duration) {
     for node in stage.hook.nodes().values() {
         node.faults.set_http_500(http_500);
         node.faults.set_http_delay(delay);
+    }
+}
+
+fn set_write_faults(stage: &Stage, on: bool) {
+    for node in stage.hook.nodes().values() {
+        node.faults.set_http_500_on_writes(on);
     }
 }
 
@@ -68,7 +75,43 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
     let recorder = Recorder::start(&stage);
     let t0 = Instant::now();
     stage.patch_image_pull_policy().await;
-    // Strike once the first old node is being evacuated.
+
+    // 0. As soon as the new nodes run (well before they are ready and the
+    // initial delay passed), every write fails: the evacuation cannot start.
+    support::wait_for("the new nodes", Duration::from_secs(60), || async {
+        let running = stage.hook.nodes().len();
+        if running >= 2 * old_nodes.len() {
+            Ok(())
+        } else {
+            Err(format!("{running} nodes"))
+        }
+    })
+    .await;
+    set_write_faults(&stage, true);
+    let fault_writes = Instant::now();
+    wait_condition(
+        &recorder,
+        "explaining the refused evacuation start",
+        Duration::from_secs(30),
+        |type_, status, reason, message| {
+            type_ == "Ready"
+                && status == "False"
+                && reason == "EmqxApiError"
+                && message.contains("starting the evacuation of node emqx@")
+                && message.contains("HTTP 500")
+        },
+    )
+    .await;
+    tokio::time::sleep_until(fault_writes + Duration::from_secs(8)).await;
+    for node in old_nodes.values() {
+        assert!(
+            cluster.evacuation_history(node).is_empty(),
+            "{node} evacuated although every start was refused"
+        );
+    }
+    set_write_faults(&stage, false);
+
+    // Strike again once the first old node is being evacuated.
     support::wait_for("the first evacuation", Duration::from_secs(90), || async {
         let started = old_nodes
             .values()
