@@ -230,8 +230,15 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
     let emqx_observed =
         observe_emqx(&cluster, &spec, &live, &operator_secret, ctx.emqx_timeout).await;
     let emqx_failure = emqx_observed.as_ref().err();
-    if let Some(failure) = emqx_failure {
-        tracing::warn!(node = ?failure.node, error = %failure.error, "EMQX unavailable");
+    match emqx_failure {
+        // A node answered badly: worth a warning.
+        Some(EmqxUnavailable {
+            node: Some(node),
+            error,
+        }) => tracing::warn!(%node, %error, "EMQX unavailable"),
+        // No core ready yet, as while a cluster is being created.
+        Some(failure) => tracing::debug!(error = %failure.error, "EMQX not reachable yet"),
+        None => {}
     }
     let emqx = emqx_observed.as_ref().ok();
     let memory = memory::load(annotations);
