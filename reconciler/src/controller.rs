@@ -5,6 +5,7 @@
 use crate::decide::{self, Action as Step, Decision};
 use crate::emqx_api::{self, ApiGeneration, EmqxError};
 use crate::emqx_client::EmqxClient;
+use crate::explain::{self, EmqxUnavailable};
 use crate::hub::HubObject;
 use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels, Metrics, NodeLabels};
 use crate::observe::{self, LiveSet, VICTIM_DELETION_COST};
@@ -232,18 +233,31 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
         services.dashboard = Some(core_rev.clone());
     }
     let sets: Vec<_> = live.iter().map(|s| s.view.clone()).collect();
-    let emqx = observe_emqx(&cluster, &spec, &live, &operator_secret, ctx.emqx_timeout).await;
+    let emqx_observed =
+        observe_emqx(&cluster, &spec, &live, &operator_secret, ctx.emqx_timeout).await;
+    let emqx_failure = emqx_observed.as_ref().err();
+    match emqx_failure {
+        // A node answered badly: worth a warning.
+        Some(EmqxUnavailable {
+            node: Some(node),
+            error,
+        }) => tracing::warn!(%node, %error, "EMQX unavailable"),
+        // No core ready yet, as while a cluster is being created.
+        Some(failure) => tracing::debug!(error = %failure.error, "EMQX not reachable yet"),
+        None => {}
+    }
+    let emqx = emqx_observed.as_ref().ok();
     let memory = memory::load(annotations);
     let observed = Observed {
         now: now_s(),
         sets: sets.clone(),
-        emqx: emqx.as_ref().map(|e| e.view.clone()),
+        emqx: emqx.map(|e| e.view.clone()),
         services,
         memory: memory.clone(),
     };
 
     // Decide and act.
-    let decision = decide::decide(&spec, &observed);
+    let mut decision = decide::decide(&spec, &observed);
     tracing::info!(
         cluster = %name,
         phase = ?decision.phase,
@@ -258,10 +272,19 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
         &reference,
         &decision,
         &live,
-        emqx.as_ref(),
+        emqx,
         &mut memory,
     )
     .await;
+    // The conditions say what really happens: which node failed and how.
+    if let Some(failure) = emqx_failure {
+        explain::unavailable(&mut decision, failure);
+    }
+    let outcome = outcome.map_err(|(step, error)| {
+        let is_emqx = matches!(error, Error::Emqx(_));
+        explain::step_failed(&mut decision, &step, is_emqx, &error.to_string());
+        error
+    });
 
     // Report.
     write_memory(client, object, &memory).await?;
@@ -276,7 +299,7 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
         .upgrading
         .get_or_create(&labels)
         .set(i64::from(upgrading));
-    if let Some(e) = &emqx {
+    if let Some(e) = emqx {
         for entry in &e.evacuations {
             let remaining = entry.stats.as_ref().map_or(0, |s| {
                 i64::from(s.current_connected.unwrap_or(0))
@@ -300,9 +323,9 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
         decision: &decision,
         traffic_on_desired: observed.services.listeners.as_ref().map(|(_, r)| r)
             == spec.role(spec.serving_role()).map(|r| &r.revision),
-        nodes: emqx.as_ref().map(|e| e.nodes.clone()),
-        evacuations: emqx.as_ref().map(|e| e.evacuations.clone()),
-        evacuation_unsupported: emqx.as_ref().is_some_and(|e| !e.view.evacuation_api),
+        nodes: emqx.map(|e| e.nodes.clone()),
+        evacuations: emqx.map(|e| e.evacuations.clone()),
+        evacuation_unsupported: emqx.is_some_and(|e| !e.view.evacuation_api),
         previous: object.hub_status(),
     });
     if object.hub_status() != Some(&new_status) {
@@ -486,15 +509,15 @@ struct EmqxObservation {
 }
 
 /// Reads EMQX through a ready core pod, preferring the desired revision
-/// (it survives the upgrade). Any failure yields `None`: `decide` then
-/// touches no old node.
+/// (it survives the upgrade). Any failure yields the node asked and the
+/// error: `decide` then touches no old node, and the condition says why.
 async fn observe_emqx(
     cluster: &Cluster<'_>,
     spec: &Spec,
     live: &[LiveSet],
     operator_secret: &str,
     timeout: Duration,
-) -> Option<EmqxObservation> {
+) -> Result<EmqxObservation, EmqxUnavailable> {
     let api = cluster.api();
     let mut cores: Vec<(&LiveSet, &crate::observed::Pod)> = live
         .iter()
@@ -503,8 +526,18 @@ async fn observe_emqx(
         .filter(|(_, p)| p.ready && !p.terminating)
         .collect();
     cores.sort_by_key(|(s, p)| (s.view.revision != spec.core.revision, p.created_at));
-    let (set, endpoint) = cores.first()?;
-    let ip = set.pod_ips.get(&endpoint.name)?;
+    let (set, endpoint) = cores.first().ok_or_else(|| EmqxUnavailable {
+        node: None,
+        error: "no core pod is ready to answer".into(),
+    })?;
+    let failed = |error: String| EmqxUnavailable {
+        node: Some(endpoint.node.clone()),
+        error,
+    };
+    let ip = set
+        .pod_ips
+        .get(&endpoint.name)
+        .ok_or_else(|| failed(format!("pod {} has no IP", endpoint.name)))?;
     let client = EmqxClient::new(
         format!("http://{ip}:{}", api.port()),
         api,
@@ -512,26 +545,18 @@ async fn observe_emqx(
         operator_secret,
         timeout,
     )
-    .ok()?;
-    let nodes = match client.nodes().await {
-        Ok(n) => n,
-        Err(error) => {
-            tracing::warn!(%error, "EMQX nodes unavailable");
-            return None;
-        }
-    };
+    .map_err(|e| failed(e.to_string()))?;
+    let nodes = client.nodes().await.map_err(|e| failed(e.to_string()))?;
     let (evacuation_api, evacuations) =
         match client.global_evacuations::<NodeEvacuationStatus>().await {
             Ok(e) => (true, e),
             Err(EmqxError::EvacuationUnsupported(_)) => (false, Vec::new()),
-            Err(error) => {
-                tracing::warn!(%error, "EMQX evacuation status unavailable");
-                return None;
-            }
+            Err(error) => return Err(failed(error.to_string())),
         };
     let mut view_evacuations = Vec::new();
     for e in &evacuations {
-        let state = emqx_api::evacuation_state(e.state.as_deref().unwrap_or_default()).ok()?;
+        let state = emqx_api::evacuation_state(e.state.as_deref().unwrap_or_default())
+            .map_err(|e| failed(e.to_string()))?;
         let remaining = e.stats.as_ref().map_or(0, |s| {
             u64::try_from(s.current_connected.unwrap_or(0)).unwrap_or(0)
                 + u64::try_from(s.current_sessions.unwrap_or(0)).unwrap_or(0)
@@ -583,7 +608,7 @@ async fn observe_emqx(
         })
         .collect();
     let version = nodes.iter().find_map(|n| n.version.clone());
-    Some(EmqxObservation {
+    Ok(EmqxObservation {
         view: EmqxView {
             members: emqx_api::members(&nodes),
             evacuations: view_evacuations,
@@ -604,7 +629,7 @@ async fn act(
     live: &[LiveSet],
     emqx: Option<&EmqxObservation>,
     memory: &mut Memory,
-) -> Result<(), Error> {
+) -> Result<(), (Step, Error)> {
     for step in &decision.actions {
         if let Err(e) = act_one(ctx, cluster, reference, step, live, emqx, memory).await {
             publish(
@@ -612,10 +637,10 @@ async fn act(
                 reference,
                 EventType::Warning,
                 "ReconcilerFailed",
-                format!("{step:?}: {e}"),
+                format!("{} failed: {e}", explain::describe(step)),
             )
             .await;
-            return Err(e);
+            return Err((step.clone(), e));
         }
     }
     Ok(())

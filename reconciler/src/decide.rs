@@ -557,6 +557,19 @@ impl<'a> Pass<'a> {
             );
             return;
         }
+        // A scale-down is done only when the set controller deleted the pod:
+        // until then the drained node still runs, and starting the next one
+        // would have two old nodes out of service at once.
+        if let Some((set, pod)) = old.iter().find_map(|s| surplus_pod(s).map(|p| (s, p))) {
+            self.wait(
+                "WaitingForPodTermination",
+                format!(
+                    "waiting for {} to remove pod {} after its scale-down",
+                    set.name, pod.name
+                ),
+            );
+            return;
+        }
         // Never start a second evacuation while one runs, wherever it is.
         let running = emqx
             .evacuations
@@ -783,6 +796,26 @@ fn victim_of(set: &NodeSet) -> Option<&Pod> {
                 })
                 .copied()
         }
+    }
+}
+
+/// A live pod beyond the set's `replicas`: one a scale-down removes but
+/// the set controller has not deleted yet.
+fn surplus_pod(set: &NodeSet) -> Option<&Pod> {
+    let live: Vec<&Pod> = set.pods.iter().filter(|p| !p.terminating).collect();
+    if u32::try_from(live.len()).unwrap_or(u32::MAX) <= set.replicas {
+        return None;
+    }
+    match set.role {
+        Role::Core => live
+            .into_iter()
+            .filter(|p| p.ordinal.is_some_and(|o| o >= set.replicas))
+            .max_by_key(|p| p.ordinal),
+        Role::Replicant => live
+            .iter()
+            .find(|p| p.marked_for_deletion)
+            .or_else(|| live.first())
+            .copied(),
     }
 }
 

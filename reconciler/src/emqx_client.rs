@@ -22,6 +22,7 @@ pub struct EmqxClient {
     api: ApiGeneration,
     key: String,
     secret: String,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for EmqxClient {
@@ -59,6 +60,7 @@ impl EmqxClient {
             api,
             key: key.into(),
             secret: secret.into(),
+            timeout,
         })
     }
 
@@ -76,7 +78,7 @@ impl EmqxClient {
     ) -> Result<(u16, Vec<u8>), EmqxError> {
         let transport = |e: reqwest::Error| EmqxError::Transport {
             call,
-            detail: e.to_string(),
+            detail: transport_detail(&e, self.timeout),
         };
         let mut request = self
             .http
@@ -164,6 +166,23 @@ impl EmqxClient {
             .await?;
         emqx_api::force_leave_outcome(status, &answer)
     }
+}
+
+/// A transport failure in words a condition can carry: reqwest's own
+/// message ("error sending request for url …") hides the cause in its
+/// source chain, and a timeout should say so plainly.
+fn transport_detail(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!("no answer within {}s (timed out)", timeout.as_secs_f32());
+    }
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    detail
 }
 
 #[cfg(test)]

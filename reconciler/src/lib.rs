@@ -9,6 +9,7 @@ pub mod controller;
 pub mod decide;
 pub mod emqx_api;
 pub mod emqx_client;
+pub mod explain;
 pub mod hub;
 pub mod leader;
 pub mod memory;

@@ -272,6 +272,34 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         );
     }
 
+    // Per tick, each old node evicted at most connEvictRate (50) clients,
+    // ticks at least a second apart: the broker's own record of every tick.
+    const CONN_EVICT_RATE: u64 = 50;
+    let mut evicted_total = 0;
+    for node in &ready.nodes {
+        let ticks: Vec<_> = cluster
+            .evacuation_history(node)
+            .into_iter()
+            .filter(|e| e.evicted > 0)
+            .collect();
+        let counts: Vec<u64> = ticks.iter().map(|t| t.evicted).collect();
+        assert!(
+            counts.iter().all(|n| *n <= CONN_EVICT_RATE),
+            "{node} evicted more than {CONN_EVICT_RATE} in a tick: {counts:?}"
+        );
+        for pair in ticks.windows(2) {
+            assert!(
+                pair[1].at - pair[0].at >= Duration::from_millis(990),
+                "{node}: eviction ticks {:?} apart",
+                pair[1].at - pair[0].at
+            );
+        }
+        evicted_total += counts.iter().sum::<u64>();
+    }
+    // Every subscriber and the one publisher (all on old nodes) was evicted
+    // exactly once; 150 on two nodes needed more than one tick somewhere.
+    assert_eq!(evicted_total, CLIENTS as u64 + 1, "evicted {evicted_total}");
+
     // The Service moved before the first eviction.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(client.clone(), "default");

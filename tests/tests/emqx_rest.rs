@@ -768,6 +768,16 @@ async fn faults_switch_at_runtime() {
         (500, json!("INTERNAL_ERROR"))
     );
     n.faults().set_http_500(false);
+    n.faults().set_http_500_on_writes(true);
+    let r = call(&n, Method::GET, "/api/v5/nodes", OP, JSON, None).await;
+    assert_eq!(r.status, 200, "reads still answer");
+    let leave = format!("/api/v5/cluster/{}/force_leave", "emqx@elsewhere");
+    let r = call(&n, Method::DELETE, &leave, OP, JSON, None).await;
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (500, json!("INTERNAL_ERROR"))
+    );
+    n.faults().set_http_500_on_writes(false);
     n.faults().set_http_delay(Duration::from_millis(700));
     let t = std::time::Instant::now();
     let r = call(&n, Method::GET, "/api/v5/nodes", OP, JSON, None).await;

@@ -264,6 +264,45 @@ fn prohibiting_removes_exactly_that_node() {
     assert!(!has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
 }
 
+/// Right after `RemoveOldNode` the StatefulSet says 2 but its controller
+/// has not deleted pod 2 yet (its node sits in `prohibiting`): the next
+/// node must not start evacuating until that pod is gone.
+#[test]
+fn the_next_node_waits_until_the_scaled_away_pod_is_deleted() {
+    let mut obs = switched(100);
+    if let Some(old) = obs.sets.iter_mut().find(|s| s.revision == "a") {
+        old.replicas = 2;
+    }
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 2),
+            state: EvacuationState::Prohibiting,
+            remaining: 0,
+        });
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::StartEvacuation { .. } | Action::RemoveOldNode { .. }
+    )));
+    let wait = d.wait.expect("a wait");
+    assert_eq!(wait.reason, "WaitingForPodTermination");
+    assert!(wait.message.contains("emqx-core-a-2"), "{}", wait.message);
+
+    // Once the controller deleted it, the next highest ordinal goes.
+    if let Some(old) = obs.sets.iter_mut().find(|s| s.revision == "a") {
+        old.pods.retain(|p| p.ordinal != Some(2));
+    }
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.clear();
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::StartEvacuation { node: n, .. } if *n == node("emqx-core-a", 1))
+    ));
+}
+
 #[test]
 fn a_stopped_node_without_a_pod_is_force_left() {
     let mut obs = switched(100);

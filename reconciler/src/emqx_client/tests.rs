@@ -72,8 +72,8 @@ async fn a_stalled_broker_times_out() {
     let started = std::time::Instant::now();
     let result = client(&base, Duration::from_millis(300)).nodes().await;
     assert!(
-        matches!(result, Err(EmqxError::Transport { .. })),
-        "{result:?}"
+        matches!(&result, Err(EmqxError::Transport { detail, .. }) if detail.contains("timed out")),
+        "a condition must be able to say it timed out: {result:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
@@ -111,8 +111,10 @@ async fn nobody_listening_is_a_transport_error() {
     let result = client(&base, Duration::from_secs(2))
         .force_leave("emqx@a")
         .await;
+    // The cause (connection refused) sits in reqwest's source chain.
     assert!(
-        matches!(result, Err(EmqxError::Transport { .. })),
+        matches!(&result, Err(EmqxError::Transport { detail, .. })
+            if detail.to_ascii_lowercase().contains("refused")),
         "{result:?}"
     );
 }

@@ -16,6 +16,8 @@ use super::version::{BrokerVersion, Edition};
 
 mod clients;
 mod evacuations;
+#[cfg(test)]
+mod tests;
 
 use clients::remove_session;
 
@@ -58,6 +60,18 @@ pub struct EvacuationEvent {
     pub evicted: u64,
     /// Sessions migrated in this step.
     pub migrated: u64,
+}
+
+/// A node stopping (its pod went away), with the evacuation state it was in:
+/// the evidence that no node is removed before its evacuation finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStop {
+    /// Node name.
+    pub node: String,
+    /// When it stopped.
+    pub at: Instant,
+    /// Its evacuation state at that moment; `None` when none ran.
+    pub evacuation: Option<&'static str>,
 }
 
 /// A cluster member as the cluster sees it.
@@ -167,6 +181,11 @@ struct State {
     members: BTreeMap<String, Member>,
     ever_known: BTreeSet<String>,
     sessions: HashMap<String, Session>,
+    /// Evacuation histories of members that left (`force_leave`) or were
+    /// replaced by a restart, by node name, so evidence outlives the node.
+    departed_history: HashMap<String, Vec<EvacuationEvent>>,
+    /// Every node stop, in order.
+    stops: Vec<NodeStop>,
     /// `<data_dir>/.evacuation` of nodes whose data dir persists, by node name.
     persisted: HashMap<String, EvacuationOptions>,
     exact_routes: HashMap<String, BTreeSet<String>>,
@@ -213,6 +232,12 @@ impl Cluster {
             ));
         }
         s.ever_known.insert(config.node_name.clone());
+        if let Some(previous) = s.members.remove(&config.node_name) {
+            s.departed_history
+                .entry(config.node_name.clone())
+                .or_default()
+                .extend(previous.history);
+        }
         s.members.insert(
             config.node_name.clone(),
             Member {
@@ -271,8 +296,17 @@ impl Cluster {
     pub fn stop_node(&self, node: &str) {
         let mut s = self.state();
         if let Some(m) = s.members.get_mut(node) {
-            m.running = false;
-            m.evacuation = None;
+            let evacuation = m.evacuation.take().map(|e| e.state.as_str());
+            if m.running {
+                s.stops.push(NodeStop {
+                    node: node.to_owned(),
+                    at: Instant::now(),
+                    evacuation,
+                });
+            }
+            if let Some(m) = s.members.get_mut(node) {
+                m.running = false;
+            }
         }
         let owned: Vec<String> = s
             .sessions
@@ -295,9 +329,13 @@ impl Cluster {
             return Err("Can't leave self");
         }
         let mut s = self.state();
-        if s.members.remove(node).is_none() {
+        let Some(member) = s.members.remove(node) else {
             return Err("node_not_in_cluster");
-        }
+        };
+        s.departed_history
+            .entry(node.to_owned())
+            .or_default()
+            .extend(member.history);
         Ok(())
     }
 
@@ -367,13 +405,20 @@ impl Cluster {
             .map(|sess| (sess.node.clone(), sess.attachment.is_some()))
     }
 
-    /// Every evacuation step recorded for `node`.
+    /// Every evacuation step recorded for `node`, including those of its
+    /// earlier lives (before a restart or a `force_leave`), oldest first.
     pub fn evacuation_history(&self, node: &str) -> Vec<EvacuationEvent> {
         let s = self.state();
-        s.members
-            .get(node)
-            .map(|m| m.history.clone())
-            .unwrap_or_default()
+        let mut history = s.departed_history.get(node).cloned().unwrap_or_default();
+        if let Some(m) = s.members.get(node) {
+            history.extend(m.history.iter().cloned());
+        }
+        history
+    }
+
+    /// Every node stop so far, with the evacuation state the node was in.
+    pub fn stops(&self) -> Vec<NodeStop> {
+        self.state().stops.clone()
     }
 
     /// Total sessions in the cluster.

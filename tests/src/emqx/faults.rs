@@ -7,6 +7,7 @@ use std::time::Duration;
 #[derive(Debug, Default)]
 pub struct Faults {
     http_500: AtomicBool,
+    http_500_writes: AtomicBool,
     http_delay_ms: AtomicU64,
     drop_http: AtomicBool,
     drop_mqtt: AtomicBool,
@@ -16,6 +17,13 @@ impl Faults {
     /// Every `/api/…` request answers 500 `INTERNAL_ERROR`.
     pub fn set_http_500(&self, on: bool) {
         self.http_500.store(on, Ordering::SeqCst);
+    }
+
+    /// Every `/api/…` request other than GET answers 500 `INTERNAL_ERROR`:
+    /// the broker can be read but refuses every change (evacuation start,
+    /// `force_leave`).
+    pub fn set_http_500_on_writes(&self, on: bool) {
+        self.http_500_writes.store(on, Ordering::SeqCst);
     }
 
     /// Every `/api/…` request waits this long before it is handled.
@@ -37,6 +45,11 @@ impl Faults {
     /// Whether 500s are injected.
     pub fn http_500(&self) -> bool {
         self.http_500.load(Ordering::SeqCst)
+    }
+
+    /// Whether 500s are injected into writes.
+    pub fn http_500_on_writes(&self) -> bool {
+        self.http_500_writes.load(Ordering::SeqCst)
     }
 
     /// Injected delay.

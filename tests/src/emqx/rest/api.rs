@@ -55,7 +55,8 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        if ctx.faults.http_500() {
+        let write = parts.method != axum::http::Method::GET;
+        if ctx.faults.http_500() || (write && ctx.faults.http_500_on_writes()) {
             return reply::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "INTERNAL_ERROR",

@@ -1,0 +1,254 @@
+//! What the conditions say when talking to EMQX (or Kubernetes) failed in
+//! a pass. `decide` sees only that EMQX could not be read; the shell knows
+//! which node it asked and what went wrong, and these pure functions put
+//! both into the decision's wait, so `kubectl get emqx -o yaml` tells the
+//! user why no old node moves (a 500, a timeout) instead of a generic line.
+
+use crate::decide::{Action, Decision, Wait};
+
+/// The reason `decide` gives when EMQX could not be read this pass.
+pub const EMQX_API_UNAVAILABLE: &str = "EmqxApiUnavailable";
+/// The reason when an EMQX call of a step failed.
+pub const EMQX_API_ERROR: &str = "EmqxApiError";
+/// The reason when a Kubernetes write of a step failed.
+pub const KUBERNETES_API_ERROR: &str = "KubernetesApiError";
+
+/// Why EMQX could not be observed this pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmqxUnavailable {
+    /// The EMQX node whose API was asked; `None` when no node could be asked.
+    pub node: Option<String>,
+    /// What went wrong, as the client reported it.
+    pub error: String,
+}
+
+/// Names the node and the error in a wait that exists because EMQX could not
+/// be read. Any other wait (or none: a Ready cluster needs no EMQX call) is
+/// left as it is.
+pub fn unavailable(decision: &mut Decision, failure: &EmqxUnavailable) {
+    let Some(wait) = decision.wait.as_mut() else {
+        return;
+    };
+    if wait.reason != EMQX_API_UNAVAILABLE {
+        return;
+    }
+    wait.message = match &failure.node {
+        Some(node) => format!(
+            "the EMQX API of node {node} failed: {}; no old node is touched until it answers",
+            failure.error
+        ),
+        None => format!(
+            "no EMQX node can be asked: {}; no old node is touched until one answers",
+            failure.error
+        ),
+    };
+}
+
+/// Replaces the wait with the failure of `step`: the pass stopped there, so
+/// the planned wait (e.g. "starting evacuation of node X") is not what
+/// happens; a retry is.
+pub fn step_failed(decision: &mut Decision, step: &Action, emqx: bool, error: &str) {
+    let reason = if emqx {
+        EMQX_API_ERROR
+    } else {
+        KUBERNETES_API_ERROR
+    };
+    decision.wait = Some(Wait {
+        reason,
+        message: format!("{} failed: {error}; retrying", describe(step)),
+        timed: false,
+    });
+}
+
+/// A step in words, naming the node or object it touches.
+pub fn describe(step: &Action) -> String {
+    match step {
+        Action::CreateSet { role, revision, .. } => {
+            format!("creating the {} set of revision {revision}", role.as_str())
+        }
+        Action::ScaleSet { name, from, to } => format!("scaling {name} from {from} to {to}"),
+        Action::PointServices { listeners, .. } => format!(
+            "pointing the Services at {} revision {}",
+            listeners.0.as_str(),
+            listeners.1
+        ),
+        Action::RecordNewNodesReady { .. }
+        | Action::RecordDrainStart { .. }
+        | Action::RecordProgress { .. } => "recording progress".to_owned(),
+        Action::MarkForDeletion { pod } => format!("marking pod {pod} for deletion"),
+        Action::StartEvacuation { node, .. } => format!("starting the evacuation of node {node}"),
+        Action::StopEvacuation { node } => format!("stopping the evacuation of node {node}"),
+        Action::RemoveOldNode { set, node, from } => format!(
+            "removing node {} (scaling {set} from {from})",
+            node.as_deref().unwrap_or("(none)")
+        ),
+        Action::ForceLeave { node } => format!("force_leave of node {node}"),
+        Action::DeleteSet { name } => format!("deleting {name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decide::{Phase, decide};
+    use crate::observed::{
+        Memory, NodeSet, Observed, Pod, Role, RoleSpec, Services, Spec, Strategy,
+    };
+
+    fn pod(set: &str, ordinal: u32) -> Pod {
+        Pod {
+            name: format!("{set}-{ordinal}"),
+            ordinal: Some(ordinal),
+            created_at: 0,
+            ready: true,
+            terminating: false,
+            node: format!("emqx@{set}-{ordinal}"),
+            marked_for_deletion: false,
+        }
+    }
+
+    fn set(revision: &str, replicas: u32) -> NodeSet {
+        let name = format!("c-core-{revision}");
+        NodeSet {
+            pods: (0..replicas).map(|i| pod(&name, i)).collect(),
+            name,
+            role: Role::Core,
+            revision: revision.into(),
+            replicas,
+            created_at: 0,
+        }
+    }
+
+    fn spec() -> Spec {
+        Spec {
+            core: RoleSpec {
+                revision: "b".into(),
+                replicas: 2,
+            },
+            replicant: None,
+            strategy: Strategy {
+                initial_delay_s: 0,
+                wait_takeover_s: 1,
+                conn_evict_rate: 10,
+                sess_evict_rate: 10,
+            },
+            paused: false,
+            progress_deadline_s: 600,
+            revision_history_limit: 1,
+        }
+    }
+
+    /// Mid-upgrade with EMQX unreadable: `decide` itself gives the reason
+    /// this module refines (a rename there would silently lose the detail).
+    fn upgrade_without_emqx() -> Decision {
+        let obs = Observed {
+            now: 100,
+            sets: vec![set("a", 2), set("b", 2)],
+            emqx: None,
+            services: Services {
+                listeners: Some((Role::Core, "b".into())),
+                dashboard: Some("b".into()),
+            },
+            memory: Memory::default(),
+        };
+        decide(&spec(), &obs)
+    }
+
+    #[test]
+    fn an_unreadable_emqx_names_the_node_and_the_error() {
+        let mut d = upgrade_without_emqx();
+        assert_eq!(
+            d.wait.as_ref().map(|w| w.reason),
+            Some(EMQX_API_UNAVAILABLE)
+        );
+        assert!(d.actions.iter().all(|a| !matches!(
+            a,
+            Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
+        )));
+        unavailable(
+            &mut d,
+            &EmqxUnavailable {
+                node: Some("emqx@c-core-b-0".into()),
+                error: "GET nodes: HTTP 500: INTERNAL_ERROR injected fault".into(),
+            },
+        );
+        let wait = d.wait.expect("a wait");
+        assert_eq!(wait.reason, EMQX_API_UNAVAILABLE);
+        assert!(wait.message.contains("emqx@c-core-b-0"), "{}", wait.message);
+        assert!(wait.message.contains("HTTP 500"), "{}", wait.message);
+        assert!(!wait.timed);
+    }
+
+    #[test]
+    fn no_node_to_ask_is_said_too() {
+        let mut d = upgrade_without_emqx();
+        unavailable(
+            &mut d,
+            &EmqxUnavailable {
+                node: None,
+                error: "no ready core pod".into(),
+            },
+        );
+        let message = d.wait.expect("a wait").message;
+        assert!(message.contains("no ready core pod"), "{message}");
+    }
+
+    #[test]
+    fn other_waits_and_a_ready_cluster_are_left_alone() {
+        let mut ready = Decision {
+            phase: Phase::Ready,
+            actions: Vec::new(),
+            wait: None,
+            stalled: false,
+            requeue_after_s: Some(30),
+        };
+        let failure = EmqxUnavailable {
+            node: Some("emqx@x".into()),
+            error: "timed out".into(),
+        };
+        unavailable(&mut ready, &failure);
+        assert_eq!(ready.wait, None);
+        let mut delayed = Decision {
+            wait: Some(Wait {
+                reason: "InitialDelay",
+                message: "traffic moves in 3s".into(),
+                timed: true,
+            }),
+            ..ready.clone()
+        };
+        unavailable(&mut delayed, &failure);
+        assert_eq!(
+            delayed.wait.map(|w| w.message),
+            Some("traffic moves in 3s".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_failed_step_replaces_the_planned_wait() {
+        let mut d = upgrade_without_emqx();
+        let step = Action::StartEvacuation {
+            node: "emqx@c-core-a-1".into(),
+            migrate_to: vec!["emqx@c-core-b-0".into()],
+            strategy: spec().strategy,
+        };
+        step_failed(
+            &mut d,
+            &step,
+            true,
+            "evacuation/start: HTTP 500: INTERNAL_ERROR",
+        );
+        let wait = d.wait.clone().expect("a wait");
+        assert_eq!(wait.reason, EMQX_API_ERROR);
+        assert!(wait.message.contains("emqx@c-core-a-1"), "{}", wait.message);
+        assert!(wait.message.contains("HTTP 500"), "{}", wait.message);
+        let scale = Action::RemoveOldNode {
+            set: "c-core-a".into(),
+            node: Some("emqx@c-core-a-1".into()),
+            from: 2,
+        };
+        step_failed(&mut d, &scale, false, "409 Conflict");
+        let wait = d.wait.expect("a wait");
+        assert_eq!(wait.reason, KUBERNETES_API_ERROR);
+        assert!(wait.message.contains("c-core-a"), "{}", wait.message);
+    }
+}
