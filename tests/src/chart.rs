@@ -68,7 +68,18 @@ pub fn build_operator_binaries() -> Result<OperatorBinaries> {
     eprintln!(
         "building emqx-webhook and emqx-reconciler ({profile} profile) for the chart's images"
     );
-    let status = std::process::Command::new(&cargo)
+    let mut build = std::process::Command::new(&cargo);
+    // `cargo test` and `cargo run` hand the program the variables they hand
+    // build scripts (CARGO_PKG_NAME, OUT_DIR, ...); build scripts such as
+    // ring's rerun when those differ, so a nested build would rebuild half
+    // the tree, and the next plain build again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if PER_PACKAGE_VARIABLES.iter().any(|p| name.starts_with(p)) {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .args([
             "build",
             "--locked",
@@ -100,6 +111,18 @@ pub fn build_operator_binaries() -> Result<OperatorBinaries> {
     }
     Ok(binaries)
 }
+
+/// Prefixes of the variables cargo sets for one package's programs.
+const PER_PACKAGE_VARIABLES: [&str; 8] = [
+    "CARGO_MANIFEST_",
+    "CARGO_PKG_",
+    "CARGO_CRATE_",
+    "CARGO_BIN_",
+    "CARGO_CFG_",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "OUT_DIR",
+];
 
 /// `target/<profile>` of an executable in `target/<profile>/` or
 /// `target/<profile>/{deps,examples}/`.

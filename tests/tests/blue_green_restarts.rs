@@ -30,60 +30,12 @@ const MIN_KILLS: usize = 10;
 /// The default seed, so CI runs are repeatable.
 const DEFAULT_SEED: u64 = 20_261_122;
 
-/// The reconciler binary of this build, built first if needed. `cargo test`
-/// builds only the tested package's binaries; a nested `cargo build` (cargo
-/// holds no lock while tests run) is a no-op when it is up to date, and
-/// otherwise makes sure the test never runs a stale reconciler.
+/// The reconciler binary of this build, built first if needed (a no-op
+/// when up to date), so the test never runs a stale reconciler.
 fn reconciler_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root");
-    let mut build = Command::new(env!("CARGO"));
-    build.current_dir(workspace).args([
-        "build",
-        "-p",
-        "emqx-reconciler",
-        "--bin",
-        "emqx-reconciler",
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    if let Some(target) = profile_dir.parent() {
-        build.arg("--target-dir").arg(target);
-    }
-    // `cargo test` gives the test the variables it gives build scripts
-    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, …); build scripts such as ring's
-    // rerun when those differ, so a nested build would rebuild half the tree
-    // and make the next plain build do it again.
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        let per_package = [
-            "CARGO_MANIFEST_",
-            "CARGO_PKG_",
-            "CARGO_CRATE_",
-            "CARGO_BIN_",
-            "CARGO_CFG_",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
-            "OUT_DIR",
-        ];
-        if per_package.iter().any(|p| name.starts_with(p)) {
-            build.env_remove(name.as_ref());
-        }
-    }
-    let status = build.status().expect("running cargo build");
-    assert!(status.success(), "cargo build of emqx-reconciler failed");
-    let binary = profile_dir.join("emqx-reconciler");
-    assert!(binary.is_file(), "{} missing", binary.display());
-    binary
+    sandbox::chart::build_operator_binaries()
+        .expect("operator binaries")
+        .reconciler
 }
 
 /// One run of the reconciler process; SIGKILLed and reaped on drop.
