@@ -3,7 +3,6 @@
 //! `metadata`, `spec`, `status`) as `serde_json::Value`.
 
 use crate::conversion_data::{self, ConversionData};
-use crate::defaults::apply_schema_defaults;
 use crate::names::ANNOTATION_CONVERSION_DATA;
 use crate::served::Served;
 use crate::{v1beta4, v2alpha2, v2beta1, validate};
@@ -153,11 +152,11 @@ fn to_value<T: Serialize>(value: &T) -> Result<Value, ObjectError> {
 pub fn default_object(obj: &Value) -> Result<Value, ObjectError> {
     let served = identify(obj)?;
     parse_typed(served, obj)?;
-    let schema = served.schema().ok_or_else(|| {
+    let defaults = served.defaults().ok_or_else(|| {
         ObjectError::Conversion(format!("no schema for {}", served.api_version()))
     })?;
     let mut out = obj.clone();
-    apply_schema_defaults(&mut out, schema);
+    defaults.apply(&mut out);
     Ok(out)
 }
 

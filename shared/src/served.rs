@@ -1,7 +1,6 @@
-//! The four served kind/version pairs, and their CRD schemas.
+//! The four served kind/version pairs, and what defaulting reads of their CRD schemas.
 
-use crate::crd::{emqx_crd, emqx_enterprise_crd, version_schema};
-use serde_json::Value;
+use crate::defaults::DefaultsTree;
 use std::sync::OnceLock;
 
 /// API group of every kind here.
@@ -67,22 +66,12 @@ impl Served {
         Served::find(api_version, self.kind())
     }
 
-    /// The CRD's OpenAPI schema of this version (generated once).
-    pub fn schema(self) -> Option<&'static Value> {
-        static SCHEMAS: OnceLock<[Option<Value>; 4]> = OnceLock::new();
-        let schemas = SCHEMAS.get_or_init(|| {
-            let emqx = emqx_crd().ok();
-            let enterprise = emqx_enterprise_crd().ok();
-            let get =
-                |crd: &Option<_>, version| crd.as_ref().and_then(|c| version_schema(c, version));
-            [
-                get(&emqx, "v2beta1"),
-                get(&emqx, "v2alpha2"),
-                get(&enterprise, "v1beta4"),
-                get(&enterprise, "v2beta1"),
-            ]
-        });
+    /// What defaulting reads of this version's CRD schema (see
+    /// [`crate::defaults`]): compiled in, parsed once on first use.
+    pub fn defaults(self) -> Option<&'static DefaultsTree> {
+        static TREES: OnceLock<[Option<DefaultsTree>; 4]> = OnceLock::new();
+        let trees = TREES.get_or_init(crate::defaults::compiled_in);
         let index = Served::ALL.iter().position(|s| *s == self)?;
-        schemas[index].as_ref()
+        trees[index].as_ref()
     }
 }

@@ -69,10 +69,13 @@ pub fn review(body: &[u8], hook: Hook) -> Result<AdmissionOutcome, ReviewError> 
 /// `[]byte`) as an array of numbers (kube-rs issue #1781); the API documents
 /// it as base64, which is what Go clients emit, so it is re-encoded here.
 pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) else {
+        // No patch (every validation, most re-applies): nothing to re-encode,
+        // so skip the intermediate `Value` tree.
+        return serde_json::to_vec(review);
+    };
     let mut value = serde_json::to_value(review)?;
-    if let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref())
-        && let Some(slot) = value.pointer_mut("/response/patch")
-    {
+    if let Some(slot) = value.pointer_mut("/response/patch") {
         *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
     }
     serde_json::to_vec(&value)
@@ -321,6 +324,18 @@ mod tests {
             .expect("base64");
         assert_eq!(decoded, br#"[{"op":"add","path":"/spec","value":{}}]"#);
         assert_eq!(out["response"]["patchType"], "JSONPatch");
+    }
+
+    #[test]
+    fn a_review_without_a_patch_encodes_as_plain_json_with_no_patch_field() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let out = review(&body("Pod", "", "CREATE", obj), Hook::Mutate).expect("review");
+        let encoded = encode(&out.review).expect("encode");
+        let parsed: Value = serde_json::from_slice(&encoded).expect("json");
+        // Same document as through a `Value` (only the key order differs).
+        assert_eq!(parsed, serde_json::to_value(&out.review).expect("value"));
+        assert!(parsed["response"].get("patch").is_none(), "{parsed}");
+        assert_eq!(parsed["response"]["allowed"], false);
     }
 
     #[test]

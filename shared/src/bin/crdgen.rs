@@ -1,5 +1,6 @@
 //! Writes the CRDs to `charts/emqx-operator/files/crds/` (or prints them with
-//! `--stdout`). `cargo run -p emqx-crd --bin crdgen`.
+//! `--stdout`), and the defaulting trees taken from them to
+//! `shared/src/defaults_tree.json`. `cargo run -p emqx-crd --bin crdgen`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,8 +24,20 @@ fn main() -> ExitCode {
         eprintln!("crdgen: creating {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    for (name, yaml) in files {
-        let path = dir.join(name);
+    let trees = match emqx_crd::defaults::generate_file() {
+        Ok(trees) => trees,
+        Err(e) => {
+            eprintln!("crdgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let trees_path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(emqx_crd::defaults::GENERATED_FILE);
+    let outputs = files
+        .into_iter()
+        .map(|(name, yaml)| (dir.join(name), yaml))
+        .chain([(trees_path, trees)]);
+    for (path, yaml) in outputs {
         if let Err(e) = std::fs::write(&path, yaml.as_bytes()) {
             eprintln!("crdgen: writing {}: {e}", path.display());
             return ExitCode::FAILURE;
