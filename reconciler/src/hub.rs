@@ -24,6 +24,11 @@ pub trait HubObject:
     fn hub_spec(&self) -> &EMQXSpec;
     /// The status, if any was written.
     fn hub_status(&self) -> Option<&EMQXStatus>;
+    /// Whether users also read this kind as v1beta4, whose status carries
+    /// the `Running` and `BlueGreenUpdating` conditions.
+    fn v1beta4_conditions() -> bool {
+        false
+    }
 }
 
 impl HubObject for EMQX {
@@ -41,5 +46,8 @@ impl HubObject for EmqxEnterprise {
     }
     fn hub_status(&self) -> Option<&EMQXStatus> {
         self.status.as_ref()
+    }
+    fn v1beta4_conditions() -> bool {
+        true
     }
 }
