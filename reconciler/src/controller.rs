@@ -170,13 +170,17 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
     let uid = object.uid().ok_or(Error::MissingField("uid"))?;
     let api_version = K::api_version(&()).to_string();
     let kind = K::kind(&()).to_string();
+    let hub_spec = crate::v1beta4_template::with_template_fields(
+        object.hub_spec(),
+        object.meta().annotations.as_ref(),
+    );
     let cluster = Cluster {
         api_version: &api_version,
         kind: &kind,
         name: &name,
         namespace: &namespace,
         uid: &uid,
-        spec: object.hub_spec(),
+        spec: &hub_spec,
     };
     let client = &ctx.client;
     let reference = object.object_ref(&());

@@ -20,3 +20,4 @@ pub mod render;
 pub mod revision;
 pub mod status;
 pub mod v1beta4_conditions;
+pub mod v1beta4_template;
