@@ -43,9 +43,11 @@ fn seed_000s_container_name_patch_changes_the_template() {
 
 #[test]
 fn other_annotations_of_the_core_template_are_kept() {
-    let mut spec = EMQXSpec::default();
-    spec.core_template =
-        serde_json::from_value(json!({"metadata": {"annotations": {"a": "b"}}})).expect("template");
+    let spec = EMQXSpec {
+        core_template: serde_json::from_value(json!({"metadata": {"annotations": {"a": "b"}}}))
+            .expect("template"),
+        ..EMQXSpec::default()
+    };
     let out = with_template_fields(
         &spec,
         Some(&stash(
