@@ -76,6 +76,7 @@ struct Args {
 struct Reconciler {
     child: Child,
     metrics: String,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Reconciler {
@@ -92,7 +93,8 @@ impl Reconciler {
             .state_dir()
             .map_or_else(std::env::temp_dir, |d| d.join("logs"));
         std::fs::create_dir_all(&log_dir)?;
-        let log = std::fs::File::create(log_dir.join("emqx-reconciler.log"))?;
+        let log_path = log_dir.join("emqx-reconciler.log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new(binary)
             .env("KUBECONFIG", sandbox.kubeconfig())
             .env("RUST_LOG", "warn")
@@ -116,6 +118,7 @@ impl Reconciler {
         Ok(Reconciler {
             child,
             metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log: log_path,
         })
     }
 
@@ -378,12 +381,17 @@ async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
     let names: Vec<String> = (0..args.clusters).map(|i| format!("idle-{i:03}")).collect();
     let started = Instant::now();
     for name in &names {
-        let object = cluster_manifest(
+        let mut object = cluster_manifest(
             name,
             1,
             json!({"type": "Recreate", "initialDelaySeconds": 0,
                    "evacuationStrategy": {"waitTakeover": 0, "connEvictRate": 1000, "sessEvictRate": 1000}}),
         )?;
+        // The sandbox's ClusterIP range is a /24: 200 listeners Services fit,
+        // 200 more dashboard Services would not (their creation would fail
+        // and be retried every pass, which is not an idle cluster).
+        object.spec.dashboard_service_template =
+            Some(serde_json::from_value(json!({"enabled": false}))?);
         api.create(&PostParams::default(), &object).await?;
     }
     let deadline = started + Duration::from_secs(1800);
@@ -462,6 +470,13 @@ async fn writes_part(args: &Args, sandbox: &Sandbox, reconciler: &Reconciler) ->
         total / minutes,
         leases / minutes
     );
+    // What the reconciler warned about (it runs with RUST_LOG=warn).
+    let log = std::fs::read_to_string(&reconciler.log).unwrap_or_default();
+    let warnings: Vec<&str> = log.lines().collect();
+    println!("reconciler log: {} warning lines; last 10:", warnings.len());
+    for line in warnings.iter().rev().take(10).rev() {
+        println!("  {}", line.chars().take(400).collect::<String>());
+    }
     Ok(())
 }
 
