@@ -908,8 +908,22 @@ async fn write_memory<K: HubObject>(
     if current == Some(&value) {
         return Ok(());
     }
-    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let namespace = object.namespace().unwrap_or_default();
     let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
+    if let Some(version) = K::metadata_version() {
+        let gvk = kube::api::GroupVersionKind::gvk(&K::group(&()), version, &K::kind(&()));
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &K::plural(&()));
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &resource);
+        api.patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     api.patch(
         &object.name_any(),
         &PatchParams::default(),

@@ -29,6 +29,14 @@ pub trait HubObject:
     fn v1beta4_conditions() -> bool {
         false
     }
+    /// The version to write metadata (the operator's annotations) through:
+    /// the storage version when it differs from the hub. A write through
+    /// v2beta1 applies v2beta1's schema defaults (a liveness probe, ...) to
+    /// a stored v1beta4 object, which changes its pod template and would
+    /// start an upgrade nobody asked for.
+    fn metadata_version() -> Option<&'static str> {
+        None
+    }
 }
 
 impl HubObject for EMQX {
@@ -49,5 +57,8 @@ impl HubObject for EmqxEnterprise {
     }
     fn v1beta4_conditions() -> bool {
         true
+    }
+    fn metadata_version() -> Option<&'static str> {
+        Some("v1beta4")
     }
 }
