@@ -71,11 +71,19 @@ fn is_running(e: &EmqxEnterprise) -> bool {
     condition(e, "Running").is_some_and(|c| c.status == "True")
 }
 
+/// The nodes `.status.emqxNodes` lists as `Running`. (Removed 4.4 nodes
+/// stay listed as `Stopped`: /api/v4 has no force_leave.)
 fn node_names(e: &EmqxEnterprise) -> BTreeSet<String> {
     e.status
         .as_ref()
         .and_then(|s| s.emqx_nodes.as_ref())
-        .map(|nodes| nodes.iter().filter_map(|n| n.node.clone()).collect())
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n.node_status.as_deref() == Some("Running"))
+                .filter_map(|n| n.node.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
