@@ -11,7 +11,7 @@ use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels, Metrics, NodeLabels
 use crate::observe::{self, LiveSet, VICTIM_DELETION_COST};
 use crate::observed::{EmqxView, Evacuation, Memory, Observed, Role, RoleSpec, Spec, Strategy};
 use crate::render::{self, Cluster, OPERATOR_API_KEY};
-use crate::{memory, revision, status};
+use crate::{drift, memory, revision, status};
 use emqx_crd::evacuation::NodeEvacuationStatus;
 use emqx_crd::names;
 use emqx_crd::v2beta1::EMQXNode;
@@ -171,13 +171,17 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
     let uid = object.uid().ok_or(Error::MissingField("uid"))?;
     let api_version = K::api_version(&()).to_string();
     let kind = K::kind(&()).to_string();
+    let hub_spec = crate::v1beta4_template::with_template_fields(
+        object.hub_spec(),
+        object.meta().annotations.as_ref(),
+    );
     let cluster = Cluster {
         api_version: &api_version,
         kind: &kind,
         name: &name,
         namespace: &namespace,
         uid: &uid,
-        spec: object.hub_spec(),
+        spec: &hub_spec,
     };
     let client = &ctx.client;
     let reference = object.object_ref(&());
@@ -328,6 +332,15 @@ async fn reconcile_inner<K: HubObject>(object: &K, ctx: &Context) -> Result<Acti
         evacuation_unsupported: emqx.is_some_and(|e| !e.view.evacuation_api),
         previous: object.hub_status(),
     });
+    let new_status = if K::v1beta4_conditions() {
+        crate::v1beta4_conditions::with_v1beta4_conditions(
+            new_status,
+            object.hub_status(),
+            observed.now,
+        )
+    } else {
+        new_status
+    };
     if object.hub_status() != Some(&new_status) {
         let api: Api<K> = Api::namespaced(client.clone(), &namespace);
         let patch = json!({"apiVersion": api_version, "kind": kind, "status": new_status});
@@ -380,32 +393,26 @@ fn desired_spec(
 /// operator's API secret.
 async fn ensure_base_objects(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
     let ns = cluster.namespace;
-    let params = apply_params();
-    let config = render::config_map(cluster);
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .patch(
-            &names::config_map_name(cluster.name),
-            &params,
-            &Patch::Apply(&config),
-        )
-        .await?;
-    let headless = render::headless_service(cluster);
-    Api::<Service>::namespaced(client.clone(), ns)
-        .patch(
-            &names::headless_service_name(cluster.name),
-            &params,
-            &Patch::Apply(&headless),
-        )
-        .await?;
+    apply_if_changed(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &names::config_map_name(cluster.name),
+        &render::config_map(cluster),
+    )
+    .await?;
+    apply_if_changed(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        &names::headless_service_name(cluster.name),
+        &render::headless_service(cluster),
+    )
+    .await?;
     for role in [Role::Core, Role::Replicant] {
         if let Some(pdb) = render::pdb(cluster, role) {
-            Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-                .patch(
-                    &names::pdb_name(cluster.name, role),
-                    &params,
-                    &Patch::Apply(&pdb),
-                )
-                .await?;
+            apply_if_changed(
+                &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+                &names::pdb_name(cluster.name, role),
+                &pdb,
+            )
+            .await?;
         }
     }
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
@@ -468,6 +475,26 @@ fn operator_secret_in(file: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{OPERATOR_API_KEY}:")))
         .map(|s| s.split(':').next().unwrap_or_default().to_owned())
         .unwrap_or_default()
+}
+
+/// Server-side applies `desired` unless the live object already says it
+/// ([`drift::needs_apply`]): a steady cluster costs reads, never writes.
+async fn apply_if_changed<T>(api: &Api<T>, name: &str, desired: &T) -> Result<(), Error>
+where
+    T: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let stamped = drift::stamp(
+        serde_json::to_value(desired).map_err(|_| Error::MissingField("a serialisable object"))?,
+    );
+    let live = api
+        .get_opt(name)
+        .await?
+        .and_then(|o| serde_json::to_value(o).ok());
+    if drift::needs_apply(&stamped, live.as_ref()) {
+        api.patch(name, &apply_params(), &Patch::Apply(&stamped))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn create_secret(
@@ -1003,8 +1030,22 @@ async fn write_memory<K: HubObject>(
     if current == Some(&value) {
         return Ok(());
     }
-    let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+    let namespace = object.namespace().unwrap_or_default();
     let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
+    if let Some(version) = K::metadata_version() {
+        let gvk = kube::api::GroupVersionKind::gvk(&K::group(&()), version, &K::kind(&()));
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &K::plural(&()));
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &resource);
+        api.patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
     api.patch(
         &object.name_any(),
         &PatchParams::default(),

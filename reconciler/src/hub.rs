@@ -24,6 +24,19 @@ pub trait HubObject:
     fn hub_spec(&self) -> &EMQXSpec;
     /// The status, if any was written.
     fn hub_status(&self) -> Option<&EMQXStatus>;
+    /// Whether users also read this kind as v1beta4, whose status carries
+    /// the `Running` and `BlueGreenUpdating` conditions.
+    fn v1beta4_conditions() -> bool {
+        false
+    }
+    /// The version to write metadata (the operator's annotations) through:
+    /// the storage version when it differs from the hub. A write through
+    /// v2beta1 applies v2beta1's schema defaults (a liveness probe, ...) to
+    /// a stored v1beta4 object, which changes its pod template and would
+    /// start an upgrade nobody asked for.
+    fn metadata_version() -> Option<&'static str> {
+        None
+    }
 }
 
 impl HubObject for EMQX {
@@ -41,5 +54,11 @@ impl HubObject for EmqxEnterprise {
     }
     fn hub_status(&self) -> Option<&EMQXStatus> {
         self.status.as_ref()
+    }
+    fn v1beta4_conditions() -> bool {
+        true
+    }
+    fn metadata_version() -> Option<&'static str> {
+        Some("v1beta4")
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod controller;
 pub mod decide;
+pub mod drift;
 pub mod emqx_api;
 pub mod emqx_client;
 pub mod explain;
@@ -19,3 +20,5 @@ pub mod observed;
 pub mod render;
 pub mod revision;
 pub mod status;
+pub mod v1beta4_conditions;
+pub mod v1beta4_template;

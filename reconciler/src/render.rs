@@ -262,6 +262,23 @@ fn data_volume_name(cluster: &Cluster<'_>) -> String {
 
 /// The pod template of a role, without the revision label: what is compared
 /// with live sets and hashed into a new revision's name.
+/// Annotations that belong on the custom resource, never on pods: the
+/// operator's own memory and controls, the conversion stash, kubectl's
+/// last-applied copy. The v1beta4 defaulting (like upstream's) copies the
+/// object's annotations into `.spec.template.metadata`; without this filter
+/// every progress note the operator writes would change the pod template
+/// and start another blue-green upgrade.
+pub fn is_object_annotation(key: &str) -> bool {
+    matches!(
+        key,
+        crate::memory::ANNOTATION_PROGRESS
+            | crate::memory::ANNOTATION_PAUSED
+            | crate::memory::ANNOTATION_PROGRESS_DEADLINE
+            | names::ANNOTATION_CONVERSION_DATA
+            | "kubectl.kubernetes.io/last-applied-configuration"
+    )
+}
+
 pub fn pod_template(cluster: &Cluster<'_>, role: DbRole) -> PodTemplateSpec {
     let spec = cluster.role_spec(role).cloned().unwrap_or_default();
     let mut labels = names::role_labels(cluster.name, role);
@@ -270,7 +287,13 @@ pub fn pod_template(cluster: &Cluster<'_>, role: DbRole) -> PodTemplateSpec {
         for (k, v) in m.labels.iter().flatten() {
             labels.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        annotations.extend(m.annotations.clone().unwrap_or_default());
+        annotations.extend(
+            m.annotations
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(k, _)| !is_object_annotation(k)),
+        );
     }
     let data = data_volume_name(cluster);
     let mut mounts = vec![

@@ -271,12 +271,16 @@ fn nodes_status(input: &StatusInput<'_>, role: Role) -> EMQXNodesStatus {
     }
 }
 
+/// Sorted by node name: EMQX lists members in no fixed order, and a status
+/// that reshuffles would be rewritten on every pass of an idle cluster.
 fn role_nodes(nodes: &[(Role, EMQXNode)], role: Role) -> Vec<EMQXNode> {
-    nodes
+    let mut out: Vec<EMQXNode> = nodes
         .iter()
         .filter(|(r, _)| *r == role)
         .map(|(_, n)| n.clone())
-        .collect()
+        .collect();
+    out.sort_by(|a, b| a.node.cmp(&b.node));
+    out
 }
 
 /// `lastTransitionTime` moves only when a condition's status flips (upstream

@@ -30,10 +30,12 @@ pub mod pod_process;
 pub mod pod_status;
 pub mod pod_volumes;
 pub mod process;
+pub mod project_binary;
 pub mod readiness_probe;
 pub mod recorder;
 pub mod sandbox;
 pub mod service_proxy;
+pub mod webhook_process;
 
 pub use emqx_hook::EmqxHook;
 pub use pod_hook::{PodContext, PodHook, RunningPod};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use emqx_crd::v2beta1::EMQX;
 use emqx_reconciler::controller::{Context, Shutdown, run};
+use emqx_reconciler::hub::HubObject;
 use emqx_reconciler::metrics::Metrics;
 use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -114,8 +115,14 @@ pub struct InProcessReconciler {
 }
 
 impl InProcessReconciler {
-    /// Starts the controller for `namespace`.
+    /// Starts the `EMQX` controller for `namespace`.
     pub fn start(client: Client, namespace: &str) -> InProcessReconciler {
+        Self::start_kind::<EMQX>(client, namespace)
+    }
+
+    /// Starts the controller of kind `K` (`EMQX` or `EmqxEnterprise`, read
+    /// as the v2beta1 hub) for `namespace`.
+    pub fn start_kind<K: HubObject>(client: Client, namespace: &str) -> InProcessReconciler {
         let ctx = Arc::new(Context {
             client: client.clone(),
             recorder: Recorder::new(
@@ -136,7 +143,7 @@ impl InProcessReconciler {
         .shared();
         let namespace = namespace.to_owned();
         let task = tokio::spawn(async move {
-            run::<EMQX>(client, Some(&namespace), ctx, shutdown).await;
+            run::<K>(client, Some(&namespace), ctx, shutdown).await;
         });
         InProcessReconciler {
             stop: Some(stop),

@@ -219,3 +219,44 @@ fn node_names_follow_the_container() {
     );
     assert_eq!(api_of_image("emqx/emqx:latest"), ApiGeneration::V5);
 }
+
+/// The v1beta4 defaulting copies the object's annotations into the pod
+/// template; the operator's own notes on the object must not reach the pods
+/// (each would be a template change, i.e. another upgrade).
+#[test]
+fn operator_annotations_copied_into_the_template_do_not_change_the_pods() {
+    let mut with_notes = EMQXSpec {
+        image: "emqx/emqx-ee:4.4.14".into(),
+        ..EMQXSpec::default()
+    };
+    let plain = with_notes.clone();
+    with_notes.core_template =
+        serde_json::from_value(serde_json::json!({"metadata": {"annotations": {
+            "apps.emqx.io/blue-green-progress": "{\"x\":1}",
+            "apps.emqx.io/reconcile-paused": "true",
+            "apps.emqx.io/conversion-data": "{}",
+            "kubectl.kubernetes.io/last-applied-configuration": "{}",
+            "team": "a"
+        }}}))
+        .expect("template");
+    let cluster = |spec| Cluster {
+        api_version: "apps.emqx.io/v2beta1",
+        kind: "EmqxEnterprise",
+        name: "emqx-ee",
+        namespace: "default",
+        uid: "u",
+        spec,
+    };
+    let annotations = pod_template(&cluster(&with_notes), DbRole::Core)
+        .metadata
+        .and_then(|m| m.annotations)
+        .expect("annotations");
+    assert_eq!(annotations.len(), 1, "{annotations:?}");
+    assert_eq!(annotations.get("team").map(String::as_str), Some("a"));
+    assert!(
+        pod_template(&cluster(&plain), DbRole::Core)
+            .metadata
+            .and_then(|m| m.annotations)
+            .is_none()
+    );
+}
