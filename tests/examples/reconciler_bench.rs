@@ -561,9 +561,10 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let binary =
-        tokio::task::spawn_blocking(|| project_binary::build("emqx-reconciler", "emqx-reconciler"))
-            .await??;
+    let binary = tokio::task::spawn_blocking(|| {
+        project_binary::build_operator_binaries().map(|b| b.reconciler)
+    })
+    .await??;
     let hook = EmqxHook::new();
     let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone())).await?;
     let result = async {

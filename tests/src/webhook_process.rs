@@ -82,10 +82,11 @@ impl WebhookProcess {
     /// CRDs (already installed) and for admission, and waits until it has
     /// injected its CA everywhere (bounded: 90 s).
     pub async fn start(sandbox: &Sandbox) -> Result<WebhookProcess> {
-        let binary =
-            tokio::task::spawn_blocking(|| project_binary::build("emqx-webhook", "emqx-webhook"))
-                .await
-                .context("build task")??;
+        let binary = tokio::task::spawn_blocking(|| {
+            project_binary::build_operator_binaries().map(|b| b.webhook)
+        })
+        .await
+        .context("build task")??;
         let port = project_binary::free_port()?;
         let base_url = format!("https://127.0.0.1:{port}");
         let client = sandbox.client();
