@@ -133,10 +133,13 @@ async fn watch_until_ready(
         let emqx = api.get(NAME).await?;
         let now = get_line(sandbox).await;
         // Without a terminal (CI logs) the bars are hidden; print each
-        // change of the `kubectl get` line instead.
-        if !std::io::stdout().is_terminal() && now != printed {
+        // change of the `kubectl get` line instead (but for its AGE column).
+        let without_age = now
+            .rsplit_once("   ")
+            .map_or(now.as_str(), |(rest, _)| rest);
+        if !std::io::stdout().is_terminal() && without_age != printed {
             println!("  {now}");
-            printed.clone_from(&now);
+            without_age.clone_into(&mut printed);
         }
         line.set_message(now);
         for e in emqx
