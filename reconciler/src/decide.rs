@@ -445,7 +445,7 @@ impl<'a> Pass<'a> {
         let Some(emqx) = self.obs.emqx.clone() else {
             self.phase = Phase::WaitingForNewNodes;
             self.wait(
-                "EmqxApiUnavailable",
+                crate::explain::EMQX_API_UNAVAILABLE,
                 "cannot read the EMQX cluster through its API; no old node is touched until it answers"
                     .into(),
             );
