@@ -54,12 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Endpoints::new(vec![b.mqtt_addr()]),
         cluster.clone(),
     );
-    if !load
-        .wait_until(Duration::from_secs(120), |p| {
-            p.connected == clients && p.subscribed == clients
-        })
-        .await
-    {
+    if !load.wait_all_subscribed(Duration::from_secs(120)).await {
         return Err(format!("clients did not connect: {:?}", load.progress()).into());
     }
     println!("{clients} clients connected to {}", a.name());
@@ -101,8 +96,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\nevacuation done in {:.1} s (floor {floor:.1} s)",
         started.elapsed().as_secs_f64()
     );
-    load.wait_until(Duration::from_secs(60), |p| p.connected == clients)
-        .await;
+    load.wait_all_connected(Duration::from_secs(60)).await;
     let report = load.finish(Duration::from_secs(30)).await;
     let artifacts = write_all(
         &report,

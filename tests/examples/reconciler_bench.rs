@@ -292,12 +292,7 @@ async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> R
         service,
         cluster.clone(),
     );
-    if !load
-        .wait_until(Duration::from_secs(120), |p| {
-            p.connected == clients && p.subscribed == clients
-        })
-        .await
-    {
+    if !load.wait_all_subscribed(Duration::from_secs(120)).await {
         bail!("clients did not connect: {:?}", load.progress());
     }
     let per_node = cluster.live_connections_by_node();

@@ -243,12 +243,7 @@ async fn main() -> Result<()> {
         cluster,
     );
     let clients = args.clients;
-    if !load
-        .wait_until(Duration::from_secs(180), |p| {
-            p.connected == clients && p.subscribed == clients
-        })
-        .await
-    {
+    if !load.wait_all_subscribed(Duration::from_secs(180)).await {
         bail!("clients did not connect: {:?}", load.progress());
     }
     println!("  ✔ success [{clients}/{clients}] - Connected");
@@ -283,8 +278,7 @@ async fn main() -> Result<()> {
         update_revision(&done).unwrap_or_default(),
         upgrade_started.elapsed().as_secs_f64()
     );
-    load.wait_until(Duration::from_secs(60), |p| p.connected == clients)
-        .await;
+    load.wait_all_connected(Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let report = load.finish(Duration::from_secs(30)).await;
     let artifacts = write_all(

@@ -291,6 +291,20 @@ impl MqttLoad {
         }
     }
 
+    /// Waits until every client is connected and has had its subscription
+    /// acknowledged: the load is in place.
+    pub async fn wait_all_subscribed(&self, timeout: Duration) -> bool {
+        let n = self.shared.config.clients;
+        self.wait_until(timeout, |p| p.connected == n && p.subscribed == n)
+            .await
+    }
+
+    /// Waits until every client is connected (again, after an upgrade).
+    pub async fn wait_all_connected(&self, timeout: Duration) -> bool {
+        let n = self.shared.config.clients;
+        self.wait_until(timeout, |p| p.connected == n).await
+    }
+
     /// Whether client `idx` has had a subscription acknowledged.
     pub fn is_subscribed(&self, idx: usize) -> bool {
         self.shared.is_subscribed(idx)

@@ -226,9 +226,7 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         cluster.clone(),
     );
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS
-            && p.subscribed == CLIENTS)
-            .await,
+        load.wait_all_subscribed(Duration::from_secs(60)).await,
         "clients did not connect: {:?}",
         load.progress()
     );
@@ -236,8 +234,7 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
     ready.patch_image_pull_policy().await;
     wait_ready(&ready.api, Some(ready.revision.clone())).await;
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

@@ -411,8 +411,7 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
     // The clients that moved to the new set came back with their sessions;
     // all end on the original revision's nodes.
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

@@ -187,8 +187,7 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
         cleared.elapsed().as_secs_f32()
     );
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

@@ -62,8 +62,7 @@ async fn open_source_brokers_are_drained_by_the_documented_fallback() {
     .await;
     eprintln!("upgrade done after {:.1}s", t0.elapsed().as_secs_f32());
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

@@ -189,9 +189,7 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
         cluster.clone(),
     );
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS
-            && p.subscribed == CLIENTS)
-            .await,
+        load.wait_all_subscribed(Duration::from_secs(60)).await,
         "clients did not connect: {:?}",
         load.progress()
     );
@@ -225,8 +223,7 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
     let done = f.wait_ready(Some(&old), Duration::from_secs(240)).await;
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );
@@ -474,8 +471,7 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
     assert_eq!(f.listeners_revision().await, Some(old_replicant.clone()));
 
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

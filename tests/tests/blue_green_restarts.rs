@@ -206,8 +206,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
 
     // Clients came back, each disconnected once, sessions kept.
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

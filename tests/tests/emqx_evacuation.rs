@@ -113,11 +113,7 @@ async fn five_hundred_clients_evacuated_at_fifty_per_tick() {
         Endpoints::new(vec![b.mqtt_addr()]),
         cluster.clone(),
     );
-    let ok = load
-        .wait_until(Duration::from_secs(30), |p| {
-            p.connected == 500 && p.subscribed == 500
-        })
-        .await;
+    let ok = load.wait_all_subscribed(Duration::from_secs(30)).await;
     if !ok {
         for i in (0..500).filter(|i| !load.is_subscribed(*i)).take(3) {
             eprintln!("{:?}", load.client_log(i));
@@ -252,8 +248,7 @@ async fn five_hundred_clients_evacuated_at_fifty_per_tick() {
     );
 
     assert!(
-        load.wait_until(Duration::from_secs(30), |p| p.connected == 500)
-            .await,
+        load.wait_all_connected(Duration::from_secs(30)).await,
         "every client back: {:?}",
         load.progress()
     );
@@ -390,9 +385,7 @@ async fn mqtt_3_clients_are_closed_and_resume_their_sessions() {
         cluster.clone(),
     );
     assert!(
-        load.wait_until(Duration::from_secs(30), |p| p.connected == 100
-            && p.subscribed == 100)
-            .await,
+        load.wait_all_subscribed(Duration::from_secs(30)).await,
         "{:?}",
         load.progress()
     );
@@ -434,10 +427,7 @@ async fn mqtt_3_clients_are_closed_and_resume_their_sessions() {
         .filter(|n| *n > 0)
         .collect();
     assert_eq!(evicted, vec![25, 25, 25, 25]);
-    assert!(
-        load.wait_until(Duration::from_secs(20), |p| p.connected == 100)
-            .await
-    );
+    assert!(load.wait_all_connected(Duration::from_secs(20)).await);
     let report = load.finish(Duration::from_secs(15)).await;
     for log in &report.client_logs {
         let during: Vec<_> = log

@@ -191,9 +191,7 @@ async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
         cluster.clone(),
     );
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS
-            && p.subscribed == CLIENTS)
-            .await,
+        load.wait_all_subscribed(Duration::from_secs(60)).await,
         "clients did not connect: {:?}",
         load.progress()
     );
@@ -332,8 +330,7 @@ async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
 
     // Each client moved once and kept its session.
     assert!(
-        load.wait_until(Duration::from_secs(60), |p| p.connected == CLIENTS)
-            .await,
+        load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
         load.progress()
     );

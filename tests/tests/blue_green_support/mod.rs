@@ -248,9 +248,7 @@ impl Fixture {
             cluster.clone(),
         );
         assert!(
-            load.wait_until(Duration::from_secs(60), |p| p.connected == clients
-                && p.subscribed == clients)
-                .await,
+            load.wait_all_subscribed(Duration::from_secs(60)).await,
             "clients did not connect: {:?}",
             load.progress()
         );

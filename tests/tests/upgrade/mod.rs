@@ -185,9 +185,7 @@ impl Stage {
             self.cluster(),
         );
         assert!(
-            load.wait_until(Duration::from_secs(60), |p| p.connected == count
-                && p.subscribed == count)
-                .await,
+            load.wait_all_subscribed(Duration::from_secs(60)).await,
             "clients did not connect: {:?}",
             load.progress()
         );
