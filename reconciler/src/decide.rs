@@ -217,9 +217,13 @@ pub fn effective_services(spec: &Spec, obs: &Observed) -> Services {
     }
 }
 
-/// Whether new MQTT connections reach the desired revision.
+/// Whether the listeners Service sends new MQTT connections to the desired
+/// revision of the serving role.
 pub fn traffic_on_desired(spec: &Spec, obs: &Observed) -> bool {
-    effective_services(spec, obs).listeners == Some(desired_services(spec).0)
+    let ((_, desired), _) = desired_services(spec);
+    effective_services(spec, obs)
+        .listeners
+        .is_some_and(|(_, revision)| revision == desired)
 }
 
 /// The selectors the Services should have: the serving role's desired

@@ -185,3 +185,104 @@ fn related_object(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emqx_api::{EmqxError, StartOutcome};
+    use crate::error::Error;
+    use crate::explain::StepFailure;
+    use crate::observed::{Pod, Strategy};
+    use emqx_crd::v2beta1::EMQXSpec;
+
+    fn sets() -> Vec<NodeSet> {
+        vec![NodeSet {
+            name: "e-core-a".into(),
+            role: Role::Core,
+            revision: "a".into(),
+            replicas: 1,
+            created_at: 0,
+            pods: vec![Pod {
+                name: "e-core-a-0".into(),
+                ordinal: Some(0),
+                created_at: 0,
+                ready: true,
+                terminating: false,
+                node: "emqx@a-0".into(),
+                marked_for_deletion: false,
+            }],
+        }]
+    }
+
+    #[test]
+    fn events_tell_what_was_done_and_what_failed() {
+        let spec = EMQXSpec::default();
+        let cluster = Cluster {
+            api_version: "apps.emqx.io/v2beta1",
+            kind: "EMQX",
+            name: "e",
+            namespace: "default",
+            uid: "u",
+            spec: &spec,
+        };
+        let evacuate = Action::StartEvacuation {
+            node: "emqx@a-0".into(),
+            migrate_to: vec!["emqx@b-0".into()],
+            strategy: Strategy {
+                initial_delay_s: 0,
+                wait_takeover_s: 5,
+                conn_evict_rate: 100,
+                sess_evict_rate: 50,
+            },
+        };
+        let outcome = Outcome {
+            done: vec![
+                (
+                    Action::RecordProgress {
+                        marker: "m".into(),
+                        at: 1,
+                    },
+                    Effect::Done,
+                ),
+                (
+                    Action::ForceLeave {
+                        node: "emqx@old".into(),
+                    },
+                    Effect::NotNeeded,
+                ),
+                (
+                    evacuate,
+                    Effect::EvacuationStarted(StartOutcome::AlreadyRunning),
+                ),
+            ],
+            failed: Some(StepFailure {
+                step: Action::RemoveOldNode {
+                    set: "e-core-a".into(),
+                    node: Some("emqx@a-0".into()),
+                    from: 1,
+                },
+                error: Error::Emqx(EmqxError::NodeNotFound("emqx@a-0".into())),
+            }),
+        };
+        let notes = notes(&cluster, &sets(), &outcome);
+        let reasons: Vec<&str> = notes.iter().map(|n| n.reason).collect();
+        // Bookkeeping and a force_leave EMQX 4.4 does not need tell nothing.
+        assert_eq!(reasons, ["NodeEvacuation", "ReconcilerFailed"]);
+        assert!(
+            notes[0].note.contains("100 connections/s"),
+            "{}",
+            notes[0].note
+        );
+        assert!(
+            notes[0].note.contains("AlreadyRunning"),
+            "{}",
+            notes[0].note
+        );
+        assert_eq!(
+            notes[0].related.as_ref().and_then(|r| r.name.as_deref()),
+            Some("e-core-a-0")
+        );
+        assert_eq!(notes[1].type_, EventType::Warning);
+        assert!(notes[1].note.contains("emqx@a-0"), "{}", notes[1].note);
+    }
+}

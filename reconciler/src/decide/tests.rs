@@ -231,6 +231,41 @@ fn the_highest_old_ordinal_is_evacuated_to_the_new_nodes() {
 }
 
 #[test]
+fn a_disabled_listeners_service_counts_as_pointed() {
+    // A listeners Service left over from before it was disabled still
+    // selects the old revision: it must neither hold the upgrade nor be
+    // moved.
+    let mut obs = switched(100);
+    obs.services.listeners = Some((Role::Core, "a".into()));
+    let enabled = spec("b", 3);
+    assert!(!traffic_on_desired(&enabled, &obs));
+    let d = decide(&enabled, &obs);
+    assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(!has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+
+    let disabled = Spec {
+        listeners_service: false,
+        ..spec("b", 3)
+    };
+    assert!(traffic_on_desired(&disabled, &obs));
+    let d = decide(&disabled, &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+}
+
+#[test]
+fn old_means_another_revision_with_replicas_or_pods_left() {
+    let spec = spec("b", 3);
+    let mut draining = core_set("a", 1, 0, true);
+    assert!(draining.is_old(&spec));
+    draining.replicas = 0;
+    assert!(draining.is_old(&spec), "its last pod still runs");
+    draining.pods.clear();
+    assert!(!draining.is_old(&spec), "history, not an upgrade");
+    assert!(!core_set("b", 3, 1, true).is_old(&spec));
+}
+
+#[test]
 fn a_running_evacuation_is_waited_for_and_nothing_is_removed() {
     let mut obs = switched(100);
     if let Some(emqx) = obs.emqx.as_mut() {
