@@ -3,9 +3,16 @@
 //! `decide(spec, observed)` looks at what the cluster shows and returns the
 //! next actions. It remembers nothing: every step is derived from the sets,
 //! their pods, the Service selectors, EMQX's own evacuation state and the few
-//! timestamps kept in the object's status ([`Memory`]). Killing the reconciler
-//! at any instant and starting it again therefore resumes the same upgrade:
-//! no node is evacuated twice and none is removed early.
+//! timestamps kept on the object in the `apps.emqx.io/blue-green-progress`
+//! annotation ([`crate::observed::Memory`], read and written by
+//! [`crate::memory`]). Killing the reconciler at any instant and starting it
+//! again therefore resumes the same upgrade: no node is evacuated twice and
+//! none is removed early.
+//!
+//! The rules that read the observation live here and nowhere else: which
+//! sets are old ([`NodeSet::is_old`]), that a disabled Service counts as
+//! pointed, and why the cluster waits ([`WaitReason`]; [`crate::explain`]
+//! adds what only the shell knows, such as the node whose API failed).
 //!
 //! The flow (seed 002's state diagram):
 //! 1. create the new core set, then (cores ready) the new replicant set;
@@ -20,7 +27,8 @@
 //!    delete zero sets beyond `revisionHistoryLimit`.
 
 use crate::observed::{
-    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, Seconds, Spec, Strategy,
+    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, Seconds, Services, Spec,
+    Strategy,
 };
 
 /// One thing the shell must do, in order. The shell stops at the first
@@ -87,11 +95,50 @@ pub enum Phase {
     Ready,
 }
 
-/// Why the cluster waits: a CamelCase reason and a human message, for the
-/// condition that tells the user what happens next.
+/// Why the cluster waits; [`WaitReason::as_str`] is the condition reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitReason {
+    Paused,
+    WaitingForCoreNodes,
+    CreatingNodes,
+    WaitingForNodes,
+    /// EMQX could not be read this pass; [`crate::explain`] names the node
+    /// and the error.
+    EmqxApiUnavailable,
+    WaitingForNewNodes,
+    InitialDelay,
+    WaitingForPodTermination,
+    EvacuatingNode,
+    NoRecipients,
+    DrainingWithoutEvacuation,
+    RemovingOldNode,
+}
+
+impl WaitReason {
+    /// The CamelCase reason of the conditions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitReason::Paused => "Paused",
+            WaitReason::WaitingForCoreNodes => "WaitingForCoreNodes",
+            WaitReason::CreatingNodes => "CreatingNodes",
+            WaitReason::WaitingForNodes => "WaitingForNodes",
+            WaitReason::EmqxApiUnavailable => "EmqxApiUnavailable",
+            WaitReason::WaitingForNewNodes => "WaitingForNewNodes",
+            WaitReason::InitialDelay => "InitialDelay",
+            WaitReason::WaitingForPodTermination => "WaitingForPodTermination",
+            WaitReason::EvacuatingNode => "EvacuatingNode",
+            WaitReason::NoRecipients => "NoRecipients",
+            WaitReason::DrainingWithoutEvacuation => "DrainingWithoutEvacuation",
+            WaitReason::RemovingOldNode => "RemovingOldNode",
+        }
+    }
+}
+
+/// Why the cluster waits: a reason and a human message, for the condition
+/// that tells the user what happens next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Wait {
-    pub reason: &'static str,
+    pub reason: WaitReason,
     pub message: String,
     /// A wait that ends by the clock (initial delay, fallback drain) never
     /// counts as a stall.
@@ -138,7 +185,7 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
             phase: Phase::Paused,
             actions,
             wait: Some(Wait {
-                reason: "Paused",
+                reason: WaitReason::Paused,
                 message: "reconciliation is paused by annotation; remove it to resume".into(),
                 timed: false,
             }),
@@ -151,9 +198,63 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
     pass.finish()
 }
 
+/// Where the Services point, with a disabled Service counted as pointed at
+/// the desired revision: it has nothing to point, so it never holds the
+/// upgrade, and an old set is never kept for it.
+pub fn effective_services(spec: &Spec, obs: &Observed) -> Services {
+    let (listeners, dashboard) = desired_services(spec);
+    Services {
+        listeners: if spec.listeners_service {
+            obs.services.listeners.clone()
+        } else {
+            Some(listeners)
+        },
+        dashboard: if spec.dashboard_service {
+            obs.services.dashboard.clone()
+        } else {
+            Some(dashboard)
+        },
+    }
+}
+
+/// Whether the listeners Service sends new MQTT connections to the desired
+/// revision of the serving role.
+pub fn traffic_on_desired(spec: &Spec, obs: &Observed) -> bool {
+    let ((_, desired), _) = desired_services(spec);
+    effective_services(spec, obs)
+        .listeners
+        .is_some_and(|(_, revision)| revision == desired)
+}
+
+/// The selectors the Services should have: the serving role's desired
+/// revision for the listeners, the desired core revision for the dashboard.
+fn desired_services(spec: &Spec) -> ((Role, Revision), Revision) {
+    let serving = spec.serving_role();
+    let serving_rev = spec
+        .role(serving)
+        .map_or_else(|| spec.core.revision.clone(), |r| r.revision.clone());
+    ((serving, serving_rev), spec.core.revision.clone())
+}
+
+impl NodeSet {
+    /// The set runs the revision the spec asks for its role.
+    pub fn is_desired(&self, spec: &Spec) -> bool {
+        spec.role(self.role)
+            .is_some_and(|r| r.revision == self.revision)
+    }
+
+    /// Not of the desired revision and still has replicas or pods: a set
+    /// the upgrade has to drain. The one rule for "upgrading", everywhere.
+    pub fn is_old(&self, spec: &Spec) -> bool {
+        !self.is_desired(spec) && (self.replicas > 0 || !self.pods.is_empty())
+    }
+}
+
 struct Pass<'a> {
     spec: &'a Spec,
     obs: &'a Observed,
+    /// [`effective_services`].
+    services: Services,
     actions: Vec<Action>,
     phase: Phase,
     wait: Option<Wait>,
@@ -165,6 +266,7 @@ impl<'a> Pass<'a> {
         Pass {
             spec,
             obs,
+            services: effective_services(spec, obs),
             actions: Vec::new(),
             phase: Phase::Creating,
             wait: None,
@@ -195,7 +297,7 @@ impl<'a> Pass<'a> {
             .obs
             .sets
             .iter()
-            .filter(|s| !self.is_update_set(s) && (s.replicas > 0 || !s.pods.is_empty()))
+            .filter(|s| s.is_old(self.spec))
             .collect();
         old.sort_by(|a, b| {
             drain_rank(a.role)
@@ -206,13 +308,7 @@ impl<'a> Pass<'a> {
         old
     }
 
-    fn is_update_set(&self, set: &NodeSet) -> bool {
-        self.spec
-            .role(set.role)
-            .is_some_and(|r| r.revision == set.revision)
-    }
-
-    fn wait(&mut self, reason: &'static str, message: String) {
+    fn wait(&mut self, reason: WaitReason, message: String) {
         self.wait = Some(Wait {
             reason,
             message,
@@ -220,7 +316,7 @@ impl<'a> Pass<'a> {
         });
     }
 
-    fn timed_wait(&mut self, reason: &'static str, message: String, remaining: Seconds) {
+    fn timed_wait(&mut self, reason: WaitReason, message: String, remaining: Seconds) {
         self.wait = Some(Wait {
             reason,
             message,
@@ -268,7 +364,7 @@ impl<'a> Pass<'a> {
                         self.phase = Phase::Creating;
                         let summary = self.readiness_summary(Role::Core);
                         self.wait(
-                            "WaitingForCoreNodes",
+                            WaitReason::WaitingForCoreNodes,
                             format!("new replicants wait for the new core nodes: {summary}"),
                         );
                         return false;
@@ -280,7 +376,7 @@ impl<'a> Pass<'a> {
                     });
                     self.phase = Phase::Creating;
                     self.wait(
-                        "CreatingNodes",
+                        WaitReason::CreatingNodes,
                         format!(
                             "creating the {} set of revision {}",
                             role.as_str(),
@@ -336,18 +432,9 @@ impl<'a> Pass<'a> {
         self.roles().into_iter().all(|r| self.role_ready(r))
     }
 
-    fn desired_services(&self) -> ((Role, Revision), Revision) {
-        let serving = self.spec.serving_role();
-        let serving_rev = self
-            .spec
-            .role(serving)
-            .map_or_else(|| self.spec.core.revision.clone(), |r| r.revision.clone());
-        ((serving, serving_rev), self.spec.core.revision.clone())
-    }
-
     fn point_services_if_needed(&mut self) -> bool {
-        let (listeners, dashboard) = self.desired_services();
-        let services = &self.obs.services;
+        let (listeners, dashboard) = desired_services(self.spec);
+        let services = &self.services;
         if services.listeners.as_ref() == Some(&listeners)
             && services.dashboard.as_ref() == Some(&dashboard)
         {
@@ -407,7 +494,10 @@ impl<'a> Pass<'a> {
         } else {
             self.phase = Phase::WaitingForNewNodes;
             let summary = self.summaries();
-            self.wait("WaitingForNodes", format!("waiting for nodes: {summary}"));
+            self.wait(
+                WaitReason::WaitingForNodes,
+                format!("waiting for nodes: {summary}"),
+            );
             self.requeue_after_s = Some(POLL_S * 5);
         }
     }
@@ -428,7 +518,7 @@ impl<'a> Pass<'a> {
                 .obs
                 .sets
                 .iter()
-                .filter(|s| s.role == role && !self.is_update_set(s))
+                .filter(|s| s.role == role && !s.is_desired(self.spec))
                 .filter(|s| s.replicas == 0 && s.pods.is_empty())
                 .collect();
             // Newest first: the first `limit` are kept.
@@ -445,7 +535,7 @@ impl<'a> Pass<'a> {
         let Some(emqx) = self.obs.emqx.clone() else {
             self.phase = Phase::WaitingForNewNodes;
             self.wait(
-                crate::explain::EMQX_API_UNAVAILABLE,
+                WaitReason::EmqxApiUnavailable,
                 "cannot read the EMQX cluster through its API; no old node is touched until it answers"
                     .into(),
             );
@@ -457,7 +547,7 @@ impl<'a> Pass<'a> {
             self.phase = Phase::WaitingForNewNodes;
             let summary = self.summaries();
             self.wait(
-                "WaitingForNewNodes",
+                WaitReason::WaitingForNewNodes,
                 format!("new nodes must be ready and joined before traffic moves: {summary}"),
             );
             self.requeue_after_s = Some(POLL_S * 2);
@@ -485,7 +575,7 @@ impl<'a> Pass<'a> {
     /// ones from being scheduled (upstream #1214). Returns the other sets,
     /// which drain as usual.
     fn scale_away_abandoned(&mut self, old: &[&'a NodeSet], emqx: &EmqxView) -> Vec<&'a NodeSet> {
-        let services = &self.obs.services;
+        let services = &self.services;
         let mut rest = Vec::new();
         for set in old.iter().copied() {
             let selected = services
@@ -536,7 +626,7 @@ impl<'a> Pass<'a> {
         }
         self.phase = Phase::InitialDelay;
         self.timed_wait(
-            "InitialDelay",
+            WaitReason::InitialDelay,
             format!(
                 "new nodes are ready; traffic moves in {}s (initialDelaySeconds)",
                 until - now
@@ -552,7 +642,7 @@ impl<'a> Pass<'a> {
         // its force_leave happens first and evacuations never overlap.
         if let Some(pod) = old.iter().flat_map(|s| &s.pods).find(|p| p.terminating) {
             self.wait(
-                "WaitingForPodTermination",
+                WaitReason::WaitingForPodTermination,
                 format!("waiting for old pod {} to terminate", pod.name),
             );
             return;
@@ -562,7 +652,7 @@ impl<'a> Pass<'a> {
         // would have two old nodes out of service at once.
         if let Some((set, pod)) = old.iter().find_map(|s| surplus_pod(s).map(|p| (s, p))) {
             self.wait(
-                "WaitingForPodTermination",
+                WaitReason::WaitingForPodTermination,
                 format!(
                     "waiting for {} to remove pod {} after its scale-down",
                     set.name, pod.name
@@ -577,7 +667,7 @@ impl<'a> Pass<'a> {
             .find(|e| e.state != EvacuationState::Prohibiting);
         if let Some(evacuation) = running {
             self.wait(
-                "EvacuatingNode",
+                WaitReason::EvacuatingNode,
                 format!(
                     "evacuating node {} ({})",
                     evacuation.node,
@@ -621,14 +711,14 @@ impl<'a> Pass<'a> {
         match emqx.evacuation_of(&pod.node) {
             Some(EvacuationState::Prohibiting) => self.remove(set, pod),
             Some(state) => self.wait(
-                "EvacuatingNode",
+                WaitReason::EvacuatingNode,
                 format!("evacuating node {} ({})", pod.node, state_name(state)),
             ),
             None => {
                 let migrate_to = self.recipients(emqx);
                 if migrate_to.is_empty() {
                     self.wait(
-                        "NoRecipients",
+                        WaitReason::NoRecipients,
                         "no new node is a running cluster member to take the sessions".into(),
                     );
                     return;
@@ -639,7 +729,7 @@ impl<'a> Pass<'a> {
                     strategy: self.spec.strategy,
                 });
                 self.wait(
-                    "EvacuatingNode",
+                    WaitReason::EvacuatingNode,
                     format!("starting evacuation of node {}", pod.node),
                 );
             }
@@ -665,7 +755,7 @@ impl<'a> Pass<'a> {
                     self.remove(set, pod);
                 } else {
                     self.timed_wait(
-                        "DrainingWithoutEvacuation",
+                        WaitReason::DrainingWithoutEvacuation,
                         format!(
                             "{why}: node {} gets no new clients and stops in {}s (waitTakeover); its clients will reconnect to new nodes",
                             pod.node,
@@ -681,7 +771,7 @@ impl<'a> Pass<'a> {
                     at: now,
                 });
                 self.timed_wait(
-                    "DrainingWithoutEvacuation",
+                    WaitReason::DrainingWithoutEvacuation,
                     format!(
                         "{why}: node {} gets no new clients and stops in {wait}s (waitTakeover)",
                         pod.node
@@ -699,7 +789,7 @@ impl<'a> Pass<'a> {
             from: set.replicas,
         });
         self.wait(
-            "RemovingOldNode",
+            WaitReason::RemovingOldNode,
             format!("removing node {} from {}", pod.node, set.name),
         );
     }
@@ -727,7 +817,7 @@ impl<'a> Pass<'a> {
             marker.push_str(&format!("|{}:{ready}/{joined}", role.as_str()));
         }
         for set in &self.obs.sets {
-            if !self.is_update_set(set) && set.replicas > 0 {
+            if set.is_old(self.spec) {
                 marker.push_str(&format!("|{}={}", set.name, set.replicas));
             }
         }

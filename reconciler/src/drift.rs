@@ -13,6 +13,7 @@
 //!   (a label the user removed from a template) would linger live and never
 //!   trigger the apply that removes it.
 
+use crate::json_subset::{self, Rules};
 use serde_json::Value;
 
 /// Hash of the rendered object we last applied, on the object itself.
@@ -57,30 +58,17 @@ pub fn needs_apply(stamped: &Value, live: Option<&Value>) -> bool {
     applied(stamped).is_none() || applied(stamped) != applied(live) || !holds(stamped, live)
 }
 
-/// `live` holds every field of `desired` with the same value.
+/// `live` holds every field of `desired` with the same value; extra live
+/// fields are the server's defaults or other managers' and not ours to judge.
 fn holds(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
-            Some(lv) => holds(dv, lv),
-            // The server drops empty maps, lists and nulls we render.
-            None => is_empty(dv),
-        }),
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| holds(dv, lv))
-        }
-        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
-        (Value::Null, _) => true,
-        (d, l) => d == l,
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
+    json_subset::holds(
+        desired,
+        live,
+        Rules {
+            extra_live_key: |_, _| true,
+            null_matches_anything: true,
+        },
+    )
 }
 
 #[cfg(test)]

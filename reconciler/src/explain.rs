@@ -1,13 +1,13 @@
-//! What the conditions say when talking to EMQX (or Kubernetes) failed in
-//! a pass. `decide` sees only that EMQX could not be read; the shell knows
-//! which node it asked and what went wrong, and these pure functions put
-//! both into the decision's wait, so `kubectl get emqx -o yaml` tells the
-//! user why no old node moves (a 500, a timeout) instead of a generic line.
+//! What the conditions say the cluster waits for. `decide` gives a typed
+//! [`WaitReason`] from what it can see; the shell knows more: which node's
+//! EMQX API it asked and what went wrong, and which step of the pass failed.
+//! [`explain`] puts both into the reason and message, so `kubectl get emqx
+//! -o yaml` tells the user why no old node moves (a 500, a timeout) instead
+//! of a generic line. Pure; it reads the decision and never changes it.
 
-use crate::decide::{Action, Decision, Wait};
+use crate::decide::{Action, Wait, WaitReason};
+use crate::error::Error;
 
-/// The reason `decide` gives when EMQX could not be read this pass.
-pub const EMQX_API_UNAVAILABLE: &str = "EmqxApiUnavailable";
 /// The reason when an EMQX call of a step failed.
 pub const EMQX_API_ERROR: &str = "EmqxApiError";
 /// The reason when a Kubernetes write of a step failed.
@@ -22,42 +22,64 @@ pub struct EmqxUnavailable {
     pub error: String,
 }
 
-/// Names the node and the error in a wait that exists because EMQX could not
-/// be read. Any other wait (or none: a Ready cluster needs no EMQX call) is
-/// left as it is.
-pub fn unavailable(decision: &mut Decision, failure: &EmqxUnavailable) {
-    let Some(wait) = decision.wait.as_mut() else {
-        return;
-    };
-    if wait.reason != EMQX_API_UNAVAILABLE {
-        return;
-    }
-    wait.message = match &failure.node {
-        Some(node) => format!(
-            "the EMQX API of node {node} failed: {}; no old node is touched until it answers",
-            failure.error
-        ),
-        None => format!(
-            "no EMQX node can be asked: {}; no old node is touched until one answers",
-            failure.error
-        ),
-    };
+/// The step of a pass that failed, and how.
+#[derive(Debug)]
+pub struct StepFailure {
+    pub step: Action,
+    pub error: Error,
 }
 
-/// Replaces the wait with the failure of `step`: the pass stopped there, so
-/// the planned wait (e.g. "starting evacuation of node X") is not what
-/// happens; a retry is.
-pub fn step_failed(decision: &mut Decision, step: &Action, emqx: bool, error: &str) {
-    let reason = if emqx {
-        EMQX_API_ERROR
-    } else {
-        KUBERNETES_API_ERROR
+/// The wait as the conditions tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// CamelCase condition reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The wait to report: a failed step replaces the planned wait (the pass
+/// stopped there, so "starting evacuation of node X" is not what happens; a
+/// retry is); a wait because EMQX could not be read names the node and the
+/// error; any other wait (or none: a Ready cluster needs no EMQX call) is
+/// told as `decide` gave it.
+pub fn explain(
+    wait: Option<&Wait>,
+    unavailable: Option<&EmqxUnavailable>,
+    failed: Option<&StepFailure>,
+) -> Option<Explained> {
+    if let Some(failed) = failed {
+        let reason = if matches!(failed.error, Error::Emqx(_)) {
+            EMQX_API_ERROR
+        } else {
+            KUBERNETES_API_ERROR
+        };
+        return Some(Explained {
+            reason,
+            message: format!(
+                "{} failed: {}; retrying",
+                describe(&failed.step),
+                failed.error
+            ),
+        });
+    }
+    let wait = wait?;
+    let message = match (wait.reason, unavailable) {
+        (WaitReason::EmqxApiUnavailable, Some(failure)) => match &failure.node {
+            Some(node) => format!(
+                "the EMQX API of node {node} failed: {}; no old node is touched until it answers",
+                failure.error
+            ),
+            None => format!(
+                "no EMQX node can be asked: {}; no old node is touched until one answers",
+                failure.error
+            ),
+        },
+        _ => wait.message.clone(),
     };
-    decision.wait = Some(Wait {
-        reason,
-        message: format!("{} failed: {error}; retrying", describe(step)),
-        timed: false,
-    });
+    Some(Explained {
+        reason: wait.reason.as_str(),
+        message,
+    })
 }
 
 /// A step in words, naming the node or object it touches.
@@ -90,7 +112,8 @@ pub fn describe(step: &Action) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decide::{Phase, decide};
+    use crate::decide::{Decision, Phase, decide};
+    use crate::emqx_api::EmqxError;
     use crate::observed::{
         Memory, NodeSet, Observed, Pod, Role, RoleSpec, Services, Spec, Strategy,
     };
@@ -135,11 +158,13 @@ mod tests {
             paused: false,
             progress_deadline_s: 600,
             revision_history_limit: 1,
+            listeners_service: true,
+            dashboard_service: true,
         }
     }
 
     /// Mid-upgrade with EMQX unreadable: `decide` itself gives the reason
-    /// this module refines (a rename there would silently lose the detail).
+    /// this module refines.
     fn upgrade_without_emqx() -> Decision {
         let obs = Observed {
             now: 100,
@@ -156,46 +181,42 @@ mod tests {
 
     #[test]
     fn an_unreadable_emqx_names_the_node_and_the_error() {
-        let mut d = upgrade_without_emqx();
+        let d = upgrade_without_emqx();
         assert_eq!(
             d.wait.as_ref().map(|w| w.reason),
-            Some(EMQX_API_UNAVAILABLE)
+            Some(WaitReason::EmqxApiUnavailable)
         );
         assert!(d.actions.iter().all(|a| !matches!(
             a,
             Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
         )));
-        unavailable(
-            &mut d,
-            &EmqxUnavailable {
-                node: Some("emqx@c-core-b-0".into()),
-                error: "GET nodes: HTTP 500: INTERNAL_ERROR injected fault".into(),
-            },
-        );
-        let wait = d.wait.expect("a wait");
-        assert_eq!(wait.reason, EMQX_API_UNAVAILABLE);
+        let failure = EmqxUnavailable {
+            node: Some("emqx@c-core-b-0".into()),
+            error: "GET nodes: HTTP 500: INTERNAL_ERROR injected fault".into(),
+        };
+        let wait = explain(d.wait.as_ref(), Some(&failure), None).expect("a wait");
+        assert_eq!(wait.reason, "EmqxApiUnavailable");
         assert!(wait.message.contains("emqx@c-core-b-0"), "{}", wait.message);
         assert!(wait.message.contains("HTTP 500"), "{}", wait.message);
-        assert!(!wait.timed);
+        assert!(!d.wait.expect("a wait").timed);
     }
 
     #[test]
     fn no_node_to_ask_is_said_too() {
-        let mut d = upgrade_without_emqx();
-        unavailable(
-            &mut d,
-            &EmqxUnavailable {
-                node: None,
-                error: "no ready core pod".into(),
-            },
-        );
-        let message = d.wait.expect("a wait").message;
+        let d = upgrade_without_emqx();
+        let failure = EmqxUnavailable {
+            node: None,
+            error: "no ready core pod".into(),
+        };
+        let message = explain(d.wait.as_ref(), Some(&failure), None)
+            .expect("a wait")
+            .message;
         assert!(message.contains("no ready core pod"), "{message}");
     }
 
     #[test]
     fn other_waits_and_a_ready_cluster_are_left_alone() {
-        let mut ready = Decision {
+        let ready = Decision {
             phase: Phase::Ready,
             actions: Vec::new(),
             wait: None,
@@ -206,48 +227,46 @@ mod tests {
             node: Some("emqx@x".into()),
             error: "timed out".into(),
         };
-        unavailable(&mut ready, &failure);
-        assert_eq!(ready.wait, None);
-        let mut delayed = Decision {
-            wait: Some(Wait {
-                reason: "InitialDelay",
-                message: "traffic moves in 3s".into(),
-                timed: true,
-            }),
-            ..ready.clone()
+        assert_eq!(explain(ready.wait.as_ref(), Some(&failure), None), None);
+        let delayed = Wait {
+            reason: WaitReason::InitialDelay,
+            message: "traffic moves in 3s".into(),
+            timed: true,
         };
-        unavailable(&mut delayed, &failure);
         assert_eq!(
-            delayed.wait.map(|w| w.message),
+            explain(Some(&delayed), Some(&failure), None).map(|w| w.message),
             Some("traffic moves in 3s".to_owned())
         );
     }
 
     #[test]
     fn a_failed_step_replaces_the_planned_wait() {
-        let mut d = upgrade_without_emqx();
+        let d = upgrade_without_emqx();
         let step = Action::StartEvacuation {
             node: "emqx@c-core-a-1".into(),
             migrate_to: vec!["emqx@c-core-b-0".into()],
             strategy: spec().strategy,
         };
-        step_failed(
-            &mut d,
-            &step,
-            true,
-            "evacuation/start: HTTP 500: INTERNAL_ERROR",
-        );
-        let wait = d.wait.clone().expect("a wait");
+        let failed = StepFailure {
+            step,
+            error: Error::Emqx(EmqxError::Transport {
+                call: "evacuation/start",
+                detail: "HTTP 500: INTERNAL_ERROR".into(),
+            }),
+        };
+        let wait = explain(d.wait.as_ref(), None, Some(&failed)).expect("a wait");
         assert_eq!(wait.reason, EMQX_API_ERROR);
         assert!(wait.message.contains("emqx@c-core-a-1"), "{}", wait.message);
         assert!(wait.message.contains("HTTP 500"), "{}", wait.message);
-        let scale = Action::RemoveOldNode {
-            set: "c-core-a".into(),
-            node: Some("emqx@c-core-a-1".into()),
-            from: 2,
+        let scale = StepFailure {
+            step: Action::RemoveOldNode {
+                set: "c-core-a".into(),
+                node: Some("emqx@c-core-a-1".into()),
+                from: 2,
+            },
+            error: Error::SetGone("c-core-a".into()),
         };
-        step_failed(&mut d, &scale, false, "409 Conflict");
-        let wait = d.wait.expect("a wait");
+        let wait = explain(d.wait.as_ref(), None, Some(&scale)).expect("a wait");
         assert_eq!(wait.reason, KUBERNETES_API_ERROR);
         assert!(wait.message.contains("c-core-a"), "{}", wait.message);
     }

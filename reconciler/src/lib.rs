@@ -1,24 +1,40 @@
 //! The blue-green upgrade engine behind `emqx-reconciler`.
 //!
-//! [`decide`] holds the whole state machine as a pure function of what
-//! [`observed`] describes; [`controller`] only observes (through
-//! [`observe`] and [`emqx_client`]), calls it, carries out the actions and
-//! writes [`status`].
+//! A pass ([`reconcile`]) is a straight pipeline: [`render`] the object once,
+//! apply the [`base`] objects, [`gather`] one observation, [`decide`] (the
+//! whole state machine, a pure function of [`observed`]), [`act`] on the
+//! actions, [`report`] (Events from [`events`], the memory of [`memory`],
+//! [`metrics`], and the [`status`] with the wait [`explain`]ed). [`watch`]
+//! wires the controllers, [`context`] and [`error`] are what every pass
+//! shares, and [`kind`] makes it generic over `EMQX` and `EmqxEnterprise`.
+//!
+//! The blue-green memory (what the cluster cannot show again after a
+//! restart) is kept in the annotation `apps.emqx.io/blue-green-progress`;
+//! [`memory`] says why not in the status.
 
-pub mod controller;
+pub mod act;
+pub mod base;
+pub mod context;
 pub mod decide;
 pub mod drift;
 pub mod emqx_api;
 pub mod emqx_client;
+pub mod error;
+pub mod events;
 pub mod explain;
-pub mod hub;
+pub mod gather;
+pub mod json_subset;
+pub mod kind;
 pub mod leader;
+pub mod live;
 pub mod memory;
 pub mod metrics;
-pub mod observe;
 pub mod observed;
+pub mod reconcile;
 pub mod render;
+pub mod report;
 pub mod revision;
 pub mod status;
 pub mod v1beta4_conditions;
 pub mod v1beta4_template;
+pub mod watch;

@@ -4,66 +4,71 @@
 
 use anyhow::Context as _;
 use clap::Parser;
+use emqx_crd::logging::{self, LogFormat};
 use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
-use emqx_reconciler::controller::{Context, Shutdown, run};
+use emqx_reconciler::context::Context;
 use emqx_reconciler::leader::{self, LeaseTiming};
 use emqx_reconciler::metrics::Metrics;
+use emqx_reconciler::watch::{Shutdown, run};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Every flag has an environment variable prefixed `RECONCILER_`, except
+/// the two the downward API sets (`POD_NAMESPACE`, `POD_NAME`), as the
+/// webhook's `WEBHOOK_` flags.
 #[derive(Parser, Debug)]
 #[command(
+    name = "emqx-reconciler",
     version,
     about = "Blue-green upgrades of EMQX clusters with node evacuation"
 )]
 struct Args {
     /// Address of /metrics, /healthz and /readyz (give the pod IP: several
     /// replicas may share a host).
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RECONCILER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
     /// Watch only this namespace (default: all).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    #[arg(long, env = "RECONCILER_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
     /// Elect a leader through a Lease before reconciling.
-    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RECONCILER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
     /// Name of the Lease.
-    #[arg(long, default_value = "emqx-operator-reconciler")]
+    #[arg(
+        long,
+        env = "RECONCILER_LEASE_NAME",
+        default_value = "emqx-operator-reconciler"
+    )]
     lease_name: String,
-    /// This replica's identity in the Lease.
+    /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "emqx-reconciler")]
     identity: String,
     /// Timeout of every EMQX API call, in seconds.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "RECONCILER_EMQX_TIMEOUT_SECONDS", default_value_t = 5)]
     emqx_timeout_seconds: u64,
     /// Also reconcile EmqxEnterprise objects (read as v2beta1 through the
     /// conversion webhook).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "RECONCILER_ENTERPRISE", default_value_t = true, action = clap::ArgAction::Set)]
     enterprise: bool,
-    /// Log as JSON lines.
-    #[arg(long, env = "LOG_JSON", default_value_t = false, action = clap::ArgAction::Set)]
-    log_json: bool,
+    /// Log format; the level comes from `RUST_LOG` (default `info`).
+    #[arg(
+        long,
+        env = "RECONCILER_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    logging::init(args.log_format);
     let client = Client::try_default()
         .await
         .context("no Kubernetes client configuration")?;
@@ -93,18 +98,12 @@ async fn main() -> anyhow::Result<()> {
         None
     };
 
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "emqx-operator".into(),
-                instance: Some(args.identity.clone()),
-            },
-        ),
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        &args.identity,
         metrics,
-        emqx_timeout: Duration::from_secs(args.emqx_timeout_seconds),
-    });
+        Duration::from_secs(args.emqx_timeout_seconds),
+    ));
     let mut held = leading.as_ref().map(|l| l.held.clone());
     let shutdown = async move {
         let lost = async {
@@ -123,12 +122,13 @@ async fn main() -> anyhow::Result<()> {
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let emqx = run::<EMQX>(
         client.clone(),
-        args.namespace.as_deref(),
+        args.watch_namespace.as_deref(),
         ctx.clone(),
         shutdown.clone(),
     );
     if args.enterprise {
-        let enterprise = run::<EmqxEnterprise>(client, args.namespace.as_deref(), ctx, shutdown);
+        let enterprise =
+            run::<EmqxEnterprise>(client, args.watch_namespace.as_deref(), ctx, shutdown);
         futures::join!(emqx, enterprise);
     } else {
         emqx.await;
@@ -141,23 +141,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SIGTERM or SIGINT, as the webhook waits for them.
 async fn terminate() {
-    #[cfg(unix)]
-    {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        _ => {
+            // Without signal handlers, ctrl-c is the only way to stop cleanly.
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

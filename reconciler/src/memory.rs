@@ -2,9 +2,21 @@
 //! nodes were first all ready, which node a fallback drain started on, the
 //! last progress marker), kept on the object so a restarted reconciler
 //! resumes with them. Also the operator's own annotations.
+//!
+//! Why an annotation and not the status: `EmqxEnterprise` is stored as
+//! v1beta4 and written as v2beta1 through the conversion webhook. A status
+//! field v1beta4 cannot express travels in the `apps.emqx.io/conversion-data`
+//! annotation, and a write to the `/status` subresource drops metadata
+//! changes, so such a field would be lost on every status write of an
+//! `EmqxEnterprise` and its upgrade would restart its initial delay
+//! forever. Keeping it in the status would need a non-upstream field in the
+//! v1beta4 schema that users of the Go operator's API read. The annotation
+//! is written through the storage version
+//! ([`crate::kind::ClusterKind::metadata_version`]) and only when the memory
+//! changed (a few times per upgrade step, never on an idle cluster).
 
+use crate::decide::Action;
 use crate::observed::{Drain, Memory, Seconds};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Where [`Memory`] is kept on the object (JSON).
@@ -16,45 +28,39 @@ pub const ANNOTATION_PROGRESS_DEADLINE: &str = "apps.emqx.io/progress-deadline-s
 /// Default progress deadline, as a Deployment's.
 pub const DEFAULT_PROGRESS_DEADLINE_S: Seconds = 600;
 
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-struct Stored {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    new_nodes_ready: Option<(String, Seconds)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    drain: Option<(String, Seconds)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    progress: Option<(String, Seconds)>,
-}
-
 /// Reads the memory from the object's annotations. A damaged value is
 /// treated as empty: every field only delays (a wait restarts), never
 /// skips a step.
 pub fn load(annotations: Option<&BTreeMap<String, String>>) -> Memory {
-    let stored: Stored = annotations
+    annotations
         .and_then(|a| a.get(ANNOTATION_PROGRESS))
         .and_then(|v| serde_json::from_str(v).ok())
-        .unwrap_or_default();
-    Memory {
-        new_nodes_ready_at: stored.new_nodes_ready,
-        drain: stored
-            .drain
-            .map(|(node, started_at)| Drain { node, started_at }),
-        progress: stored.progress,
-    }
+        .unwrap_or_default()
 }
 
 /// The annotation value for `memory`.
 pub fn store(memory: &Memory) -> String {
-    let stored = Stored {
-        new_nodes_ready: memory.new_nodes_ready_at.clone(),
-        drain: memory
-            .drain
-            .as_ref()
-            .map(|d| (d.node.clone(), d.started_at)),
-        progress: memory.progress.clone(),
-    };
-    serde_json::to_string(&stored).unwrap_or_default()
+    serde_json::to_string(memory).unwrap_or_default()
+}
+
+/// `memory` after a `Record…` action was carried out; other actions leave
+/// it as it is.
+pub fn record(memory: &mut Memory, action: &Action) {
+    match action {
+        Action::RecordNewNodesReady { revision, at } => {
+            memory.new_nodes_ready_at = Some((revision.clone(), *at));
+        }
+        Action::RecordDrainStart { node, at } => {
+            memory.drain = Some(Drain {
+                node: node.clone(),
+                started_at: *at,
+            });
+        }
+        Action::RecordProgress { marker, at } => {
+            memory.progress = Some((marker.clone(), *at));
+        }
+        _ => {}
+    }
 }
 
 /// Whether the pause annotation is set.
@@ -92,6 +98,24 @@ mod tests {
         };
         let annotations = with(ANNOTATION_PROGRESS, &store(&memory));
         assert_eq!(load(Some(&annotations)), memory);
+    }
+
+    #[test]
+    fn the_stored_shape_stays_readable() {
+        // What earlier releases wrote: a reconciler upgraded mid-upgrade
+        // must resume, not restart its waits.
+        let stored = r#"{"newNodesReady":["abc",100],"drain":["emqx@a",120],"progress":["m",130]}"#;
+        let memory = load(Some(&with(ANNOTATION_PROGRESS, stored)));
+        assert_eq!(memory.new_nodes_ready_at, Some(("abc".into(), 100)));
+        assert_eq!(
+            memory.drain,
+            Some(Drain {
+                node: "emqx@a".into(),
+                started_at: 120
+            })
+        );
+        assert_eq!(memory.progress, Some(("m".into(), 130)));
+        assert_eq!(store(&memory), stored);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `/metrics`: reconcile counts, errors and durations per kind, and the
-//! progress of running evacuations.
+//! progress of running evacuations. Per-cluster and per-node series are
+//! removed when their cluster or node goes away, so a dashboard never shows
+//! a deleted cluster as upgrading forever.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -19,7 +23,7 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct ClusterLabels {
     pub namespace: String,
     pub cluster: String,
@@ -42,6 +46,8 @@ pub struct Metrics {
     pub upgrading: Family<ClusterLabels, Gauge>,
     /// Connections plus sessions left on a node under evacuation.
     pub evacuation_remaining: Family<NodeLabels, Gauge>,
+    /// The nodes of each cluster that have an `evacuation_remaining` series.
+    series: Mutex<BTreeMap<ClusterLabels, BTreeSet<String>>>,
 }
 
 impl Default for Metrics {
@@ -84,11 +90,54 @@ impl Default for Metrics {
             duration,
             upgrading,
             evacuation_remaining,
+            series: Mutex::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Sets a cluster's gauges from one pass: whether it upgrades, and the
+    /// evacuations EMQX reports (node, connections plus sessions left). A
+    /// node's series that this pass does not report is removed; `None` (EMQX
+    /// could not be read) leaves them as they are.
+    pub fn record_cluster(
+        &self,
+        cluster: &ClusterLabels,
+        upgrading: bool,
+        evacuations: Option<&[(String, u64)]>,
+    ) {
+        self.upgrading
+            .get_or_create(cluster)
+            .set(i64::from(upgrading));
+        let Some(evacuations) = evacuations else {
+            return;
+        };
+        let now: BTreeSet<String> = evacuations.iter().map(|(n, _)| n.clone()).collect();
+        for (node, remaining) in evacuations {
+            self.evacuation_remaining
+                .get_or_create(&node_labels(cluster, node))
+                .set(i64::try_from(*remaining).unwrap_or(i64::MAX));
+        }
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = series
+            .insert(cluster.clone(), now.clone())
+            .unwrap_or_default();
+        for gone in before.difference(&now) {
+            self.evacuation_remaining
+                .remove(&node_labels(cluster, gone));
+        }
+    }
+
+    /// Removes every series of a cluster that no longer exists.
+    pub fn forget_cluster(&self, cluster: &ClusterLabels) {
+        self.upgrading.remove(cluster);
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        for node in series.remove(cluster).unwrap_or_default() {
+            self.evacuation_remaining
+                .remove(&node_labels(cluster, &node));
+        }
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -101,9 +150,55 @@ impl Metrics {
     }
 }
 
+fn node_labels(cluster: &ClusterLabels, node: &str) -> NodeLabels {
+    NodeLabels {
+        namespace: cluster.namespace.clone(),
+        cluster: cluster.cluster.clone(),
+        node: node.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(name: &str) -> ClusterLabels {
+        ClusterLabels {
+            namespace: "default".into(),
+            cluster: name.into(),
+        }
+    }
+
+    #[test]
+    fn series_of_departed_nodes_and_clusters_are_removed() {
+        let m = Metrics::default();
+        let (a, b) = (cluster("a"), cluster("b"));
+        m.record_cluster(
+            &a,
+            true,
+            Some(&[("emqx@a-0".into(), 7), ("emqx@a-1".into(), 9)]),
+        );
+        m.record_cluster(&b, true, Some(&[("emqx@b-0".into(), 3)]));
+        // EMQX unreadable for a pass: nothing is known to be gone.
+        m.record_cluster(&a, true, None);
+        assert!(m.encode().contains("node=\"emqx@a-1\"} 9"));
+        let text = m.encode();
+        assert!(text.contains("node=\"emqx@a-1\"} 9"), "{text}");
+        // emqx@a-1 finished and left: its series goes.
+        m.record_cluster(&a, true, Some(&[("emqx@a-0".into(), 2)]));
+        let text = m.encode();
+        assert!(!text.contains("emqx@a-1"), "stale node series:\n{text}");
+        assert!(text.contains("node=\"emqx@a-0\"} 2"), "{text}");
+        // Cluster a was deleted: none of its series stays; b's do.
+        m.forget_cluster(&a);
+        let text = m.encode();
+        assert!(
+            !text.contains("cluster=\"a\""),
+            "stale cluster series:\n{text}"
+        );
+        assert!(text.contains("node=\"emqx@b-0\"} 3"), "{text}");
+        assert!(text.contains("emqx_reconciler_upgrading{"), "{text}");
+    }
 
     #[test]
     fn counts_show_up_in_the_exposition() {

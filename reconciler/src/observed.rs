@@ -1,7 +1,11 @@
 //! What one reconcile pass sees of a cluster, reduced to what the blue-green
-//! decision needs. The async shell builds this from the API server (sets,
-//! pods, Services, the object's status) and from EMQX's REST API; `decide`
-//! reads nothing else, so every decision can be replayed in a unit test.
+//! decision needs: the model [`crate::decide`] reads. [`crate::gather`]
+//! builds it from the API server (sets, pods, Services, the object's
+//! annotations, through [`crate::live`] and [`crate::memory`]) and from
+//! EMQX's REST API; `decide` reads nothing else, so every decision can be
+//! replayed in a unit test.
+
+use serde::{Deserialize, Serialize};
 
 /// A pod-template revision: the `apps.emqx.io/pod-template-hash` label value.
 pub type Revision = String;
@@ -48,6 +52,11 @@ pub struct Spec {
     pub progress_deadline_s: Seconds,
     /// Old sets at zero replicas kept per role, newest first.
     pub revision_history_limit: usize,
+    /// The listeners Service is enabled (`listenersServiceTemplate.enabled`
+    /// is not `false`); a disabled one counts as pointed.
+    pub listeners_service: bool,
+    /// The dashboard Service is enabled.
+    pub dashboard_service: bool,
 }
 
 impl Spec {
@@ -159,23 +168,47 @@ pub struct Services {
     pub dashboard: Option<Revision>,
 }
 
-/// A drain without the evacuation API: which node, since when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A drain without the evacuation API: which node, since when. Stored as
+/// `[node, startedAt]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, Seconds)", into = "(String, Seconds)")]
 pub struct Drain {
     pub node: String,
     pub started_at: Seconds,
 }
 
-/// Facts only the object's status can remember across restarts. Everything
-/// else is re-derived from the cluster on every pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl From<(String, Seconds)> for Drain {
+    fn from((node, started_at): (String, Seconds)) -> Self {
+        Drain { node, started_at }
+    }
+}
+
+impl From<Drain> for (String, Seconds) {
+    fn from(drain: Drain) -> Self {
+        (drain.node, drain.started_at)
+    }
+}
+
+/// Facts the cluster cannot show again after a restart, kept on the object
+/// in the `apps.emqx.io/blue-green-progress` annotation (JSON of this
+/// struct; [`crate::memory`] says why an annotation and not the status).
+/// Everything else is re-derived from the cluster on every pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Memory {
     /// When every node of the named revision was first seen ready and joined;
     /// `initialDelaySeconds` counts from here.
+    #[serde(
+        rename = "newNodesReady",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub new_nodes_ready_at: Option<(Revision, Seconds)>,
     /// The node being drained by the fallback, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
     /// The last progress marker and when it was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<(String, Seconds)>,
 }
 

@@ -42,16 +42,8 @@ pub struct Cluster<'a> {
 }
 
 impl Cluster<'_> {
-    fn cluster_domain(&self) -> &str {
-        self.spec
-            .cluster_domain
-            .as_deref()
-            .filter(|d| !d.is_empty())
-            .unwrap_or("cluster.local")
-    }
-
     fn headless_dns(&self) -> String {
-        names::headless_dns_name(self.name, self.namespace, self.cluster_domain())
+        names::headless_dns_name(self.name, self.namespace, self.spec.cluster_domain())
     }
 
     /// The management API this cluster's image speaks.
@@ -396,8 +388,134 @@ fn with_revision(mut template: PodTemplateSpec, revision: &str) -> PodTemplateSp
     template
 }
 
+/// Everything a pass writes from the object, rendered once per pass. Sets
+/// and Services get their revision afterwards (a label, a selector): which
+/// revision the spec means is found by comparing [`Rendered::template`] with
+/// the live sets' templates.
+#[derive(Debug, Clone)]
+pub struct Rendered<'a> {
+    pub cluster: Cluster<'a>,
+    pub config_map: ConfigMap,
+    pub headless_service: Service,
+    pub pdbs: Vec<(DbRole, PodDisruptionBudget)>,
+    core_template: PodTemplateSpec,
+    /// `None` for a core-only cluster.
+    replicant_template: Option<PodTemplateSpec>,
+    /// The templates as JSON, for revision matching.
+    core_template_json: serde_json::Value,
+    replicant_template_json: serde_json::Value,
+    /// Selectors not set yet; `None` when disabled.
+    listeners_service: Option<Service>,
+    dashboard_service: Option<Service>,
+}
+
+impl<'a> Rendered<'a> {
+    /// Renders the cluster's objects.
+    pub fn new(cluster: Cluster<'a>) -> Rendered<'a> {
+        let core_template = pod_template(&cluster, DbRole::Core);
+        let replicant_template = cluster
+            .replicas(DbRole::Replicant)
+            .map(|_| pod_template(&cluster, DbRole::Replicant));
+        Rendered {
+            config_map: config_map(&cluster),
+            headless_service: headless_service(&cluster),
+            pdbs: [DbRole::Core, DbRole::Replicant]
+                .into_iter()
+                .filter_map(|role| Some((role, pdb(&cluster, role)?)))
+                .collect(),
+            core_template_json: serde_json::to_value(&core_template).unwrap_or_default(),
+            replicant_template_json: serde_json::to_value(&replicant_template).unwrap_or_default(),
+            core_template,
+            replicant_template,
+            listeners_service: listeners_service(&cluster, DbRole::Core, ""),
+            dashboard_service: dashboard_service(&cluster, ""),
+            cluster,
+        }
+    }
+
+    /// The desired pod template of `role` as JSON (`null` for a role the
+    /// cluster does not have).
+    pub fn template(&self, role: DbRole) -> &serde_json::Value {
+        match role {
+            DbRole::Core => &self.core_template_json,
+            DbRole::Replicant => &self.replicant_template_json,
+        }
+    }
+
+    /// The core StatefulSet of `revision`.
+    pub fn core_set(&self, revision: &str, replicas: u32) -> StatefulSet {
+        core_set_of(
+            &self.cluster,
+            self.core_template.clone(),
+            revision,
+            replicas,
+        )
+    }
+
+    /// The replicant ReplicaSet of `revision`; `None` for a core-only
+    /// cluster.
+    pub fn replicant_set(&self, revision: &str, replicas: u32) -> Option<ReplicaSet> {
+        let template = self.replicant_template.clone()?;
+        Some(replicant_set_of(
+            &self.cluster,
+            template,
+            revision,
+            replicas,
+        ))
+    }
+
+    /// Whether the listeners Service is enabled.
+    pub fn listeners_enabled(&self) -> bool {
+        self.listeners_service.is_some()
+    }
+
+    /// Whether the dashboard Service is enabled.
+    pub fn dashboard_enabled(&self) -> bool {
+        self.dashboard_service.is_some()
+    }
+
+    /// The listeners Service selecting `role` and `revision`; `None` when
+    /// disabled.
+    pub fn listeners_service(&self, role: DbRole, revision: &str) -> Option<Service> {
+        let labels = names::revision_labels(self.cluster.name, role, revision);
+        self.listeners_service
+            .clone()
+            .map(|s| with_selector(s, labels))
+    }
+
+    /// The dashboard Service selecting the cores of `revision`; `None` when
+    /// disabled.
+    pub fn dashboard_service(&self, revision: &str) -> Option<Service> {
+        let labels = names::revision_labels(self.cluster.name, DbRole::Core, revision);
+        self.dashboard_service
+            .clone()
+            .map(|s| with_selector(s, labels))
+    }
+}
+
+fn with_selector(mut service: Service, selector: BTreeMap<String, String>) -> Service {
+    if let Some(spec) = service.spec.as_mut() {
+        spec.selector = Some(selector);
+    }
+    service
+}
+
 /// The core StatefulSet of `revision`.
 pub fn core_set(cluster: &Cluster<'_>, revision: &str, replicas: u32) -> StatefulSet {
+    core_set_of(
+        cluster,
+        pod_template(cluster, DbRole::Core),
+        revision,
+        replicas,
+    )
+}
+
+fn core_set_of(
+    cluster: &Cluster<'_>,
+    template: PodTemplateSpec,
+    revision: &str,
+    replicas: u32,
+) -> StatefulSet {
     let labels = names::revision_labels(cluster.name, DbRole::Core, revision);
     let claims = cluster
         .spec
@@ -431,7 +549,7 @@ pub fn core_set(cluster: &Cluster<'_>, revision: &str, replicas: u32) -> Statefu
             service_name: Some(names::headless_service_name(cluster.name)),
             // All cores start together: they discover each other by DNS.
             pod_management_policy: Some("Parallel".into()),
-            template: with_revision(pod_template(cluster, DbRole::Core), revision),
+            template: with_revision(template, revision),
             volume_claim_templates: claims,
             ..StatefulSetSpec::default()
         }),
@@ -441,6 +559,20 @@ pub fn core_set(cluster: &Cluster<'_>, revision: &str, replicas: u32) -> Statefu
 
 /// The replicant ReplicaSet of `revision`.
 pub fn replicant_set(cluster: &Cluster<'_>, revision: &str, replicas: u32) -> ReplicaSet {
+    replicant_set_of(
+        cluster,
+        pod_template(cluster, DbRole::Replicant),
+        revision,
+        replicas,
+    )
+}
+
+fn replicant_set_of(
+    cluster: &Cluster<'_>,
+    template: PodTemplateSpec,
+    revision: &str,
+    replicas: u32,
+) -> ReplicaSet {
     let labels = names::revision_labels(cluster.name, DbRole::Replicant, revision);
     ReplicaSet {
         metadata: meta(
@@ -454,10 +586,7 @@ pub fn replicant_set(cluster: &Cluster<'_>, revision: &str, replicas: u32) -> Re
                 match_labels: Some(labels),
                 match_expressions: None,
             },
-            template: Some(with_revision(
-                pod_template(cluster, DbRole::Replicant),
-                revision,
-            )),
+            template: Some(with_revision(template, revision)),
             ..ReplicaSetSpec::default()
         }),
         status: None,

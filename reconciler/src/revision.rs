@@ -13,11 +13,9 @@
 //! a field the live template has and the desired one lacks is a change,
 //! unless it holds the documented server default.
 
+use crate::json_subset::{self, Rules};
+use emqx_crd::names::LABEL_POD_TEMPLATE_HASH;
 use serde_json::Value;
-
-/// The label that carries a set's revision on the set, its selector and its
-/// pods.
-pub const REVISION_LABEL: &str = "apps.emqx.io/pod-template-hash";
 
 /// What the API server fills in on a pod template when a field is omitted
 /// (k8s.io/kubernetes pkg/apis/core/v1/defaults.go). A field present live
@@ -63,40 +61,23 @@ fn without_revision_label(template: &Value) -> Value {
         .pointer_mut("/metadata/labels")
         .and_then(Value::as_object_mut)
     {
-        // An emptied label map compares as absent (see `is_empty`).
-        labels.remove(REVISION_LABEL);
+        // An emptied label map compares as absent (see `json_subset::is_empty`).
+        labels.remove(LABEL_POD_TEMPLATE_HASH);
     }
     t
 }
 
 /// `live` covers `desired`: equal where desired speaks; extra keys only
-/// where the server defaults them.
+/// where the server defaults them (or empty, which the server drops).
 fn covers(desired: &Value, live: &Value) -> bool {
-    match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => {
-            d.iter().all(|(k, dv)| match l.get(k) {
-                Some(lv) => covers(dv, lv),
-                // An empty value we render and the server drops is no change.
-                None => is_empty(dv),
-            }) && l
-                .iter()
-                .all(|(k, lv)| d.contains_key(k) || is_server_default(k, lv) || is_empty(lv))
-        }
-        (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| covers(dv, lv))
-        }
-        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
-        (d, l) => d == l,
-    }
-}
-
-fn is_empty(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Object(m) => m.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        _ => false,
-    }
+    json_subset::holds(
+        desired,
+        live,
+        Rules {
+            extra_live_key: |k, v| is_server_default(k, v) || json_subset::is_empty(v),
+            null_matches_anything: false,
+        },
+    )
 }
 
 /// A live set as far as naming the revision goes.

@@ -4,6 +4,7 @@
 //! Pure; the shell writes the result with server-side apply.
 
 use crate::decide::{Decision, Phase};
+use crate::explain::Explained;
 use crate::observed::{NodeSet, Role, Seconds, Spec};
 use emqx_crd::evacuation::NodeEvacuationStatus;
 use emqx_crd::hub::condition;
@@ -33,6 +34,8 @@ pub struct StatusInput<'a> {
     pub spec: &'a Spec,
     pub sets: &'a [NodeSet],
     pub decision: &'a Decision,
+    /// The wait as the conditions tell it ([`crate::explain::explain`]).
+    pub wait: Option<&'a Explained>,
     /// Whether the Services point at the desired revision.
     pub traffic_on_desired: bool,
     /// Nodes as EMQX reports them, with pod and set UIDs filled in.
@@ -70,17 +73,10 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     let role_ready = |s: &EMQXNodesStatus| {
         s.update_replicas.unwrap_or(0) >= s.replicas.unwrap_or(0) && s.update_revision.is_some()
     };
-    let upgrading = input
-        .sets
-        .iter()
-        .any(|s| !is_desired(input.spec, s) && (s.replicas > 0 || !s.pods.is_empty()));
+    let upgrading = input.sets.iter().any(|s| s.is_old(input.spec));
     let d = input.decision;
-    let wait_message = d
-        .wait
-        .as_ref()
-        .map(|w| w.message.clone())
-        .unwrap_or_default();
-    let wait_reason = d.wait.as_ref().map_or("Waiting", |w| w.reason);
+    let wait_message = input.wait.map(|w| w.message.clone()).unwrap_or_default();
+    let wait_reason = input.wait.map_or("Waiting", |w| w.reason);
 
     let mut wants = vec![want(
         condition::INITIALIZED,
@@ -232,11 +228,6 @@ fn summary(role: &str, s: &EMQXNodesStatus) -> String {
     )
 }
 
-fn is_desired(spec: &Spec, set: &NodeSet) -> bool {
-    spec.role(set.role)
-        .is_some_and(|r| r.revision == set.revision)
-}
-
 fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -248,10 +239,10 @@ fn nodes_status(input: &StatusInput<'_>, role: Role) -> EMQXNodesStatus {
     let desired = input.spec.role(role);
     let sets: Vec<&NodeSet> = input.sets.iter().filter(|s| s.role == role).collect();
     let ready = |s: &NodeSet| count(s.pods.iter().filter(|p| p.ready && !p.terminating).count());
-    let update = sets.iter().find(|s| is_desired(input.spec, s));
+    let update = sets.iter().find(|s| s.is_desired(input.spec));
     let current = sets
         .iter()
-        .filter(|s| !is_desired(input.spec, s) && s.replicas > 0)
+        .filter(|s| s.is_old(input.spec))
         .min_by_key(|s| (s.created_at, s.name.clone()))
         .or(update);
     EMQXNodesStatus {

@@ -75,9 +75,13 @@ impl EMQXSpec {
             .map(|t| t.spec.as_ref().and_then(|s| s.replicas).unwrap_or(2))
     }
 
-    /// The Kubernetes cluster domain (`cluster.local` by default).
+    /// The Kubernetes cluster domain (`cluster.local` when unset or empty:
+    /// an empty domain would make node names end in a dot).
     pub fn cluster_domain(&self) -> &str {
-        self.cluster_domain.as_deref().unwrap_or("cluster.local")
+        self.cluster_domain
+            .as_deref()
+            .filter(|d| !d.is_empty())
+            .unwrap_or("cluster.local")
     }
 
     /// Old revisions to keep (3 by default).

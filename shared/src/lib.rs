@@ -2,7 +2,8 @@
 //!
 //! Types of every served version, CRD generation, and the pure functions that
 //! default, validate and convert objects. No I/O, no async: the webhook and the
-//! reconciler call the same functions, so they can never disagree.
+//! reconciler call the same functions, so they can never disagree. The one
+//! exception is [`logging`], the log convention both binaries share.
 //!
 //! - Served versions ([`served::Served`]): `EMQX` [`v2beta1`] (storage, the
 //!   hub) and [`v2alpha2`]; `EmqxEnterprise` [`v1beta4`] (storage) and
@@ -31,6 +32,7 @@ pub mod evacuation;
 pub mod hub;
 pub mod image;
 pub mod limits;
+pub mod logging;
 pub mod migrate;
 pub mod names;
 pub mod schema;

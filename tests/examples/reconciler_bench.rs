@@ -101,7 +101,7 @@ impl Reconciler {
             .args([
                 "--metrics-addr",
                 &format!("127.0.0.1:{port}"),
-                "--namespace",
+                "--watch-namespace",
                 NS,
                 "--lease-namespace",
                 NS,

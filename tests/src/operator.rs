@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use emqx_crd::v2beta1::EMQX;
-use emqx_reconciler::controller::{Context, Shutdown, run};
-use emqx_reconciler::hub::HubObject;
+use emqx_reconciler::context::Context;
+use emqx_reconciler::kind::ClusterKind;
 use emqx_reconciler::metrics::Metrics;
+use emqx_reconciler::watch::{Shutdown, run};
 use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
 /// Seed 003's `EMQX` manifest (the v2beta1 page's `emqx-update.yaml`), as
@@ -122,19 +122,13 @@ impl InProcessReconciler {
 
     /// Starts the controller of kind `K` (`EMQX` or `EmqxEnterprise`, read
     /// as the v2beta1 hub) for `namespace`.
-    pub fn start_kind<K: HubObject>(client: Client, namespace: &str) -> InProcessReconciler {
-        let ctx = Arc::new(Context {
-            client: client.clone(),
-            recorder: Recorder::new(
-                client.clone(),
-                Reporter {
-                    controller: "emqx-operator".into(),
-                    instance: Some("sandbox".into()),
-                },
-            ),
-            metrics: Arc::new(Metrics::default()),
-            emqx_timeout: Duration::from_secs(5),
-        });
+    pub fn start_kind<K: ClusterKind>(client: Client, namespace: &str) -> InProcessReconciler {
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            "sandbox",
+            Arc::new(Metrics::default()),
+            Duration::from_secs(5),
+        ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown: Shutdown = async move {
             let _ = stopped.await;

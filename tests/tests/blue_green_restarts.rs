@@ -53,7 +53,7 @@ impl Reconciler {
         let err = out.try_clone().expect("log file");
         let child = Command::new(binary)
             .args([
-                "--namespace",
+                "--watch-namespace",
                 "default",
                 "--metrics-addr",
                 "127.0.0.1:0",

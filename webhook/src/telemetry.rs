@@ -1,19 +1,14 @@
-//! Structured logs with `tracing`.
-
-use tracing_subscriber::EnvFilter;
+//! Structured logs with `tracing`, in the convention both binaries share
+//! ([`emqx_crd::logging`]): level from `RUST_LOG` (default `info`), text or
+//! flat JSON lines on stderr, each JSON key once.
 
 use crate::config::LogFormat;
+use emqx_crd::logging;
 
-/// Installs the global subscriber: level from `RUST_LOG` (default `info`),
-/// text or JSON lines on stderr.
+/// Installs the global subscriber.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // try_init: a second call (tests) keeps the first subscriber.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    logging::init(match format {
+        LogFormat::Text => logging::LogFormat::Text,
+        LogFormat::Json => logging::LogFormat::Json,
+    });
 }

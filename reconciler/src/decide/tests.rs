@@ -24,6 +24,8 @@ fn spec(core_rev: &str, replicas: u32) -> Spec {
         paused: false,
         progress_deadline_s: 600,
         revision_history_limit: 1,
+        listeners_service: true,
+        dashboard_service: true,
     }
 }
 
@@ -114,7 +116,7 @@ fn replicants_wait_for_new_cores() {
     let d = decide(&s, &obs);
     assert!(!has(&d, |a| matches!(a, Action::CreateSet { .. })));
     assert_eq!(
-        d.wait.as_ref().map(|w| w.reason),
+        d.wait.as_ref().map(|w| w.reason.as_str()),
         Some("WaitingForCoreNodes")
     );
 
@@ -229,6 +231,41 @@ fn the_highest_old_ordinal_is_evacuated_to_the_new_nodes() {
 }
 
 #[test]
+fn a_disabled_listeners_service_counts_as_pointed() {
+    // A listeners Service left over from before it was disabled still
+    // selects the old revision: it must neither hold the upgrade nor be
+    // moved.
+    let mut obs = switched(100);
+    obs.services.listeners = Some((Role::Core, "a".into()));
+    let enabled = spec("b", 3);
+    assert!(!traffic_on_desired(&enabled, &obs));
+    let d = decide(&enabled, &obs);
+    assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(!has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+
+    let disabled = Spec {
+        listeners_service: false,
+        ..spec("b", 3)
+    };
+    assert!(traffic_on_desired(&disabled, &obs));
+    let d = decide(&disabled, &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+}
+
+#[test]
+fn old_means_another_revision_with_replicas_or_pods_left() {
+    let spec = spec("b", 3);
+    let mut draining = core_set("a", 1, 0, true);
+    assert!(draining.is_old(&spec));
+    draining.replicas = 0;
+    assert!(draining.is_old(&spec), "its last pod still runs");
+    draining.pods.clear();
+    assert!(!draining.is_old(&spec), "history, not an upgrade");
+    assert!(!core_set("b", 3, 1, true).is_old(&spec));
+}
+
+#[test]
 fn a_running_evacuation_is_waited_for_and_nothing_is_removed() {
     let mut obs = switched(100);
     if let Some(emqx) = obs.emqx.as_mut() {
@@ -243,7 +280,10 @@ fn a_running_evacuation_is_waited_for_and_nothing_is_removed() {
         a,
         Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
     )));
-    assert_eq!(d.wait.as_ref().map(|w| w.reason), Some("EvacuatingNode"));
+    assert_eq!(
+        d.wait.as_ref().map(|w| w.reason.as_str()),
+        Some("EvacuatingNode")
+    );
 }
 
 #[test]
@@ -286,7 +326,7 @@ fn the_next_node_waits_until_the_scaled_away_pod_is_deleted() {
         Action::StartEvacuation { .. } | Action::RemoveOldNode { .. }
     )));
     let wait = d.wait.expect("a wait");
-    assert_eq!(wait.reason, "WaitingForPodTermination");
+    assert_eq!(wait.reason.as_str(), "WaitingForPodTermination");
     assert!(wait.message.contains("emqx-core-a-2"), "{}", wait.message);
 
     // Once the controller deleted it, the next highest ordinal goes.
@@ -331,7 +371,7 @@ fn without_the_evacuation_api_the_node_is_drained_by_the_clock() {
         Action::RecordDrainStart { at: 100, .. }
     )));
     assert_eq!(
-        d.wait.as_ref().map(|w| w.reason),
+        d.wait.as_ref().map(|w| w.reason.as_str()),
         Some("DrainingWithoutEvacuation")
     );
     obs.memory.drain = Some(Drain {
@@ -356,7 +396,7 @@ fn emqx_unreachable_touches_no_old_node() {
     obs.emqx = None;
     let d = decide(&spec("b", 3), &obs);
     assert_eq!(
-        d.wait.as_ref().map(|w| w.reason),
+        d.wait.as_ref().map(|w| w.reason.as_str()),
         Some("EmqxApiUnavailable")
     );
     assert!(!has(&d, |a| matches!(

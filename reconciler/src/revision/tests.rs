@@ -133,7 +133,7 @@ fn a_revert_prefers_the_set_that_still_runs() {
 #[test]
 fn the_hash_ignores_its_own_label_and_is_pinned() {
     let mut labelled = desired();
-    labelled["metadata"]["labels"][REVISION_LABEL] = json!("whatever");
+    labelled["metadata"]["labels"][LABEL_POD_TEMPLATE_HASH] = json!("whatever");
     assert_eq!(revision_hash(&desired()), revision_hash(&labelled));
     // Pinned: a change of this value renames every new revision, which is
     // harmless (existing sets are matched by template) but should be a

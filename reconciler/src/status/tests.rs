@@ -1,7 +1,8 @@
 //! Status as the seeds print it, and conditions that move only on change.
 
 use super::*;
-use crate::decide::{Decision, Phase, Wait};
+use crate::decide::{Decision, Phase};
+use crate::explain::Explained;
 use crate::observed::{Pod, RoleSpec, Strategy};
 
 fn spec(rev: &str) -> Spec {
@@ -20,6 +21,8 @@ fn spec(rev: &str) -> Spec {
         paused: false,
         progress_deadline_s: 600,
         revision_history_limit: 3,
+        listeners_service: true,
+        dashboard_service: true,
     }
 }
 
@@ -44,18 +47,20 @@ fn set(rev: &str, replicas: u32, ready: u32, created_at: Seconds) -> NodeSet {
     }
 }
 
-fn decision(phase: Phase, wait: Option<(&'static str, &str)>) -> Decision {
-    Decision {
+/// A decision in `phase`, and its wait as the conditions tell it.
+fn decision(phase: Phase, wait: Option<(&'static str, &str)>) -> (Decision, Option<Explained>) {
+    let decision = Decision {
         phase,
         actions: Vec::new(),
-        wait: wait.map(|(reason, message)| Wait {
-            reason,
-            message: message.into(),
-            timed: false,
-        }),
+        wait: None,
         stalled: false,
         requeue_after_s: None,
-    }
+    };
+    let explained = wait.map(|(reason, message)| Explained {
+        reason,
+        message: message.into(),
+    });
+    (decision, explained)
 }
 
 fn first_true(status: &EMQXStatus) -> Option<String> {
@@ -73,7 +78,7 @@ fn mid_upgrade_counts_read_like_seed_002() {
     //            "replicas":2,"updateReplicas":2,"updateRevision":"5d87d4c6bd"}
     let s = spec("5d87d4c6bd");
     let sets = [set("54fc496fb4", 2, 2, 1), set("5d87d4c6bd", 2, 2, 2)];
-    let d = decision(
+    let (d, d_wait) = decision(
         Phase::Evacuating,
         Some(("EvacuatingNode", "evacuating node x")),
     );
@@ -83,6 +88,7 @@ fn mid_upgrade_counts_read_like_seed_002() {
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: true,
         nodes: None,
         evacuations: None,
@@ -126,13 +132,14 @@ fn mid_upgrade_counts_read_like_seed_002() {
 fn a_finished_cluster_shows_ready_first() {
     let s = spec("b");
     let sets = [set("a", 0, 0, 1), set("b", 2, 2, 2)];
-    let d = decision(Phase::Ready, None);
+    let (d, d_wait) = decision(Phase::Ready, None);
     let out = status(&StatusInput {
         generation: 3,
         now: 2000,
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: true,
         nodes: None,
         evacuations: Some(Vec::new()),
@@ -153,13 +160,14 @@ fn a_finished_cluster_shows_ready_first() {
 fn transition_times_move_only_when_the_status_flips() {
     let s = spec("b");
     let sets = [set("b", 2, 2, 2)];
-    let d = decision(Phase::Ready, None);
+    let (d, d_wait) = decision(Phase::Ready, None);
     let input = |now, previous| StatusInput {
         generation: 1,
         now,
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: true,
         nodes: None,
         evacuations: None,
@@ -172,12 +180,13 @@ fn transition_times_move_only_when_the_status_flips() {
         first.conditions, again.conditions,
         "nothing flipped, nothing moved"
     );
-    let busy = decision(
+    let (busy, busy_wait) = decision(
         Phase::WaitingForNewNodes,
         Some(("WaitingForNodes", "core 1/2")),
     );
     let flipped = status(&StatusInput {
         decision: &busy,
+        wait: busy_wait.as_ref(),
         ..input(900, Some(&again))
     });
     let ready = flipped
@@ -201,7 +210,7 @@ fn transition_times_move_only_when_the_status_flips() {
 fn a_stall_says_so_with_the_reason_it_waits() {
     let s = spec("b");
     let sets = [set("a", 2, 2, 1), set("b", 2, 0, 2)];
-    let mut d = decision(
+    let (mut d, d_wait) = decision(
         Phase::WaitingForNewNodes,
         Some(("WaitingForNewNodes", "core 0/2 ready")),
     );
@@ -212,6 +221,7 @@ fn a_stall_says_so_with_the_reason_it_waits() {
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: false,
         nodes: None,
         evacuations: None,
@@ -236,7 +246,7 @@ fn a_stall_says_so_with_the_reason_it_waits() {
 fn a_paused_cluster_says_paused_not_idle() {
     let s = spec("b");
     let sets = [set("a", 1, 1, 1), set("b", 2, 2, 2)];
-    let d = decision(
+    let (d, d_wait) = decision(
         Phase::Paused,
         Some(("Paused", "reconciliation is paused by annotation")),
     );
@@ -246,6 +256,7 @@ fn a_paused_cluster_says_paused_not_idle() {
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: true,
         nodes: None,
         evacuations: None,
@@ -282,7 +293,7 @@ fn emqx_node(name: &str) -> EMQXNode {
 fn steady_state_status_is_identical_pass_after_pass() {
     let s = spec("5d87d4c6bd");
     let sets = [set("5d87d4c6bd", 2, 2, 2)];
-    let d = decision(Phase::Ready, None);
+    let (d, d_wait) = decision(Phase::Ready, None);
     let a = "emqx@emqx-ee-core-5d87d4c6bd-0";
     let b = "emqx@emqx-ee-core-5d87d4c6bd-1";
     let input = |now, nodes: Vec<&str>, previous| StatusInput {
@@ -291,6 +302,7 @@ fn steady_state_status_is_identical_pass_after_pass() {
         spec: &s,
         sets: &sets,
         decision: &d,
+        wait: d_wait.as_ref(),
         traffic_on_desired: true,
         nodes: Some(
             nodes

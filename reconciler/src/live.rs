@@ -1,6 +1,6 @@
-//! Kubernetes objects → the [`Observed`] model: which sets exist, their pods
-//! and EMQX node names, where the Services point. Pure; the controller lists
-//! the objects and calls these.
+//! Live Kubernetes objects → the [`crate::observed`] model: which sets
+//! exist, their pods and EMQX node names, where the Services point. Pure;
+//! [`crate::gather`] lists the objects and calls these.
 
 use crate::observed::{NodeSet, Pod as PodView, Revision, Role, Seconds, Services};
 use crate::render::{self, Cluster};

@@ -1,7 +1,7 @@
 //! One engine, two kinds: `EMQX` v2beta1 and `EmqxEnterprise` read as
 //! v2beta1 (the API server converts stored v1beta4 objects through the
-//! webhook) have the same spec and status, so the controller is generic
-//! over this trait.
+//! webhook) have the same spec and status, so the pass is generic over
+//! [`ClusterKind`].
 
 use emqx_crd::v2beta1::{EMQX, EMQXSpec, EMQXStatus, EmqxEnterprise};
 use kube::Resource;
@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
-/// A custom resource reconciled as the v2beta1 hub.
-pub trait HubObject:
+/// A custom resource reconciled as the v2beta1 hub shape.
+pub trait ClusterKind:
     Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
     + Clone
     + Debug
@@ -39,7 +39,7 @@ pub trait HubObject:
     }
 }
 
-impl HubObject for EMQX {
+impl ClusterKind for EMQX {
     fn hub_spec(&self) -> &EMQXSpec {
         &self.spec
     }
@@ -48,7 +48,7 @@ impl HubObject for EMQX {
     }
 }
 
-impl HubObject for EmqxEnterprise {
+impl ClusterKind for EmqxEnterprise {
     fn hub_spec(&self) -> &EMQXSpec {
         &self.spec.emqx
     }

@@ -1,0 +1,155 @@
+//! The objects every cluster has whatever its revision: the ConfigMap, the
+//! headless Service, the PodDisruptionBudgets, the node-cookie and
+//! bootstrap-API-key Secrets. Applied at the start of a pass (before the
+//! sets they serve); yields the operator's EMQX API secret.
+
+use crate::context::apply_params;
+use crate::drift;
+use crate::error::Error;
+use crate::render::{self, Cluster, OPERATOR_API_KEY, Rendered};
+use emqx_crd::names;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Patch, PostParams};
+use kube::{Api, Client};
+use rand::distr::{Alphanumeric, SampleString};
+use std::collections::BTreeMap;
+
+/// Applies the base objects and creates the Secrets that are missing;
+/// returns the operator's API secret.
+pub async fn ensure(client: &Client, rendered: &Rendered<'_>) -> Result<String, Error> {
+    let cluster = &rendered.cluster;
+    let ns = cluster.namespace;
+    apply_if_changed(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &names::config_map_name(cluster.name),
+        &rendered.config_map,
+    )
+    .await?;
+    apply_if_changed(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        &names::headless_service_name(cluster.name),
+        &rendered.headless_service,
+    )
+    .await?;
+    for (role, pdb) in &rendered.pdbs {
+        apply_if_changed(
+            &Api::<PodDisruptionBudget>::namespaced(client.clone(), ns),
+            &names::pdb_name(cluster.name, *role),
+            pdb,
+        )
+        .await?;
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let cookie = names::node_cookie_secret_name(cluster.name);
+    if secrets.get_opt(&cookie).await?.is_none() {
+        let value = Alphanumeric.sample_string(&mut rand::rng(), 64);
+        create_secret(&secrets, cluster, &cookie, names::NODE_COOKIE_KEY, value).await?;
+    }
+    let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
+    let existing = secrets.get_opt(&bootstrap).await?;
+    let file = match existing
+        .as_ref()
+        .and_then(|s| s.data.as_ref()?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
+    {
+        Some(data) => String::from_utf8_lossy(&data.0).into_owned(),
+        None => {
+            // Created once; EMQX reads it at boot, so it never changes after.
+            let mut lines: Vec<String> = cluster
+                .spec
+                .bootstrap_api_keys
+                .iter()
+                .flatten()
+                .filter_map(|k| Some(format!("{}:{}", k.key.as_ref()?, k.secret.as_ref()?)))
+                .collect();
+            let secret = Alphanumeric
+                .sample_string(&mut rand::rng(), 64)
+                .to_lowercase();
+            lines.push(format!("{OPERATOR_API_KEY}:{secret}"));
+            let file = lines.join("\n");
+            create_secret(
+                &secrets,
+                cluster,
+                &bootstrap,
+                names::BOOTSTRAP_API_KEY_KEY,
+                file.clone(),
+            )
+            .await?;
+            file
+        }
+    };
+    Ok(operator_secret_in(&file))
+}
+
+/// The operator's API secret from the bootstrap Secret, without writing
+/// anything (empty when the Secret does not exist yet): a paused cluster
+/// is observed, not changed.
+pub async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+    let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+    let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
+    Ok(secrets
+        .get_opt(&bootstrap)
+        .await?
+        .and_then(|s| s.data?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
+        .map(|data| operator_secret_in(&String::from_utf8_lossy(&data.0)))
+        .unwrap_or_default())
+}
+
+/// The operator's secret in a bootstrap API-key file (`key:secret` lines).
+fn operator_secret_in(file: &str) -> String {
+    file.lines()
+        .find_map(|l| l.strip_prefix(&format!("{OPERATOR_API_KEY}:")))
+        .map(|s| s.split(':').next().unwrap_or_default().to_owned())
+        .unwrap_or_default()
+}
+
+/// Server-side applies `desired` unless the live object already says it
+/// ([`drift::needs_apply`]): a steady cluster costs reads, never writes.
+async fn apply_if_changed<T>(api: &Api<T>, name: &str, desired: &T) -> Result<(), Error>
+where
+    T: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let rendered = serde_json::to_value(desired).map_err(|source| Error::Render {
+        what: "an owned object",
+        source,
+    })?;
+    let stamped = drift::stamp(rendered);
+    let live = api
+        .get_opt(name)
+        .await?
+        .and_then(|o| serde_json::to_value(o).ok());
+    if drift::needs_apply(&stamped, live.as_ref()) {
+        api.patch(name, &apply_params(), &Patch::Apply(&stamped))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn create_secret(
+    secrets: &Api<Secret>,
+    cluster: &Cluster<'_>,
+    name: &str,
+    key: &str,
+    value: String,
+) -> Result<(), Error> {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(cluster.namespace.to_owned()),
+            labels: Some(names::instance_labels(cluster.name)),
+            owner_references: Some(vec![render::owner_reference(cluster)]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            ByteString(value.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    match secrets.create(&PostParams::default(), &secret).await {
+        // Another pass (or replica) created it first: theirs stands.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}

@@ -1,0 +1,52 @@
+//! What every reconcile pass needs: the API client, the Event recorder,
+//! the metrics and the EMQX call timeout.
+
+use crate::metrics::Metrics;
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The Events' reporting controller.
+pub const EVENT_CONTROLLER: &str = "emqx-operator";
+
+/// The one field manager every write uses.
+pub const FIELD_MANAGER: &str = "emqx-operator";
+
+/// Shared by the passes of both kinds.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// Bound on every EMQX call.
+    pub emqx_timeout: Duration,
+}
+
+impl Context {
+    /// A context whose Events name `instance` (the replica's identity).
+    pub fn new(
+        client: Client,
+        instance: &str,
+        metrics: Arc<Metrics>,
+        emqx_timeout: Duration,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: EVENT_CONTROLLER.into(),
+                instance: Some(instance.to_owned()),
+            },
+        );
+        Context {
+            client,
+            recorder,
+            metrics,
+            emqx_timeout,
+        }
+    }
+}
+
+/// Server-side apply as [`FIELD_MANAGER`], taking fields over from others.
+pub fn apply_params() -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(FIELD_MANAGER).force()
+}

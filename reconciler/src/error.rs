@@ -1,0 +1,59 @@
+//! Why a reconcile pass failed. Each variant has its own metric label, so
+//! `emqx_reconciler_reconcile_errors_total` says what went wrong.
+
+use crate::emqx_api::EmqxError;
+
+/// Why a pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("EMQX API: {0}")]
+    Emqx(#[from] EmqxError),
+    /// The object lacks metadata every stored object has (a namespace, a uid).
+    #[error("object has no {0}")]
+    ObjectIncomplete(&'static str),
+    /// A rendered object or patch did not serialise: a bug, not bad input.
+    #[error("cannot render {what}: {source}")]
+    Render {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+    /// A step names a set the pass did not observe (deleted meanwhile).
+    #[error("set {0} is gone")]
+    SetGone(String),
+}
+
+impl Error {
+    /// The `error` label of the error counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Emqx(_) => "emqx",
+            Error::ObjectIncomplete(_) => "object",
+            Error::Render { .. } => "render",
+            Error::SetGone(_) => "set_gone",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failure_counts_under_its_own_label() {
+        let render = serde_json::from_str::<u8>("x").map_err(|source| Error::Render {
+            what: "a scale patch",
+            source,
+        });
+        let errors = [
+            Error::Emqx(EmqxError::NodeNotFound("emqx@a".into())),
+            Error::ObjectIncomplete("uid"),
+            render.expect_err("not a number"),
+            Error::SetGone("emqx-core-a".into()),
+        ];
+        let labels: Vec<&str> = errors.iter().map(Error::label).collect();
+        assert_eq!(labels, ["emqx", "object", "render", "set_gone"]);
+    }
+}

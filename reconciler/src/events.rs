@@ -1,0 +1,288 @@
+//! The Events a pass records about its cluster, from what it did: one per
+//! carried-out action worth telling, and a warning for the step that failed.
+//! Pure; [`crate::report`] publishes them.
+
+use crate::act::{Effect, Outcome};
+use crate::decide::Action;
+use crate::explain;
+use crate::observed::{NodeSet, Role};
+use crate::render::Cluster;
+use emqx_crd::names;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::EventType;
+
+/// One Event about the cluster.
+#[derive(Debug, Clone)]
+pub struct Note {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub note: String,
+    /// The set or pod the step concerns. The recorder folds Events of one
+    /// reason and related object into a series that keeps the first note:
+    /// without the pod, every evacuation after the first would only count
+    /// up under the first node's name.
+    pub related: Option<ObjectReference>,
+}
+
+/// The Events of a pass, in the order things happened. `sets` are the sets
+/// observed before acting.
+pub fn notes(cluster: &Cluster<'_>, sets: &[NodeSet], outcome: &Outcome) -> Vec<Note> {
+    let mut out: Vec<Note> = outcome
+        .done
+        .iter()
+        .filter_map(|(step, effect)| {
+            let (reason, note) = done(step, effect, sets)?;
+            Some(Note {
+                type_: EventType::Normal,
+                reason,
+                note,
+                related: related_object(step, cluster, sets),
+            })
+        })
+        .collect();
+    if let Some(failed) = &outcome.failed {
+        out.push(Note {
+            type_: EventType::Warning,
+            reason: "ReconcilerFailed",
+            note: format!(
+                "{} failed: {}",
+                explain::describe(&failed.step),
+                failed.error
+            ),
+            related: None,
+        });
+    }
+    out
+}
+
+/// Reason and note for a carried-out step; `None` for bookkeeping.
+fn done(step: &Action, effect: &Effect, sets: &[NodeSet]) -> Option<(&'static str, String)> {
+    Some(match step {
+        Action::CreateSet { role, revision, .. } => (
+            if sets.iter().any(|s| s.role == *role) {
+                "CreateNewSet"
+            } else {
+                "CreateSet"
+            },
+            format!("created the {} set of revision {revision}", role.as_str()),
+        ),
+        Action::ScaleSet { name, from, to } => {
+            ("ScaleSet", format!("scaled {name} from {from} to {to}"))
+        }
+        Action::PointServices { listeners, .. } => (
+            "SwitchTraffic",
+            format!(
+                "the listeners Service now selects {} revision {}",
+                listeners.0.as_str(),
+                listeners.1
+            ),
+        ),
+        Action::RecordDrainStart { node, .. } => (
+            "DrainWithoutEvacuation",
+            format!("node {node} gets no new clients and is removed after waitTakeover"),
+        ),
+        Action::RecordNewNodesReady { .. }
+        | Action::RecordProgress { .. }
+        | Action::MarkForDeletion { .. } => return None,
+        Action::StartEvacuation {
+            node,
+            migrate_to,
+            strategy,
+        } => {
+            let answer = match effect {
+                Effect::EvacuationStarted(started) => format!(" ({started:?})"),
+                _ => String::new(),
+            };
+            (
+                "NodeEvacuation",
+                format!(
+                    "evacuating node {node} at {} connections/s and {} sessions/s to {} new nodes{answer}",
+                    strategy.conn_evict_rate,
+                    strategy.sess_evict_rate,
+                    migrate_to.len()
+                ),
+            )
+        }
+        Action::StopEvacuation { node } => (
+            "StopEvacuation",
+            format!("stopped the evacuation of node {node}, which the desired revision keeps"),
+        ),
+        Action::RemoveOldNode { set, node, from } => (
+            "RemoveOldNode",
+            format!(
+                "scaled {set} from {from} to {}, removing node {}",
+                from.saturating_sub(1),
+                node.as_deref().unwrap_or("(none)")
+            ),
+        ),
+        Action::ForceLeave { node } => {
+            if *effect == Effect::NotNeeded {
+                return None;
+            }
+            (
+                "ForceLeave",
+                format!("removed stopped node {node} from the EMQX cluster"),
+            )
+        }
+        Action::DeleteSet { name } => (
+            "DeleteOldSet",
+            format!(
+                "deleted {name} beyond revisionHistoryLimit; its PersistentVolumeClaims are kept"
+            ),
+        ),
+    })
+}
+
+/// The set or pod a step acts on, for its Event.
+fn related_object(
+    step: &Action,
+    cluster: &Cluster<'_>,
+    sets: &[NodeSet],
+) -> Option<ObjectReference> {
+    let object = |kind: &str, api_version: &str, name: &str| ObjectReference {
+        api_version: Some(api_version.to_owned()),
+        kind: Some(kind.to_owned()),
+        name: Some(name.to_owned()),
+        namespace: Some(cluster.namespace.to_owned()),
+        ..ObjectReference::default()
+    };
+    let set = |name: &str| {
+        sets.iter().find(|s| s.name == name).map(|s| match s.role {
+            Role::Core => object("StatefulSet", "apps/v1", name),
+            Role::Replicant => object("ReplicaSet", "apps/v1", name),
+        })
+    };
+    let pod = |node: &str| {
+        sets.iter()
+            .flat_map(|s| &s.pods)
+            .find(|p| p.node == node)
+            .map(|p| object("Pod", "v1", &p.name))
+    };
+    match step {
+        Action::CreateSet {
+            role: Role::Core,
+            revision,
+            ..
+        } => Some(object(
+            "StatefulSet",
+            "apps/v1",
+            &names::core_set_name(cluster.name, revision),
+        )),
+        Action::CreateSet {
+            role: Role::Replicant,
+            revision,
+            ..
+        } => Some(object(
+            "ReplicaSet",
+            "apps/v1",
+            &names::replicant_set_name(cluster.name, revision),
+        )),
+        Action::ScaleSet { name, .. } | Action::DeleteSet { name } => set(name),
+        Action::RemoveOldNode {
+            set: name, node, ..
+        } => node.as_deref().and_then(pod).or_else(|| set(name)),
+        Action::StartEvacuation { node, .. } | Action::StopEvacuation { node } => pod(node),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emqx_api::{EmqxError, StartOutcome};
+    use crate::error::Error;
+    use crate::explain::StepFailure;
+    use crate::observed::{Pod, Strategy};
+    use emqx_crd::v2beta1::EMQXSpec;
+
+    fn sets() -> Vec<NodeSet> {
+        vec![NodeSet {
+            name: "e-core-a".into(),
+            role: Role::Core,
+            revision: "a".into(),
+            replicas: 1,
+            created_at: 0,
+            pods: vec![Pod {
+                name: "e-core-a-0".into(),
+                ordinal: Some(0),
+                created_at: 0,
+                ready: true,
+                terminating: false,
+                node: "emqx@a-0".into(),
+                marked_for_deletion: false,
+            }],
+        }]
+    }
+
+    #[test]
+    fn events_tell_what_was_done_and_what_failed() {
+        let spec = EMQXSpec::default();
+        let cluster = Cluster {
+            api_version: "apps.emqx.io/v2beta1",
+            kind: "EMQX",
+            name: "e",
+            namespace: "default",
+            uid: "u",
+            spec: &spec,
+        };
+        let evacuate = Action::StartEvacuation {
+            node: "emqx@a-0".into(),
+            migrate_to: vec!["emqx@b-0".into()],
+            strategy: Strategy {
+                initial_delay_s: 0,
+                wait_takeover_s: 5,
+                conn_evict_rate: 100,
+                sess_evict_rate: 50,
+            },
+        };
+        let outcome = Outcome {
+            done: vec![
+                (
+                    Action::RecordProgress {
+                        marker: "m".into(),
+                        at: 1,
+                    },
+                    Effect::Done,
+                ),
+                (
+                    Action::ForceLeave {
+                        node: "emqx@old".into(),
+                    },
+                    Effect::NotNeeded,
+                ),
+                (
+                    evacuate,
+                    Effect::EvacuationStarted(StartOutcome::AlreadyRunning),
+                ),
+            ],
+            failed: Some(StepFailure {
+                step: Action::RemoveOldNode {
+                    set: "e-core-a".into(),
+                    node: Some("emqx@a-0".into()),
+                    from: 1,
+                },
+                error: Error::Emqx(EmqxError::NodeNotFound("emqx@a-0".into())),
+            }),
+        };
+        let notes = notes(&cluster, &sets(), &outcome);
+        let reasons: Vec<&str> = notes.iter().map(|n| n.reason).collect();
+        // Bookkeeping and a force_leave EMQX 4.4 does not need tell nothing.
+        assert_eq!(reasons, ["NodeEvacuation", "ReconcilerFailed"]);
+        assert!(
+            notes[0].note.contains("100 connections/s"),
+            "{}",
+            notes[0].note
+        );
+        assert!(
+            notes[0].note.contains("AlreadyRunning"),
+            "{}",
+            notes[0].note
+        );
+        assert_eq!(
+            notes[0].related.as_ref().and_then(|r| r.name.as_deref()),
+            Some("e-core-a-0")
+        );
+        assert_eq!(notes[1].type_, EventType::Warning);
+        assert!(notes[1].note.contains("emqx@a-0"), "{}", notes[1].note);
+    }
+}

@@ -1,0 +1,274 @@
+//! Gathering one pass's [`Observation`]: the cluster's sets, pods and
+//! Services from the API server, the revisions the spec means, the memory
+//! on the object, and what EMQX says through a node that survives the
+//! upgrade. The only reads of a pass; everything after works on what this
+//! returns.
+
+use crate::context::Context;
+use crate::emqx_api::{self, EmqxError};
+use crate::emqx_client::EmqxClient;
+use crate::error::Error;
+use crate::explain::EmqxUnavailable;
+use crate::live::{self, LiveSet};
+use crate::memory;
+use crate::observed::{EmqxView, Evacuation, Observed, Role, RoleSpec, Spec, Strategy};
+use crate::render::{OPERATOR_API_KEY, Rendered};
+use crate::revision;
+use emqx_crd::evacuation::NodeEvacuationStatus;
+use emqx_crd::names;
+use emqx_crd::v2beta1::EMQXNode;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::Api;
+use kube::api::ListParams;
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Everything one pass knows: what `decide` reads, and what the status
+/// shows beyond it.
+#[derive(Debug)]
+pub struct Observation {
+    /// The desired state, with the revisions found among the live sets.
+    pub spec: Spec,
+    /// `decide`'s input.
+    pub observed: Observed,
+    /// Nodes as EMQX reports them, with their set's UID; `None` when EMQX
+    /// could not be read.
+    pub nodes: Option<Vec<(Role, EMQXNode)>>,
+    /// `global_status.evacuations` as EMQX reports them.
+    pub evacuations: Option<Vec<NodeEvacuationStatus>>,
+    /// Why EMQX could not be read, if it could not.
+    pub unavailable: Option<EmqxUnavailable>,
+}
+
+/// The EMQX node the pass talks to, for the steps that call EMQX.
+#[derive(Debug)]
+pub struct EmqxEndpoint {
+    pub client: EmqxClient,
+    /// The nodes' version, for `wait_health_check` support.
+    pub version: Option<String>,
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads the cluster and EMQX. Fails only on Kubernetes reads; EMQX being
+/// unreadable is part of the observation.
+pub async fn gather(
+    ctx: &Context,
+    rendered: &Rendered<'_>,
+    annotations: Option<&BTreeMap<String, String>>,
+    operator_secret: &str,
+) -> Result<(Observation, Option<EmqxEndpoint>), Error> {
+    let cluster = &rendered.cluster;
+    let (namespace, name) = (cluster.namespace, cluster.name);
+    let client = &ctx.client;
+    let selector = format!("{}={name}", names::LABEL_INSTANCE);
+    let lp = ListParams::default().labels(&selector);
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let replica_sets = Api::<ReplicaSet>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?
+        .items;
+    let live = live::live_sets(cluster, &stateful_sets, &replica_sets, &pods);
+    let spec = desired_spec(rendered, &live, annotations);
+    let services_api = Api::<Service>::namespaced(client.clone(), namespace);
+    let listeners = services_api
+        .get_opt(&names::listeners_service_name(name))
+        .await?;
+    let dashboard = services_api
+        .get_opt(&names::dashboard_service_name(name))
+        .await?;
+    let services = live::services(listeners.as_ref(), dashboard.as_ref());
+    let emqx = read_emqx(rendered, &spec, &live, operator_secret, ctx).await;
+    let (view, nodes, evacuations, endpoint, unavailable) = match emqx {
+        Ok(read) => (
+            Some(read.view),
+            Some(read.nodes),
+            Some(read.evacuations),
+            Some(read.endpoint),
+            None,
+        ),
+        Err(failure) => (None, None, None, None, Some(failure)),
+    };
+    let observation = Observation {
+        observed: Observed {
+            now: now_s(),
+            sets: live.into_iter().map(|s| s.view).collect(),
+            emqx: view,
+            services,
+            memory: memory::load(annotations),
+        },
+        spec,
+        nodes,
+        evacuations,
+        unavailable,
+    };
+    Ok((observation, endpoint))
+}
+
+/// The revisions the spec asks for, found among the live sets by template.
+fn desired_spec(
+    rendered: &Rendered<'_>,
+    live: &[LiveSet],
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Spec {
+    let cluster = &rendered.cluster;
+    let revision_of = |role: Role| {
+        revision::resolve_revision(rendered.template(role), &live::live_templates(live, role))
+    };
+    let settings = cluster.spec.blue_green();
+    let secs = |v: i32| u64::try_from(v).unwrap_or(0);
+    let rate = |v: i32| u32::try_from(v).unwrap_or(1).max(1);
+    Spec {
+        core: RoleSpec {
+            revision: revision_of(Role::Core),
+            replicas: cluster.replicas(Role::Core).unwrap_or(1),
+        },
+        replicant: cluster.replicas(Role::Replicant).map(|replicas| RoleSpec {
+            revision: revision_of(Role::Replicant),
+            replicas,
+        }),
+        strategy: Strategy {
+            initial_delay_s: secs(settings.initial_delay_seconds),
+            wait_takeover_s: secs(settings.wait_takeover),
+            conn_evict_rate: rate(settings.conn_evict_rate),
+            sess_evict_rate: rate(settings.sess_evict_rate),
+        },
+        paused: memory::paused(annotations),
+        progress_deadline_s: memory::progress_deadline(annotations),
+        revision_history_limit: usize::try_from(cluster.spec.revision_history_limit()).unwrap_or(0),
+        listeners_service: rendered.listeners_enabled(),
+        dashboard_service: rendered.dashboard_enabled(),
+    }
+}
+
+/// What EMQX said this pass.
+struct EmqxRead {
+    view: EmqxView,
+    nodes: Vec<(Role, EMQXNode)>,
+    evacuations: Vec<NodeEvacuationStatus>,
+    endpoint: EmqxEndpoint,
+}
+
+/// Reads EMQX through a ready core pod, preferring the desired revision
+/// (it survives the upgrade). Any failure yields the node asked and the
+/// error: `decide` then touches no old node, and the condition says why.
+async fn read_emqx(
+    rendered: &Rendered<'_>,
+    spec: &Spec,
+    live: &[LiveSet],
+    operator_secret: &str,
+    ctx: &Context,
+) -> Result<EmqxRead, EmqxUnavailable> {
+    let api = rendered.cluster.api();
+    let mut cores: Vec<(&LiveSet, &crate::observed::Pod)> = live
+        .iter()
+        .filter(|s| s.view.role == Role::Core)
+        .flat_map(|s| s.view.pods.iter().map(move |p| (s, p)))
+        .filter(|(_, p)| p.ready && !p.terminating)
+        .collect();
+    cores.sort_by_key(|(s, p)| (s.view.revision != spec.core.revision, p.created_at));
+    let (set, endpoint) = cores.first().ok_or_else(|| EmqxUnavailable {
+        node: None,
+        error: "no core pod is ready to answer".into(),
+    })?;
+    let failed = |error: String| EmqxUnavailable {
+        node: Some(endpoint.node.clone()),
+        error,
+    };
+    let ip = set
+        .pod_ips
+        .get(&endpoint.name)
+        .ok_or_else(|| failed(format!("pod {} has no IP", endpoint.name)))?;
+    let client = EmqxClient::new(
+        format!("http://{ip}:{}", api.port()),
+        api,
+        OPERATOR_API_KEY,
+        operator_secret,
+        ctx.emqx_timeout,
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    let nodes = client.nodes().await.map_err(|e| failed(e.to_string()))?;
+    let (evacuation_api, evacuations) =
+        match client.global_evacuations::<NodeEvacuationStatus>().await {
+            Ok(e) => (true, e),
+            Err(EmqxError::EvacuationUnsupported(_)) => (false, Vec::new()),
+            Err(error) => return Err(failed(error.to_string())),
+        };
+    let mut view_evacuations = Vec::new();
+    for e in &evacuations {
+        let state = emqx_api::evacuation_state(e.state.as_deref().unwrap_or_default())
+            .map_err(|e| failed(e.to_string()))?;
+        let remaining = e.stats.as_ref().map_or(0, |s| {
+            u64::try_from(s.current_connected.unwrap_or(0)).unwrap_or(0)
+                + u64::try_from(s.current_sessions.unwrap_or(0)).unwrap_or(0)
+        });
+        view_evacuations.push(Evacuation {
+            node: e.node.clone().unwrap_or_default(),
+            state,
+            remaining,
+        });
+    }
+    let by_node: BTreeMap<&str, (Role, &LiveSet)> = live
+        .iter()
+        .flat_map(|s| {
+            s.view
+                .pods
+                .iter()
+                .map(move |p| (p.node.as_str(), (s.view.role, s)))
+        })
+        .collect();
+    let status_nodes = nodes
+        .iter()
+        .map(|n| {
+            let owner = by_node.get(n.node.as_str());
+            let role = owner.map_or_else(
+                || {
+                    if n.role.as_deref() == Some("replicant") {
+                        Role::Replicant
+                    } else {
+                        Role::Core
+                    }
+                },
+                |(r, _)| *r,
+            );
+            (
+                role,
+                EMQXNode {
+                    controller_uid: owner.and_then(|(_, s)| s.uid.clone()),
+                    node: Some(n.node.clone()),
+                    node_status: Some(n.node_status.clone()),
+                    otp_release: n.otp_release.clone(),
+                    version: n.version.clone(),
+                    role: n.role.clone(),
+                    edition: n.edition.clone(),
+                    connections: n.connections,
+                    live_connections: n.live_connections,
+                    ..EMQXNode::default()
+                },
+            )
+        })
+        .collect();
+    let version = nodes.iter().find_map(|n| n.version.clone());
+    Ok(EmqxRead {
+        view: EmqxView {
+            members: emqx_api::members(&nodes),
+            evacuations: view_evacuations,
+            evacuation_api,
+        },
+        nodes: status_nodes,
+        evacuations,
+        endpoint: EmqxEndpoint { client, version },
+    })
+}

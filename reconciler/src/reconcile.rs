@@ -1,0 +1,108 @@
+//! One reconcile pass of one cluster, as a straight pipeline:
+//!
+//! 1. render the object once ([`Rendered`]) and apply the base objects
+//!    ([`base`]);
+//! 2. [`gather`] one [`crate::gather::Observation`];
+//! 3. [`decide`] (pure);
+//! 4. [`act`] on the decision;
+//! 5. [`report`]: Events, memory, metrics and status, from the spec, the
+//!    observation, the decision and the outcome.
+//!
+//! Nothing is remembered between passes except what [`crate::memory`] keeps
+//! on the object.
+
+use crate::context::Context;
+use crate::decide::decide;
+use crate::error::Error;
+use crate::kind::ClusterKind;
+use crate::metrics::ClusterLabels;
+use crate::render::{Cluster, Rendered};
+use crate::{act, base, gather, memory, report, v1beta4_template};
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+use std::time::Duration;
+
+/// Runs one pass over `object`.
+pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result<Action, Error> {
+    let namespace = object
+        .namespace()
+        .ok_or(Error::ObjectIncomplete("namespace"))?;
+    let name = object.name_any();
+    if object.meta().deletion_timestamp.is_some() {
+        // Owned objects go with it through the garbage collector.
+        ctx.metrics.forget_cluster(&ClusterLabels {
+            namespace,
+            cluster: name,
+        });
+        return Ok(Action::await_change());
+    }
+    let uid = object.uid().ok_or(Error::ObjectIncomplete("uid"))?;
+    let api_version = K::api_version(&()).to_string();
+    let kind = K::kind(&()).to_string();
+    let annotations = object.meta().annotations.as_ref();
+    let hub_spec = v1beta4_template::with_template_fields(object.hub_spec(), annotations);
+    let rendered = Rendered::new(Cluster {
+        api_version: &api_version,
+        kind: &kind,
+        name: &name,
+        namespace: &namespace,
+        uid: &uid,
+        spec: &hub_spec,
+    });
+
+    let operator_secret = if memory::paused(annotations) {
+        // Paused: observe and report only; no owned object is written, so a
+        // spec edited while paused takes effect on resume, not before.
+        base::read_operator_secret(&ctx.client, &rendered.cluster).await?
+    } else {
+        base::ensure(&ctx.client, &rendered).await?
+    };
+
+    let (observation, emqx) = gather::gather(ctx, &rendered, annotations, &operator_secret).await?;
+    match &observation.unavailable {
+        // A node answered badly: worth a warning.
+        Some(failure) if failure.node.is_some() => tracing::warn!(
+            node = failure.node.as_deref().unwrap_or_default(),
+            error = %failure.error,
+            "EMQX unavailable"
+        ),
+        // No core ready yet, as while a cluster is being created.
+        Some(failure) => tracing::debug!(error = %failure.error, "EMQX not reachable yet"),
+        None => {}
+    }
+
+    let decision = decide(&observation.spec, &observation.observed);
+    tracing::info!(
+        cluster = %name,
+        phase = ?decision.phase,
+        wait = ?decision.wait.as_ref().map(|w| &w.message),
+        actions = decision.actions.len(),
+        "decided"
+    );
+
+    let outcome = act::act(
+        ctx,
+        &rendered,
+        &decision,
+        &observation.observed.sets,
+        emqx.as_ref(),
+    )
+    .await;
+
+    report::report(
+        ctx,
+        object,
+        &rendered.cluster,
+        &observation,
+        &decision,
+        &outcome,
+    )
+    .await?;
+    if let Some(failed) = outcome.failed {
+        return Err(failed.error);
+    }
+    Ok(match decision.requeue_after_s {
+        Some(s) => Action::requeue(Duration::from_secs(s)),
+        None => Action::await_change(),
+    })
+}

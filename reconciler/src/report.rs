@@ -1,0 +1,150 @@
+//! Telling what a pass found and did, from the spec, the observation, the
+//! decision and the outcome alone: Events, the memory annotation, the
+//! metrics and the status. The writes of a pass that are not actions.
+
+use crate::act::Outcome;
+use crate::context::{Context, apply_params};
+use crate::decide::{self, Decision};
+use crate::error::Error;
+use crate::events;
+use crate::explain;
+use crate::gather::Observation;
+use crate::kind::ClusterKind;
+use crate::memory;
+use crate::metrics::ClusterLabels;
+use crate::observed::Memory;
+use crate::render::Cluster;
+use crate::status;
+use crate::v1beta4_conditions;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::Event;
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+/// Publishes the pass's Events, then writes the memory and the status
+/// where they changed, and sets the cluster's gauges.
+pub async fn report<K: ClusterKind>(
+    ctx: &Context,
+    object: &K,
+    cluster: &Cluster<'_>,
+    obs: &Observation,
+    decision: &Decision,
+    outcome: &Outcome,
+) -> Result<(), Error> {
+    let reference = object.object_ref(&());
+    for note in events::notes(cluster, &obs.observed.sets, outcome) {
+        let event = Event {
+            type_: note.type_,
+            reason: note.reason.to_owned(),
+            note: Some(note.note.chars().take(1000).collect()),
+            action: note.reason.to_owned(),
+            secondary: note.related,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "event not recorded");
+        }
+    }
+
+    let mut memory = obs.observed.memory.clone();
+    for (step, _) in &outcome.done {
+        memory::record(&mut memory, step);
+    }
+    write_memory(&ctx.client, object, &memory).await?;
+
+    let spec = &obs.spec;
+    let evacuations: Option<Vec<(String, u64)>> = obs.observed.emqx.as_ref().map(|e| {
+        e.evacuations
+            .iter()
+            .map(|e| (e.node.clone(), e.remaining))
+            .collect()
+    });
+    ctx.metrics.record_cluster(
+        &ClusterLabels {
+            namespace: cluster.namespace.to_owned(),
+            cluster: cluster.name.to_owned(),
+        },
+        obs.observed.sets.iter().any(|s| s.is_old(spec)),
+        evacuations.as_deref(),
+    );
+
+    let wait = explain::explain(
+        decision.wait.as_ref(),
+        obs.unavailable.as_ref(),
+        outcome.failed.as_ref(),
+    );
+    let now = obs.observed.now;
+    let new_status = status::status(&status::StatusInput {
+        generation: object.meta().generation.unwrap_or(0),
+        now,
+        spec,
+        sets: &obs.observed.sets,
+        decision,
+        wait: wait.as_ref(),
+        traffic_on_desired: decide::traffic_on_desired(spec, &obs.observed),
+        nodes: obs.nodes.clone(),
+        evacuations: obs.evacuations.clone(),
+        evacuation_unsupported: obs
+            .observed
+            .emqx
+            .as_ref()
+            .is_some_and(|e| !e.evacuation_api),
+        previous: object.hub_status(),
+    });
+    let new_status = if K::v1beta4_conditions() {
+        v1beta4_conditions::with_v1beta4_conditions(new_status, object.hub_status(), now)
+    } else {
+        new_status
+    };
+    if object.hub_status() != Some(&new_status) {
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), cluster.namespace);
+        let patch = json!({
+            "apiVersion": cluster.api_version,
+            "kind": cluster.kind,
+            "status": new_status,
+        });
+        api.patch_status(cluster.name, &apply_params(), &Patch::Apply(&patch))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes the memory annotation when it changed ([`crate::memory`] says why
+/// an annotation).
+async fn write_memory<K: ClusterKind>(
+    client: &Client,
+    object: &K,
+    memory: &Memory,
+) -> Result<(), Error> {
+    let value = memory::store(memory);
+    let current = object
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(memory::ANNOTATION_PROGRESS));
+    if current == Some(&value) {
+        return Ok(());
+    }
+    let namespace = object.namespace().unwrap_or_default();
+    let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
+    if let Some(version) = K::metadata_version() {
+        let gvk = kube::api::GroupVersionKind::gvk(&K::group(&()), version, &K::kind(&()));
+        let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &K::plural(&()));
+        let api: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(client.clone(), &namespace, &resource);
+        api.patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    api.patch(
+        &object.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}

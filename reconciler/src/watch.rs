@@ -1,0 +1,115 @@
+//! The controllers' wiring: which objects are watched and map to which
+//! cluster, the pass counted in the metrics, the retry after a failure,
+//! and the series of clusters that are gone removed.
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::kind::ClusterKind;
+use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels};
+use crate::reconcile::reconcile_pass;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Resolves when the controllers should stop: SIGTERM, or leadership lost.
+pub type Shutdown =
+    futures::future::Shared<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
+
+/// Runs the controller for kind `K` until `shutdown` resolves.
+pub async fn run<K: ClusterKind>(
+    client: Client,
+    namespace: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: Shutdown,
+) {
+    let api = |c: Client| -> (Api<K>, Api<StatefulSet>, Api<ReplicaSet>, Api<Pod>) {
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c.clone(), ns),
+                Api::namespaced(c, ns),
+            ),
+            None => (
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c.clone()),
+                Api::all(c),
+            ),
+        }
+    };
+    let (objects, stateful_sets, replica_sets, pods) = api(client);
+    let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
+    let metrics = ctx.metrics.clone();
+    Controller::new(objects, watcher::Config::default())
+        .owns(stateful_sets, owned.clone())
+        .owns(replica_sets, owned.clone())
+        // Pod readiness and termination drive the upgrade; pods are owned by
+        // the sets, so map them to their cluster by label.
+        .watches(pods, owned, |pod: Pod| {
+            let name = pod
+                .metadata
+                .labels
+                .as_ref()?
+                .get(emqx_crd::names::LABEL_INSTANCE)?
+                .clone();
+            let ns = pod.metadata.namespace.clone()?;
+            Some(ObjectRef::<K>::new(&name).within(&ns))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, error_policy::<K>, ctx)
+        .for_each(|result| {
+            // A pass asked for (a requeue, an owned object changing) after
+            // the cluster was deleted: its series go too.
+            if let Err(controller::Error::ObjectNotFound(gone)) = &result {
+                metrics.forget_cluster(&ClusterLabels {
+                    namespace: gone.namespace.clone().unwrap_or_default(),
+                    cluster: gone.name.clone(),
+                });
+            }
+            async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile");
+                }
+            }
+        })
+        .await;
+}
+
+/// One pass, counted and timed in the metrics.
+pub async fn reconcile<K: ClusterKind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::kind(&()).to_string();
+    let started = Instant::now();
+    ctx.metrics
+        .reconciles
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .inc();
+    let result = reconcile_pass(&*object, &ctx).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&KindLabels { kind: kind.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                kind,
+                error: e.label().to_owned(),
+            })
+            .inc();
+    }
+    result
+}
+
+/// Failed passes retry after a short, fixed pause; the next pass re-derives
+/// everything, so nothing is lost by failing.
+pub fn error_policy<K: ClusterKind>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
