@@ -11,32 +11,12 @@
 //! Part 2: simulated EMQX nodes ([`emqx`]), MQTT load through a Service
 //! ([`mqtt_load`]) and the upgrade recorder ([`recorder`]).
 
-pub mod addresses;
-pub mod binaries;
-pub mod chart;
 pub mod control_plane;
-pub mod echo_hook;
-pub mod emqx;
-pub mod emqx_hook;
-pub mod kubeconfig;
-pub mod kubelet;
-pub mod mqtt_load;
+pub mod network;
+pub mod node;
 pub mod operator;
-pub mod pins;
-pub mod pki;
-pub mod pod_env;
-pub mod pod_hook;
-pub mod pod_process;
-pub mod pod_status;
-pub mod pod_volumes;
-pub mod process;
-pub mod project_binary;
-pub mod readiness_probe;
-pub mod recorder;
 pub mod sandbox;
-pub mod service_proxy;
-pub mod webhook_process;
 
-pub use emqx_hook::EmqxHook;
-pub use pod_hook::{PodContext, PodHook, RunningPod};
+pub use node::emqx_hook::EmqxHook;
+pub use node::pod_hook::{PodContext, PodHook, RunningPod};
 pub use sandbox::{Sandbox, SandboxOptions};

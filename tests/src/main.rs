@@ -17,16 +17,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
+use emqx_sim::cluster::Cluster;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kube::Api;
-use sandbox::chart::{
+use mqtt_load::recorder::{Summary, write_all};
+use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::operator::chart::{
     CommandOutput, NAMESPACE, build_operator_binaries, helm_upgrade_install, run,
     wait_operator_available,
 };
-use sandbox::emqx::cluster::Cluster;
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::operator::{listeners_endpoint, seed_003_manifest, update_revision};
-use sandbox::recorder::{Summary, write_all};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use tokio::process::Command;

@@ -3,6 +3,10 @@
 //! (with the sandbox's admin client). Installing the chart with helm, with
 //! both binaries as pods, is the chart's own test (issue 7).
 
+pub mod chart;
+pub mod project_binary;
+pub mod webhook_process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

@@ -195,8 +195,8 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
 /// message is lost, and every client ends on a new node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_survive_the_upgrade_with_their_sessions() {
-    use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-    use sandbox::recorder::Summary;
+    use mqtt_load::recorder::Summary;
+    use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 
     let ready = Ready::start().await;
     let client = ready.sandbox.client();

@@ -425,7 +425,7 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
     assert_eq!(on_original, total, "{per_node:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 3,
         "a client was disconnected more than twice: {summary}"

@@ -192,7 +192,7 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
         load.progress()
     );
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 2,
         "a client was disconnected more than once: {summary}"

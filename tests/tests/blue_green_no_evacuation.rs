@@ -45,7 +45,7 @@ async fn open_source_brokers_are_drained_by_the_documented_fallback() {
         cluster
             .summaries()
             .iter()
-            .all(|m| m.edition == sandbox::emqx::Edition::Opensource),
+            .all(|m| m.edition == emqx_sim::Edition::Opensource),
         "{OPEN_SOURCE_IMAGE} must play the open-source edition"
     );
     const CLIENTS: usize = 20;

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use blue_green_support::{Fixture, NAME, seed_003_quick};
+use mqtt_load::recorder::Summary;
+use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::EmqxHook;
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::operator::listeners_endpoint;
-use sandbox::recorder::Summary;
 use serde_json::json;
 use tokio::time::Instant;
 

@@ -33,7 +33,7 @@ const DEFAULT_SEED: u64 = 20_261_122;
 /// The reconciler binary of this build, built first if needed (a no-op
 /// when up to date), so the test never runs a stale reconciler.
 fn reconciler_binary() -> PathBuf {
-    sandbox::chart::build_operator_binaries()
+    sandbox::operator::chart::build_operator_binaries()
         .expect("operator binaries")
         .reconciler
 }
@@ -163,7 +163,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
             assert!(
                 reconciler.alive(),
                 "reconciler exited by itself: {}",
-                sandbox::process::log_tail(&log, 30)
+                sandbox::control_plane::process::log_tail(&log, 30)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -174,7 +174,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
             Instant::now() < deadline,
             "upgrade not done after {} kills; last log: {}",
             kills.len(),
-            sandbox::process::log_tail(&log, 30)
+            sandbox::control_plane::process::log_tail(&log, 30)
         );
         // Where the upgrade stood when the reconciler died.
         let at = stage
@@ -211,7 +211,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
         load.progress()
     );
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 2,
         "a client was disconnected more than once: {summary}"

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use sandbox::chart::{
+use sandbox::operator::chart::{
     NAMESPACE, RELEASE, build_operator_binaries, chart_dir, helm_upgrade_install, run,
     wait_operator_available,
 };
@@ -28,7 +28,7 @@ use support::wait_for;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-async fn helm(sandbox: &Sandbox, args: &[&str]) -> sandbox::chart::CommandOutput {
+async fn helm(sandbox: &Sandbox, args: &[&str]) -> sandbox::operator::chart::CommandOutput {
     let mut helm = sandbox.helm();
     helm.args(args);
     run(helm, None, LIMIT).await.expect("helm runs")
@@ -38,7 +38,7 @@ async fn kubectl(
     sandbox: &Sandbox,
     args: &[&str],
     stdin: Option<&[u8]>,
-) -> sandbox::chart::CommandOutput {
+) -> sandbox::operator::chart::CommandOutput {
     let mut kubectl = sandbox.kubectl();
     kubectl.args(args);
     run(kubectl, stdin, LIMIT).await.expect("kubectl runs")

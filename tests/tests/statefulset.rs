@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use sandbox::echo_hook::EchoHook;
+use sandbox::node::echo_hook::EchoHook;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use support::{condition, is_ready, pod_ip, wait_for};

@@ -218,11 +218,8 @@ impl Fixture {
     pub async fn start_load(
         &self,
         clients: usize,
-    ) -> (
-        sandbox::mqtt_load::MqttLoad,
-        Arc<sandbox::emqx::cluster::Cluster>,
-    ) {
-        use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+    ) -> (mqtt_load::MqttLoad, Arc<emqx_sim::cluster::Cluster>) {
+        use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
         let service = Endpoints::new(vec![
             sandbox::operator::listeners_endpoint(&self.client, NAMESPACE, NAME)
                 .await
@@ -334,7 +331,7 @@ impl Fixture {
 
     /// The evacuation steps EMQX recorded for `node` (empty once it left
     /// the cluster).
-    pub fn evacuation_history(&self, node: &str) -> Vec<sandbox::emqx::cluster::EvacuationEvent> {
+    pub fn evacuation_history(&self, node: &str) -> Vec<emqx_sim::cluster::EvacuationEvent> {
         self.hook
             .nodes()
             .into_values()

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use emqx_crd::v2beta1::EMQX;
+use emqx_sim::cluster::{Cluster, NodeStop};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use sandbox::emqx::cluster::{Cluster, NodeStop};
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::operator::{listeners_endpoint, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
