@@ -23,9 +23,9 @@ use kube::Api;
 use mqtt_load::recorder::{Summary, write_all};
 use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::operator::chart::{
-    CommandOutput, NAMESPACE, build_operator_binaries, helm_upgrade_install, run,
-    wait_operator_available,
+    CommandOutput, NAMESPACE, helm_upgrade_install, run, wait_operator_available,
 };
+use sandbox::operator::project_binary::build_operator_binaries;
 use sandbox::operator::{listeners_endpoint, seed_003_manifest, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};

@@ -3,6 +3,7 @@
 //! [`PodHook`](pod_hook::PodHook) for other images (EMQX, echo), readiness
 //! probes, status.
 
+pub mod capacity;
 pub mod echo_hook;
 pub mod emqx_hook;
 pub mod kubelet;

@@ -33,7 +33,7 @@ const DEFAULT_SEED: u64 = 20_261_122;
 /// The reconciler binary of this build, built first if needed (a no-op
 /// when up to date), so the test never runs a stale reconciler.
 fn reconciler_binary() -> PathBuf {
-    sandbox::operator::chart::build_operator_binaries()
+    sandbox::operator::project_binary::build_operator_binaries()
         .expect("operator binaries")
         .reconciler
 }

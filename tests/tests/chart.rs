@@ -18,9 +18,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use sandbox::operator::chart::{
-    NAMESPACE, RELEASE, build_operator_binaries, chart_dir, helm_upgrade_install, run,
-    wait_operator_available,
+    NAMESPACE, RELEASE, chart_dir, helm_upgrade_install, run, wait_operator_available,
 };
+use sandbox::operator::project_binary::build_operator_binaries;
 use sandbox::operator::update_revision;
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::control_plane::kubeconfig::{self, Credentials};
 use crate::network::addresses::{AddressPlan, PodIpPool};
+use crate::node::capacity::{NODE_CPU, NODE_MEMORY_BYTES};
 use crate::node::pod_env::{ObjectData, PodAddresses, image_repository, resolve_env};
 use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
 use crate::node::pod_process::{
@@ -31,10 +32,6 @@ use crate::node::pod_volumes::{
 };
 use crate::node::readiness_probe::{self, ProbeState, ProbeTarget, ProbeTiming};
 
-/// CPU capacity the node reports.
-pub const NODE_CPU: u32 = 16;
-/// Memory capacity the node reports, bytes.
-pub const NODE_MEMORY_BYTES: u64 = 32 * 1024 * 1024 * 1024;
 /// The field manager of the kubelet's status writes.
 const MANAGER: &str = "sandbox-kubelet";
 

@@ -7,6 +7,8 @@ use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 
+use crate::node::capacity::{NODE_CPU, NODE_MEMORY_BYTES};
+
 /// Secret and ConfigMap data of the pod's namespace that the pod refers to
 /// (absent names are simply missing).
 #[derive(Debug, Default, Clone)]
@@ -289,8 +291,8 @@ fn resource_value(container: &Container, resource: &str) -> Option<String> {
         return Some(quantity.0.clone());
     }
     match (section, name) {
-        ("limits", "cpu") => Some(crate::node::kubelet::NODE_CPU.to_string()),
-        ("limits", "memory") => Some(crate::node::kubelet::NODE_MEMORY_BYTES.to_string()),
+        ("limits", "cpu") => Some(NODE_CPU.to_string()),
+        ("limits", "memory") => Some(NODE_MEMORY_BYTES.to_string()),
         ("requests", "cpu" | "memory") => Some("0".into()),
         _ => None,
     }

@@ -13,12 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 
 use crate::Sandbox;
-pub use crate::operator::project_binary::{OperatorBinaries, build_operator_binaries};
-
-/// The webhook's image repository in the chart's values.
-pub const WEBHOOK_IMAGE: &str = "emqx-operator/emqx-webhook";
-/// The reconciler's image repository in the chart's values.
-pub const RECONCILER_IMAGE: &str = "emqx-operator/emqx-reconciler";
+pub use crate::operator::project_binary::{RECONCILER_IMAGE, WEBHOOK_IMAGE};
 /// The release and namespace the README installs into.
 pub const RELEASE: &str = "emqx-operator";
 /// The namespace the README installs into (and the CRDs' default

@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::SandboxOptions;
-use crate::operator::chart::{RECONCILER_IMAGE, WEBHOOK_IMAGE};
+
+/// The webhook's image repository in the chart's values.
+pub const WEBHOOK_IMAGE: &str = "emqx-operator/emqx-webhook";
+/// The reconciler's image repository in the chart's values.
+pub const RECONCILER_IMAGE: &str = "emqx-operator/emqx-reconciler";
 
 /// The two binaries behind the chart's images.
 #[derive(Debug, Clone)]
