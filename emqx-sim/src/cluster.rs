@@ -1,6 +1,6 @@
 //! One EMQX cluster: its members, the cluster-wide client registry, sessions,
 //! routing and evacuations. Nodes with the same [`DiscoveryKey`] in one process
-//! share a `Cluster`; that models DNS discovery plus Erlang distribution.
+//! share a `BrokerCluster`; that models DNS discovery plus Erlang distribution.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
@@ -21,7 +21,7 @@ mod tests;
 
 use clients::remove_session;
 
-static CLUSTERS: LazyLock<Mutex<HashMap<DiscoveryKey, Weak<Cluster>>>> =
+static CLUSTERS: LazyLock<Mutex<HashMap<DiscoveryKey, Weak<BrokerCluster>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Counters a node exposes as Prometheus counters.
@@ -195,21 +195,21 @@ struct State {
 
 /// A cluster shared by the nodes that discovered each other.
 #[derive(Debug)]
-pub struct Cluster {
+pub struct BrokerCluster {
     /// Cluster name (`emqxcl`).
     pub name: String,
     state: Mutex<State>,
 }
 
-impl Cluster {
+impl BrokerCluster {
     /// The cluster for `key`, created on first use.
-    pub fn discover(key: &DiscoveryKey) -> Arc<Cluster> {
+    pub fn discover(key: &DiscoveryKey) -> Arc<BrokerCluster> {
         let mut all = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|_, weak| weak.strong_count() > 0);
         if let Some(existing) = all.get(key).and_then(Weak::upgrade) {
             return existing;
         }
-        let cluster = Arc::new(Cluster {
+        let cluster = Arc::new(BrokerCluster {
             name: "emqxcl".into(),
             state: Mutex::new(State::default()),
         });

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Nodes with the same headless DNS name and cookie in one process form one
-//! cluster ([`cluster::Cluster`]). A stopped node stays listed as `stopped`
+//! cluster ([`cluster::BrokerCluster`]). A stopped node stays listed as `stopped`
 //! until `force_leave`. Faults are switched at run time through
 //! [`EmqxNode::faults`]; the evacuation tick is [`NodeConfig::tick`] (1 s).
 //!

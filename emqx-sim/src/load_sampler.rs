@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use mqtt_load::ConnectionSampler;
 
-use crate::cluster::Cluster;
+use crate::cluster::BrokerCluster;
 
-impl ConnectionSampler for Cluster {
+impl ConnectionSampler for BrokerCluster {
     fn per_node(&self) -> BTreeMap<String, u64> {
         self.live_connections_by_node()
     }

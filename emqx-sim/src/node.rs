@@ -10,7 +10,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::cluster::{Cluster, EvacuationEvent};
+use super::cluster::{BrokerCluster, EvacuationEvent};
 use super::config::NodeConfig;
 use super::faults::Faults;
 use super::mqtt::listener::accept_loop;
@@ -37,7 +37,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct EmqxNode {
     config: Arc<NodeConfig>,
-    cluster: Arc<Cluster>,
+    cluster: Arc<BrokerCluster>,
     faults: Arc<Faults>,
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
@@ -66,7 +66,7 @@ impl EmqxNode {
         let http_addr = http.local_addr().unwrap_or(http_addr);
         let mqtt_addr = mqtt.local_addr().unwrap_or(mqtt_addr);
         let config = Arc::new(config);
-        let cluster = Cluster::discover(&config.discovery);
+        let cluster = BrokerCluster::discover(&config.discovery);
         let wake = Arc::new(Notify::new());
         cluster
             .join(&config, wake.clone())
@@ -131,7 +131,7 @@ impl EmqxNode {
         self.faults.clone()
     }
 
-    pub fn cluster(&self) -> &Arc<Cluster> {
+    pub fn cluster(&self) -> &Arc<BrokerCluster> {
         &self.cluster
     }
 
@@ -183,7 +183,7 @@ impl Drop for EmqxNode {
 /// Steps the node's evacuation whenever it is due or was just started/stopped.
 async fn ticker(
     node: String,
-    cluster: Arc<Cluster>,
+    cluster: Arc<BrokerCluster>,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {

@@ -32,7 +32,7 @@ pub struct Message {
 pub enum ToConnection {
     /// Deliver a message; `id` identifies it in the session's queue (QoS 1).
     Deliver {
-        /// Queue id, acknowledged with [`super::cluster::Cluster::ack`].
+        /// Queue id, acknowledged with [`super::cluster::BrokerCluster::ack`].
         id: u64,
         /// The message.
         message: Message,

@@ -1,4 +1,4 @@
-//! The upgrade recorder: connections per node over time as CSV and a chart
+//! The upgrade recorder: connections per node over time as CSV and a plot
 //! (SVG and PNG), plus a summary of what clients went through.
 
 pub mod plot;
@@ -7,7 +7,7 @@ pub mod summary;
 
 use std::path::{Path, PathBuf};
 
-pub use plot::ChartError;
+pub use plot::PlotError;
 pub use series::ConnectionSeries;
 pub use summary::Summary;
 
@@ -39,7 +39,7 @@ pub enum RecordError {
     },
     /// Drawing failed.
     #[error(transparent)]
-    Chart(#[from] ChartError),
+    Plot(#[from] PlotError),
 }
 
 /// Writes CSV, SVG, PNG (when a font exists) and the summary into `dir`.

@@ -5,7 +5,7 @@
 //! workspace's binaries), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
 //! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
-//! the connections-per-node chart (PNG, SVG), the CSV and a summary.
+//! the connections-per-node plot (PNG, SVG), the CSV and a summary.
 //!
 //! `cargo run --release -p sandbox -- [--clients 3000] [--keep] [--out DIR]`
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
-use emqx_sim::cluster::Cluster;
+use emqx_sim::cluster::BrokerCluster;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kube::Api;
 use mqtt_load::recorder::{Summary, write_all};
@@ -40,7 +40,7 @@ struct Args {
     /// Connections (and sessions) evicted per second on each old node.
     #[arg(long, default_value_t = 200)]
     rate: u32,
-    /// Where the chart, CSV and summary go.
+    /// Where the plot, CSV and summary go.
     #[arg(long, default_value = "target/demo")]
     out: PathBuf,
     /// Leave the sandbox running and print the KUBECONFIG to use with kubectl.
@@ -224,7 +224,7 @@ async fn main() -> Result<()> {
         "▶ mqttx bench conn -c {}   (through the listeners Service {service})",
         args.clients
     );
-    let cluster: Arc<Cluster> = hook
+    let cluster: Arc<BrokerCluster> = hook
         .nodes()
         .into_values()
         .next()

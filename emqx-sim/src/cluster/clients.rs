@@ -7,10 +7,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use super::{Cluster, ConnectOutcome, State, update_max};
+use super::{BrokerCluster, ConnectOutcome, State, update_max};
 use crate::session::{Attachment, Message, MqttVersion, Session, ToConnection, topic_matches};
 
-impl Cluster {
+impl BrokerCluster {
     /// A CONNECT arriving at `node`. Refused before any session work while the
     /// node evacuates (EMQX hooks `client.connect`, before authentication).
     #[allow(clippy::too_many_arguments)]

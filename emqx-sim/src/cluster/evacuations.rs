@@ -6,13 +6,13 @@ use tokio::time::Instant;
 
 use super::clients::{detach, expire_sessions};
 use super::{
-    Cluster, EvacuationCallError, EvacuationEvent, EvacuationStatus, RecipientError, State,
+    BrokerCluster, EvacuationCallError, EvacuationEvent, EvacuationStatus, RecipientError, State,
     node_counts,
 };
 use crate::evacuation::{Evacuation, EvacuationOptions, EvacuationState, Observed, Work};
 use crate::session::ToConnection;
 
-impl Cluster {
+impl BrokerCluster {
     /// Checks `migrate_to` as EMQX does: unknown names first, then availability.
     pub fn validate_recipients(&self, names: &[String]) -> Result<(), RecipientError> {
         let s = self.state();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::Cluster;
+use super::BrokerCluster;
 use crate::config::{NodeConfig, Role};
 use crate::evacuation::EvacuationOptions;
 use crate::operator_pod::v2_pod;
@@ -37,7 +37,7 @@ fn quick() -> EvacuationOptions {
 #[test]
 fn history_and_stops_survive_force_leave() {
     let (a, b) = (config("evidence-leave", 1), config("evidence-leave", 2));
-    let cluster = Cluster::discover(&a.discovery);
+    let cluster = BrokerCluster::discover(&a.discovery);
     cluster.join(&a, Arc::new(Notify::new())).expect("a joins");
     cluster.join(&b, Arc::new(Notify::new())).expect("b joins");
     cluster
@@ -48,7 +48,7 @@ fn history_and_stops_survive_force_leave() {
     for _ in 0..4 {
         cluster.tick(&a.node_name, now);
     }
-    let states = |c: &Cluster| -> Vec<&str> {
+    let states = |c: &BrokerCluster| -> Vec<&str> {
         c.evacuation_history(&a.node_name)
             .iter()
             .map(|e| e.state)
@@ -75,7 +75,7 @@ fn history_and_stops_survive_force_leave() {
 #[test]
 fn a_restart_appends_to_the_history_and_a_plain_stop_records_none() {
     let (a, b) = (config("evidence-restart", 1), config("evidence-restart", 2));
-    let cluster = Cluster::discover(&a.discovery);
+    let cluster = BrokerCluster::discover(&a.discovery);
     cluster.join(&a, Arc::new(Notify::new())).expect("a joins");
     cluster.join(&b, Arc::new(Notify::new())).expect("b joins");
     cluster

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
 use super::wire::{self, Incoming, Outgoing, WireError};
-use crate::cluster::{Cluster, ConnectOutcome};
+use crate::cluster::{BrokerCluster, ConnectOutcome};
 use crate::session::{Message, MqttVersion, ToConnection};
 
 /// Largest packet accepted (EMQX default `mqtt.max_packet_size` is 1 MB).
@@ -63,7 +63,7 @@ impl Conn {
 pub async fn serve(
     stream: TcpStream,
     node: String,
-    cluster: Arc<Cluster>,
+    cluster: Arc<BrokerCluster>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
     let mut stream = stream;
@@ -172,7 +172,7 @@ impl Inflight {
 async fn run(
     conn: &mut Conn,
     node: &str,
-    cluster: &Cluster,
+    cluster: &BrokerCluster,
     client_id: &str,
     conn_id: u64,
     keep_alive: u16,

@@ -6,14 +6,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::channel;
-use crate::cluster::Cluster;
+use crate::cluster::BrokerCluster;
 use crate::faults::Faults;
 
 /// Accepts connections until `shutdown` flips; each runs in its own task.
 pub async fn accept_loop(
     listener: TcpListener,
     node: String,
-    cluster: Arc<Cluster>,
+    cluster: Arc<BrokerCluster>,
     faults: Arc<Faults>,
     shutdown: watch::Receiver<bool>,
 ) {

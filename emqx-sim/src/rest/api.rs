@@ -12,7 +12,7 @@ use super::auth::authorize;
 use super::payload;
 use super::reply::{self, node_error};
 use super::route::{Endpoint, Route, route};
-use crate::cluster::{Cluster, EvacuationCallError, RecipientError};
+use crate::cluster::{BrokerCluster, EvacuationCallError, RecipientError};
 use crate::config::NodeConfig;
 use crate::evacuation_request::parse_evacuation_start;
 use crate::faults::Faults;
@@ -27,7 +27,7 @@ pub struct ApiContext {
     /// The serving node's configuration.
     pub config: Arc<NodeConfig>,
     /// Its cluster.
-    pub cluster: Arc<Cluster>,
+    pub cluster: Arc<BrokerCluster>,
     /// Its fault switches.
     pub faults: Arc<Faults>,
 }

@@ -9,9 +9,9 @@ use plotters::style::FontStyle;
 
 use super::series::{ConnectionSeries, short_name};
 
-/// Why a chart could not be drawn.
+/// Why a plot could not be drawn.
 #[derive(Debug, thiserror::Error)]
-pub enum ChartError {
+pub enum PlotError {
     /// The embedded font was rejected by the renderer.
     #[error("the embedded DejaVu Sans font could not be registered")]
     Font,
@@ -29,29 +29,29 @@ static FONT: OnceLock<bool> = OnceLock::new();
 
 /// Registers the embedded DejaVu Sans once per process: plotters needs a font
 /// to lay out text for both SVG and PNG, and a clean machine may have none.
-fn ensure_font() -> Result<(), ChartError> {
+fn ensure_font() -> Result<(), PlotError> {
     let ok = *FONT.get_or_init(|| {
         plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular())
             .is_ok()
     });
-    if ok { Ok(()) } else { Err(ChartError::Font) }
+    if ok { Ok(()) } else { Err(PlotError::Font) }
 }
 
-/// Writes the chart as SVG.
-pub fn write_svg(series: &ConnectionSeries, path: &Path, title: &str) -> Result<(), ChartError> {
+/// Writes the plot as SVG.
+pub fn write_svg(series: &ConnectionSeries, path: &Path, title: &str) -> Result<(), PlotError> {
     ensure_font()?;
     let root = SVGBackend::new(path, (1200, 600)).into_drawing_area();
-    draw(root, series, title).map_err(|message| ChartError::Draw {
+    draw(root, series, title).map_err(|message| PlotError::Draw {
         path: path.display().to_string(),
         message,
     })
 }
 
-/// Writes the chart as PNG.
-pub fn write_png(series: &ConnectionSeries, path: &Path, title: &str) -> Result<(), ChartError> {
+/// Writes the plot as PNG.
+pub fn write_png(series: &ConnectionSeries, path: &Path, title: &str) -> Result<(), PlotError> {
     ensure_font()?;
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
-    draw(root, series, title).map_err(|message| ChartError::Draw {
+    draw(root, series, title).map_err(|message| PlotError::Draw {
         path: path.display().to_string(),
         message,
     })

@@ -49,7 +49,7 @@ fn lock(table: &Mutex<NodeTable>) -> std::sync::MutexGuard<'_, NodeTable> {
 pub struct NodeHandle {
     pub node_name: String,
     pub faults: Arc<emqx_sim::faults::Faults>,
-    pub cluster: Arc<emqx_sim::cluster::Cluster>,
+    pub cluster: Arc<emqx_sim::cluster::BrokerCluster>,
 }
 
 impl EmqxHook {

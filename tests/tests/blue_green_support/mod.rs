@@ -218,7 +218,7 @@ impl Fixture {
     pub async fn start_load(
         &self,
         clients: usize,
-    ) -> (mqtt_load::MqttLoad, Arc<emqx_sim::cluster::Cluster>) {
+    ) -> (mqtt_load::MqttLoad, Arc<emqx_sim::cluster::BrokerCluster>) {
         use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
         let service = Endpoints::new(vec![
             sandbox::operator::listeners_endpoint(&self.client, NAMESPACE, NAME)

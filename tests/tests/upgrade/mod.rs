@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use emqx_crd::v2beta1::EMQX;
-use emqx_sim::cluster::{Cluster, NodeStop};
+use emqx_sim::cluster::{BrokerCluster, NodeStop};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -154,7 +154,7 @@ impl Stage {
     }
 
     /// The simulated EMQX cluster.
-    pub fn cluster(&self) -> Arc<Cluster> {
+    pub fn cluster(&self) -> Arc<BrokerCluster> {
         self.hook
             .nodes()
             .into_values()
@@ -314,7 +314,7 @@ pub fn victim(old_nodes: &BTreeMap<String, String>, set: &str, from: i32) -> Opt
 /// stopped only in `prohibiting`, and was scaled away only after
 /// `prohibiting`; the old set ended at zero and its nodes were force-left.
 pub fn assert_orderly(
-    cluster: &Cluster,
+    cluster: &BrokerCluster,
     old_set: &str,
     old_nodes: &BTreeMap<String, String>,
     pace: Pace,
@@ -415,7 +415,7 @@ pub fn assert_orderly(
 }
 
 /// No old node is listed in the EMQX cluster any more, and every member runs.
-pub fn assert_force_left(cluster: &Cluster, old_nodes: &BTreeMap<String, String>) {
+pub fn assert_force_left(cluster: &BrokerCluster, old_nodes: &BTreeMap<String, String>) {
     let members = cluster.summaries();
     for node in old_nodes.values() {
         assert!(
@@ -434,7 +434,7 @@ pub async fn assert_old_set_at_zero(stage: &Stage, old_set: &str) {
 }
 
 /// Prints what the simulator recorded, for the test log.
-pub fn print_evidence(cluster: &Cluster, old_nodes: &BTreeMap<String, String>, t0: Instant) {
+pub fn print_evidence(cluster: &BrokerCluster, old_nodes: &BTreeMap<String, String>, t0: Instant) {
     for node in old_nodes.values() {
         let steps: Vec<String> = cluster
             .evacuation_history(node)
