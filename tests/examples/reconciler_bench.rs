@@ -37,8 +37,9 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::operator::install_crds;
 use sandbox::operator::project_binary;
-use sandbox::operator::{install_crds, listeners_endpoint, seed_003_manifest, update_revision};
+use sandbox::seed_003::{listeners_endpoint, seed_003_manifest, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use emqx_sim::cluster::BrokerCluster;
+use emqx_sim::{EmqxNode, NodeConfig, PodFacts};
 use std::sync::Mutex;
 
 use crate::node::pod_env::image_repository;
 use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
-use emqx_sim::{EmqxNode, NodeConfig, PodFacts};
 
 /// Image repositories played as EMQX (Docker Hub's names, with or without a
 /// registry in front).
@@ -49,7 +50,7 @@ fn lock(table: &Mutex<NodeTable>) -> std::sync::MutexGuard<'_, NodeTable> {
 pub struct NodeHandle {
     pub node_name: String,
     pub faults: Arc<emqx_sim::faults::Faults>,
-    pub cluster: Arc<emqx_sim::cluster::BrokerCluster>,
+    pub cluster: Arc<BrokerCluster>,
 }
 
 impl EmqxHook {
@@ -66,6 +67,12 @@ impl EmqxHook {
     /// Every running node, by `namespace/pod`.
     pub fn nodes(&self) -> BTreeMap<String, NodeHandle> {
         lock(&self.nodes).clone()
+    }
+
+    /// The simulated EMQX cluster the running nodes form (the first node's),
+    /// if a node runs.
+    pub fn cluster(&self) -> Option<Arc<BrokerCluster>> {
+        lock(&self.nodes).values().next().map(|n| n.cluster.clone())
     }
 }
 
