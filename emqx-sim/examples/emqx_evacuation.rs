@@ -2,7 +2,7 @@
 //! the "Service" moved to the other two, the node evacuated at R per tick;
 //! writes CSV, SVG, PNG and a summary, and prints the summary.
 //!
-//! `cargo run -p sandbox --release --example emqx_evacuation [clients] [rate] [out_dir]`
+//! `cargo run -p emqx-sim --release --example emqx_evacuation [clients] [rate] [out_dir]`
 //! (defaults 3000, 500, target/emqx-evacuation-demo). Stops by itself.
 
 use std::net::Ipv4Addr;

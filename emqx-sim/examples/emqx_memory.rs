@@ -1,6 +1,6 @@
 //! Prints the simulated EMQX node's resident memory per 1,000 MQTT connections.
 //!
-//! `cargo run -p sandbox --release --example emqx_memory [batches]`
+//! `cargo run -p emqx-sim --release --example emqx_memory [batches]`
 //!
 //! The node runs in this process; the clients run in a child process (this
 //! same binary with `--clients`), so their memory is not counted. Each client

@@ -1,5 +1,11 @@
-//! Simulated EMQX nodes, faithful to `docs/emqx-api.md`: the REST API (v5 and
-//! v4), cluster membership, the evacuation state machine, and MQTT 3.1.1/5.
+//! `emqx-sim`: simulated EMQX nodes, faithful to `docs/emqx-api.md`: the
+//! REST API (v5 and v4), cluster membership, the evacuation state machine,
+//! and MQTT 3.1.1/5. Nothing here knows Kubernetes: a node starts from the
+//! facts of its pod ([`PodFacts`]; [`operator_pod`] builds them as the EMQX
+//! operators' pods have them), and its tests and examples run without a
+//! control plane. The sandbox's kubelet plays EMQX pods with these nodes
+//! (`sandbox::node::emqx_hook`). The simulated cluster answers the MQTT load
+//! generator's broker-side questions (`mqtt_load::ConnectionSampler`).
 //!
 //! Attaching a node to a pod (what the kubelet hook does):
 //!
@@ -13,8 +19,8 @@
 //! ```
 //!
 //! Nodes with the same headless DNS name and cookie in one process form one
-//! cluster ([`cluster::BrokerCluster`]). A stopped node stays listed as `stopped`
-//! until `force_leave`. Faults are switched at run time through
+//! cluster ([`cluster::BrokerCluster`]). A stopped node stays listed as
+//! `stopped` until `force_leave`. Faults are switched at run time through
 //! [`EmqxNode::faults`]; the evacuation tick is [`NodeConfig::tick`] (1 s).
 //!
 //! Not simulated: rebalance (`/load_rebalance/{node}/start|stop` answer 404),

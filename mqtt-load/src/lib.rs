@@ -1,8 +1,13 @@
-//! MQTT load: N real client connections (rumqttc) through one address, with
-//! auto-reconnect, backoff and jitter, `clean_start=false` and a session
-//! expiry, plus a QoS 1 publisher. Records per-second connections per node,
-//! every disconnect/reconnect per client, and published vs received messages.
-//! Bounded: it stops by itself at `max_duration`.
+//! `mqtt-load`: N real client connections (rumqttc) through one address,
+//! with auto-reconnect, backoff and jitter, `clean_start=false` and a
+//! session expiry, plus a QoS 1 publisher. Records per-second connections
+//! per node, every disconnect/reconnect per client, and published vs
+//! received messages; [`recorder`] writes that as CSV, a plot (SVG, PNG) and
+//! a summary. Bounded: it stops by itself at `max_duration`.
+//!
+//! Which node a client is on is the broker's knowledge: a
+//! [`ConnectionSampler`] tells it (the EMQX simulator implements it); this
+//! crate knows no broker.
 
 pub mod backoff;
 pub mod client;
