@@ -17,9 +17,9 @@ use sandbox::seed_003::{Seed003, Stage, load};
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// Seed 003 with two cores, quick probes and small delays, so the test takes
-/// about a minute, Ready; and the EMQX nodes it first ran.
-async fn seed_003_ready() -> (Stage, Vec<String>) {
-    let ready = support::ready(Seed003::new()).await;
+/// about a minute, Ready as `seed` says; and the EMQX nodes it first ran.
+async fn seed_003_ready(seed: Seed003) -> (Stage, Vec<String>) {
+    let ready = support::ready(seed).await;
     let nodes = ready
         .hook
         .nodes()
@@ -31,7 +31,7 @@ async fn seed_003_ready() -> (Stage, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_003_patch_runs_a_blue_green_upgrade() {
-    let (ready, old_nodes) = seed_003_ready().await;
+    let (ready, old_nodes) = seed_003_ready(Seed003::new()).await;
     let (old_revision, old_nodes) = (&ready.revision, &old_nodes);
     assert_eq!(old_nodes.len(), 2);
     ready.patch_image_pull_policy().await.expect("patch");
@@ -102,16 +102,14 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
     use mqtt_load::recorder::Summary;
 
     const CLIENTS: usize = 150;
-    let (ready, old_nodes) = seed_003_ready().await;
+    let (mut ready, old_nodes) = seed_003_ready(Seed003::new().clients(
+        load(CLIENTS, 300, Duration::from_secs(240)),
+        Duration::from_secs(60),
+    ))
+    .await;
     let client = ready.sandbox.client();
     let cluster = ready.cluster().expect("a node");
-    let load = ready
-        .clients(
-            load(CLIENTS, 300, Duration::from_secs(240)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = ready.load.take().expect("clients");
 
     ready.patch_image_pull_policy().await.expect("patch");
     ready

@@ -419,16 +419,14 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reverting_mid_upgrade_returns_to_the_old_set() {
     const CLIENTS: usize = 60;
-    let f = support::ready(Seed003::new()).await;
+    let mut f = support::ready(Seed003::new().clients(
+        load(CLIENTS, 200, Duration::from_secs(300)),
+        Duration::from_secs(60),
+    ))
+    .await;
     let original_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
     let cluster = f.cluster().expect("a running EMQX node");
-    let load = f
-        .clients(
-            load(CLIENTS, 200, Duration::from_secs(300)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = f.load.take().expect("clients");
     let original = f
         .get()
         .await

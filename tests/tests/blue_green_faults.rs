@@ -13,7 +13,7 @@ mod upgrade;
 
 use std::time::Duration;
 
-use sandbox::seed_003::{NAME, Pace, Seed003, Stage, load, update_revision};
+use sandbox::seed_003::{NAME, Pace, Seed003, Stage, load};
 use tokio::time::Instant;
 use upgrade::Recorder;
 
@@ -54,29 +54,22 @@ async fn wait_condition(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
+    const CLIENTS: usize = 30;
     let pace = Pace {
         initial_delay_s: 2,
         wait_takeover_s: 2,
         conn_evict_rate: 5,
         sess_evict_rate: 5,
     };
-    let stage = support::stage(Seed003::new().cores(2).pace(pace)).await;
-    stage.create().await.expect("create EMQX");
-    let first = stage
-        .wait_ready(None, Duration::from_secs(120))
-        .await
-        .expect("EMQX Ready");
-    let old_revision = update_revision(&first).expect("a revision");
+    let mut stage = support::ready(Seed003::new().cores(2).pace(pace).clients(
+        load(CLIENTS, 100, Duration::from_secs(240)),
+        Duration::from_secs(60),
+    ))
+    .await;
+    let old_revision = stage.revision.clone();
     let old_set = format!("{}-core-{old_revision}", NAME);
     let old_nodes = stage.nodes();
-    const CLIENTS: usize = 30;
-    let load = stage
-        .clients(
-            load(CLIENTS, 100, Duration::from_secs(240)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = stage.load.take().expect("clients");
     let cluster = stage.cluster().expect("a running EMQX node");
 
     let recorder = Recorder::start(&stage);

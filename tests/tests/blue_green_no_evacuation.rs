@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
-use sandbox::seed_003::{NAME, Pace, Seed003, condition, load, update_revision};
+use sandbox::seed_003::{NAME, Pace, Seed003, condition, load};
 use tokio::time::Instant;
 use upgrade::Recorder;
 
@@ -24,19 +24,25 @@ const OPEN_SOURCE_IMAGE: &str = "emqx/emqx:5.8.9";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn open_source_brokers_are_drained_by_the_documented_fallback() {
+    const CLIENTS: usize = 20;
     let pace = Pace {
         initial_delay_s: 2,
         wait_takeover_s: 4,
         conn_evict_rate: 5,
         sess_evict_rate: 5,
     };
-    let stage = support::stage(Seed003::new().cores(2).pace(pace).image(OPEN_SOURCE_IMAGE)).await;
-    stage.create().await.expect("create EMQX");
-    let first = stage
-        .wait_ready(None, Duration::from_secs(120))
-        .await
-        .expect("EMQX Ready");
-    let old_revision = update_revision(&first).expect("a revision");
+    let mut stage = support::ready(
+        Seed003::new()
+            .cores(2)
+            .pace(pace)
+            .image(OPEN_SOURCE_IMAGE)
+            .clients(
+                load(CLIENTS, 100, Duration::from_secs(180)),
+                Duration::from_secs(60),
+            ),
+    )
+    .await;
+    let old_revision = stage.revision.clone();
     let old_set = format!("{}-core-{old_revision}", NAME);
     let old_nodes = stage.nodes();
     let cluster = stage.cluster().expect("a running EMQX node");
@@ -47,14 +53,7 @@ async fn open_source_brokers_are_drained_by_the_documented_fallback() {
             .all(|m| m.edition == emqx_sim::Edition::Opensource),
         "{OPEN_SOURCE_IMAGE} must play the open-source edition"
     );
-    const CLIENTS: usize = 20;
-    let load = stage
-        .clients(
-            load(CLIENTS, 100, Duration::from_secs(180)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = stage.load.take().expect("clients");
 
     let recorder = Recorder::start(&stage);
     let t0 = Instant::now();

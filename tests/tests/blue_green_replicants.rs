@@ -153,10 +153,14 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     const CORES: usize = 2;
     const REPLICANTS: usize = 2;
     const CLIENTS: usize = 100;
-    let f = support::ready(
+    let mut f = support::ready(
         Seed003::new()
             .cores(CORES as u32)
-            .replicants(REPLICANTS as u32),
+            .replicants(REPLICANTS as u32)
+            .clients(
+                load(CLIENTS, 200, Duration::from_secs(300)),
+                Duration::from_secs(60),
+            ),
     )
     .await;
     let old = f.revision.clone();
@@ -174,13 +178,7 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     assert_eq!(f.listeners_revision().await, Some(old_replicant.clone()));
 
     let cluster = f.cluster().expect("a running EMQX node");
-    let load = f
-        .clients(
-            load(CLIENTS, 200, Duration::from_secs(300)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = f.load.take().expect("clients");
     // Every client is on a replicant.
     let replicant_nodes: Vec<String> = f
         .hook
@@ -396,7 +394,11 @@ async fn replicant_sets(f: &Stage) -> BTreeMap<String, i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
     const CLIENTS: usize = 40;
-    let f = support::ready(Seed003::new().replicants(2)).await;
+    let mut f = support::ready(Seed003::new().replicants(2).clients(
+        load(CLIENTS, 200, Duration::from_secs(300)),
+        Duration::from_secs(60),
+    ))
+    .await;
     let old_core = f.revision.clone();
     let old_replicant = f
         .get()
@@ -407,13 +409,7 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
         .and_then(|s| s.update_revision)
         .expect("replicant revision");
     let old_rs = format!("{NAME}-replicant-{old_replicant}");
-    let load = f
-        .clients(
-            load(CLIENTS, 200, Duration::from_secs(300)),
-            Duration::from_secs(60),
-        )
-        .await
-        .expect("clients connect");
+    let load = f.load.take().expect("clients");
     let original = f
         .get()
         .await
