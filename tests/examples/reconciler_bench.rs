@@ -36,9 +36,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{install_crds, listeners_endpoint, seed_003_manifest, update_revision};
-use sandbox::project_binary;
+use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::operator::install_crds;
+use sandbox::operator::project_binary;
+use sandbox::seed_003::{listeners_endpoint, seed_003_manifest, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
@@ -123,7 +124,7 @@ impl Reconciler {
     }
 
     fn rss_kib(&self) -> Option<u64> {
-        sandbox::process::rss_kib(self.child.id())
+        sandbox::control_plane::process::rss_kib(self.child.id())
     }
 
     async fn reconciles(&self) -> Option<f64> {
@@ -351,7 +352,7 @@ async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> R
     }
     let total = started.elapsed().as_secs_f64();
     let report = load.finish(Duration::from_secs(10)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     let from_ready = new_ready_at.map(|t| total - t.as_secs_f64());
     println!(
         "== upgrade wall time ({cores} cores, {clients} clients, connEvictRate=sessEvictRate={}, waitTakeover={}, initialDelaySeconds={})",

@@ -8,6 +8,12 @@
 //! collection and ServiceAccount controllers, each with its own ServiceAccount
 //! credentials (so their RBAC is real too).
 
+pub mod binaries;
+pub mod kubeconfig;
+pub mod pins;
+pub mod pki;
+pub mod process;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::addresses::AddressPlan;
-use crate::binaries::Binaries;
-use crate::kubeconfig::{self, Credentials};
-use crate::pki::Pki;
-use crate::process::Supervised;
+use crate::control_plane::binaries::Binaries;
+use crate::control_plane::kubeconfig::Credentials;
+use crate::control_plane::pki::Pki;
+use crate::control_plane::process::Supervised;
+use crate::network::addresses::AddressPlan;
 
 /// etcd client port.
 pub const ETCD_PORT: u16 = 2379;

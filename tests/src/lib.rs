@@ -1,42 +1,35 @@
-//! `sandbox`: a real Kubernetes control plane with a simulated node and
-//! simulated EMQX brokers, for end-to-end tests and the demo.
+//! `sandbox`: a real Kubernetes control plane with a simulated node, for
+//! end-to-end tests and the demo. The folders are the parts of a cluster:
 //!
-//! Part 1: [`Sandbox::start`] builds (once, cached) and runs etcd,
-//! kube-apiserver and kube-controller-manager from pinned Go sources, a
-//! simulated kubelet ([`kubelet`]) and a service proxy ([`service_proxy`]),
-//! all on loopback addresses ([`addresses`]). Pods whose image is one of the
-//! project's binaries run as real processes ([`pod_process`]); other images
-//! can be played by a [`PodHook`].
+//! - [`control_plane`]: etcd, kube-apiserver and kube-controller-manager
+//!   built (once, cached) from pinned Go sources ([`control_plane::pins`],
+//!   [`control_plane::binaries`]) and run as supervised processes
+//!   ([`control_plane::process`]) with their PKI and kubeconfigs.
+//! - [`network`]: every address on loopback ([`network::addresses`]) and the
+//!   service proxy that makes ClusterIPs reach ready pods.
+//! - [`node`]: the simulated kubelet and what it does for a pod: environment,
+//!   volumes, a project binary as a real process ([`node::pod_process`]),
+//!   other images played by a [`PodHook`] — EMQX by [`EmqxHook`], which
+//!   starts `emqx-sim` nodes on the pod's address — readiness probes, status.
+//! - [`operator`]: the operator in the sandbox: CRDs and the reconciler in
+//!   process, the Helm chart with helm ([`operator::chart`]), the project's
+//!   binaries ([`operator::project_binary`]), the webhook as a host process.
 //!
-//! Part 2: simulated EMQX nodes ([`emqx`]), MQTT load through a Service
-//! ([`mqtt_load`]) and the upgrade recorder ([`recorder`]).
+//! [`Sandbox::start`] runs them together. [`seed_003`] is the one fixture of
+//! the end-to-end tests and the demo: seed 003's cluster with a number of
+//! cores and replicants, the operator in process or through the chart, and
+//! MQTT clients (crate `mqtt-load`) through its listeners Service.
+//!
+//! Dependencies point one way: `network` ← `control_plane` ← `node` ←
+//! [`sandbox`] ← `operator` ← [`seed_003`].
 
-pub mod addresses;
-pub mod binaries;
-pub mod chart;
 pub mod control_plane;
-pub mod echo_hook;
-pub mod emqx;
-pub mod emqx_hook;
-pub mod kubeconfig;
-pub mod kubelet;
-pub mod mqtt_load;
+pub mod network;
+pub mod node;
 pub mod operator;
-pub mod pins;
-pub mod pki;
-pub mod pod_env;
-pub mod pod_hook;
-pub mod pod_process;
-pub mod pod_status;
-pub mod pod_volumes;
-pub mod process;
-pub mod project_binary;
-pub mod readiness_probe;
-pub mod recorder;
 pub mod sandbox;
-pub mod service_proxy;
-pub mod webhook_process;
+pub mod seed_003;
 
-pub use emqx_hook::EmqxHook;
-pub use pod_hook::{PodContext, PodHook, RunningPod};
+pub use node::emqx_hook::EmqxHook;
+pub use node::pod_hook::{PodContext, PodHook, RunningPod};
 pub use sandbox::{Sandbox, SandboxOptions};

@@ -5,13 +5,12 @@
 //! workspace's binaries), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
 //! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
-//! the connections-per-node chart (PNG, SVG), the CSV and a summary.
+//! the connections-per-node plot (PNG, SVG), the CSV and a summary.
 //!
 //! `cargo run --release -p sandbox -- [--clients 3000] [--keep] [--out DIR]`
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -19,16 +18,14 @@ use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use kube::Api;
-use sandbox::chart::{
-    CommandOutput, NAMESPACE, build_operator_binaries, helm_upgrade_install, run,
-    wait_operator_available,
+use mqtt_load::LoadConfig;
+use mqtt_load::recorder::{Summary, write_all};
+use sandbox::Sandbox;
+use sandbox::operator::chart::{CommandOutput, NAMESPACE, run};
+use sandbox::seed_003::{
+    NAME, NAMESPACE as NS, Operator, Pace, Seed003, listeners_endpoint, load, ready_on,
+    update_revision,
 };
-use sandbox::emqx::cluster::Cluster;
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{listeners_endpoint, seed_003_manifest, update_revision};
-use sandbox::recorder::{Summary, write_all};
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
-use serde_json::{Value, json};
 use tokio::process::Command;
 
 #[derive(Parser, Debug)]
@@ -40,38 +37,12 @@ struct Args {
     /// Connections (and sessions) evicted per second on each old node.
     #[arg(long, default_value_t = 200)]
     rate: u32,
-    /// Where the chart, CSV and summary go.
+    /// Where the plot, CSV and summary go.
     #[arg(long, default_value = "target/demo")]
     out: PathBuf,
     /// Leave the sandbox running and print the KUBECONFIG to use with kubectl.
     #[arg(long)]
     keep: bool,
-}
-
-const NAME: &str = "emqx-ee";
-const NS: &str = "default";
-
-fn seed_003(rate: u32) -> Result<Value> {
-    let mut object = seed_003_manifest()?;
-    // Three cores as in seed 003's Grafana picture; quicker probes and
-    // delays than production so the demo takes minutes, not tens of them.
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": NS},
-            "spec": {
-                "updateStrategy": {
-                    "initialDelaySeconds": 5,
-                    "evacuationStrategy": {"waitTakeover": 5, "connEvictRate": rate, "sessEvictRate": rate}
-                },
-                "coreTemplate": {"spec": {
-                    "replicas": 3,
-                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-                }}
-            }
-        }),
-    );
-    Ok(object)
 }
 
 /// Runs a sandbox kubectl/helm command, echoing it as the user would type it.
@@ -103,13 +74,6 @@ async fn get_line(sandbox: &Sandbox) -> String {
         Ok(out) => out.stderr.trim().to_owned(),
         Err(error) => error.to_string(),
     }
-}
-
-fn condition_true(emqx: &EMQX, type_: &str) -> bool {
-    emqx.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
 }
 
 /// Waits until the cluster is Ready on a revision other than `not`, showing
@@ -161,8 +125,7 @@ async fn watch_until_ready(
             bar.set_position(initial.saturating_sub(current));
             bar.set_message(e.state.clone().unwrap_or_default());
         }
-        let ready = condition_true(&emqx, "Ready") && update_revision(&emqx).as_deref() != not;
-        if ready {
+        if ready_on(&emqx, not).is_ok() {
             for bar in node_bars.values() {
                 bar.finish();
             }
@@ -184,21 +147,26 @@ async fn main() -> Result<()> {
     println!(
         "▶ starting the sandbox: etcd, kube-apiserver, kube-controller-manager (built from pinned sources on first use)"
     );
-    let binaries = build_operator_binaries()?;
-    let hook = EmqxHook::new();
-    let sandbox =
-        Sandbox::start(binaries.options(SandboxOptions::default().hook(hook.clone()))).await?;
-    let client = sandbox.client();
-
     println!("▶ installing the operator with helm (webhook and reconciler, 2 replicas each)");
-    let mut helm = sandbox.helm();
-    helm.args(["version", "--short"]);
-    shell("helm version --short", helm, None).await?;
     println!(
         "$ helm install emqx-operator charts/emqx-operator --namespace {NAMESPACE} --create-namespace --wait"
     );
-    helm_upgrade_install(&sandbox, &[]).await?;
-    wait_operator_available(&client, Duration::from_secs(180)).await?;
+    // Three cores as in seed 003's Grafana picture; quicker probes and
+    // delays than production so the demo takes minutes, not tens of them.
+    let seed = Seed003::new()
+        .cores(3)
+        .pace(Pace {
+            initial_delay_s: 5,
+            wait_takeover_s: 5,
+            conn_evict_rate: args.rate,
+            sess_evict_rate: args.rate,
+        })
+        .operator(Operator::Chart);
+    let stage = seed.stage().await?;
+    let (sandbox, client) = (&stage.sandbox, stage.client.clone());
+    let mut helm = sandbox.helm();
+    helm.args(["version", "--short"]);
+    shell("helm version --short", helm, None).await?;
     let mut kubectl = sandbox.kubectl();
     kubectl.args(["get", "pods", "-n", NAMESPACE]);
     shell(&format!("kubectl get pods -n {NAMESPACE}"), kubectl, None).await?;
@@ -207,16 +175,13 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let manifest = args.out.join("emqx-update.yaml");
-    std::fs::write(
-        &manifest,
-        serde_json::to_string_pretty(&seed_003(args.rate)?)?,
-    )
-    .with_context(|| format!("writing {}", manifest.display()))?;
+    std::fs::write(&manifest, serde_json::to_string_pretty(&stage.manifest)?)
+        .with_context(|| format!("writing {}", manifest.display()))?;
     let mut kubectl = sandbox.kubectl();
     kubectl.args(["apply", "-f"]).arg(&manifest);
     shell("kubectl apply -f emqx-update.yaml", kubectl, None).await?;
-    let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
-    let first = watch_until_ready(&sandbox, &api, None, Duration::from_secs(180)).await?;
+    let api = &stage.api;
+    let first = watch_until_ready(sandbox, api, None, Duration::from_secs(180)).await?;
     let old_revision = update_revision(&first).context("no revision after the first rollout")?;
 
     let service = listeners_endpoint(&client, NS, NAME).await?;
@@ -224,28 +189,16 @@ async fn main() -> Result<()> {
         "▶ mqttx bench conn -c {}   (through the listeners Service {service})",
         args.clients
     );
-    let cluster: Arc<Cluster> = hook
-        .nodes()
-        .into_values()
-        .next()
-        .map(|n| n.cluster)
-        .context("no EMQX node runs")?;
-    let load = MqttLoad::start(
-        LoadConfig {
-            clients: args.clients,
-            connect_rate: 500,
-            publish_interval: Duration::from_secs(2),
-            max_duration: Duration::from_secs(900),
-            ..LoadConfig::default()
-        },
-        Endpoints::new(vec![service]),
-        Endpoints::new(vec![service]),
-        cluster,
-    );
+    let load = stage
+        .clients(
+            LoadConfig {
+                publish_interval: Duration::from_secs(2),
+                ..load(args.clients, 500, Duration::from_secs(900))
+            },
+            Duration::from_secs(180),
+        )
+        .await?;
     let clients = args.clients;
-    if !load.wait_all_subscribed(Duration::from_secs(180)).await {
-        bail!("clients did not connect: {:?}", load.progress());
-    }
     println!("  ✔ success [{clients}/{clients}] - Connected");
     tokio::time::sleep(Duration::from_secs(5)).await;
 
@@ -266,13 +219,8 @@ async fn main() -> Result<()> {
     )
     .await?;
     let upgrade_started = Instant::now();
-    let done = watch_until_ready(
-        &sandbox,
-        &api,
-        Some(&old_revision),
-        Duration::from_secs(600),
-    )
-    .await?;
+    let done =
+        watch_until_ready(sandbox, api, Some(&old_revision), Duration::from_secs(600)).await?;
     println!(
         "  ✔ upgraded {old_revision} → {} in {:.0} s",
         update_revision(&done).unwrap_or_default(),
@@ -314,6 +262,6 @@ async fn main() -> Result<()> {
         println!("Press Ctrl-C to stop it.");
         let _ = tokio::signal::ctrl_c().await;
     }
-    sandbox.stop().await?;
+    stage.stop().await?;
     Ok(())
 }

@@ -3,6 +3,10 @@
 //! (with the sandbox's admin client). Installing the chart with helm, with
 //! both binaries as pods, is the chart's own test (issue 7).
 
+pub mod chart;
+pub mod project_binary;
+pub mod webhook_process;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,45 +21,6 @@ use futures::FutureExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-
-/// Seed 003's `EMQX` manifest (the v2beta1 page's `emqx-update.yaml`), as
-/// the user applies it: no defaults yet.
-pub fn seed_003_manifest() -> Result<serde_json::Value> {
-    let text = include_str!("../../shared/tests/seeds/seed003-emqx-v2beta1.yaml");
-    serde_saphyr::from_str(text).context("seed 003 manifest")
-}
-
-/// The core revision the object's status names as desired.
-pub fn update_revision(emqx: &EMQX) -> Option<String> {
-    emqx.status
-        .as_ref()?
-        .core_nodes_status
-        .as_ref()?
-        .update_revision
-        .clone()
-}
-
-/// Where MQTT clients connect: the listeners Service's ClusterIP and first
-/// port (the sandbox's proxy serves it).
-pub async fn listeners_endpoint(
-    client: &Client,
-    namespace: &str,
-    cluster: &str,
-) -> Result<std::net::SocketAddr> {
-    let services: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client.clone(), namespace);
-    let svc = services.get(&format!("{cluster}-listeners")).await?;
-    let spec = svc.spec.context("listeners Service without spec")?;
-    let ip: std::net::Ipv4Addr = spec
-        .cluster_ip
-        .context("listeners Service without a ClusterIP")?
-        .parse()?;
-    let port = spec
-        .ports
-        .and_then(|p| p.first().map(|p| p.port))
-        .context("listeners Service without ports")?;
-    Ok(std::net::SocketAddr::from((ip, u16::try_from(port)?)))
-}
 
 /// The generated CRD files (`cargo run -p emqx-crd --bin crdgen`).
 pub fn crd_files() -> Vec<PathBuf> {

@@ -10,13 +10,13 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 
-use crate::addresses::{AddressPlan, SlotLock, acquire_slot};
-use crate::binaries::{Binaries, ensure_built_async};
 use crate::control_plane::ControlPlane;
-use crate::kubelet::{Kubelet, KubeletConfig};
-use crate::pod_hook::PodHook;
-use crate::process::{end_leftovers, rss_kib};
-use crate::service_proxy::ServiceProxy;
+use crate::control_plane::binaries::{Binaries, ensure_built_async};
+use crate::control_plane::process::{end_leftovers, rss_kib};
+use crate::network::addresses::{AddressPlan, SlotLock, acquire_slot};
+use crate::network::service_proxy::ServiceProxy;
+use crate::node::kubelet::{Kubelet, KubeletConfig};
+use crate::node::pod_hook::PodHook;
 
 /// How to start a sandbox.
 #[derive(Clone, Default)]
@@ -174,7 +174,7 @@ impl Sandbox {
             .ok()?
             .filter_map(Result::ok)
             .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))?;
-        std::fs::read_to_string(crate::pod_process::log_path(&dir.path(), container)).ok()
+        std::fs::read_to_string(crate::node::pod_process::log_path(&dir.path(), container)).ok()
     }
 
     /// A `kubectl` command bound to this sandbox.

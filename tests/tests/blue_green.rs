@@ -8,133 +8,37 @@ mod support;
 
 use std::time::Duration;
 
-use emqx_crd::v2beta1::EMQX;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use sandbox::operator::{listeners_endpoint, update_revision};
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
-use serde_json::{Value, json};
-use support::wait_for;
+use kube::api::ListParams;
+use sandbox::seed_003::{Seed003, Stage, load};
 
-/// Seed 003's manifest with two cores, quick probes and small delays, so the
-/// test takes about a minute.
-fn seed_003_quick() -> Value {
-    let mut object = sandbox::operator::seed_003_manifest().expect("seed 003");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": "default"},
-            "spec": {
-                "updateStrategy": {
-                    "initialDelaySeconds": 2,
-                    "evacuationStrategy": {"waitTakeover": 2, "connEvictRate": 50, "sessEvictRate": 50}
-                },
-                "coreTemplate": {"spec": {
-                    "replicas": 2,
-                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-                }}
-            }
-        }),
-    );
-    object
-}
+/// How long an upgrade of two cores may take.
+const LIMIT: Duration = Duration::from_secs(180);
 
-fn condition(emqx: &EMQX, type_: &str) -> Option<(String, String)> {
-    emqx.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.message.clone()))
-}
-
-async fn wait_ready(api: &Api<EMQX>, revision_not: Option<String>) -> EMQX {
-    wait_for("EMQX Ready", Duration::from_secs(180), || {
-        let api = api.clone();
-        let revision_not = revision_not.clone();
-        async move {
-            let emqx = api.get("emqx-ee").await.map_err(|e| e.to_string())?;
-            let ready = condition(&emqx, "Ready");
-            let update = update_revision(&emqx);
-            match ready {
-                Some((s, _)) if s == "True" && update.is_some() && update != revision_not => {
-                    Ok(emqx)
-                }
-                other => Err(format!("Ready={other:?}, updateRevision={update:?}")),
-            }
-        }
-    })
-    .await
-}
-
-/// A sandbox running the reconciler, with seed 003's cluster Ready.
-struct Ready {
-    sandbox: Sandbox,
-    hook: std::sync::Arc<EmqxHook>,
-    reconciler: sandbox::operator::InProcessReconciler,
-    api: Api<EMQX>,
-    revision: String,
-    nodes: Vec<String>,
-}
-
-impl Ready {
-    async fn start() -> Ready {
-        support::init_tracing();
-        let hook = EmqxHook::new();
-        let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-            .await
-            .expect("sandbox starts");
-        let client = sandbox.client();
-        sandbox::operator::install_crds(&client)
-            .await
-            .expect("CRDs installed");
-        let reconciler = sandbox::operator::InProcessReconciler::start(client.clone(), "default");
-        // kubectl apply -f emqx-update.yaml
-        let api: Api<EMQX> = Api::namespaced(client, "default");
-        let object: EMQX = serde_json::from_value(seed_003_quick()).expect("EMQX");
-        api.create(&PostParams::default(), &object)
-            .await
-            .expect("create EMQX");
-        let first = wait_ready(&api, None).await;
-        let revision = update_revision(&first).expect("a revision");
-        let nodes = hook.nodes().values().map(|n| n.node_name.clone()).collect();
-        Ready {
-            sandbox,
-            hook,
-            reconciler,
-            api,
-            revision,
-            nodes,
-        }
-    }
-
-    /// kubectl patch emqx emqx-ee --type=merge -p '{"spec":{"imagePullPolicy":"Never"}}'
-    async fn patch_image_pull_policy(&self) {
-        self.api
-            .patch(
-                "emqx-ee",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
-            )
-            .await
-            .expect("patch");
-    }
-
-    async fn stop(self) {
-        self.reconciler.stop().await;
-        self.sandbox.stop().await.expect("sandbox stops");
-    }
+/// Seed 003 with two cores, quick probes and small delays, so the test takes
+/// about a minute, Ready as `seed` says; and the EMQX nodes it first ran.
+async fn seed_003_ready(seed: Seed003) -> (Stage, Vec<String>) {
+    let ready = support::ready(seed).await;
+    let nodes = ready
+        .hook
+        .nodes()
+        .values()
+        .map(|n| n.node_name.clone())
+        .collect();
+    (ready, nodes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_003_patch_runs_a_blue_green_upgrade() {
-    let ready = Ready::start().await;
-    let (api, old_revision, old_nodes) = (&ready.api, &ready.revision, &ready.nodes);
+    let (ready, old_nodes) = seed_003_ready(Seed003::new()).await;
+    let (old_revision, old_nodes) = (&ready.revision, &old_nodes);
     assert_eq!(old_nodes.len(), 2);
-    ready.patch_image_pull_policy().await;
-    let done = wait_ready(api, Some(old_revision.clone())).await;
+    ready.patch_image_pull_policy().await.expect("patch");
+    let done = ready
+        .wait_ready(Some(old_revision), LIMIT)
+        .await
+        .expect("Ready on the new revision");
     let status = done.status.as_ref().expect("status");
     let core = status.core_nodes_status.as_ref().expect("core status");
     assert_ne!(core.update_revision.as_deref(), Some(old_revision.as_str()));
@@ -186,7 +90,7 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
             "no {expected} event in {reasons:?}"
         );
     }
-    ready.stop().await;
+    ready.stop().await.expect("sandbox stops");
 }
 
 /// The same upgrade with MQTT clients connected through the listeners
@@ -195,44 +99,23 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
 /// message is lost, and every client ends on a new node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_survive_the_upgrade_with_their_sessions() {
-    use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-    use sandbox::recorder::Summary;
+    use mqtt_load::recorder::Summary;
 
-    let ready = Ready::start().await;
-    let client = ready.sandbox.client();
-    let service = Endpoints::new(vec![
-        listeners_endpoint(&client, "default", "emqx-ee")
-            .await
-            .expect("listeners Service"),
-    ]);
-    let cluster = ready
-        .hook
-        .nodes()
-        .into_values()
-        .next()
-        .expect("a node")
-        .cluster;
     const CLIENTS: usize = 150;
-    let load = MqttLoad::start(
-        LoadConfig {
-            clients: CLIENTS,
-            connect_rate: 300,
-            publish_interval: Duration::from_secs(1),
-            max_duration: Duration::from_secs(240),
-            ..LoadConfig::default()
-        },
-        service.clone(),
-        service,
-        cluster.clone(),
-    );
-    assert!(
-        load.wait_all_subscribed(Duration::from_secs(60)).await,
-        "clients did not connect: {:?}",
-        load.progress()
-    );
+    let (mut ready, old_nodes) = seed_003_ready(Seed003::new().clients(
+        load(CLIENTS, 300, Duration::from_secs(240)),
+        Duration::from_secs(60),
+    ))
+    .await;
+    let client = ready.sandbox.client();
+    let cluster = ready.cluster().expect("a node");
+    let load = ready.load.take().expect("clients");
 
-    ready.patch_image_pull_policy().await;
-    wait_ready(&ready.api, Some(ready.revision.clone())).await;
+    ready.patch_image_pull_policy().await.expect("patch");
+    ready
+        .wait_ready(Some(&ready.revision), LIMIT)
+        .await
+        .expect("Ready on the new revision");
     assert!(
         load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
@@ -261,7 +144,7 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         "{summary}"
     );
     let per_node = cluster.live_connections_by_node();
-    for node in &ready.nodes {
+    for node in &old_nodes {
         assert_eq!(
             per_node.get(node).copied().unwrap_or(0),
             0,
@@ -273,7 +156,7 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
     // ticks at least a second apart: the broker's own record of every tick.
     const CONN_EVICT_RATE: u64 = 50;
     let mut evicted_total = 0;
-    for node in &ready.nodes {
+    for node in &old_nodes {
         let ticks: Vec<_> = cluster
             .evacuation_history(node)
             .into_iter()
@@ -318,5 +201,5 @@ async fn clients_survive_the_upgrade_with_their_sessions() {
         switched <= evacuated,
         "traffic moved at {switched}, first evacuation at {evacuated}"
     );
-    ready.stop().await;
+    ready.stop().await.expect("sandbox stops");
 }

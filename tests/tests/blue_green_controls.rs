@@ -5,13 +5,14 @@
 //! corrected spec, and a revert mid-upgrade that goes back to the old set
 //! without creating a third one.
 
-mod blue_green_support;
 mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use blue_green_support::{Fixture, NAME, condition, is_true, quick_probe, seed_003_quick};
+use sandbox::seed_003::{
+    NAME, Seed003, Stage, condition, is_true, load, quick_probe, update_revision,
+};
 use serde_json::json;
 use support::wait_for;
 
@@ -19,9 +20,10 @@ const PAUSED: &str = "apps.emqx.io/reconcile-paused";
 const DEADLINE: &str = "apps.emqx.io/progress-deadline-seconds";
 
 /// Names of the core StatefulSets that exist.
-async fn core_sets(f: &Fixture) -> BTreeSet<String> {
+async fn core_sets(f: &Stage) -> BTreeSet<String> {
     f.stateful_sets()
         .await
+        .expect("list StatefulSets")
         .into_iter()
         .filter_map(|s| s.metadata.name)
         .collect()
@@ -29,12 +31,16 @@ async fn core_sets(f: &Fixture) -> BTreeSet<String> {
 
 /// Waits until the old core set has been scaled down by one: traffic moved,
 /// one old node was evacuated and removed, the rest still runs.
-async fn wait_first_removal(f: &Fixture, replicas_before: i32) {
+async fn wait_first_removal(f: &Stage, replicas_before: i32) {
     wait_for(
         "the first old node removed",
         Duration::from_secs(120),
         || async {
-            match f.core_set_replicas(&f.revision).await {
+            match f
+                .core_set_replicas(&f.revision)
+                .await
+                .expect("list StatefulSets")
+            {
                 Some(r) if r < replicas_before => Ok(()),
                 other => Err(format!("old set replicas {other:?}")),
             }
@@ -47,22 +53,26 @@ async fn wait_first_removal(f: &Fixture, replicas_before: i32) {
 /// annotation is set, a condition says so; removing it finishes the upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pause_holds_an_upgrade_and_resume_finishes_it() {
-    let f = Fixture::start(seed_003_quick(3, None)).await;
-    f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
+    let f = support::ready(Seed003::new().cores(3)).await;
+    f.patch(json!({"spec": {"imagePullPolicy": "Never"}}))
+        .await
+        .expect("patch EMQX");
     wait_first_removal(&f, 3).await;
 
     f.patch(json!({"metadata": {"annotations": {PAUSED: "true"}}}))
-        .await;
+        .await
+        .expect("patch EMQX");
     let paused = f
         .wait_object("the Paused condition", Duration::from_secs(30), |e| {
             condition(e, "Paused")
                 .filter(|c| c.status == "True")
                 .ok_or_else(|| format!("conditions {:?}", e.status.as_ref().map(|s| &s.conditions)))
         })
-        .await;
+        .await
+        .expect("wait");
     assert_eq!(paused.reason, "Paused");
     assert!(paused.message.contains("annotation"), "{}", paused.message);
-    let emqx = f.get().await;
+    let emqx = f.get().await.expect("get EMQX");
     let progressing = condition(&emqx, "Progressing").expect("Progressing condition");
     assert_eq!(
         (progressing.status.as_str(), progressing.reason.as_str()),
@@ -75,49 +85,73 @@ async fn pause_holds_an_upgrade_and_resume_finishes_it() {
     );
 
     // Everything the reconciler could do next, as it stands now.
-    let replicas = f.core_set_replicas(&f.revision).await;
+    let replicas = f
+        .core_set_replicas(&f.revision)
+        .await
+        .expect("list StatefulSets");
     assert!(
         replicas.is_some_and(|r| r >= 1),
         "paused before the upgrade ended: old set at {replicas:?}"
     );
-    let evacuations = f.count_events("NodeEvacuation").await;
-    let removals = f.count_events("RemoveOldNode").await;
+    let evacuations = f.count_events("NodeEvacuation").await.expect("events");
+    let removals = f.count_events("RemoveOldNode").await.expect("events");
     let evacuated = f.evacuated_nodes();
     // A spec edited while paused is not applied either.
-    let config_before = f.config_data().await;
+    let config_before = f.config_data().await.expect("ConfigMap");
     let edited = format!("{config_before}\n# edited while paused\n");
-    f.patch(json!({"spec": {"config": {"data": edited}}})).await;
+    f.patch(json!({"spec": {"config": {"data": edited}}}))
+        .await
+        .expect("patch EMQX");
     // Longer than an evacuation of an idle node, its waitTakeover and
     // several reconcile passes.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(
-        f.core_set_replicas(&f.revision).await,
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
         replicas,
         "scaled while paused"
     );
-    assert_eq!(f.count_events("NodeEvacuation").await, evacuations);
-    assert_eq!(f.count_events("RemoveOldNode").await, removals);
+    assert_eq!(
+        f.count_events("NodeEvacuation").await.expect("events"),
+        evacuations
+    );
+    assert_eq!(
+        f.count_events("RemoveOldNode").await.expect("events"),
+        removals
+    );
     let now_evacuated = f.evacuated_nodes();
     assert!(
         now_evacuated.iter().all(|n| evacuated.contains(n)),
         "an evacuation started while paused: {evacuated:?} → {now_evacuated:?}"
     );
-    assert!(is_true(&f.get().await, "Paused"));
+    assert!(is_true(&f.get().await.expect("get EMQX"), "Paused"));
     assert_eq!(
-        f.config_data().await,
+        f.config_data().await.expect("ConfigMap"),
         config_before,
         "ConfigMap written while paused"
     );
 
     f.patch(json!({"metadata": {"annotations": {PAUSED: null}}}))
-        .await;
+        .await
+        .expect("patch EMQX");
     let done = f
         .wait_ready(Some(&f.revision), Duration::from_secs(120))
-        .await;
+        .await
+        .expect("EMQX Ready");
     assert!(!is_true(&done, "Paused"));
-    assert_eq!(f.config_data().await, edited, "the edit applied on resume");
-    assert_eq!(f.core_set_replicas(&f.revision).await, Some(0));
-    f.stop().await;
+    assert_eq!(
+        f.config_data().await.expect("ConfigMap"),
+        edited,
+        "the edit applied on resume"
+    );
+    assert_eq!(
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
+        Some(0)
+    );
+    f.stop().await.expect("sandbox stops");
 }
 
 /// New pods that join EMQX but never pass their readiness probe: after the
@@ -126,16 +160,15 @@ async fn pause_holds_an_upgrade_and_resume_finishes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stalled_upgrade_says_why_within_the_deadline() {
     const DEADLINE_S: u64 = 8;
-    let mut manifest = seed_003_quick(2, None);
-    json_patch::merge(
-        &mut manifest,
-        &json!({"metadata": {"annotations": {DEADLINE: DEADLINE_S.to_string()}}}),
-    );
-    let f = Fixture::start(manifest).await;
+    let f = support::ready(
+        Seed003::new()
+            .merge(json!({"metadata": {"annotations": {DEADLINE: DEADLINE_S.to_string()}}})),
+    )
+    .await;
     let original_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
     let started = Instant::now();
     f.patch(json!({"spec": {"coreTemplate": {"spec": {"readinessProbe": quick_probe("/no-such-path")}}}}))
-        .await;
+        .await.expect("patch EMQX");
     let stalled = f
         .wait_object(
             "a stalled condition",
@@ -146,7 +179,8 @@ async fn a_stalled_upgrade_says_why_within_the_deadline() {
                     .ok_or_else(|| format!("Progressing={:?}", condition(e, "Progressing")))
             },
         )
-        .await;
+        .await
+        .expect("wait");
     eprintln!(
         "stalled condition after {:?}: {}",
         started.elapsed(),
@@ -158,38 +192,48 @@ async fn a_stalled_upgrade_says_why_within_the_deadline() {
         "{}",
         stalled.message
     );
-    let emqx = f.get().await;
+    let emqx = f.get().await.expect("get EMQX");
     assert!(!is_true(&emqx, "Ready"));
-    let broken = blue_green_support::core_update_revision(&emqx).expect("update revision");
+    let broken = update_revision(&emqx).expect("update revision");
     assert_ne!(broken, f.revision);
     assert_eq!(
         f.listeners_revision().await.as_deref(),
         Some(f.revision.as_str())
     );
-    assert_eq!(f.core_set_replicas(&f.revision).await, Some(2));
+    assert_eq!(
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
+        Some(2)
+    );
     assert!(f.evacuated_nodes().is_empty(), "{:?}", f.evacuated_nodes());
-    assert_eq!(f.count_events("NodeEvacuation").await, 0);
+    assert_eq!(f.count_events("NodeEvacuation").await.expect("events"), 0);
 
     // The probe put back: the old set is the desired one again.
     f.patch(
         json!({"spec": {"coreTemplate": {"spec": {"readinessProbe": quick_probe("/status")}}}}),
     )
-    .await;
-    let done = f.wait_ready(Some(&broken), Duration::from_secs(90)).await;
-    assert_eq!(
-        blue_green_support::core_update_revision(&done),
-        Some(f.revision.clone())
-    );
+    .await
+    .expect("patch EMQX");
+    let done = f
+        .wait_ready(Some(&broken), Duration::from_secs(90))
+        .await
+        .expect("EMQX Ready");
+    assert_eq!(update_revision(&done), Some(f.revision.clone()));
     let progressing = condition(&done, "Progressing").expect("Progressing");
     assert_ne!(progressing.reason, "ProgressDeadlineExceeded");
     wait_for(
         "the stalled set emptied",
         Duration::from_secs(60),
         || async {
-            let replicas = f.core_set_replicas(&broken).await;
+            let replicas = f
+                .core_set_replicas(&broken)
+                .await
+                .expect("list StatefulSets");
             let pods = f
                 .pods()
                 .await
+                .expect("list pods")
                 .into_iter()
                 .filter(|p| {
                     p.metadata
@@ -206,7 +250,12 @@ async fn a_stalled_upgrade_says_why_within_the_deadline() {
         },
     )
     .await;
-    assert_eq!(f.core_set_replicas(&f.revision).await, Some(2));
+    assert_eq!(
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
+        Some(2)
+    );
     // The stalled nodes had joined, so they left through evacuation and
     // force_leave; the original nodes were never evacuated.
     for node in &original_nodes {
@@ -215,7 +264,7 @@ async fn a_stalled_upgrade_says_why_within_the_deadline() {
             "{node} was evacuated"
         );
     }
-    f.stop().await;
+    f.stop().await.expect("sandbox stops");
 }
 
 /// An image whose containers never start: the cluster keeps serving from
@@ -224,25 +273,30 @@ async fn a_stalled_upgrade_says_why_within_the_deadline() {
 /// `revisionHistoryLimit: 0` both old sets are gone at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
-    let mut manifest = seed_003_quick(2, None);
-    json_patch::merge(&mut manifest, &json!({"spec": {"revisionHistoryLimit": 0}}));
-    let f = Fixture::start(manifest).await;
+    let f =
+        support::ready(Seed003::new().merge(json!({"spec": {"revisionHistoryLimit": 0}}))).await;
     let original_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
     // A typo in the tag (letter O for zero): no such image runs.
-    f.patch(json!({"spec": {"image": "emqx/emqx:6.O.1"}})).await;
+    f.patch(json!({"spec": {"image": "emqx/emqx:6.O.1"}}))
+        .await
+        .expect("patch EMQX");
     let broken = f
-        .wait_object("the broken revision", Duration::from_secs(30), |e| {
-            match blue_green_support::core_update_revision(e) {
+        .wait_object(
+            "the broken revision",
+            Duration::from_secs(30),
+            |e| match update_revision(e) {
                 Some(r) if r != f.revision => Ok(r),
                 other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+            },
+        )
+        .await
+        .expect("wait");
     // Its pods exist and fail to start, again and again.
     wait_for("broken pods failing", Duration::from_secs(60), || async {
         let failing = f
             .pods()
             .await
+            .expect("list pods")
             .into_iter()
             .filter(|p| {
                 p.metadata
@@ -274,7 +328,7 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
     .await;
     // Several reconcile passes later nothing old has been touched.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let emqx = f.get().await;
+    let emqx = f.get().await.expect("get EMQX");
     assert!(!is_true(&emqx, "Ready"));
     let ready = condition(&emqx, "Ready").expect("Ready");
     assert!(ready.message.contains("0/2 ready"), "{}", ready.message);
@@ -282,20 +336,35 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
         f.listeners_revision().await.as_deref(),
         Some(f.revision.as_str())
     );
-    assert_eq!(f.core_set_replicas(&f.revision).await, Some(2));
+    assert_eq!(
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
+        Some(2)
+    );
     assert!(f.evacuated_nodes().is_empty(), "{:?}", f.evacuated_nodes());
-    assert_eq!(f.count_events("NodeEvacuation").await, 0);
+    assert_eq!(f.count_events("NodeEvacuation").await.expect("events"), 0);
 
     // kubectl apply of the corrected spec.
-    f.patch(json!({"spec": {"image": "emqx/emqx:6.0.2"}})).await;
+    f.patch(json!({"spec": {"image": "emqx/emqx:6.0.2"}}))
+        .await
+        .expect("patch EMQX");
     // The broken set holds nothing, so it goes at once; the original set
     // drains through evacuation after the new nodes are in.
     let original_left = wait_for(
         "the broken set scaled away",
         Duration::from_secs(120),
         || async {
-            let broken = f.core_set_replicas(&broken).await.unwrap_or(0);
-            let original = f.core_set_replicas(&f.revision).await.unwrap_or(0);
+            let broken = f
+                .core_set_replicas(&broken)
+                .await
+                .expect("list StatefulSets")
+                .unwrap_or(0);
+            let original = f
+                .core_set_replicas(&f.revision)
+                .await
+                .expect("list StatefulSets")
+                .unwrap_or(0);
             if broken == 0 {
                 Ok(original)
             } else {
@@ -310,8 +379,9 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
     );
     let done = f
         .wait_ready(Some(&f.revision), Duration::from_secs(120))
-        .await;
-    let fixed = blue_green_support::core_update_revision(&done).expect("revision");
+        .await
+        .expect("EMQX Ready");
+    let fixed = update_revision(&done).expect("revision");
     assert_ne!(fixed, broken, "the broken revision is not the desired one");
     let status = done.status.as_ref().expect("status");
     let core = status.core_nodes_status.as_ref().expect("core status");
@@ -339,8 +409,8 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
     for node in &original_nodes {
         assert!(!members.iter().any(|m| &m.name == node), "{node} lingers");
     }
-    assert_eq!(f.count_events("NodeEvacuation").await, 2);
-    f.stop().await;
+    assert_eq!(f.count_events("NodeEvacuation").await.expect("events"), 2);
+    f.stop().await.expect("sandbox stops");
 }
 
 /// Revert mid-upgrade: after traffic moved and one old node was evacuated
@@ -349,31 +419,48 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reverting_mid_upgrade_returns_to_the_old_set() {
     const CLIENTS: usize = 60;
-    let f = Fixture::start(seed_003_quick(2, None)).await;
+    let mut f = support::ready(Seed003::new().clients(
+        load(CLIENTS, 200, Duration::from_secs(300)),
+        Duration::from_secs(60),
+    ))
+    .await;
     let original_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
-    let (load, cluster) = f.start_load(CLIENTS).await;
-    let original = f.get().await.spec.image_pull_policy.clone();
-    f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
+    let cluster = f.cluster().expect("a running EMQX node");
+    let load = f.load.take().expect("clients");
+    let original = f
+        .get()
+        .await
+        .expect("get EMQX")
+        .spec
+        .image_pull_policy
+        .clone();
+    f.patch(json!({"spec": {"imagePullPolicy": "Never"}}))
+        .await
+        .expect("patch EMQX");
     let new = f
-        .wait_object("the new revision", Duration::from_secs(30), |e| {
-            match blue_green_support::core_update_revision(e) {
+        .wait_object(
+            "the new revision",
+            Duration::from_secs(30),
+            |e| match update_revision(e) {
                 Some(r) if r != f.revision => Ok(r),
                 other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+            },
+        )
+        .await
+        .expect("wait");
     wait_first_removal(&f, 2).await;
     assert_eq!(f.listeners_revision().await.as_deref(), Some(new.as_str()));
 
     // kubectl apply of the previous manifest.
     f.patch(json!({"spec": {"imagePullPolicy": original}}))
-        .await;
+        .await
+        .expect("patch EMQX");
     let done = f
         .wait_object(
             "Ready on the original revision",
             Duration::from_secs(120),
             |e| {
-                let update = blue_green_support::core_update_revision(e);
+                let update = update_revision(e);
                 if is_true(e, "Ready") && update.as_deref() == Some(f.revision.as_str()) {
                     Ok(e.clone())
                 } else {
@@ -384,7 +471,8 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
                 }
             },
         )
-        .await;
+        .await
+        .expect("wait");
     let core = done
         .status
         .as_ref()
@@ -400,13 +488,25 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
         ]),
         "no third set"
     );
-    assert_eq!(f.core_set_replicas(&f.revision).await, Some(2));
-    assert_eq!(f.core_set_replicas(&new).await, Some(0));
+    assert_eq!(
+        f.core_set_replicas(&f.revision)
+            .await
+            .expect("list StatefulSets"),
+        Some(2)
+    );
+    assert_eq!(
+        f.core_set_replicas(&new).await.expect("list StatefulSets"),
+        Some(0)
+    );
     assert_eq!(
         f.listeners_revision().await.as_deref(),
         Some(f.revision.as_str())
     );
-    assert_eq!(f.count_events("CreateNewSet").await, 1, "one new set, ever");
+    assert_eq!(
+        f.count_events("CreateNewSet").await.expect("events"),
+        1,
+        "one new set, ever"
+    );
 
     // The clients that moved to the new set came back with their sessions;
     // all end on the original revision's nodes.
@@ -425,7 +525,7 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
     assert_eq!(on_original, total, "{per_node:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 3,
         "a client was disconnected more than twice: {summary}"
@@ -440,5 +540,5 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
         "lost QoS 1 messages: {:?}",
         report.lost()
     );
-    f.stop().await;
+    f.stop().await.expect("sandbox stops");
 }

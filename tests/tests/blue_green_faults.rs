@@ -13,9 +13,9 @@ mod upgrade;
 
 use std::time::Duration;
 
-use sandbox::operator::{InProcessReconciler, update_revision};
+use sandbox::seed_003::{NAME, Pace, Seed003, Stage, load};
 use tokio::time::Instant;
-use upgrade::{Pace, Recorder, Stage};
+use upgrade::Recorder;
 
 /// How long each fault lasts.
 const FAULT: Duration = Duration::from_secs(12);
@@ -54,27 +54,27 @@ async fn wait_condition(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
-    let stage = Stage::start().await;
-    let reconciler = InProcessReconciler::start(stage.sandbox.client(), "default");
+    const CLIENTS: usize = 30;
     let pace = Pace {
-        cores: 2,
         initial_delay_s: 2,
         wait_takeover_s: 2,
         conn_evict_rate: 5,
         sess_evict_rate: 5,
     };
-    stage.create(upgrade::seed_003(pace, None)).await;
-    let first = upgrade::wait_ready(&stage.api, None, Duration::from_secs(120)).await;
-    let old_revision = update_revision(&first).expect("a revision");
-    let old_set = format!("{}-core-{old_revision}", upgrade::NAME);
+    let mut stage = support::ready(Seed003::new().cores(2).pace(pace).clients(
+        load(CLIENTS, 100, Duration::from_secs(240)),
+        Duration::from_secs(60),
+    ))
+    .await;
+    let old_revision = stage.revision.clone();
+    let old_set = format!("{}-core-{old_revision}", NAME);
     let old_nodes = stage.nodes();
-    const CLIENTS: usize = 30;
-    let load = stage.clients(CLIENTS, Duration::from_secs(240)).await;
-    let cluster = stage.cluster();
+    let load = stage.load.take().expect("clients");
+    let cluster = stage.cluster().expect("a running EMQX node");
 
     let recorder = Recorder::start(&stage);
     let t0 = Instant::now();
-    stage.patch_image_pull_policy().await;
+    stage.patch_image_pull_policy().await.expect("patch");
 
     // 0. As soon as the new nodes run (well before they are ready and the
     // initial delay passed), every write fails: the evacuation cannot start.
@@ -175,12 +175,10 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
         "old nodes removed while EMQX's API failed: {removed_during_faults:?}"
     );
 
-    upgrade::wait_ready(
-        &stage.api,
-        Some(old_revision.as_str()),
-        Duration::from_secs(120),
-    )
-    .await;
+    stage
+        .wait_ready(Some(old_revision.as_str()), Duration::from_secs(120))
+        .await
+        .expect("EMQX Ready");
     eprintln!(
         "upgrade done {:.1}s after the patch, {:.1}s after the faults cleared",
         t0.elapsed().as_secs_f32(),
@@ -192,7 +190,7 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
         load.progress()
     );
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 2,
         "a client was disconnected more than once: {summary}"
@@ -204,6 +202,5 @@ async fn api_500s_and_stalls_hold_the_upgrade_and_are_explained() {
     upgrade::print_evidence(&cluster, &old_nodes, t0);
     upgrade::assert_orderly(&cluster, &old_set, &old_nodes, pace, &seen);
     upgrade::assert_old_set_at_zero(&stage, &old_set).await;
-    reconciler.stop().await;
-    stage.stop().await;
+    stage.stop().await.expect("sandbox stops");
 }

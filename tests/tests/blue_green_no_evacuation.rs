@@ -15,51 +15,53 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::ListParams;
-use sandbox::operator::{InProcessReconciler, update_revision};
+use sandbox::seed_003::{NAME, Pace, Seed003, condition, load};
 use tokio::time::Instant;
-use upgrade::{Pace, Recorder, Stage};
+use upgrade::Recorder;
 
 /// Open source, before the single edition of 5.9: no evacuation API.
 const OPEN_SOURCE_IMAGE: &str = "emqx/emqx:5.8.9";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn open_source_brokers_are_drained_by_the_documented_fallback() {
-    let stage = Stage::start().await;
-    let reconciler = InProcessReconciler::start(stage.sandbox.client(), "default");
+    const CLIENTS: usize = 20;
     let pace = Pace {
-        cores: 2,
         initial_delay_s: 2,
         wait_takeover_s: 4,
         conn_evict_rate: 5,
         sess_evict_rate: 5,
     };
-    stage
-        .create(upgrade::seed_003(pace, Some(OPEN_SOURCE_IMAGE)))
-        .await;
-    let first = upgrade::wait_ready(&stage.api, None, Duration::from_secs(120)).await;
-    let old_revision = update_revision(&first).expect("a revision");
-    let old_set = format!("{}-core-{old_revision}", upgrade::NAME);
+    let mut stage = support::ready(
+        Seed003::new()
+            .cores(2)
+            .pace(pace)
+            .image(OPEN_SOURCE_IMAGE)
+            .clients(
+                load(CLIENTS, 100, Duration::from_secs(180)),
+                Duration::from_secs(60),
+            ),
+    )
+    .await;
+    let old_revision = stage.revision.clone();
+    let old_set = format!("{}-core-{old_revision}", NAME);
     let old_nodes = stage.nodes();
-    let cluster = stage.cluster();
+    let cluster = stage.cluster().expect("a running EMQX node");
     assert!(
         cluster
             .summaries()
             .iter()
-            .all(|m| m.edition == sandbox::emqx::Edition::Opensource),
+            .all(|m| m.edition == emqx_sim::Edition::Opensource),
         "{OPEN_SOURCE_IMAGE} must play the open-source edition"
     );
-    const CLIENTS: usize = 20;
-    let load = stage.clients(CLIENTS, Duration::from_secs(180)).await;
+    let load = stage.load.take().expect("clients");
 
     let recorder = Recorder::start(&stage);
     let t0 = Instant::now();
-    stage.patch_image_pull_policy().await;
-    let done = upgrade::wait_ready(
-        &stage.api,
-        Some(old_revision.as_str()),
-        Duration::from_secs(150),
-    )
-    .await;
+    stage.patch_image_pull_policy().await.expect("patch");
+    let done = stage
+        .wait_ready(Some(old_revision.as_str()), Duration::from_secs(150))
+        .await
+        .expect("EMQX Ready");
     eprintln!("upgrade done after {:.1}s", t0.elapsed().as_secs_f32());
     assert!(
         load.wait_all_connected(Duration::from_secs(60)).await,
@@ -70,7 +72,8 @@ async fn open_source_brokers_are_drained_by_the_documented_fallback() {
     let seen = recorder.finish().await;
 
     // The conditions said so: no evacuation API, and the fallback drained.
-    let unsupported = upgrade::condition(&done, "EvacuationUnsupported");
+    let unsupported =
+        condition(&done, "EvacuationUnsupported").map(|c| (c.status, c.reason, c.message));
     assert!(
         matches!(&unsupported, Some((s, r, m)) if s == "True" && r == "NoEvacuationApi" && m.contains("waitTakeover")),
         "{unsupported:?}"
@@ -140,6 +143,5 @@ async fn open_source_brokers_are_drained_by_the_documented_fallback() {
     }
     upgrade::assert_force_left(&cluster, &old_nodes);
     upgrade::assert_old_set_at_zero(&stage, &old_set).await;
-    reconciler.stop().await;
-    stage.stop().await;
+    stage.stop().await.expect("sandbox stops");
 }

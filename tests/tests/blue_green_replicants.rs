@@ -6,18 +6,15 @@
 //! evacuated; the cluster ends Ready with both roles' revisions and counts
 //! right, and the clients keep their sessions.
 
-mod blue_green_support;
 mod support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use blue_green_support::{Fixture, NAME, seed_003_quick};
+use mqtt_load::recorder::Summary;
 use sandbox::EmqxHook;
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::listeners_endpoint;
-use sandbox::recorder::Summary;
+use sandbox::seed_003::{NAME, Seed003, Stage, is_true, load};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -156,13 +153,23 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     const CORES: usize = 2;
     const REPLICANTS: usize = 2;
     const CLIENTS: usize = 100;
-    let f = Fixture::start(seed_003_quick(CORES as u32, Some(REPLICANTS as u32))).await;
+    let mut f = support::ready(
+        Seed003::new()
+            .cores(CORES as u32)
+            .replicants(REPLICANTS as u32)
+            .clients(
+                load(CLIENTS, 200, Duration::from_secs(300)),
+                Duration::from_secs(60),
+            ),
+    )
+    .await;
     let old = f.revision.clone();
     let old_nodes: Vec<String> = f.hook.nodes().into_values().map(|n| n.node_name).collect();
     assert_eq!(old_nodes.len(), CORES + REPLICANTS);
     let old_replicant = f
         .get()
         .await
+        .expect("get EMQX")
         .status
         .and_then(|s| s.replicant_nodes_status)
         .and_then(|s| s.update_revision)
@@ -170,29 +177,8 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
     // The listeners Service selects the replicants.
     assert_eq!(f.listeners_revision().await, Some(old_replicant.clone()));
 
-    let service = Endpoints::new(vec![
-        listeners_endpoint(&f.client, "default", NAME)
-            .await
-            .expect("listeners Service"),
-    ]);
-    let cluster = f.hook.nodes().into_values().next().expect("a node").cluster;
-    let load = MqttLoad::start(
-        LoadConfig {
-            clients: CLIENTS,
-            connect_rate: 200,
-            publish_interval: Duration::from_secs(1),
-            max_duration: Duration::from_secs(300),
-            ..LoadConfig::default()
-        },
-        service.clone(),
-        service,
-        cluster.clone(),
-    );
-    assert!(
-        load.wait_all_subscribed(Duration::from_secs(60)).await,
-        "clients did not connect: {:?}",
-        load.progress()
-    );
+    let cluster = f.cluster().expect("a running EMQX node");
+    let load = f.load.take().expect("clients");
     // Every client is on a replicant.
     let replicant_nodes: Vec<String> = f
         .hook
@@ -220,8 +206,13 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
         CORES,
         stop_rx,
     );
-    f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
-    let done = f.wait_ready(Some(&old), Duration::from_secs(240)).await;
+    f.patch(json!({"spec": {"imagePullPolicy": "Never"}}))
+        .await
+        .expect("patch EMQX");
+    let done = f
+        .wait_ready(Some(&old), Duration::from_secs(240))
+        .await
+        .expect("EMQX Ready");
     assert!(
         load.wait_all_connected(Duration::from_secs(60)).await,
         "clients did not all come back: {:?}",
@@ -317,7 +308,7 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
 
     // An Event names each step's node and set: one evacuation per old
     // node, one new set per role, each with its own note.
-    let events = f.events().await;
+    let events = f.events().await.expect("events");
     let notes = |reason: &str| -> Vec<String> {
         events
             .iter()
@@ -380,13 +371,14 @@ async fn replicants_are_upgraded_after_new_cores_and_drained_before_old_cores() 
         report.lost()
     );
     assert!(summary.confirmed > 0, "{summary}");
-    f.stop().await;
+    f.stop().await.expect("sandbox stops");
 }
 
 /// `spec.replicas` of each ReplicaSet, by name.
-async fn replicant_sets(f: &Fixture) -> BTreeMap<String, i32> {
+async fn replicant_sets(f: &Stage) -> BTreeMap<String, i32> {
     f.replica_sets()
         .await
+        .expect("list ReplicaSets")
         .into_iter()
         .filter_map(|s| {
             let replicas = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
@@ -402,19 +394,32 @@ async fn replicant_sets(f: &Fixture) -> BTreeMap<String, i32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
     const CLIENTS: usize = 40;
-    let f = Fixture::start(seed_003_quick(2, Some(2))).await;
+    let mut f = support::ready(Seed003::new().replicants(2).clients(
+        load(CLIENTS, 200, Duration::from_secs(300)),
+        Duration::from_secs(60),
+    ))
+    .await;
     let old_core = f.revision.clone();
     let old_replicant = f
         .get()
         .await
+        .expect("get EMQX")
         .status
         .and_then(|s| s.replicant_nodes_status)
         .and_then(|s| s.update_revision)
         .expect("replicant revision");
     let old_rs = format!("{NAME}-replicant-{old_replicant}");
-    let (load, _cluster) = f.start_load(CLIENTS).await;
-    let original = f.get().await.spec.image_pull_policy.clone();
-    f.patch(json!({"spec": {"imagePullPolicy": "Never"}})).await;
+    let load = f.load.take().expect("clients");
+    let original = f
+        .get()
+        .await
+        .expect("get EMQX")
+        .spec
+        .image_pull_policy
+        .clone();
+    f.patch(json!({"spec": {"imagePullPolicy": "Never"}}))
+        .await
+        .expect("patch EMQX");
     support::wait_for(
         "one old replicant removed",
         Duration::from_secs(120),
@@ -428,7 +433,8 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
     )
     .await;
     f.patch(json!({"spec": {"imagePullPolicy": original}}))
-        .await;
+        .await
+        .expect("patch EMQX");
     let done = f
         .wait_object(
             "Ready on the original revisions",
@@ -443,14 +449,15 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
                     .and_then(|s| s.update_revision.clone());
                 let back = core.as_deref() == Some(old_core.as_str())
                     && replicant.as_deref() == Some(old_replicant.as_str());
-                if back && blue_green_support::is_true(e, "Ready") {
+                if back && is_true(e, "Ready") {
                     Ok(e.clone())
                 } else {
                     Err(format!("core {core:?}, replicant {replicant:?}"))
                 }
             },
         )
-        .await;
+        .await
+        .expect("wait");
     let status = done.status.as_ref().expect("status");
     let replicant = status.replicant_nodes_status.as_ref().expect("replicants");
     assert_eq!(
@@ -465,9 +472,14 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
         sets.iter().all(|(name, r)| name == &old_rs || *r == 0),
         "{sets:?}"
     );
-    let cores = f.stateful_sets().await;
+    let cores = f.stateful_sets().await.expect("list StatefulSets");
     assert_eq!(cores.len(), 2, "no third StatefulSet");
-    assert_eq!(f.core_set_replicas(&old_core).await, Some(2));
+    assert_eq!(
+        f.core_set_replicas(&old_core)
+            .await
+            .expect("list StatefulSets"),
+        Some(2)
+    );
     assert_eq!(f.listeners_revision().await, Some(old_replicant.clone()));
 
     assert!(
@@ -488,5 +500,5 @@ async fn reverting_a_replicant_upgrade_returns_to_the_old_sets() {
         "lost QoS 1 messages: {:?}",
         report.lost()
     );
-    f.stop().await;
+    f.stop().await.expect("sandbox stops");
 }

@@ -21,9 +21,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sandbox::operator::update_revision;
+use sandbox::seed_003::{NAME, Operator, Pace, Seed003, condition, is_true, load, update_revision};
 use tokio::time::Instant;
-use upgrade::{Pace, Recorder, Stage, condition};
+use upgrade::Recorder;
 
 /// Kills during the upgrade, at least.
 const MIN_KILLS: usize = 10;
@@ -33,7 +33,7 @@ const DEFAULT_SEED: u64 = 20_261_122;
 /// The reconciler binary of this build, built first if needed (a no-op
 /// when up to date), so the test never runs a stale reconciler.
 fn reconciler_binary() -> PathBuf {
-    sandbox::chart::build_operator_binaries()
+    sandbox::operator::project_binary::build_operator_binaries()
         .expect("operator binaries")
         .reconciler
 }
@@ -119,31 +119,45 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
     let binary = tokio::task::spawn_blocking(reconciler_binary)
         .await
         .expect("build");
-    let stage = Stage::start().await;
-    let logs = tempfile::tempdir().expect("log dir");
-    let log = logs.path().join("reconciler.log");
-    let kubeconfig = stage.sandbox.kubeconfig().to_path_buf();
-    let mut reconciler = Reconciler::start(&binary, &kubeconfig, &log);
-
     let pace = Pace {
-        cores: 3,
         initial_delay_s: 3,
         wait_takeover_s: 3,
         conn_evict_rate: 5,
         sess_evict_rate: 5,
     };
-    stage.create(upgrade::seed_003(pace, None)).await;
-    let first = upgrade::wait_ready(&stage.api, None, Duration::from_secs(120)).await;
+    let stage = support::stage(
+        Seed003::new()
+            .cores(3)
+            .pace(pace)
+            .operator(Operator::Caller),
+    )
+    .await;
+    let logs = tempfile::tempdir().expect("log dir");
+    let log = logs.path().join("reconciler.log");
+    let kubeconfig = stage.sandbox.kubeconfig().to_path_buf();
+    let mut reconciler = Reconciler::start(&binary, &kubeconfig, &log);
+
+    stage.create().await.expect("create EMQX");
+    let first = stage
+        .wait_ready(None, Duration::from_secs(120))
+        .await
+        .expect("EMQX Ready");
     let old_revision = update_revision(&first).expect("a revision");
-    let old_set = format!("{}-core-{old_revision}", upgrade::NAME);
+    let old_set = format!("{}-core-{old_revision}", NAME);
     let old_nodes = stage.nodes();
     assert_eq!(old_nodes.len(), 3, "{old_nodes:?}");
     const CLIENTS: usize = 60;
-    let load = stage.clients(CLIENTS, Duration::from_secs(240)).await;
+    let load = stage
+        .clients(
+            load(CLIENTS, 100, Duration::from_secs(240)),
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("clients connect");
 
     let recorder = Recorder::start(&stage);
     let t0 = Instant::now();
-    stage.patch_image_pull_policy().await;
+    stage.patch_image_pull_policy().await.expect("patch");
     let deadline = t0 + Duration::from_secs(240);
     let mut kills: Vec<(f32, String)> = Vec::new();
     loop {
@@ -153,9 +167,9 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
         let until = Instant::now() + run_for;
         let mut done = false;
         while Instant::now() < until {
-            let emqx = stage.api.get(upgrade::NAME).await.expect("EMQX");
+            let emqx = stage.api.get(NAME).await.expect("EMQX");
             let revision = update_revision(&emqx);
-            let ready = condition(&emqx, "Ready").is_some_and(|(s, _, _)| s == "True");
+            let ready = is_true(&emqx, "Ready");
             if ready && revision.as_deref() != Some(old_revision.as_str()) {
                 done = true;
                 break;
@@ -163,7 +177,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
             assert!(
                 reconciler.alive(),
                 "reconciler exited by itself: {}",
-                sandbox::process::log_tail(&log, 30)
+                sandbox::control_plane::process::log_tail(&log, 30)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -174,16 +188,16 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
             Instant::now() < deadline,
             "upgrade not done after {} kills; last log: {}",
             kills.len(),
-            sandbox::process::log_tail(&log, 30)
+            sandbox::control_plane::process::log_tail(&log, 30)
         );
         // Where the upgrade stood when the reconciler died.
         let at = stage
             .api
-            .get(upgrade::NAME)
+            .get(NAME)
             .await
             .ok()
             .and_then(|e| condition(&e, "Ready"))
-            .map(|(_, reason, message)| format!("{reason}: {message}"))
+            .map(|c| format!("{}: {}", c.reason, c.message))
             .unwrap_or_default();
         reconciler.kill();
         kills.push((t0.elapsed().as_secs_f32(), at));
@@ -211,7 +225,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
         load.progress()
     );
     let report = load.finish(Duration::from_secs(20)).await;
-    let summary = sandbox::recorder::Summary::of(&report);
+    let summary = mqtt_load::recorder::Summary::of(&report);
     assert!(
         summary.disconnect_histogram.len() <= 2,
         "a client was disconnected more than once: {summary}"
@@ -219,7 +233,7 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
     assert_eq!(summary.sessions_lost, 0, "{summary}");
 
     let seen = recorder.finish().await;
-    let cluster = stage.cluster();
+    let cluster = stage.cluster().expect("a running EMQX node");
     upgrade::print_evidence(&cluster, &old_nodes, t0);
     upgrade::assert_orderly(&cluster, &old_set, &old_nodes, pace, &seen);
     upgrade::assert_old_set_at_zero(&stage, &old_set).await;
@@ -231,5 +245,5 @@ async fn sigkilled_reconciler_finishes_the_upgrade_without_double_or_early_steps
         );
     }
     drop(reconciler);
-    stage.stop().await;
+    stage.stop().await.expect("sandbox stops");
 }

@@ -10,25 +10,23 @@ mod support;
 
 use std::time::Duration;
 
-use emqx_crd::v2beta1::EMQX;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use sandbox::chart::{
-    NAMESPACE, RELEASE, build_operator_binaries, chart_dir, helm_upgrade_install, run,
-    wait_operator_available,
+use sandbox::operator::chart::{
+    NAMESPACE, RELEASE, chart_dir, helm_upgrade_install, run, wait_operator_available,
 };
-use sandbox::operator::update_revision;
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use sandbox::seed_003::{Operator, Pace, Seed003, ready_on, update_revision};
+use sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use support::wait_for;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-async fn helm(sandbox: &Sandbox, args: &[&str]) -> sandbox::chart::CommandOutput {
+async fn helm(sandbox: &Sandbox, args: &[&str]) -> sandbox::operator::chart::CommandOutput {
     let mut helm = sandbox.helm();
     helm.args(args);
     run(helm, None, LIMIT).await.expect("helm runs")
@@ -38,7 +36,7 @@ async fn kubectl(
     sandbox: &Sandbox,
     args: &[&str],
     stdin: Option<&[u8]>,
-) -> sandbox::chart::CommandOutput {
+) -> sandbox::operator::chart::CommandOutput {
     let mut kubectl = sandbox.kubectl();
     kubectl.args(args);
     run(kubectl, stdin, LIMIT).await.expect("kubectl runs")
@@ -140,41 +138,6 @@ async fn rendered_chart_is_accepted_by_the_apiserver() {
     sandbox.stop().await.expect("sandbox stops");
 }
 
-/// Seed 003's manifest with two cores, quick probes and short delays.
-fn seed_003_quick() -> Value {
-    let mut object = sandbox::operator::seed_003_manifest().expect("seed 003");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": "default"},
-            "spec": {
-                "updateStrategy": {
-                    "initialDelaySeconds": 2,
-                    "evacuationStrategy": {"waitTakeover": 2}
-                },
-                "coreTemplate": {"spec": {
-                    "replicas": 2,
-                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-                }}
-            }
-        }),
-    );
-    object
-}
-
-fn ready_on(emqx: &EMQX, revision_not: Option<&str>) -> Result<String, String> {
-    let ready = emqx
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let revision = update_revision(emqx);
-    match revision {
-        Some(r) if ready && Some(r.as_str()) != revision_not => Ok(r),
-        other => Err(format!("Ready={ready}, updateRevision={other:?}")),
-    }
-}
-
 /// The seed manifests as kubectl would send them.
 fn seeds() -> Vec<(&'static str, Value)> {
     [
@@ -202,21 +165,21 @@ fn seeds() -> Vec<(&'static str, Value)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
-    support::init_tracing();
-    let binaries = build_operator_binaries().expect("operator binaries");
-    let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(binaries.options(SandboxOptions::default().hook(hook.clone())))
-        .await
-        .expect("sandbox starts");
-    let client = sandbox.client();
-
-    // helm install: both binaries run as pods, 2 replicas each.
-    helm_upgrade_install(&sandbox, &[])
-        .await
-        .expect("helm install");
-    wait_operator_available(&client, LIMIT)
-        .await
-        .expect("operator available");
+    // helm install: both binaries run as pods, 2 replicas each. Seed 003
+    // with two cores, quick probes and short delays, its rates as the seed's.
+    let stage = support::stage(Seed003::new().operator(Operator::Chart).pace(Pace {
+        initial_delay_s: 2,
+        wait_takeover_s: 2,
+        conn_evict_rate: 1000,
+        sess_evict_rate: 1000,
+    }))
+    .await;
+    let (sandbox, hook, client, api) = (
+        &stage.sandbox,
+        &stage.hook,
+        stage.client.clone(),
+        &stage.api,
+    );
 
     // Self-managed certificates: the webhook injected its CA everywhere the
     // apiserver needs it.
@@ -283,7 +246,7 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
             })
             .await;
             if name.contains("v2alpha2") {
-                let out = kubectl(&sandbox, mode, Some(&input)).await;
+                let out = kubectl(sandbox, mode, Some(&input)).await;
                 assert!(
                     out.stderr.contains("Warning:") && out.stderr.contains("deprecated"),
                     "{name}: no deprecation warning: {}",
@@ -294,10 +257,10 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
         }
     }
     // A bad rate is refused on --dry-run=server with the field named.
-    let mut bad = seed_003_quick();
+    let mut bad = stage.manifest.clone();
     bad["spec"]["updateStrategy"]["evacuationStrategy"]["connEvictRate"] = json!(0);
     let out = kubectl(
-        &sandbox,
+        sandbox,
         &["apply", "--dry-run=server", "-f", "-"],
         Some(&serde_json::to_vec(&bad).expect("json")),
     )
@@ -311,23 +274,16 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
     );
 
     // kubectl apply -f emqx-update.yaml: the chart's reconciler makes it Ready.
-    let object = serde_json::to_vec(&seed_003_quick()).expect("json");
-    let out = kubectl(&sandbox, &["apply", "-f", "-"], Some(&object)).await;
+    let object = serde_json::to_vec(&stage.manifest).expect("json");
+    let out = kubectl(sandbox, &["apply", "-f", "-"], Some(&object)).await;
     assert!(out.success, "{}", out.stderr);
-    let api: Api<EMQX> = Api::namespaced(client.clone(), "default");
-    let wait_ready = |revision_not: Option<String>| {
-        let api = api.clone();
-        async move {
-            wait_for("EMQX Ready", Duration::from_secs(240), || {
-                let api = api.clone();
-                let revision_not = revision_not.clone();
-                async move {
-                    let emqx = api.get("emqx-ee").await.map_err(|e| e.to_string())?;
-                    ready_on(&emqx, revision_not.as_deref())
-                }
-            })
+    let ready_stage = &stage;
+    let wait_ready = |revision_not: Option<String>| async move {
+        let emqx = ready_stage
+            .wait_ready(revision_not.as_deref(), Duration::from_secs(240))
             .await
-        }
+            .expect("EMQX Ready");
+        update_revision(&emqx).expect("a revision")
     };
     let first = wait_ready(None).await;
     let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
@@ -335,7 +291,7 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
 
     // The seed's upgrade, carried out by the chart-installed reconciler.
     let out = kubectl(
-        &sandbox,
+        sandbox,
         &[
             "patch",
             "emqx",
@@ -384,7 +340,7 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
         .map(ResourceExt::name_any)
         .collect();
     helm_upgrade_install(
-        &sandbox,
+        sandbox,
         &[
             "--set",
             "webhook.image.tag=0.1.1,reconciler.image.tag=0.1.1",
@@ -446,7 +402,7 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
 
     // helm uninstall: the CRDs and the EMQX object stay.
     let out = helm(
-        &sandbox,
+        sandbox,
         &["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"],
     )
     .await;
@@ -456,5 +412,5 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
     }
     let kept = api.get("emqx-ee").await.expect("EMQX object kept");
     assert_eq!(update_revision(&kept), Some(second));
-    sandbox.stop().await.expect("sandbox stops");
+    stage.stop().await.expect("sandbox stops");
 }

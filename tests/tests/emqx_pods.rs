@@ -20,7 +20,7 @@ use support::{is_ready, pod_ip, wait_for};
 const OPERATOR_SECRET: &str = "s3cr3t0perat0r";
 
 fn seed_003() -> EMQX {
-    let object = sandbox::operator::seed_003_manifest().expect("seed 003");
+    let object = sandbox::seed_003::seed_003_manifest().expect("seed 003");
     let defaulted = emqx_crd::dynamic::default_object(&object).expect("defaults");
     serde_json::from_value(defaulted).expect("EMQX")
 }

@@ -22,10 +22,10 @@ use emqx_crd::v2beta1;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{InProcessReconciler, install_crds, listeners_endpoint};
-use sandbox::recorder::Summary;
-use sandbox::webhook_process::WebhookProcess;
+use mqtt_load::recorder::Summary;
+use sandbox::operator::webhook_process::WebhookProcess;
+use sandbox::operator::{InProcessReconciler, install_crds};
+use sandbox::seed_003::{connect_clients, load};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use support::wait_for;
@@ -172,29 +172,17 @@ async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
     );
 
     // mqttx bench conn -c 30, through the listeners Service.
-    let service = Endpoints::new(vec![
-        listeners_endpoint(&client, "default", NAME)
-            .await
-            .expect("listeners Service"),
-    ]);
-    let cluster = hook.nodes().into_values().next().expect("a node").cluster;
-    let load = MqttLoad::start(
-        LoadConfig {
-            clients: CLIENTS,
-            connect_rate: 100,
-            publish_interval: Duration::from_secs(1),
-            max_duration: Duration::from_secs(600),
-            ..LoadConfig::default()
-        },
-        service.clone(),
-        service,
+    let cluster = hook.cluster().expect("a node");
+    let load = connect_clients(
+        &client,
+        "default",
+        NAME,
         cluster.clone(),
-    );
-    assert!(
-        load.wait_all_subscribed(Duration::from_secs(60)).await,
-        "clients did not connect: {:?}",
-        load.progress()
-    );
+        load(CLIENTS, 100, Duration::from_secs(600)),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("clients connect");
 
     // kubectl patch EmqxEnterprise emqx-ee --type='merge' -p '{"spec": {"template": {"spec": {"emqxContainer": {"name": "emqx-ee-a"}} }}}'
     api.patch(

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use sandbox::echo_hook::EchoHook;
+use sandbox::node::echo_hook::EchoHook;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use support::{ask, is_ready, wait_for};

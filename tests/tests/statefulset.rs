@@ -10,10 +10,10 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use sandbox::echo_hook::EchoHook;
+use sandbox::node::echo_hook::EchoHook;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
-use support::{condition, is_ready, pod_ip, wait_for};
+use support::{is_ready, pod_condition, pod_ip, wait_for};
 
 const GATE: &str = "sandbox.test/gate";
 
@@ -49,7 +49,7 @@ async fn open_gates(pods: &Api<Pod>) {
         .expect("list")
         .items
     {
-        if condition(&pod, GATE) != "True" && condition(&pod, "ContainersReady") == "True" {
+        if pod_condition(&pod, GATE) != "True" && pod_condition(&pod, "ContainersReady") == "True" {
             let patch = json!({"status": {"conditions": [{"type": GATE, "status": "True"}]}});
             pods.patch_status(
                 &pod.name_any(),
@@ -87,7 +87,7 @@ async fn statefulset_pods_become_ready_with_distinct_addresses_and_are_replaced(
             let ready = list
                 .items
                 .iter()
-                .filter(|p| condition(p, "ContainersReady") == "True")
+                .filter(|p| pod_condition(p, "ContainersReady") == "True")
                 .count();
             if ready == 3 {
                 Ok(list.items)
@@ -99,7 +99,7 @@ async fn statefulset_pods_become_ready_with_distinct_addresses_and_are_replaced(
     .await;
     for pod in &first {
         assert_eq!(
-            condition(pod, "Ready"),
+            pod_condition(pod, "Ready"),
             "False",
             "{} is Ready before its readiness gate is True",
             pod.name_any()

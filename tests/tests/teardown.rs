@@ -8,7 +8,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
-use sandbox::process::processes_mentioning;
+use sandbox::control_plane::process::processes_mentioning;
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;

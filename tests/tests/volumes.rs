@@ -14,7 +14,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use sandbox::pod_env::image_repository;
+use sandbox::node::pod_env::image_repository;
 use sandbox::{PodContext, PodHook, RunningPod, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::{is_ready, wait_for};

@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::Api;
 use kube::api::PostParams;
-use sandbox::pod_env::image_repository;
+use sandbox::node::pod_env::image_repository;
 use sandbox::{PodContext, PodHook, RunningPod, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;

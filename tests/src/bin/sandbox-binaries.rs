@@ -2,7 +2,7 @@
 //! their paths. CI calls it first so the long cold build shows its progress.
 
 fn main() -> std::process::ExitCode {
-    match sandbox::binaries::ensure_built() {
+    match sandbox::control_plane::binaries::ensure_built() {
         Ok(binaries) => {
             for path in [
                 &binaries.etcd,

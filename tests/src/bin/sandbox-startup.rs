@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(3)
         .clamp(1, 20);
     let build = Instant::now();
-    sandbox::binaries::ensure_built_async().await?;
+    sandbox::control_plane::binaries::ensure_built_async().await?;
     println!("binaries ready in {:.1}s", build.elapsed().as_secs_f64());
     let mut times = Vec::new();
     for run in 0..runs {

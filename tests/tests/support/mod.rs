@@ -1,33 +1,40 @@
-//! Helpers shared by the sandbox's integration tests: waiting with a deadline.
+//! Helpers shared by the sandbox's integration tests: waiting with a
+//! deadline, seed 003 staged or Ready, pods' conditions.
 
 #![allow(dead_code, clippy::panic)]
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use sandbox::seed_003::{Seed003, Stage};
 
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout`
 /// with `what` and the last observation.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() > deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
+    sandbox::seed_003::wait_for(what, timeout, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Seed 003's cluster Ready as `seed` says, with tracing for the test's output.
+pub async fn ready(seed: Seed003) -> Stage {
+    init_tracing();
+    seed.ready().await.expect("seed 003 Ready")
+}
+
+/// The sandbox and operator of `seed`, the object not yet created.
+pub async fn stage(seed: Seed003) -> Stage {
+    init_tracing();
+    seed.stage().await.expect("sandbox and operator start")
 }
 
 /// The status of condition `type_` of `pod` ("True", "False", or "").
-pub fn condition(pod: &Pod, type_: &str) -> String {
+pub fn pod_condition(pod: &Pod, type_: &str) -> String {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -38,7 +45,7 @@ pub fn condition(pod: &Pod, type_: &str) -> String {
 
 /// Whether `pod` is Ready.
 pub fn is_ready(pod: &Pod) -> bool {
-    condition(pod, "Ready") == "True"
+    pod_condition(pod, "Ready") == "True"
 }
 
 /// The pod IP.

@@ -1,8 +1,7 @@
-//! What the resilience tests of the blue-green upgrade share: seed 003's
-//! cluster brought up Ready, MQTT clients through the listeners Service, and
-//! an evidence recorder that watches the apiserver (every scale-down of an
-//! old set, every condition the EMQX object showed) while the simulator keeps
-//! its own record (evacuation steps, node stops). The assertions compare the
+//! What the resilience tests of the blue-green upgrade share besides the
+//! seed 003 fixture: an evidence recorder that watches the apiserver (every
+//! scale-down of an old set, every condition the EMQX object showed) while
+//! the simulator keeps its own record (evacuation steps, node stops). The assertions compare the
 //! two: a node leaves only after its evacuation reached `prohibiting`.
 
 #![allow(dead_code, clippy::panic, clippy::unwrap_used)]
@@ -12,190 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use emqx_crd::v2beta1::EMQX;
+use emqx_sim::cluster::{BrokerCluster, NodeStop};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use sandbox::emqx::cluster::{Cluster, NodeStop};
-use sandbox::mqtt_load::{Endpoints, LoadConfig, MqttLoad};
-use sandbox::operator::{listeners_endpoint, update_revision};
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
-use serde_json::{Value, json};
+use kube::api::ListParams;
+use sandbox::seed_003::{NAME, Pace, Stage};
 use tokio::time::Instant;
-
-use crate::support::wait_for;
-
-/// The object's name in seed 003.
-pub const NAME: &str = "emqx-ee";
-
-/// How an upgrade is paced.
-#[derive(Debug, Clone, Copy)]
-pub struct Pace {
-    pub cores: u32,
-    pub initial_delay_s: u32,
-    pub wait_takeover_s: u32,
-    pub conn_evict_rate: u32,
-    pub sess_evict_rate: u32,
-}
-
-/// Seed 003's manifest in namespace `default` with `image` (when given),
-/// quick probes and the given pace.
-pub fn seed_003(pace: Pace, image: Option<&str>) -> Value {
-    let mut object = sandbox::operator::seed_003_manifest().expect("seed 003");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": "default"},
-            "spec": {
-                "updateStrategy": {
-                    "initialDelaySeconds": pace.initial_delay_s,
-                    "evacuationStrategy": {
-                        "waitTakeover": pace.wait_takeover_s,
-                        "connEvictRate": pace.conn_evict_rate,
-                        "sessEvictRate": pace.sess_evict_rate
-                    }
-                },
-                "coreTemplate": {"spec": {
-                    "replicas": pace.cores,
-                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-                }}
-            }
-        }),
-    );
-    if let Some(image) = image {
-        object["spec"]["image"] = json!(image);
-    }
-    object
-}
-
-/// One condition of the object.
-pub fn condition(emqx: &EMQX, type_: &str) -> Option<(String, String, String)> {
-    emqx.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// Waits until the object is Ready on a revision other than `revision_not`.
-pub async fn wait_ready(api: &Api<EMQX>, revision_not: Option<&str>, timeout: Duration) -> EMQX {
-    wait_for("EMQX Ready", timeout, || async move {
-        let emqx = api.get(NAME).await.map_err(|e| e.to_string())?;
-        let ready = condition(&emqx, "Ready");
-        let update = update_revision(&emqx);
-        match ready {
-            Some((s, _, _))
-                if s == "True" && update.is_some() && update.as_deref() != revision_not =>
-            {
-                Ok(emqx)
-            }
-            other => Err(format!("Ready={other:?}, updateRevision={update:?}")),
-        }
-    })
-    .await
-}
-
-/// A sandbox with CRDs installed and the hook playing EMQX; the reconciler
-/// is the test's business (in process or as a real process).
-pub struct Stage {
-    pub sandbox: Sandbox,
-    pub hook: Arc<EmqxHook>,
-    pub api: Api<EMQX>,
-}
-
-impl Stage {
-    pub async fn start() -> Stage {
-        crate::support::init_tracing();
-        let hook = EmqxHook::new();
-        let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-            .await
-            .expect("sandbox starts");
-        let client = sandbox.client();
-        sandbox::operator::install_crds(&client)
-            .await
-            .expect("CRDs installed");
-        let api: Api<EMQX> = Api::namespaced(client, "default");
-        Stage { sandbox, hook, api }
-    }
-
-    /// `kubectl apply -f emqx.yaml`.
-    pub async fn create(&self, object: Value) {
-        let object: EMQX = serde_json::from_value(object).expect("EMQX");
-        self.api
-            .create(&PostParams::default(), &object)
-            .await
-            .expect("create EMQX");
-    }
-
-    /// kubectl patch emqx emqx-ee --type=merge -p '{"spec":{"imagePullPolicy":"Never"}}'
-    pub async fn patch_image_pull_policy(&self) {
-        self.api
-            .patch(
-                NAME,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
-            )
-            .await
-            .expect("patch");
-    }
-
-    /// The running EMQX nodes: pod name (without namespace) → node name.
-    pub fn nodes(&self) -> BTreeMap<String, String> {
-        self.hook
-            .nodes()
-            .into_iter()
-            .map(|(key, n)| {
-                let pod = key.rsplit('/').next().unwrap_or(&key).to_owned();
-                (pod, n.node_name)
-            })
-            .collect()
-    }
-
-    /// The simulated EMQX cluster.
-    pub fn cluster(&self) -> Arc<Cluster> {
-        self.hook
-            .nodes()
-            .into_values()
-            .next()
-            .expect("a running EMQX node")
-            .cluster
-    }
-
-    /// `count` MQTT clients through the listeners Service, all connected and
-    /// subscribed.
-    pub async fn clients(&self, count: usize, max_duration: Duration) -> MqttLoad {
-        let client = self.sandbox.client();
-        let service = Endpoints::new(vec![
-            listeners_endpoint(&client, "default", NAME)
-                .await
-                .expect("listeners Service"),
-        ]);
-        let load = MqttLoad::start(
-            LoadConfig {
-                clients: count,
-                connect_rate: 100,
-                publish_interval: Duration::from_secs(1),
-                max_duration,
-                ..LoadConfig::default()
-            },
-            service.clone(),
-            service,
-            self.cluster(),
-        );
-        assert!(
-            load.wait_all_subscribed(Duration::from_secs(60)).await,
-            "clients did not connect: {:?}",
-            load.progress()
-        );
-        load
-    }
-
-    pub async fn stop(self) {
-        self.sandbox.stop().await.expect("sandbox stops");
-    }
-}
 
 /// A scale-down of a StatefulSet seen on the apiserver.
 #[derive(Debug, Clone)]
@@ -314,7 +136,7 @@ pub fn victim(old_nodes: &BTreeMap<String, String>, set: &str, from: i32) -> Opt
 /// stopped only in `prohibiting`, and was scaled away only after
 /// `prohibiting`; the old set ended at zero and its nodes were force-left.
 pub fn assert_orderly(
-    cluster: &Cluster,
+    cluster: &BrokerCluster,
     old_set: &str,
     old_nodes: &BTreeMap<String, String>,
     pace: Pace,
@@ -415,7 +237,7 @@ pub fn assert_orderly(
 }
 
 /// No old node is listed in the EMQX cluster any more, and every member runs.
-pub fn assert_force_left(cluster: &Cluster, old_nodes: &BTreeMap<String, String>) {
+pub fn assert_force_left(cluster: &BrokerCluster, old_nodes: &BTreeMap<String, String>) {
     let members = cluster.summaries();
     for node in old_nodes.values() {
         assert!(
@@ -434,7 +256,7 @@ pub async fn assert_old_set_at_zero(stage: &Stage, old_set: &str) {
 }
 
 /// Prints what the simulator recorded, for the test log.
-pub fn print_evidence(cluster: &Cluster, old_nodes: &BTreeMap<String, String>, t0: Instant) {
+pub fn print_evidence(cluster: &BrokerCluster, old_nodes: &BTreeMap<String, String>, t0: Instant) {
     for node in old_nodes.values() {
         let steps: Vec<String> = cluster
             .evacuation_history(node)

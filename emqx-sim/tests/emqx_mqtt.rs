@@ -1,0 +1,521 @@
+//! MQTT behaviour of simulated nodes (emqx-api.md §6): takeover anywhere in
+//! the cluster, queued QoS 1 messages, eviction packets per protocol,
+//! session migration, and the no-recipient retry.
+
+#![allow(clippy::panic)] // a test helper that panics is how a test fails
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use emqx_sim::operator_pod::v2_pod;
+use emqx_sim::{EmqxNode, NodeConfig, Role};
+use mqtt_load::protocol::{MqttClient, Polled, Protocol, SessionSettings};
+use serde_json::{Value, json};
+
+const KEYS: &str = "k:s\n";
+
+async fn start(cr: &str, subnet: u8, idx: u8) -> EmqxNode {
+    let ip = Ipv4Addr::new(127, 22, subnet, 10 + idx);
+    let pod = v2_pod(
+        cr,
+        "ns",
+        &format!("{cr}-core-{idx}"),
+        Role::Core,
+        ip,
+        "emqx/emqx-enterprise:5.8.9",
+        KEYS,
+    );
+    let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
+    config.tick = Duration::from_millis(200);
+    config.no_recipient_retry = Duration::from_secs(3);
+    EmqxNode::start(config).await.expect("starts")
+}
+
+fn settings(protocol: Protocol, clean_start: bool) -> SessionSettings {
+    SessionSettings {
+        protocol,
+        keep_alive: Duration::from_secs(30),
+        session_expiry: Duration::from_secs(300),
+        clean_start,
+    }
+}
+
+/// A test client driven step by step.
+struct Probe {
+    client: MqttClient,
+}
+
+impl Probe {
+    async fn connect(id: &str, addr: SocketAddr, s: SessionSettings) -> (Probe, bool) {
+        let mut client = MqttClient::new(id, addr, s, 16);
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), client.poll()).await {
+                Ok(Polled::ConnAck { session_present }) => {
+                    return (Probe { client }, session_present);
+                }
+                Ok(Polled::Other) => continue,
+                other => panic!("{id}: no CONNACK: {other:?}"),
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, topic: &str) {
+        self.client.subscribe(topic).expect("queue subscribe");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.client.poll()).await {
+                Ok(Polled::SubAck) => return,
+                Ok(Polled::Other) => continue,
+                other => panic!("no SUBACK: {other:?}"),
+            }
+        }
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &str) {
+        self.client
+            .try_publish(topic, payload.as_bytes())
+            .expect("queue publish");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), self.client.poll()).await {
+                Ok(Polled::Acked { .. }) => return,
+                Ok(Polled::Sent { .. } | Polled::Other) => continue,
+                other => panic!("no PUBACK: {other:?}"),
+            }
+        }
+    }
+
+    /// Next received payload, or the failure that ended the connection.
+    async fn next(&mut self, wait: Duration) -> Result<String, String> {
+        loop {
+            match tokio::time::timeout(wait, self.client.poll()).await {
+                Ok(Polled::Publish { payload }) => {
+                    return Ok(String::from_utf8_lossy(&payload).into_owned());
+                }
+                Ok(Polled::Failed(reason) | Polled::Refused(reason)) => return Err(reason),
+                Ok(_) => continue,
+                Err(_) => return Err("timeout".into()),
+            }
+        }
+    }
+}
+
+async fn api_get(node: &EmqxNode, path: &str) -> Value {
+    let http = reqwest::Client::new();
+    let r = http
+        .get(format!("http://{}/api/v5{path}", node.http_addr()))
+        .basic_auth("k", Some("s"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("request");
+    r.json().await.expect("json")
+}
+
+async fn api_post(node: &EmqxNode, path: &str, body: Value) -> u16 {
+    let http = reqwest::Client::new();
+    http.post(format!("http://{}/api/v5{path}", node.http_addr()))
+        .basic_auth("k", Some("s"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn takeover_across_nodes_keeps_subscriptions_and_queued_messages() {
+    let a = start("tk", 1, 1).await;
+    let b = start("tk", 1, 2).await;
+    let c = start("tk", 1, 3).await;
+    for protocol in [Protocol::V5, Protocol::V311] {
+        let id = format!("tk-{protocol:?}");
+        let topic = format!("t/{id}");
+        let (mut first, present) =
+            Probe::connect(&id, a.mqtt_addr(), settings(protocol, false)).await;
+        assert!(!present);
+        first.subscribe(&topic).await;
+        let (mut publisher, _) = Probe::connect(
+            &format!("pub-{id}"),
+            b.mqtt_addr(),
+            settings(Protocol::V5, true),
+        )
+        .await;
+        publisher.publish(&topic, "m1").await;
+        assert_eq!(
+            first.next(Duration::from_secs(5)).await,
+            Ok("m1".into()),
+            "routed from B to A"
+        );
+
+        // Takeover while connected: old connection gets 0x8E (5) or a close (3).
+        let (mut second, present) =
+            Probe::connect(&id, c.mqtt_addr(), settings(protocol, false)).await;
+        assert!(present, "session_present=1 on another node");
+        let ended = first
+            .next(Duration::from_secs(5))
+            .await
+            .expect_err("old connection ends");
+        match protocol {
+            Protocol::V5 => assert!(ended.contains("SessionTakenOver"), "{ended}"),
+            Protocol::V311 => assert!(
+                !ended.contains("Disconnect"),
+                "MQTT 3 gets a bare close: {ended}"
+            ),
+        }
+        // Offline: messages queue in the session.
+        drop(second.client);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        publisher.publish(&topic, "m2").await;
+        publisher.publish(&topic, "m3").await;
+        let (mut third, present) =
+            Probe::connect(&id, b.mqtt_addr(), settings(protocol, false)).await;
+        assert!(present);
+        // QoS 1 is at least once: when m1's PUBACK lost the race with the
+        // takeover, the resumed session redelivers m1 first, as EMQX does.
+        let mut next = third.next(Duration::from_secs(5)).await;
+        if next == Ok("m1".into()) {
+            next = third.next(Duration::from_secs(5)).await;
+        }
+        assert_eq!(next, Ok("m2".into()));
+        assert_eq!(third.next(Duration::from_secs(5)).await, Ok("m3".into()));
+        second = third;
+        // clean_start=true discards the session.
+        let (mut fresh, present) =
+            Probe::connect(&id, a.mqtt_addr(), settings(protocol, true)).await;
+        assert!(!present);
+        assert!(
+            second.next(Duration::from_secs(5)).await.is_err(),
+            "old connection closed"
+        );
+        publisher.publish(&topic, "m4").await;
+        assert_eq!(
+            fresh.next(Duration::from_millis(500)).await,
+            Err("timeout".into()),
+            "subscription discarded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_packets_and_session_migration() {
+    let a = start("mig", 2, 1).await;
+    let b = start("mig", 2, 2).await;
+    let (mut v5, _) = Probe::connect("ev-5", a.mqtt_addr(), settings(Protocol::V5, false)).await;
+    let (mut v3, _) = Probe::connect("ev-3", a.mqtt_addr(), settings(Protocol::V311, false)).await;
+    let (mut sleeper, _) =
+        Probe::connect("sleeper", a.mqtt_addr(), settings(Protocol::V5, false)).await;
+    sleeper.subscribe("t/sleeper").await;
+    drop(sleeper);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let nodes = api_get(&a, &format!("/nodes/{}", a.name())).await;
+    assert_eq!(
+        (
+            nodes["connections"].clone(),
+            nodes["live_connections"].clone()
+        ),
+        (json!(3), json!(2))
+    );
+
+    let start_path = format!("/load_rebalance/{}/evacuation/start", a.name());
+    let body = json!({"wait_health_check": 0, "wait_takeover": 1, "conn_evict_rate": 10, "sess_evict_rate": 10});
+    assert_eq!(api_post(&b, &start_path, body).await, 200);
+    let e5 = v5.next(Duration::from_secs(5)).await.expect_err("evicted");
+    assert!(
+        e5.contains("UseAnotherServer"),
+        "MQTT 5 gets DISCONNECT 0x9C: {e5}"
+    );
+    let e3 = v3.next(Duration::from_secs(5)).await.expect_err("evicted");
+    assert!(!e3.contains("Disconnect"), "MQTT 3 gets a bare close: {e3}");
+
+    // The disconnected sessions wait for takeover, then migrate to B, where they
+    // count in `connections` but not `live_connections`.
+    let mut state = String::new();
+    for _ in 0..60 {
+        state = api_get(&b, "/load_rebalance/global_status").await["evacuations"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        if state == "prohibiting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "prohibiting");
+    let on_b = api_get(&b, &format!("/nodes/{}", b.name())).await;
+    assert_eq!(
+        (
+            on_b["connections"].clone(),
+            on_b["live_connections"].clone()
+        ),
+        (json!(3), json!(0))
+    );
+    let on_a = api_get(&b, &format!("/nodes/{}", a.name())).await;
+    assert_eq!(on_a["connections"], json!(0));
+
+    // A message for the migrated sleeper is queued and delivered on reconnect.
+    let (mut publisher, _) =
+        Probe::connect("pub", b.mqtt_addr(), settings(Protocol::V5, true)).await;
+    publisher.publish("t/sleeper", "while-away").await;
+    let (mut back, present) =
+        Probe::connect("sleeper", b.mqtt_addr(), settings(Protocol::V5, false)).await;
+    assert!(present);
+    assert_eq!(
+        back.next(Duration::from_secs(5)).await,
+        Ok("while-away".into())
+    );
+    let metrics = reqwest::get(format!("http://{}/api/v5/prometheus/stats", b.http_addr()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("emqx_live_connections_count 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_recipient_retries_until_one_appears() {
+    let a = start("lone", 3, 1).await;
+    let (s, _) = Probe::connect("lonely", a.mqtt_addr(), settings(Protocol::V5, false)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = json!({"wait_health_check": 0, "wait_takeover": 0});
+    assert_eq!(
+        api_post(
+            &a,
+            &format!("/load_rebalance/{}/evacuation/start", a.name()),
+            body
+        )
+        .await,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let st = api_get(&a, "/load_rebalance/status").await;
+    assert_eq!(st["state"], "evicting_sessions");
+    assert_eq!(st["session_recipients"], json!([]));
+    assert_eq!(st["stats"]["current_sessions"], json!(1));
+    let b = start("lone", 3, 2).await;
+    // Retry comes 3 s (configured; EMQX: 30 s) after the failed tick.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        api_get(&a, "/load_rebalance/status").await["state"],
+        "evicting_sessions",
+        "waits for the retry"
+    );
+    let mut state = Value::Null;
+    for _ in 0..80 {
+        state = api_get(&a, "/load_rebalance/status").await["state"].clone();
+        if state == "prohibiting" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "prohibiting");
+    assert_eq!(
+        b.cluster().client_location("lonely").map(|(n, _)| n),
+        Some(b.name().to_string())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_and_session_expiry() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start("ka", 4, 1).await;
+    // Keep-alive 1 s and silence: the server closes after 1.5 × keep-alive.
+    let mut connect = bytes::BytesMut::new();
+    let mut c = rumqttc::Connect::new("silent");
+    c.keep_alive = 1;
+    rumqttc::Packet::Connect(c)
+        .write(&mut connect, 1024)
+        .expect("encode");
+    let mut s = tokio::net::TcpStream::connect(a.mqtt_addr())
+        .await
+        .expect("connect");
+    s.write_all(&connect).await.expect("write");
+    let t = std::time::Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(&buf[..4], &[0x20, 0x02, 0x00, 0x00]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(1400),
+        "not before 1.5 s: {:?}",
+        t.elapsed()
+    );
+
+    // A session with expiry 1 s is gone after it expires.
+    let short = SessionSettings {
+        session_expiry: Duration::from_secs(1),
+        ..settings(Protocol::V5, false)
+    };
+    let (p, _) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (p, present) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    assert!(present, "within expiry");
+    drop(p);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_p, present) = Probe::connect("brief", a.mqtt_addr(), short).await;
+    assert!(!present, "expired");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evacuation_resumes_after_restart_only_with_persistent_data() {
+    for persistent in [true, false] {
+        let subnet = if persistent { 5 } else { 6 };
+        let cr = format!("resume{subnet}");
+        let ip = Ipv4Addr::new(127, 22, subnet, 11);
+        let mut pod = v2_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-core-1"),
+            Role::Core,
+            ip,
+            "emqx/emqx-enterprise:5.8.9",
+            KEYS,
+        );
+        pod.persistent_data = persistent;
+        let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
+        config.tick = Duration::from_millis(200);
+        let a = EmqxNode::start(config.clone()).await.expect("starts");
+        let b = start(&cr, subnet, 2).await;
+        let body = json!({"wait_health_check": 600, "conn_evict_rate": 7});
+        assert_eq!(
+            api_post(
+                &b,
+                &format!("/load_rebalance/{}/evacuation/start", a.name()),
+                body
+            )
+            .await,
+            200
+        );
+        assert_eq!(
+            api_get(&b, "/load_rebalance/global_status").await["evacuations"][0]["state"],
+            "waiting_health_check"
+        );
+        a.shutdown().await;
+        let a = EmqxNode::start(config).await.expect("restarts");
+        let status = api_get(&a, "/load_rebalance/status").await;
+        if persistent {
+            // Resumed straight into eviction, connections refused, rate kept.
+            assert!(
+                matches!(
+                    status["state"].as_str(),
+                    Some("evicting_conns" | "waiting_takeover")
+                ),
+                "{status}"
+            );
+            assert_eq!(status["connection_eviction_rate"], 7);
+            let s = settings(Protocol::V5, false);
+            let mut c = MqttClient::new("late", a.mqtt_addr(), s, 4);
+            let refused = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
+            assert!(
+                matches!(refused, Ok(Polled::Refused(ref r)) if r.contains("UseAnotherServer")),
+                "{refused:?}"
+            );
+            assert_eq!(
+                api_post(
+                    &b,
+                    &format!("/load_rebalance/{}/evacuation/stop", a.name()),
+                    json!({})
+                )
+                .await,
+                200
+            );
+        } else {
+            assert_eq!(
+                status,
+                json!({"status": "disabled"}),
+                "emptyDir data: nothing to resume"
+            );
+        }
+    }
+}
+
+/// Raw MQTT 5 CONNECT, returning the socket after CONNACK.
+async fn raw_v5(addr: SocketAddr, id: &str) -> tokio::net::TcpStream {
+    use rumqttc::v5::mqttbytes::v5::{Connect, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = bytes::BytesMut::new();
+    let c = Connect {
+        keep_alive: 0,
+        client_id: id.into(),
+        clean_start: true,
+        properties: None,
+    };
+    Packet::Connect(c, None, None)
+        .write(&mut buf, None)
+        .expect("encode");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(&buf).await.expect("write");
+    let mut ack = [0u8; 5];
+    s.read_exact(&mut ack).await.expect("connack");
+    assert_eq!(ack[3], 0, "accepted");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reference_only_when_switched_on_and_mqtt_drop_fault() {
+    use tokio::io::AsyncReadExt;
+    for switch in [false, true] {
+        let subnet = if switch { 7 } else { 8 };
+        let cr = format!("ref{subnet}");
+        let ip = Ipv4Addr::new(127, 22, subnet, 11);
+        let pod = v2_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-core-1"),
+            Role::Core,
+            ip,
+            "emqx/emqx-enterprise:5.8.9",
+            KEYS,
+        );
+        let mut config = NodeConfig::from_pod(&pod).expect("valid pod");
+        config.tick = Duration::from_millis(200);
+        config.rest_redirect_sets_server_reference = switch;
+        let a = EmqxNode::start(config).await.expect("starts");
+        let _b = start(&cr, subnet, 2).await;
+        let mut s = raw_v5(a.mqtt_addr(), "ref-client").await;
+        let body = json!({"wait_health_check": 0, "redirect_to": "other:1883"});
+        assert_eq!(
+            api_post(
+                &a,
+                &format!("/load_rebalance/{}/evacuation/start", a.name()),
+                body
+            )
+            .await,
+            200
+        );
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        if switch {
+            // E0, length, 0x9C, property length, 0x1C Server Reference "other:1883".
+            assert_eq!(&got[..2], &[0xE0, 0x0F]);
+            assert_eq!(&got[2..4], &[0x9C, 0x0D], "reason, property length 13");
+            assert_eq!(&got[4..7], &[0x1C, 0x00, 0x0A]);
+            assert_eq!(&got[7..], b"other:1883");
+        } else {
+            assert_eq!(
+                got,
+                [0xE0, 0x02, 0x9C, 0x00],
+                "no Server-Reference over REST"
+            );
+        }
+    }
+
+    // Fault: MQTT connections dropped without CONNACK, then served again.
+    let n = start("dropf", 9, 1).await;
+    n.faults().set_drop_mqtt(true);
+    let mut c = MqttClient::new("dropped", n.mqtt_addr(), settings(Protocol::V5, true), 4);
+    let r = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
+    assert!(matches!(r, Ok(Polled::Failed(_))), "{r:?}");
+    n.faults().set_drop_mqtt(false);
+    let (_p, _) = Probe::connect("served", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+}

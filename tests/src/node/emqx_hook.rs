@@ -1,0 +1,195 @@
+//! The [`PodHook`] that plays EMQX containers: what the simulated kubelet
+//! runs for a pod whose image is EMQX. It turns the pod into [`PodFacts`]
+//! exactly as the real container would see itself (its resolved env, its
+//! hostname, the files mounted into it) and starts an [`EmqxNode`] on the
+//! pod's loopback address. Readiness probes then hit the node's `/status`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use emqx_sim::cluster::BrokerCluster;
+use emqx_sim::{EmqxNode, NodeConfig, PodFacts};
+use std::sync::Mutex;
+
+use crate::node::pod_env::image_repository;
+use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
+
+/// Image repositories played as EMQX (Docker Hub's names, with or without a
+/// registry in front).
+const EMQX_REPOSITORIES: [&str; 3] = ["emqx/emqx", "emqx/emqx-ee", "emqx/emqx-enterprise"];
+
+/// Mounted files larger than this are not read: EMQX's own files are a few
+/// kilobytes, and a simulator must not buffer a mistake without end.
+const MAX_FILE: u64 = 1 << 20;
+
+/// Where EMQX keeps its data; a PVC there makes evacuation state persist.
+const DATA_DIR: &str = "/opt/emqx/data";
+
+/// Plays EMQX pods. Keeps a handle to every node it started, so tests can
+/// inject faults into a node or read its evacuation history.
+#[derive(Default)]
+pub struct EmqxHook {
+    nodes: Arc<Mutex<NodeTable>>,
+}
+
+type NodeTable = BTreeMap<String, NodeHandle>;
+
+/// The table stays usable even if a holder panicked mid-update: entries are
+/// whole values, so there is no torn state to protect.
+fn lock(table: &Mutex<NodeTable>) -> std::sync::MutexGuard<'_, NodeTable> {
+    table
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// What tests can reach of a running node, by pod name.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub node_name: String,
+    pub faults: Arc<emqx_sim::faults::Faults>,
+    pub cluster: Arc<BrokerCluster>,
+}
+
+impl EmqxHook {
+    /// A shareable hook.
+    pub fn new() -> Arc<EmqxHook> {
+        Arc::new(EmqxHook::default())
+    }
+
+    /// The node playing pod `pod` (`namespace/name`), if it runs.
+    pub fn node(&self, pod: &str) -> Option<NodeHandle> {
+        lock(&self.nodes).get(pod).cloned()
+    }
+
+    /// Every running node, by `namespace/pod`.
+    pub fn nodes(&self) -> BTreeMap<String, NodeHandle> {
+        lock(&self.nodes).clone()
+    }
+
+    /// The simulated EMQX cluster the running nodes form (the first node's),
+    /// if a node runs.
+    pub fn cluster(&self) -> Option<Arc<BrokerCluster>> {
+        lock(&self.nodes).values().next().map(|n| n.cluster.clone())
+    }
+}
+
+/// Whether `image` is one this hook plays.
+pub fn is_emqx_image(image: &str) -> bool {
+    let repo = image_repository(image);
+    EMQX_REPOSITORIES
+        .iter()
+        .any(|r| repo == *r || repo.ends_with(&format!("/{r}")))
+}
+
+/// The files mounted into the container, by their path inside it. A mount
+/// of a directory contributes the regular files directly in it.
+fn mounted_files(volumes: &BTreeMap<String, std::path::PathBuf>) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    let mut read = |inside: String, host: &Path| {
+        let small = std::fs::metadata(host).is_ok_and(|m| m.is_file() && m.len() <= MAX_FILE);
+        if small && let Ok(text) = std::fs::read_to_string(host) {
+            files.insert(inside, text);
+        }
+    };
+    for (mount_path, host) in volumes {
+        if host.is_dir() {
+            for entry in std::fs::read_dir(host).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // Kubernetes' atomic-writer bookkeeping (`..data`, `..2024_…`).
+                if !name.starts_with("..") {
+                    read(
+                        format!("{}/{name}", mount_path.trim_end_matches('/')),
+                        &entry.path(),
+                    );
+                }
+            }
+        } else {
+            read(mount_path.clone(), host);
+        }
+    }
+    files
+}
+
+/// Whether `/opt/emqx/data` is a PersistentVolumeClaim in this pod.
+fn persistent_data(ctx: &PodContext) -> bool {
+    let Some(mount) = ctx
+        .container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path.trim_end_matches('/') == DATA_DIR)
+    else {
+        return false;
+    };
+    ctx.pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v| v.name == mount.name && v.persistent_volume_claim.is_some())
+}
+
+/// The facts the real container would derive its identity from.
+pub fn pod_facts(ctx: &PodContext) -> PodFacts {
+    PodFacts {
+        pod_name: ctx.pod.metadata.name.clone().unwrap_or_default(),
+        namespace: ctx.pod.metadata.namespace.clone().unwrap_or_default(),
+        hostname: ctx.hostname.clone(),
+        pod_ip: ctx.ip,
+        image: ctx.container.image.clone().unwrap_or_default(),
+        env: ctx.env.clone(),
+        files: mounted_files(&ctx.volumes),
+        persistent_data: persistent_data(ctx),
+    }
+}
+
+struct RunningEmqx {
+    key: String,
+    node: EmqxNode,
+    table: Arc<Mutex<NodeTable>>,
+}
+
+#[async_trait::async_trait]
+impl RunningPod for RunningEmqx {
+    async fn stop(self: Box<Self>, grace: Duration) {
+        let RunningEmqx { key, node, table } = *self;
+        lock(&table).remove(&key);
+        // A stopping EMQX closes its listeners at once; the grace period only
+        // bounds how long we wait for the sockets to be released.
+        let _ = tokio::time::timeout(grace.max(Duration::from_secs(1)), node.shutdown()).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl PodHook for EmqxHook {
+    fn handles(&self, image: &str) -> bool {
+        is_emqx_image(image)
+    }
+
+    async fn start(&self, ctx: PodContext) -> Result<Box<dyn RunningPod>> {
+        let facts = pod_facts(&ctx);
+        let key = format!("{}/{}", facts.namespace, facts.pod_name);
+        let config = NodeConfig::from_pod(&facts)
+            .with_context(|| format!("pod {key} is not a valid EMQX container"))?;
+        let node = EmqxNode::start(config)
+            .await
+            .with_context(|| format!("starting the EMQX node of pod {key}"))?;
+        lock(&self.nodes).insert(
+            key.clone(),
+            NodeHandle {
+                node_name: node.name().to_owned(),
+                faults: node.faults_handle(),
+                cluster: node.cluster().clone(),
+            },
+        );
+        Ok(Box::new(RunningEmqx {
+            key,
+            node,
+            table: self.nodes.clone(),
+        }))
+    }
+}
