@@ -71,7 +71,12 @@ async fn main() -> anyhow::Result<()> {
     logging::init(args.log_format);
     let client = Client::try_default()
         .await
-        .context("no Kubernetes client configuration")?;
+        // kube's own error names the step that failed, not what is missing.
+        .context(
+            "no Kubernetes client configuration (in a pod: the ServiceAccount token, ca.crt and \
+             namespace under /var/run/secrets/kubernetes.io/serviceaccount/ and \
+             KUBERNETES_SERVICE_HOST/PORT; elsewhere: KUBECONFIG or ~/.kube/config)",
+        )?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
