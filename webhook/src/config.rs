@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use emqx_certs::mode::InjectionTargets;
 use emqx_certs::{CertMode, ServiceIdentity};
 
-use crate::intake::{DEFAULT_BODY_LIMIT, RequestLimits};
+use crate::intake::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_JSON_TOKENS, RequestLimits};
 use crate::server::ConnectionLimits;
 
 /// Where the namespace comes from when neither flag nor env sets it.
@@ -109,6 +109,13 @@ pub struct Args {
     /// Body bytes buffered by all requests together (at least --max-body-bytes).
     #[arg(long, env = "WEBHOOK_BODY_BUDGET_BYTES", default_value_t = 4 * DEFAULT_BODY_LIMIT)]
     pub body_budget_bytes: usize,
+    /// Most JSON structural tokens (`{`, `[`, `,`) in one review; more → 413.
+    /// A review's memory follows its values, not its bytes.
+    #[arg(long, env = "WEBHOOK_MAX_JSON_TOKENS", default_value_t = DEFAULT_MAX_JSON_TOKENS)]
+    pub max_json_tokens: usize,
+    /// Tokens of all reviews being answered at once (at least --max-json-tokens).
+    #[arg(long, env = "WEBHOOK_JSON_TOKEN_BUDGET", default_value_t = DEFAULT_MAX_JSON_TOKENS * 3 / 2)]
+    pub json_token_budget: usize,
     /// Reviews answered at once; more wait (up to the request timeout, then 503).
     #[arg(long, env = "WEBHOOK_MAX_CONCURRENT_REVIEWS", default_value_t = 2)]
     pub max_concurrent_reviews: usize,
@@ -232,6 +239,8 @@ impl Args {
                 "--max-concurrent-reviews",
             )? as usize,
             body_budget_bytes: self.body_budget_bytes,
+            max_json_tokens: positive(self.max_json_tokens as u64, "--max-json-tokens")? as usize,
+            json_token_budget: self.json_token_budget.max(self.max_json_tokens),
         })
     }
 

@@ -1,16 +1,22 @@
 //! What bounds the memory of reviews: a body limit, a budget for the body
-//! bytes buffered by all requests together, and a limit on reviews being
-//! answered at once.
+//! bytes buffered by all requests together, a limit on the JSON values of
+//! one review and on those being answered at once, and a limit on reviews
+//! being answered at once.
 //!
-//! A review's peak memory is a multiple of its body (the parsed tree, the
-//! typed objects, the defaulted copy and the answer; `review-memory`
-//! measures it), so the webhook's peak is about
-//! `budget + max_concurrent × multiple × max_body`, whatever the clients
-//! do. The budget counts bytes as they *arrive*, not as declared, so a
-//! client that announces a large body and sends nothing holds nothing.
-//! Waiting for budget or for a review slot counts against the request
-//! timeout: a body still incomplete then is answered 408, a review still
-//! without a slot 503.
+//! A review's peak memory follows the number of JSON values in it, not its
+//! bytes: `{}` is 3 bytes of body but a typed `EnvVar` (~300 bytes) and, in
+//! the tree of what was understood, `{"name": ""}` (a 640-byte map node),
+//! and conversion keeps a diff per value. `webhook-attack` measured a 3 MiB
+//! `env: [{}, …]` body at 0.5–3 GB. So the body is first scanned (no
+//! allocation) for its structural tokens (`{`, `[`, `,` outside strings: at
+//! least the number of values), a review over `max_json_tokens` is refused
+//! with 413, and the reviews being answered hold tokens from a shared
+//! budget. The webhook's peak is then about `body budget + token budget ×
+//! bytes per value` whatever the clients send. The body budget counts bytes
+//! as they *arrive*, not as declared, so a client that announces a large
+//! body and sends nothing holds nothing. Waiting for budget or a review
+//! slot counts against the request timeout: a body still incomplete then is
+//! answered 408, a review still without a slot 503.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +28,53 @@ use tokio::time::Instant;
 
 /// The API server's own request size limit (3 MiB); nothing it sends is larger.
 pub const DEFAULT_BODY_LIMIT: usize = 3 * 1024 * 1024;
+/// Structural tokens of one review: a defaulted seed object has about 300,
+/// so this admits a conversion of some 100 objects at once.
+pub const DEFAULT_MAX_JSON_TOKENS: usize = 32 * 1024;
+
+/// `{`, `[` and `,` outside strings, plus one: at least the number of JSON
+/// values in `bytes` (and at most twice it for valid JSON). No allocation.
+pub fn json_tokens(bytes: &[u8]) -> usize {
+    let mut counter = TokenCounter::default();
+    counter.feed(bytes);
+    counter.count()
+}
+
+/// [`json_tokens`] over a body arriving in pieces.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenCounter {
+    count: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl TokenCounter {
+    /// Counts the tokens of the next piece.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' | b',' => self.count += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Tokens so far, plus one.
+    pub fn count(&self) -> usize {
+        self.count + 1
+    }
+}
 
 /// Limits applied to every review request.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +89,11 @@ pub struct RequestLimits {
     /// Body bytes buffered by all requests together; at least
     /// `max_body_bytes`.
     pub body_budget_bytes: usize,
+    /// Most structural JSON tokens in one review; more → 413.
+    pub max_json_tokens: usize,
+    /// Tokens of the reviews being answered at once; at least
+    /// `max_json_tokens`.
+    pub json_token_budget: usize,
 }
 
 impl Default for RequestLimits {
@@ -45,6 +103,8 @@ impl Default for RequestLimits {
             request_timeout: Duration::from_secs(10),
             max_concurrent_reviews: 2,
             body_budget_bytes: 4 * DEFAULT_BODY_LIMIT,
+            max_json_tokens: DEFAULT_MAX_JSON_TOKENS,
+            json_token_budget: DEFAULT_MAX_JSON_TOKENS * 3 / 2,
         }
     }
 }
@@ -81,6 +141,16 @@ pub enum BodyError {
     /// The connection failed mid-body.
     #[error("reading the request body: {0}")]
     Read(String),
+    /// Too many JSON values for one review.
+    #[error(
+        "request body has {tokens} or more JSON structural tokens ('{{', '[', ','); at most {limit} are reviewed at once"
+    )]
+    TooManyValues {
+        /// Counted (so far, when refused while arriving).
+        tokens: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// The shared limits of one server.
@@ -90,6 +160,14 @@ pub struct Intake {
     pub limits: RequestLimits,
     budget: Arc<Semaphore>,
     slots: Arc<Semaphore>,
+    tokens: Arc<Semaphore>,
+}
+
+/// What an answered review holds while it is being answered.
+#[derive(Debug)]
+pub struct Slot {
+    _slot: OwnedSemaphorePermit,
+    _tokens: OwnedSemaphorePermit,
 }
 
 impl Intake {
@@ -100,6 +178,9 @@ impl Intake {
             limits,
             budget: Arc::new(Semaphore::new(budget)),
             slots: Arc::new(Semaphore::new(limits.max_concurrent_reviews.max(1))),
+            tokens: Arc::new(Semaphore::new(
+                limits.json_token_budget.max(limits.max_json_tokens),
+            )),
         }
     }
 
@@ -131,6 +212,10 @@ impl Intake {
         // limit): growing a Vec by doubling would briefly hold twice the body.
         let capacity = declared.map_or(0, |n| usize::try_from(n).unwrap_or(0).min(limit));
         let mut bytes = Vec::new();
+        // Counted as the body arrives: a body with too many values is
+        // refused before the rest of it is read (and its budget held).
+        let mut tokens = TokenCounter::default();
+        let max_tokens = self.limits.max_json_tokens;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
             let Ok(data) = frame.into_data() else {
@@ -139,6 +224,13 @@ impl Intake {
             let len = bytes.len() + data.len();
             if len > limit {
                 return Err(BodyError::TooLarge { limit });
+            }
+            tokens.feed(&data);
+            if tokens.count() > max_tokens {
+                return Err(BodyError::TooManyValues {
+                    tokens: tokens.count(),
+                    limit: max_tokens,
+                });
             }
             if len > reserved {
                 let want = len.next_multiple_of(STEP).min(limit);
@@ -165,12 +257,31 @@ impl Intake {
         })
     }
 
-    /// A review slot, or `None` if none came free by `deadline`.
-    pub async fn slot(&self, deadline: Instant) -> Option<OwnedSemaphorePermit> {
-        tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned())
-            .await
-            .ok()
-            .and_then(Result::ok)
+    /// Checks the number of JSON values in `body`.
+    pub fn check_size(&self, body: &[u8]) -> Result<usize, BodyError> {
+        let tokens = json_tokens(body);
+        let limit = self.limits.max_json_tokens;
+        if tokens > limit {
+            return Err(BodyError::TooManyValues { tokens, limit });
+        }
+        Ok(tokens)
+    }
+
+    /// A review slot holding `tokens` of the budget, or `None` if none came
+    /// free by `deadline`.
+    pub async fn slot(&self, tokens: usize, deadline: Instant) -> Option<Slot> {
+        let wanted = u32::try_from(tokens.max(1)).unwrap_or(u32::MAX);
+        tokio::time::timeout_at(deadline, async {
+            let tokens = self.tokens.clone().acquire_many_owned(wanted).await.ok()?;
+            let slot = self.slots.clone().acquire_owned().await.ok()?;
+            Some(Slot {
+                _slot: slot,
+                _tokens: tokens,
+            })
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }
 
@@ -184,6 +295,8 @@ mod tests {
             request_timeout: Duration::from_millis(300),
             max_concurrent_reviews: 1,
             body_budget_bytes: budget,
+            max_json_tokens: 100,
+            json_token_budget: 150,
         })
     }
 
@@ -236,9 +349,38 @@ mod tests {
     #[tokio::test]
     async fn slots_are_limited_and_come_back() {
         let i = intake(10, 10);
-        let held = i.slot(soon()).await.expect("first slot");
-        assert!(i.slot(soon()).await.is_none(), "a second slot at once");
+        let held = i.slot(1, soon()).await.expect("first slot");
+        assert!(i.slot(1, soon()).await.is_none(), "a second slot at once");
         drop(held);
-        assert!(i.slot(soon()).await.is_some());
+        assert!(i.slot(1, soon()).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_body_with_too_many_values_is_refused_while_arriving() {
+        let i = intake(1 << 20, 1 << 20);
+        let many = format!("[{}]", vec!["{}"; 5000].join(","));
+        let got = i.receive(Body::from(many), None, soon()).await;
+        assert!(
+            matches!(got, Err(BodyError::TooManyValues { limit: 100, .. })),
+            "{got:?}"
+        );
+        let mut split = TokenCounter::default();
+        split.feed(br#"["a\"#);
+        split.feed(br#"",b",{"#);
+        assert_eq!(split.count(), json_tokens(br#"["a\",b",{"#));
+    }
+
+    #[test]
+    fn tokens_bound_the_values_and_ignore_strings() {
+        assert_eq!(json_tokens(b"{}"), 2);
+        assert_eq!(json_tokens(br#"[{},{},{}]"#), 7);
+        assert_eq!(json_tokens(br#"{"a":"{[,\"]}","b":[1,2]}"#), 5);
+        let i = intake(1000, 1000);
+        assert_eq!(i.check_size(b"[1,2]").ok(), Some(3));
+        let many = format!("[{}]", vec!["{}"; 200].join(","));
+        assert!(matches!(
+            i.check_size(many.as_bytes()),
+            Err(BodyError::TooManyValues { limit: 100, .. })
+        ));
     }
 }

@@ -114,6 +114,7 @@ impl Reviews {
                     BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                     BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
                     BodyError::Read(_) => StatusCode::BAD_REQUEST,
+                    BodyError::TooManyValues { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 };
                 self.state
                     .metrics
@@ -121,7 +122,16 @@ impl Reviews {
                 return (status, e.to_string()).into_response();
             }
         };
-        let Some(slot) = self.intake.slot(deadline).await else {
+        let tokens = match self.intake.check_size(&body.bytes) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                self.state
+                    .metrics
+                    .observe(endpoint, KindLabel::Unknown, Outcome::BadRequest, 0.0);
+                return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
+            }
+        };
+        let Some(slot) = self.intake.slot(tokens, deadline).await else {
             self.state.metrics.review_overloaded();
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

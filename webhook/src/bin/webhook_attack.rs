@@ -2,7 +2,7 @@
 //! the attacks of issue 13 against it while measuring what a normal client
 //! sees: idle TLS connections with h1 and with h2 ALPN, idle TCP
 //! connections, slow headers, the worst body at the limit, and 8 concurrent
-//! worst bodies. Prints, per attack, the success rate and p50/p99 of normal
+//! worst bodies at the token limit. Prints, per attack, the success rate and p50/p99 of normal
 //! requests (a fresh TLS connection and one `/validate` each, as an
 //! apiserver opens them after losing a connection), the readiness probe's
 //! success rate, and the server's peak RSS (`VmHWM`).
@@ -44,6 +44,11 @@ const NORMAL_TIMEOUT: Duration = Duration::from_secs(3);
 /// The kubelet's default probe timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BODY: usize = 3 * 1024 * 1024;
+/// The bench kills the server (its own child) above this RSS, as the
+/// kernel's OOM killer would: the machine is shared.
+const RSS_CAP_KIB: u64 = 3 * 1024 * 1024;
+/// A worst-body request gets this long.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Server {
     child: Child,
@@ -339,7 +344,11 @@ async fn until_closed(stream: &mut (impl AsyncReadExt + Unpin)) {
 /// An `EMQX` whose `env` is `[{}, {}, …]`, the body at about `size` bytes.
 fn worst_object(size: usize) -> Value {
     let envelope = 600; // everything around the array
-    let n = size.saturating_sub(envelope) / 3;
+    worst_object_items(size.saturating_sub(envelope) / 3)
+}
+
+/// An `EMQX` whose `env` is `n` times `{}`.
+fn worst_object_items(n: usize) -> Value {
     let env: Vec<Value> = (0..n).map(|_| json!({})).collect();
     json!({"apiVersion": "apps.emqx.io/v2beta1", "kind": "EMQX",
         "metadata": {"name": "worst", "namespace": "default"},
@@ -409,28 +418,55 @@ fn worst_bodies(limit: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ]
 }
 
-fn parse_args() -> anyhow::Result<(PathBuf, usize)> {
+/// The same shape with as many values as a review may have: about
+/// `tokens` structural tokens (`{` and `,` per item).
+fn worst_bodies_by_tokens(tokens: usize) -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let n = tokens.saturating_sub(200) / 2;
+    vec![
+        (
+            "/mutate CREATE",
+            "/mutate",
+            admission(&worst_object_items(n), None),
+        ),
+        (
+            "/validate CREATE",
+            "/validate",
+            admission(&worst_object_items(n), None),
+        ),
+        ("/validate UPDATE", "/validate", {
+            let o = worst_object_items(n / 2);
+            admission(&o, Some(&o))
+        }),
+        ("/convert", "/convert", conversion(&worst_object_items(n))),
+    ]
+}
+
+fn parse_args() -> anyhow::Result<(PathBuf, usize, usize)> {
     let mut server = std::env::current_exe()?
         .parent()
         .map(|d| d.join("emqx-webhook"))
         .context("no directory for the server binary")?;
     let mut max_body = MAX_BODY;
+    let mut max_tokens = 32 * 1024;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--server" => server = args.next().context("--server PATH")?.into(),
             "--max-body" => max_body = args.next().context("--max-body BYTES")?.parse()?,
+            "--max-json-tokens" => {
+                max_tokens = args.next().context("--max-json-tokens N")?.parse()?;
+            }
             other => bail!(
-                "unknown argument {other}; usage: webhook-attack [--server PATH] [--max-body BYTES]"
+                "unknown argument {other}; usage: webhook-attack [--server PATH] [--max-body BYTES] [--max-json-tokens N]"
             ),
         }
     }
-    Ok((server, max_body))
+    Ok((server, max_body, max_tokens))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let (server_bin, max_body) = parse_args()?;
+    let (server_bin, max_body, max_tokens) = parse_args()?;
     if !server_bin.exists() {
         bail!("{} not found; build it first", server_bin.display());
     }
@@ -474,6 +510,29 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("starting {}", server_bin.display()))?;
     let server = Server { child, dir };
     let pid = server.child.id();
+    let killed_at = Arc::new(AtomicU64::new(0));
+    {
+        let killed_at = killed_at.clone();
+        std::thread::spawn(move || {
+            loop {
+                let rss = status_kib(pid, "VmRSS:");
+                if rss == 0 {
+                    return; // gone
+                }
+                if rss > RSS_CAP_KIB {
+                    killed_at.store(rss, Ordering::Relaxed);
+                    if let Ok(pid) = i32::try_from(pid) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    }
     let seed: Value = serde_json::from_str(SEED)?;
     let defaulted = emqx_crd::dynamic::default_object(&seed)?;
     let target = Target {
@@ -564,28 +623,40 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("worst bodies (env: [{{}}, …]) at the limit, one at a time, peak RSS of each:");
     let bodies = worst_bodies(max_body);
-    for (name, path, body) in &bodies {
-        reset_peak(pid);
-        let before = status_kib(pid, "VmRSS:");
-        let started = Instant::now();
-        let status = post(&target, path, Bytes::from(body.clone())).await;
-        println!(
-            "  {name:<18} {:>8} bytes → {:<28} in {:>7.1} ms; RSS before {:>6} MiB, peak {:>6} MiB ({:.0}× the body above the idle RSS)",
-            body.len(),
-            match &status {
-                Ok(s) => format!("HTTP {s}"),
-                Err(e) => format!("error: {e}"),
-            },
-            started.elapsed().as_secs_f64() * 1000.0,
-            mib(before),
-            mib(status_kib(pid, "VmHWM:")),
-            status_kib(pid, "VmHWM:").saturating_sub(before) as f64 * 1024.0 / body.len() as f64,
-        );
+    let by_tokens = worst_bodies_by_tokens(max_tokens);
+    for (heading, set) in [
+        ("at the byte limit", &bodies),
+        ("at the JSON token limit", &by_tokens),
+    ] {
+        println!("  {heading}:");
+        for (name, path, body) in set {
+            reset_peak(pid);
+            let before = status_kib(pid, "VmRSS:");
+            let started = Instant::now();
+            let status =
+                tokio::time::timeout(BODY_TIMEOUT, post(&target, path, Bytes::from(body.clone())))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {BODY_TIMEOUT:?}")));
+            let peak = status_kib(pid, "VmHWM:");
+            println!(
+                "  {name:<18} {:>8} bytes → {:<10} in {:>8.1} ms; RSS before {:>6} MiB, peak {:>6} MiB (+{:.0}× the body)",
+                body.len(),
+                match &status {
+                    Ok(s) => format!("HTTP {s}"),
+                    Err(_) => "no answer".to_owned(),
+                },
+                started.elapsed().as_secs_f64() * 1000.0,
+                mib(before),
+                mib(peak),
+                peak.saturating_sub(before) as f64 * 1024.0 / body.len() as f64,
+            );
+        }
     }
+    // The worst review that is answered (not refused): at the token limit.
     let big = Arc::new(
-        bodies
+        by_tokens
             .iter()
-            .find(|(n, _, _)| *n == "/mutate CREATE")
+            .find(|(n, _, _)| *n == "/convert")
             .map(|(_, _, b)| b.clone())
             .unwrap_or_default(),
     );
@@ -599,8 +670,9 @@ async fn main() -> anyhow::Result<()> {
                     while Instant::now() < end {
                         opened.fetch_add(1, Ordering::Relaxed);
                         let body = Bytes::from(big.as_ref().clone());
-                        let _ = tokio::time::timeout_at(end.into(), post(&target, "/mutate", body))
-                            .await;
+                        let _ =
+                            tokio::time::timeout_at(end.into(), post(&target, "/convert", body))
+                                .await;
                     }
                 }));
             }
@@ -610,12 +682,20 @@ async fn main() -> anyhow::Result<()> {
         })
     })
     .await;
-    report("8 concurrent worst /mutate bodies", &w);
+    report("8 concurrent worst /convert", &w);
     let alive = matches!(
         std::fs::read_to_string(format!("/proc/{pid}/status")),
         Ok(s) if !s.contains("State:\tZ")
     );
     println!();
+    let killed = killed_at.load(Ordering::Relaxed);
+    if killed > 0 {
+        println!(
+            "server KILLED by the bench at RSS {} MiB (cap {} MiB)",
+            mib(killed),
+            mib(RSS_CAP_KIB)
+        );
+    }
     println!(
         "server still running: {alive}; RSS now {} MiB",
         mib(status_kib(pid, "VmRSS:"))

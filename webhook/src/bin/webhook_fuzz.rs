@@ -191,6 +191,15 @@ fn mutate_bytes(rng: &mut Rng, bytes: &mut Vec<u8>) {
     }
 }
 
+/// The body as the harness reads it back. The webhook skips the fields it
+/// does not read without validating them (an invalid UTF-8 byte or a number
+/// out of range there is accepted, as by any serde client), so the harness
+/// may fail to read back what the webhook answered; such inputs are counted
+/// apart.
+fn reparse(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_str(&String::from_utf8_lossy(body)).map_err(|e| e.to_string())
+}
+
 /// Checks one input; `Ok` says what it was answered, `Err` names the broken
 /// property.
 fn check(is_conversion: bool, body: &[u8]) -> Result<&'static str, String> {
@@ -207,7 +216,9 @@ fn check(is_conversion: bool, body: &[u8]) -> Result<&'static str, String> {
             }
             return Ok("conversion failed, with a reason");
         }
-        let request: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let Ok(request) = reparse(body) else {
+            return Ok("converted; a skipped field not readable back");
+        };
         let desired = request
             .pointer("/request/desiredAPIVersion")
             .and_then(Value::as_str)
@@ -247,7 +258,10 @@ fn check(is_conversion: bool, body: &[u8]) -> Result<&'static str, String> {
             answered = "denied, with a reason";
         }
         if let Some(patch) = &out.answer.patch {
-            let request: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            let Ok(request) = reparse(body) else {
+                answered = "defaulted; a skipped field not readable back";
+                continue;
+            };
             let mut object = request
                 .pointer("/request/object")
                 .cloned()
