@@ -683,6 +683,37 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     report("8 concurrent worst /convert", &w);
+
+    // Few values, many bytes: 3 MiB of `spec.config.data`, under the token
+    // limit, so each is read whole (the body budget is what bounds them).
+    let string_body = {
+        let mut obj = worst_object_items(0);
+        obj["spec"]["config"] = json!({"data": "x".repeat(max_body.saturating_sub(1024))});
+        Arc::new(admission(&obj, None))
+    };
+    let w = measure(&target, |end, opened| {
+        let target = target.clone();
+        tokio::spawn(async move {
+            let mut workers = Vec::new();
+            for _ in 0..8 {
+                let (target, body, opened) = (target.clone(), string_body.clone(), opened.clone());
+                workers.push(tokio::spawn(async move {
+                    while Instant::now() < end {
+                        opened.fetch_add(1, Ordering::Relaxed);
+                        let body = Bytes::from(body.as_ref().clone());
+                        let _ =
+                            tokio::time::timeout_at(end.into(), post(&target, "/validate", body))
+                                .await;
+                    }
+                }));
+            }
+            for w in workers {
+                let _ = w.await;
+            }
+        })
+    })
+    .await;
+    report("8 concurrent 3 MiB string bodies", &w);
     let alive = matches!(
         std::fs::read_to_string(format!("/proc/{pid}/status")),
         Ok(s) if !s.contains("State:\tZ")
