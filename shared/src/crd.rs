@@ -12,7 +12,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 use kube::core::crd::merge_crds;
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::limits::NAME_MAX;
 
 /// Namespace of the webhook Service in the CRDs' conversion stanza (the chart
 /// templates the real namespace in).
@@ -113,6 +115,7 @@ fn build(
         {
             let mut value = serde_json::to_value(&*schema)?;
             strip_embedded_descriptions(&mut value, false, None);
+            add_name_rule(&mut value);
             *schema = serde_json::from_value(value)?;
         }
     }
@@ -132,6 +135,27 @@ fn build(
         }),
     });
     Ok(crd)
+}
+
+/// The name limit ([`NAME_MAX`]), checked by the apiserver itself so it
+/// holds with the webhook down. Evaluated on update too (a create-only rule
+/// needs `optionalOldSelf`, which the CEL evaluator of our tests does not
+/// model): an object named longer never reconciled (its pods cannot be
+/// created), has no finalizer, and can still be deleted.
+fn add_name_rule(root: &mut Value) {
+    let Value::Object(root) = root else { return };
+    let rule = json!({
+        "rule": format!("self.metadata.name.size() <= {NAME_MAX}"),
+        "message": format!(
+            "metadata.name must be at most {NAME_MAX} characters: the operator names the core StatefulSet <name>-core-<revision>, and Kubernetes labels its pods with <set>-<hash>, which must fit in 63 characters"
+        ),
+    });
+    match root.get_mut("x-kubernetes-validations") {
+        Some(Value::Array(rules)) => rules.push(rule),
+        _ => {
+            root.insert("x-kubernetes-validations".into(), json!([rule]));
+        }
+    }
 }
 
 fn strip_embedded_descriptions(node: &mut Value, inside: bool, key: Option<&str>) {

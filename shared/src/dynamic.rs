@@ -251,6 +251,9 @@ pub fn validate_object(new: &Value, old: Option<&Value>) -> Result<Verdict, Obje
             validate::validate_v1beta4(&o.spec, o.status.as_ref(), old)
         }
     };
+    if let Some(e) = validate::check_name(new.pointer("/metadata/name").and_then(Value::as_str)) {
+        verdict.errors.insert(0, e);
+    }
     let understood = typed.to_value()?;
     let mut unknown = Vec::new();
     unknown_fields(new, &understood, &mut String::new(), &mut unknown);

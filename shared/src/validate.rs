@@ -7,7 +7,8 @@ use crate::dynamic::{FieldError, Verdict};
 use crate::evacuation::EvacuationStrategy;
 use crate::image::{split_tag, tag_version};
 use crate::limits::{
-    DELAY_MAX, LONG_EVACUATION_SECONDS, MAX_BOOTSTRAP_KEYS, RATE_MAX, RATE_MIN, RATE_STORM_WARNING,
+    DELAY_MAX, LONG_EVACUATION_SECONDS, MAX_BOOTSTRAP_KEYS, NAME_MAX, RATE_MAX, RATE_MIN,
+    RATE_STORM_WARNING,
 };
 use crate::{v1beta4, v2alpha2, v2beta1};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -126,28 +127,13 @@ pub fn validate_hub(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
-    if let Some(status) = status {
-        let nodes = status
-            .core_nodes
-            .iter()
-            .chain(status.replicant_nodes.iter())
-            .flatten();
-        let load: Vec<(i64, i64)> = nodes
-            .map(|n| (n.live_connections.unwrap_or(0), n.connections.unwrap_or(0)))
-            .collect();
-        let evacuation = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|s| s.evacuation_strategy.as_ref());
-        warn_long_evacuation(&mut c, evacuation, &load);
-    }
-    if let Some(old) = old {
-        check_v2_update(
-            &mut c,
-            (old.bootstrap_api_keys.as_ref(), &old.image),
-            (spec.bootstrap_api_keys.as_ref(), &spec.image),
-        );
-    }
+    check_v2_tail(
+        &mut c,
+        spec.update_strategy.as_ref(),
+        status.map(|s| [s.core_nodes.as_ref(), s.replicant_nodes.as_ref()]),
+        old.map(|o| (o.bootstrap_api_keys.as_ref(), o.image.as_str())),
+        (spec.bootstrap_api_keys.as_ref(), &spec.image),
+    );
     c.verdict
 }
 
@@ -196,28 +182,13 @@ pub fn validate_v2alpha2(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
-    if let Some(status) = status {
-        let nodes = status
-            .core_nodes
-            .iter()
-            .chain(status.replicant_nodes.iter())
-            .flatten();
-        let load: Vec<(i64, i64)> = nodes
-            .map(|n| (n.live_connections.unwrap_or(0), n.connections.unwrap_or(0)))
-            .collect();
-        let evacuation = spec
-            .update_strategy
-            .as_ref()
-            .and_then(|s| s.evacuation_strategy.as_ref());
-        warn_long_evacuation(&mut c, evacuation, &load);
-    }
-    if let Some(old) = old {
-        check_v2_update(
-            &mut c,
-            (old.bootstrap_api_keys.as_ref(), &old.image),
-            (spec.bootstrap_api_keys.as_ref(), &spec.image),
-        );
-    }
+    check_v2_tail(
+        &mut c,
+        spec.update_strategy.as_ref(),
+        status.map(|s| [s.core_nodes.as_ref(), s.replicant_nodes.as_ref()]),
+        old.map(|o| (o.bootstrap_api_keys.as_ref(), o.image.as_str())),
+        (spec.bootstrap_api_keys.as_ref(), &spec.image),
+    );
     c.verdict
 }
 
@@ -248,6 +219,63 @@ fn check_rollout(
     if let Some(replicant) = replicant.and_then(|t| t.spec.as_ref()) {
         check_pod(c, "spec.replicantTemplate.spec", replicant);
     }
+}
+
+/// What v2beta1 and v2alpha2 check after their own fields (the status type
+/// is v2beta1's in both): the long-evacuation warning from the load in
+/// `status`, and on update the transition rules of [`check_v2_update`].
+fn check_v2_tail<K: PartialEq, N: NodeLoad>(
+    c: &mut Checker,
+    strategy: Option<&v2beta1::UpdateStrategy>,
+    status_nodes: Option<[Option<&Vec<N>>; 2]>,
+    old: Option<(Option<&Vec<K>>, &str)>,
+    new: (Option<&Vec<K>>, &str),
+) {
+    if let Some(nodes) = status_nodes {
+        let load: Vec<(i64, i64)> = nodes.into_iter().flatten().flatten().map(N::load).collect();
+        let evacuation = strategy.and_then(|s| s.evacuation_strategy.as_ref());
+        warn_long_evacuation(c, evacuation, &load);
+    }
+    if let Some(old) = old {
+        check_v2_update(c, old, new);
+    }
+}
+
+/// `(live connections, sessions)` of a node in `status`.
+trait NodeLoad {
+    fn load(&self) -> (i64, i64);
+}
+
+impl NodeLoad for v2beta1::EMQXNode {
+    fn load(&self) -> (i64, i64) {
+        (
+            self.live_connections.unwrap_or(0),
+            self.connections.unwrap_or(0),
+        )
+    }
+}
+
+impl NodeLoad for v2alpha2::EMQXNode {
+    fn load(&self) -> (i64, i64) {
+        (
+            self.live_connections.unwrap_or(0),
+            self.connections.unwrap_or(0),
+        )
+    }
+}
+
+/// The object's name: see [`NAME_MAX`] for where the limit comes from. An
+/// empty name (a `generateName` create, at `/mutate`) is checked once the
+/// apiserver has generated it, at `/validate`. Like the CRD's CEL rule, also
+/// on update: an object named longer never reconciled and can be deleted.
+pub fn check_name(name: Option<&str>) -> Option<FieldError> {
+    let len = name?.chars().count();
+    (len > NAME_MAX).then(|| FieldError {
+        path: "metadata.name".into(),
+        message: format!(
+            "must be at most {NAME_MAX} characters, got {len}: the operator names the core StatefulSet <name>-core-<revision>, and Kubernetes labels its pods with <set>-<hash>, which must fit in 63 characters"
+        ),
+    })
 }
 
 /// v2 update rules: bootstrap keys are immutable once set, and no in-place
@@ -703,6 +731,38 @@ mod tests {
                 "image version can not be latest",
                 "invalid image version: abc",
             ]
+        );
+    }
+
+    #[test]
+    fn the_name_limit_is_what_the_derived_names_allow() {
+        use crate::limits::{CONTROLLER_REVISION_HASH_LEN, LABEL_VALUE_MAX, REVISION_LEN};
+        use crate::names;
+        let name = "n".repeat(NAME_MAX);
+        let set = names::core_set_name(&name, &"r".repeat(REVISION_LEN));
+        // controller-revision-hash: <set>-<hash>, exactly at the label limit.
+        assert_eq!(
+            set.len() + 1 + CONTROLLER_REVISION_HASH_LEN,
+            LABEL_VALUE_MAX
+        );
+        for derived in [
+            names::listeners_service_name(&name),
+            names::dashboard_service_name(&name),
+            names::headless_service_name(&name),
+            format!("{set}-999"),
+        ] {
+            assert!(derived.len() <= LABEL_VALUE_MAX, "{derived}");
+        }
+        assert_eq!(check_name(Some(&name)), None);
+        assert_eq!(check_name(Some("")), None);
+        assert_eq!(check_name(None), None);
+        let e = check_name(Some(&format!("{name}x"))).expect("too long");
+        assert_eq!(e.path, "metadata.name");
+        assert!(
+            e.message
+                .starts_with("must be at most 36 characters, got 37"),
+            "{}",
+            e.message
         );
     }
 

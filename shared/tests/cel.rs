@@ -162,3 +162,42 @@ fn bootstrap_keys_cannot_change_or_go_away() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn names_longer_than_the_derived_names_allow_are_refused() {
+    for (kind, version) in [
+        ("EMQX", "v2beta1"),
+        ("EMQX", "v2alpha2"),
+        ("EmqxEnterprise", "v1beta4"),
+        ("EmqxEnterprise", "v2beta1"),
+    ] {
+        let schema = schema(kind, version);
+        let spec = if version == "v1beta4" {
+            json!({})
+        } else {
+            json!({"image": "emqx:5.8.0"})
+        };
+        let named = |name: &str| {
+            json!({"apiVersion": format!("apps.emqx.io/{version}"), "kind": kind,
+                "metadata": {"name": name}, "spec": spec})
+        };
+        let longest = named(&"n".repeat(emqx_crd::limits::NAME_MAX));
+        assert_eq!(
+            cel_errors(&schema, &longest, None),
+            Vec::<String>::new(),
+            "{kind} {version}"
+        );
+        let too_long = named(&"n".repeat(emqx_crd::limits::NAME_MAX + 1));
+        let errors = cel_errors(&schema, &too_long, None);
+        assert_eq!(errors.len(), 1, "{kind} {version}: {errors:?}");
+        assert!(
+            errors[0].contains("metadata.name must be at most 36 characters"),
+            "{errors:?}"
+        );
+        assert_eq!(
+            cel_errors(&schema, &longest, Some(&longest)),
+            Vec::<String>::new(),
+            "{kind} {version}: an update of a valid object"
+        );
+    }
+}

@@ -5,14 +5,11 @@
 //! verdict of `emqx_crd::dynamic::validate_object`. `dryRun` is ignored on
 //! purpose: a dry run must be answered exactly like the real request.
 
-use base64::Engine as _;
 use emqx_crd::dynamic::{self, FieldError, ObjectError};
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
-};
-use kube::core::{DynamicObject, Status};
+use kube::core::Status;
 use serde_json::Value;
 
+use crate::envelope::{self, ADMISSION_API_VERSION, ADMISSION_KIND, AdmissionAnswer, Operation};
 use crate::kind::KindLabel;
 use crate::review_error::ReviewError;
 
@@ -28,8 +25,8 @@ pub enum Hook {
 /// An answered admission request.
 #[derive(Debug)]
 pub struct AdmissionOutcome {
-    /// The response review to send back.
-    pub review: AdmissionReview<DynamicObject>,
+    /// The answer to send back ([`encode`]).
+    pub answer: AdmissionAnswer,
     /// The requested kind, for metrics.
     pub kind: KindLabel,
     /// Whether the request was denied.
@@ -38,57 +35,34 @@ pub struct AdmissionOutcome {
 
 /// Answers one AdmissionReview body.
 pub fn review(body: &[u8], hook: Hook) -> Result<AdmissionOutcome, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed {
-            expected: META_KIND,
-            reason: e.to_string(),
-        })?;
-    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
-        return Err(ReviewError::WrongType {
-            expected_api_version: META_API_VERSION_V1,
-            expected_kind: META_KIND,
-            api_version: review.types.api_version,
-            kind: review.types.kind,
-        });
-    }
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| ReviewError::MissingRequest {
-            expected: META_KIND,
-        })?;
+    let request: envelope::AdmissionRequest =
+        envelope::open(body, ADMISSION_API_VERSION, ADMISSION_KIND)?;
     let kind = KindLabel::of(&request.kind.group, &request.kind.kind);
-    let response = decide(&request, kind, hook);
-    let denied = !response.allowed;
+    let answer = decide(request, kind, hook);
+    let denied = !answer.allowed;
     Ok(AdmissionOutcome {
-        review: response.into_review(),
+        answer,
         kind,
         denied,
     })
 }
 
-/// The response body. kube's `AdmissionResponse` serializes `patch` (a Go
-/// `[]byte`) as an array of numbers (kube-rs issue #1781); the API documents
-/// it as base64, which is what Go clients emit, so it is re-encoded here.
-pub fn encode(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
-    let Some(patch) = review.response.as_ref().and_then(|r| r.patch.as_ref()) else {
-        // No patch (every validation, most re-applies): nothing to re-encode,
-        // so skip the intermediate `Value` tree.
-        return serde_json::to_vec(review);
-    };
-    let mut value = serde_json::to_value(review)?;
-    if let Some(slot) = value.pointer_mut("/response/patch") {
-        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(patch));
-    }
-    serde_json::to_vec(&value)
+/// The response body (`patch` as base64, as the API documents it).
+pub fn encode(answer: &AdmissionAnswer) -> Result<Vec<u8>, serde_json::Error> {
+    envelope::encode_admission(answer)
 }
 
-fn decide(
-    request: &AdmissionRequest<DynamicObject>,
-    kind: KindLabel,
-    hook: Hook,
-) -> AdmissionResponse {
-    let response = AdmissionResponse::from(request);
+fn decide(request: envelope::AdmissionRequest, kind: KindLabel, hook: Hook) -> AdmissionAnswer {
+    let envelope::AdmissionRequest {
+        uid,
+        kind: gvk,
+        operation,
+        sub_resource,
+        object,
+        old_object,
+    } = request;
+    let response = AdmissionAnswer::allow(uid);
     if !kind.is_served() {
-        let gvk = &request.kind;
         return deny(
             response,
             &format!(
@@ -101,52 +75,42 @@ fn decide(
     }
     // Status and scale writes carry no spec change to default or validate, and
     // must not be blocked (the reconciler writes status on invalid objects too).
-    if request.sub_resource.is_some() {
+    if sub_resource.is_some() {
         return response;
     }
-    if !matches!(request.operation, Operation::Create | Operation::Update) {
+    if !matches!(operation, Operation::Create | Operation::Update) {
         return response;
     }
-    let Some(object) = request.object.as_ref() else {
+    let Some(object) = object.filter(|o| !o.is_null()) else {
         return deny(response, "request.object is missing", "BadRequest", 400);
     };
-    let object = match serde_json::to_value(object) {
-        Ok(v) => v,
-        Err(e) => return deny(response, &format!("request.object: {e}"), "BadRequest", 400),
-    };
     match hook {
-        Hook::Mutate => mutate(response, &object),
-        Hook::Validate => {
-            let old = match request
-                .old_object
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()
-            {
-                Ok(old) => old,
-                Err(e) => {
-                    return deny(
-                        response,
-                        &format!("request.oldObject: {e}"),
-                        "BadRequest",
-                        400,
-                    );
-                }
-            };
-            validate(response, &object, old.as_ref())
+        Hook::Mutate => {
+            // The old object plays no part in defaulting: free it first.
+            drop(old_object);
+            mutate(response, &object)
         }
+        Hook::Validate => validate(
+            response,
+            &object,
+            old_object.as_ref().filter(|o| !o.is_null()),
+        ),
     }
 }
 
-fn mutate(response: AdmissionResponse, object: &Value) -> AdmissionResponse {
+fn mutate(mut response: AdmissionAnswer, object: &Value) -> AdmissionAnswer {
     match dynamic::default_object(object) {
         Ok(defaulted) => {
             let patch = json_patch::diff(object, &defaulted);
+            drop(defaulted);
             if patch.0.is_empty() {
                 return response;
             }
-            match response.clone().with_patch(patch) {
-                Ok(patched) => patched,
+            match serde_json::to_vec(&patch) {
+                Ok(bytes) => {
+                    response.patch = Some(bytes);
+                    response
+                }
                 Err(e) => deny(
                     response,
                     &format!("cannot encode the defaulting patch: {e}"),
@@ -159,11 +123,7 @@ fn mutate(response: AdmissionResponse, object: &Value) -> AdmissionResponse {
     }
 }
 
-fn validate(
-    mut response: AdmissionResponse,
-    object: &Value,
-    old: Option<&Value>,
-) -> AdmissionResponse {
+fn validate(mut response: AdmissionAnswer, object: &Value, old: Option<&Value>) -> AdmissionAnswer {
     match dynamic::validate_object(object, old) {
         Ok(verdict) => {
             if !verdict.warnings.is_empty() {
@@ -179,7 +139,7 @@ fn validate(
     }
 }
 
-fn object_error(response: AdmissionResponse, error: &ObjectError) -> AdmissionResponse {
+fn object_error(response: AdmissionAnswer, error: &ObjectError) -> AdmissionAnswer {
     let (reason, code) = match error {
         ObjectError::UnknownKind { .. } => ("BadRequest", 400),
         ObjectError::Malformed { .. } | ObjectError::Conversion(_) => ("Invalid", 422),
@@ -197,12 +157,7 @@ pub fn denial_message(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
-fn deny(
-    mut response: AdmissionResponse,
-    message: &str,
-    reason: &str,
-    code: u16,
-) -> AdmissionResponse {
+fn deny(mut response: AdmissionAnswer, message: &str, reason: &str, code: u16) -> AdmissionAnswer {
     response.allowed = false;
     response.patch = None;
     response.result = Status::failure(message, reason).with_code(code);
@@ -212,6 +167,7 @@ fn deny(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn body(kind: &str, group: &str, operation: &str, object: Value) -> Vec<u8> {
@@ -232,10 +188,6 @@ mod tests {
         .expect("json")
     }
 
-    fn response(outcome: &AdmissionOutcome) -> &AdmissionResponse {
-        outcome.review.response.as_ref().expect("response")
-    }
-
     #[test]
     fn unknown_kind_is_denied_with_a_reason_and_the_uid_echoed() {
         let b = body(
@@ -245,7 +197,7 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}),
         );
         let out = review(&b, Hook::Validate).expect("review");
-        let r = response(&out);
+        let r = &out.answer;
         assert!(!r.allowed);
         assert!(r.result.message.contains("\"Pod\""), "{}", r.result.message);
         assert_eq!(r.uid, "3f1c7a2e-0000-4000-8000-000000000001");
@@ -258,7 +210,7 @@ mod tests {
         let obj = json!({"apiVersion": "apps.emqx.io/v2beta1", "kind": "EMQX", "metadata": {"name": "e"}});
         let out =
             review(&body("EMQX", "apps.emqx.io", "DELETE", obj), Hook::Validate).expect("review");
-        assert!(response(&out).allowed);
+        assert!(out.answer.allowed);
     }
 
     #[test]
@@ -268,8 +220,8 @@ mod tests {
             Hook::Mutate,
         )
         .expect("review");
-        assert!(!response(&out).allowed);
-        assert!(response(&out).result.message.contains("object"));
+        assert!(!out.answer.allowed);
+        assert!(out.answer.result.message.contains("object"));
     }
 
     #[test]
@@ -298,44 +250,39 @@ mod tests {
 
     #[test]
     fn the_patch_goes_out_as_base64_of_a_json_patch() {
-        let obj = json!({"apiVersion": "apps.emqx.io/v2beta1", "kind": "EMQX", "metadata": {"name": "e"}});
-        let b = body("EMQX", "apps.emqx.io", "CREATE", obj);
-        let request: AdmissionRequest<DynamicObject> =
-            serde_json::from_slice::<AdmissionReview<DynamicObject>>(&b)
-                .expect("parse")
-                .try_into()
-                .expect("request");
-        let patch = json_patch::Patch(vec![json_patch::PatchOperation::Add(
-            json_patch::AddOperation {
-                path: json_patch::jsonptr::PointerBuf::parse("/spec").expect("pointer"),
-                value: json!({}),
-            },
-        )]);
-        let response = AdmissionResponse::from(&request)
-            .with_patch(patch)
-            .expect("patch");
-        let out: Value = serde_json::from_slice(&encode(&response.into_review()).expect("encode"))
-            .expect("json");
-        let b64 = out["response"]["patch"]
+        let obj = json!({"apiVersion": "apps.emqx.io/v2beta1", "kind": "EMQX", "metadata": {"name": "e"}, "spec": {"image": "emqx:5.8.0"}});
+        let out = review(
+            &body("EMQX", "apps.emqx.io", "CREATE", obj.clone()),
+            Hook::Mutate,
+        )
+        .expect("review");
+        assert!(out.answer.allowed);
+        let encoded: Value =
+            serde_json::from_slice(&encode(&out.answer).expect("encode")).expect("json");
+        let b64 = encoded["response"]["patch"]
             .as_str()
             .expect("patch is a string");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .expect("base64");
-        assert_eq!(decoded, br#"[{"op":"add","path":"/spec","value":{}}]"#);
-        assert_eq!(out["response"]["patchType"], "JSONPatch");
+        let patch: json_patch::Patch = serde_json::from_slice(&decoded).expect("a JSON Patch");
+        let mut patched = obj.clone();
+        json_patch::patch(&mut patched, &patch).expect("applies");
+        assert_eq!(patched, dynamic::default_object(&obj).expect("defaults"));
+        assert_eq!(encoded["response"]["patchType"], "JSONPatch");
     }
 
     #[test]
-    fn a_review_without_a_patch_encodes_as_plain_json_with_no_patch_field() {
+    fn a_review_without_a_patch_encodes_with_no_patch_field() {
         let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
         let out = review(&body("Pod", "", "CREATE", obj), Hook::Mutate).expect("review");
-        let encoded = encode(&out.review).expect("encode");
-        let parsed: Value = serde_json::from_slice(&encoded).expect("json");
-        // Same document as through a `Value` (only the key order differs).
-        assert_eq!(parsed, serde_json::to_value(&out.review).expect("value"));
+        let parsed: Value =
+            serde_json::from_slice(&encode(&out.answer).expect("encode")).expect("json");
         assert!(parsed["response"].get("patch").is_none(), "{parsed}");
+        assert!(parsed["response"].get("patchType").is_none(), "{parsed}");
         assert_eq!(parsed["response"]["allowed"], false);
+        assert_eq!(parsed["response"]["status"]["code"], 400);
+        assert_eq!(parsed["response"]["status"]["status"], "Failure");
     }
 
     #[test]

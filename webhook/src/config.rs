@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use emqx_certs::mode::InjectionTargets;
 use emqx_certs::{CertMode, ServiceIdentity};
 
-use crate::routes::{DEFAULT_BODY_LIMIT, RequestLimits};
+use crate::intake::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_JSON_TOKENS, RequestLimits};
 use crate::server::ConnectionLimits;
 
 /// Where the namespace comes from when neither flag nor env sets it.
@@ -41,6 +41,11 @@ pub struct Args {
     /// Address to serve HTTPS on.
     #[arg(long, env = "WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
     pub listen: SocketAddr,
+    /// Address to serve `/healthz`, `/readyz` and `/metrics` on, plain HTTP,
+    /// with its own connection limits so a flood of the HTTPS port cannot
+    /// fail the probes. Unset: they are served on the HTTPS port.
+    #[arg(long, env = "WEBHOOK_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
     /// Certificate mode.
     #[arg(
         long,
@@ -101,22 +106,38 @@ pub struct Args {
     /// Largest accepted request body in bytes (the API server sends at most 3 MiB).
     #[arg(long, env = "WEBHOOK_MAX_BODY_BYTES", default_value_t = DEFAULT_BODY_LIMIT)]
     pub max_body_bytes: usize,
-    /// Seconds to receive a request body and answer it.
+    /// Body bytes buffered by all requests together (at least --max-body-bytes).
+    #[arg(long, env = "WEBHOOK_BODY_BUDGET_BYTES", default_value_t = 4 * DEFAULT_BODY_LIMIT)]
+    pub body_budget_bytes: usize,
+    /// Most JSON structural tokens (`{`, `[`, `,`) in one review; more → 413.
+    /// A review's memory follows its values, not its bytes.
+    #[arg(long, env = "WEBHOOK_MAX_JSON_TOKENS", default_value_t = DEFAULT_MAX_JSON_TOKENS)]
+    pub max_json_tokens: usize,
+    /// Tokens of all reviews being answered at once (at least --max-json-tokens).
+    #[arg(long, env = "WEBHOOK_JSON_TOKEN_BUDGET", default_value_t = DEFAULT_MAX_JSON_TOKENS * 3 / 2)]
+    pub json_token_budget: usize,
+    /// Reviews answered at once; more wait (up to the request timeout, then 503).
+    #[arg(long, env = "WEBHOOK_MAX_CONCURRENT_REVIEWS", default_value_t = 2)]
+    pub max_concurrent_reviews: usize,
+    /// Seconds to receive a request body and get a review slot.
     #[arg(long, env = "WEBHOOK_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub request_timeout_seconds: u64,
     /// Milliseconds a client has to finish the TLS handshake.
-    #[arg(long, env = "WEBHOOK_HANDSHAKE_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "WEBHOOK_HANDSHAKE_TIMEOUT_MS", default_value_t = 2000)]
     pub handshake_timeout_ms: u64,
-    /// Seconds a client has to send HTTP/1.1 request headers (and idle keep-alive limit).
-    #[arg(
-        long,
-        env = "WEBHOOK_HEADER_READ_TIMEOUT_SECONDS",
-        default_value_t = 10
-    )]
+    /// Seconds a client has to send HTTP/1.1 request headers once started (slowloris).
+    #[arg(long, env = "WEBHOOK_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 5)]
     pub header_read_timeout_seconds: u64,
-    /// Most simultaneous connections.
+    /// Seconds a connection may stay open with no request in flight (also
+    /// one that never sends a request; h2 gets a GOAWAY).
+    #[arg(long, env = "WEBHOOK_IDLE_TIMEOUT_SECONDS", default_value_t = 15)]
+    pub idle_timeout_seconds: u64,
+    /// Most simultaneous connections; when full, an idle one makes room.
     #[arg(long, env = "WEBHOOK_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    #[arg(long, env = "WEBHOOK_MAX_CONNECTIONS_PER_PEER", default_value_t = 256)]
+    pub max_connections_per_peer: usize,
     /// Seconds in-flight requests may take to finish after SIGTERM.
     #[arg(long, env = "WEBHOOK_SHUTDOWN_GRACE_SECONDS", default_value_t = 20)]
     pub shutdown_grace_seconds: u64,
@@ -137,6 +158,14 @@ pub enum ConfigError {
     /// A zero duration or limit would make the server useless.
     #[error("{0} must be greater than 0")]
     Zero(&'static str),
+    /// A budget that cannot hold one largest body would refuse it forever.
+    #[error("--body-budget-bytes ({budget}) must be at least --max-body-bytes ({max_body})")]
+    BudgetBelowBody {
+        /// The budget.
+        budget: usize,
+        /// The body limit.
+        max_body: usize,
+    },
 }
 
 impl Args {
@@ -192,12 +221,26 @@ impl Args {
 
     /// Request-level limits.
     pub fn request_limits(&self) -> Result<RequestLimits, ConfigError> {
+        let max_body = positive(self.max_body_bytes as u64, "--max-body-bytes")? as usize;
+        if self.body_budget_bytes < max_body {
+            return Err(ConfigError::BudgetBelowBody {
+                budget: self.body_budget_bytes,
+                max_body,
+            });
+        }
         Ok(RequestLimits {
-            max_body_bytes: positive(self.max_body_bytes as u64, "--max-body-bytes")? as usize,
+            max_body_bytes: max_body,
             request_timeout: Duration::from_secs(positive(
                 self.request_timeout_seconds,
                 "--request-timeout-seconds",
             )?),
+            max_concurrent_reviews: positive(
+                self.max_concurrent_reviews as u64,
+                "--max-concurrent-reviews",
+            )? as usize,
+            body_budget_bytes: self.body_budget_bytes,
+            max_json_tokens: positive(self.max_json_tokens as u64, "--max-json-tokens")? as usize,
+            json_token_budget: self.json_token_budget.max(self.max_json_tokens),
         })
     }
 
@@ -212,7 +255,15 @@ impl Args {
                 self.header_read_timeout_seconds,
                 "--header-read-timeout-seconds",
             )?),
+            idle_timeout: Duration::from_secs(positive(
+                self.idle_timeout_seconds,
+                "--idle-timeout-seconds",
+            )?),
             max_connections: positive(self.max_connections as u64, "--max-connections")? as usize,
+            max_connections_per_peer: positive(
+                self.max_connections_per_peer as u64,
+                "--max-connections-per-peer",
+            )? as usize,
             shutdown_grace: Duration::from_secs(self.shutdown_grace_seconds),
         })
     }
@@ -324,6 +375,14 @@ mod tests {
         assert_eq!(
             a.request_limits().err(),
             Some(ConfigError::Zero("--max-body-bytes"))
+        );
+        let a = parse(&["--max-body-bytes", "100", "--body-budget-bytes", "99"]);
+        assert_eq!(
+            a.request_limits().err(),
+            Some(ConfigError::BudgetBelowBody {
+                budget: 99,
+                max_body: 100
+            })
         );
         assert!(Args::try_parse_from(["emqx-webhook", "--cert-mode", "bogus"]).is_err());
         assert!(Args::try_parse_from(["emqx-webhook", "--listen", "nowhere"]).is_err());

@@ -6,21 +6,17 @@
 
 use emqx_crd::dynamic;
 use kube::core::Status;
-use kube::core::conversion::{ConversionRequest, ConversionResponse, ConversionReview};
 use serde_json::Value;
 
+use crate::envelope::{self, CONVERSION_API_VERSION, CONVERSION_KIND, ConversionAnswer};
 use crate::kind::KindLabel;
 use crate::review_error::ReviewError;
-
-/// The only ConversionReview version the API server sends to `conversionReviewVersions: [v1]`.
-const META_API_VERSION_V1: &str = "apiextensions.k8s.io/v1";
-const META_KIND: &str = "ConversionReview";
 
 /// An answered conversion request.
 #[derive(Debug)]
 pub struct ConversionOutcome {
-    /// The response review to send back.
-    pub review: ConversionReview,
+    /// The answer to send back ([`encode`]).
+    pub answer: ConversionAnswer,
     /// The kind of the first object (all objects of one review share a CRD).
     pub kind: KindLabel,
     /// Whether the conversion failed.
@@ -29,61 +25,69 @@ pub struct ConversionOutcome {
 
 /// Answers one ConversionReview body.
 pub fn review(body: &[u8]) -> Result<ConversionOutcome, ReviewError> {
-    let review: ConversionReview =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed {
-            expected: META_KIND,
-            reason: e.to_string(),
-        })?;
-    if review.types.api_version != META_API_VERSION_V1 || review.types.kind != META_KIND {
-        return Err(ReviewError::WrongType {
-            expected_api_version: META_API_VERSION_V1,
-            expected_kind: META_KIND,
-            api_version: review.types.api_version,
-            kind: review.types.kind,
-        });
-    }
-    let request = ConversionRequest::try_from(review).map_err(|_| ReviewError::MissingRequest {
-        expected: META_KIND,
-    })?;
+    let request: envelope::ConversionRequest =
+        envelope::open(body, CONVERSION_API_VERSION, CONVERSION_KIND)?;
     let kind = request.objects.first().map_or(KindLabel::Unknown, |o| {
         KindLabel::of_api_version(str_at(o, "apiVersion"), str_at(o, "kind"))
     });
-    let desired = request.desired_api_version.clone();
-    let converted = request
-        .objects
-        .iter()
-        .enumerate()
-        .map(|(i, obj)| {
-            dynamic::convert_object(obj, &desired).map_err(|e| {
-                format!(
+    let envelope::ConversionRequest {
+        uid,
+        desired_api_version: desired,
+        objects,
+    } = request;
+    // Each source object is dropped as soon as it is converted, so the
+    // request and the answer are not both held in full.
+    let mut converted = Vec::with_capacity(objects.len());
+    let mut failure = None;
+    for (i, obj) in objects.into_iter().enumerate() {
+        match dynamic::convert_object(&obj, &desired) {
+            Ok(c) => converted.push(c),
+            Err(e) => {
+                failure = Some(format!(
                     "objects[{i}] ({} {}/{}): {e}",
-                    str_at(obj, "kind"),
+                    str_at(&obj, "kind"),
                     obj.pointer("/metadata/namespace")
                         .and_then(Value::as_str)
                         .unwrap_or_default(),
                     obj.pointer("/metadata/name")
                         .and_then(Value::as_str)
                         .unwrap_or_default(),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>();
-    let response = ConversionResponse::for_request(request);
-    let (response, failed) = match converted {
-        Ok(objects) => (response.success(objects), false),
-        Err(message) => (
-            response.failure(Status::failure(
-                &format!("conversion to {desired} failed: {message}"),
-                "ConversionFailed",
-            )),
+                ));
+                break;
+            }
+        }
+    }
+    let (answer, failed) = match failure {
+        None => (
+            ConversionAnswer {
+                uid,
+                converted_objects: converted,
+                result: Status::success(),
+            },
+            false,
+        ),
+        Some(message) => (
+            ConversionAnswer {
+                uid,
+                converted_objects: Vec::new(),
+                result: Status::failure(
+                    &format!("conversion to {desired} failed: {message}"),
+                    "ConversionFailed",
+                ),
+            },
             true,
         ),
     };
     Ok(ConversionOutcome {
-        review: response.into_review(),
+        answer,
         kind,
         failed,
     })
+}
+
+/// The response body.
+pub fn encode(answer: &ConversionAnswer) -> Result<Vec<u8>, serde_json::Error> {
+    envelope::encode_conversion(answer)
 }
 
 fn str_at<'a>(obj: &'a Value, key: &str) -> &'a str {
@@ -108,7 +112,7 @@ mod tests {
         }))
         .expect("json");
         let out = review(&body).expect("review");
-        let r = out.review.response.as_ref().expect("response");
+        let r = &out.answer;
         assert_eq!(r.uid, "c0ffee00-0000-4000-8000-000000000002");
         assert!(r.result.is_failure());
         assert!(

@@ -8,7 +8,10 @@
 
 pub mod admission;
 pub mod config;
+pub mod connections;
 pub mod conversion;
+pub mod envelope;
+pub mod intake;
 pub mod kind;
 pub mod metrics;
 pub mod review_error;

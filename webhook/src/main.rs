@@ -8,8 +8,10 @@ use clap::Parser;
 use emqx_certs::CertResolver;
 use emqx_certs::keeper::CertKeeper;
 use emqx_webhook::config::Args;
-use emqx_webhook::routes::{AppState, router};
-use emqx_webhook::{server, telemetry, tls};
+use emqx_webhook::metrics::ListenerName;
+use emqx_webhook::routes::{AppState, health_router, review_router, router};
+use emqx_webhook::server::{self, ConnectionLimits, Listener, Transport};
+use emqx_webhook::{telemetry, tls};
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -56,8 +58,15 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(listen = %args.listen, cert_mode = mode.name(), "serving");
-    let app = router(state.clone(), request_limits);
+    let health = match args.health_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(listen = %args.listen, health_listen = ?args.health_listen, cert_mode = mode.name(), "serving");
     let tls_config = tls::server_config(resolver)?;
     let shutting_down = state.shutting_down.clone();
     let signal = async move {
@@ -66,7 +75,40 @@ async fn main() -> anyhow::Result<()> {
         shutting_down.store(true, Ordering::Relaxed);
         let _ = stop_tx.send(true);
     };
-    server::serve(listener, tls_config, app, connection_limits, signal).await;
+    let metrics = state.metrics.clone();
+    let webhook_app = if health.is_some() {
+        review_router(state.clone(), request_limits)
+    } else {
+        router(state.clone(), request_limits)
+    };
+    let webhook = server::serve(
+        Listener {
+            name: ListenerName::Webhook,
+            tcp: listener,
+            transport: Transport::Tls(tls_config),
+            app: webhook_app,
+            limits: connection_limits,
+        },
+        metrics.clone(),
+        stopped(stop_rx.clone()),
+    );
+    let health = async {
+        if let Some(tcp) = health {
+            server::serve(
+                Listener {
+                    name: ListenerName::Health,
+                    tcp,
+                    transport: Transport::Plain,
+                    app: health_router(state.clone()),
+                    limits: ConnectionLimits::health(),
+                },
+                metrics.clone(),
+                stopped(stop_rx.clone()),
+            )
+            .await;
+        }
+    };
+    tokio::join!(signal, webhook, health);
     let _ = keeper_task.await;
     tracing::info!("stopped");
     Ok(())

@@ -1,35 +1,32 @@
-//! The HTTP surface: review endpoints, probes and metrics.
+//! The HTTP surface: the review endpoints (TLS port) and the probes and
+//! metrics (health port, or the TLS port when no health port is set).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use emqx_certs::CertResolver;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, Hook};
 use crate::conversion;
+use crate::intake::{BodyError, Intake};
+pub use crate::intake::{DEFAULT_BODY_LIMIT, RequestLimits};
 use crate::kind::KindLabel;
 use crate::metrics::{Endpoint, Metrics, Outcome};
 use crate::review_error::ReviewError;
-
-/// The API server's own request size limit (3 MiB); nothing it sends is larger.
-pub const DEFAULT_BODY_LIMIT: usize = 3 * 1024 * 1024;
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The served certificate; `/readyz` is ready only once one is loaded.
     pub resolver: Arc<CertResolver>,
-    /// Request metrics.
+    /// Request and connection metrics.
     pub metrics: Arc<Metrics>,
     /// Set on SIGTERM so `/readyz` fails while connections drain.
     pub shutting_down: Arc<AtomicBool>,
@@ -46,112 +43,183 @@ impl AppState {
     }
 }
 
-/// Limits applied to every review request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    /// Largest accepted body; larger → 413.
-    pub max_body_bytes: usize,
-    /// Time to receive the body and answer; longer → 408. Bounds slow
-    /// ("slowloris") bodies.
-    pub request_timeout: Duration,
+#[derive(Debug, Clone)]
+struct Reviews {
+    state: AppState,
+    intake: Intake,
 }
 
-impl Default for RequestLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: DEFAULT_BODY_LIMIT,
-            request_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// The router: `POST /mutate`, `/validate`, `/convert`; `GET /healthz`,
-/// `/readyz`, `/metrics`.
-pub fn router(state: AppState, limits: RequestLimits) -> Router {
-    let reviews = Router::new()
+/// The review endpoints: `POST /mutate`, `/validate`, `/convert`.
+pub fn review_router(state: AppState, limits: RequestLimits) -> Router {
+    let reviews = Arc::new(Reviews {
+        state,
+        intake: Intake::new(limits),
+    });
+    Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
         .route("/convert", post(convert))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        // Rejects a too-large Content-Length before reading any of the body;
-        // DefaultBodyLimit alone would first wait for (and count) the bytes.
-        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            limits.request_timeout,
-        ));
-    Router::new()
-        .merge(reviews)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(reviews)
         // A bug that panics answers 500 on that request instead of dropping
         // the connection; the property tests treat any 5xx as a failure.
         .layer(CatchPanicLayer::new())
 }
 
-async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
-    admit(&state, &body, Hook::Mutate, Endpoint::Mutate)
+/// The probes and metrics: `GET /healthz`, `/readyz`, `/metrics`.
+pub fn health_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(CatchPanicLayer::new())
 }
 
-async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
-    admit(&state, &body, Hook::Validate, Endpoint::Validate)
+/// Both on one port (when the binary runs without `--health-listen`).
+pub fn router(state: AppState, limits: RequestLimits) -> Router {
+    review_router(state.clone(), limits).merge(health_router(state))
 }
 
-fn admit(state: &AppState, body: &[u8], hook: Hook, endpoint: Endpoint) -> Response {
-    let started = Instant::now();
-    let (response, kind, outcome) = match admission::review(body, hook) {
-        Ok(out) => {
-            if out.denied
-                && let Some(r) = &out.review.response
-            {
-                tracing::info!(uid = %r.uid, kind = ?out.kind, ?endpoint, message = %r.result.message, "admission denied");
+async fn mutate(State(r): State<Arc<Reviews>>, req: Request) -> Response {
+    r.answer(Endpoint::Mutate, req).await
+}
+
+async fn validate(State(r): State<Arc<Reviews>>, req: Request) -> Response {
+    r.answer(Endpoint::Validate, req).await
+}
+
+async fn convert(State(r): State<Arc<Reviews>>, req: Request) -> Response {
+    r.answer(Endpoint::Convert, req).await
+}
+
+impl Reviews {
+    /// Receives the body, waits for a review slot, and answers on a blocking
+    /// thread (a 3 MiB review is tens of milliseconds of CPU; the async
+    /// workers keep accepting and answering probes meanwhile).
+    async fn answer(self: Arc<Self>, endpoint: Endpoint, req: Request) -> Response {
+        let deadline = tokio::time::Instant::now() + self.intake.limits.request_timeout;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = match self
+            .intake
+            .receive(req.into_body(), declared, deadline)
+            .await
+        {
+            Ok(body) => body,
+            Err(e) => {
+                let status = match e {
+                    BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+                    BodyError::Read(_) => StatusCode::BAD_REQUEST,
+                    BodyError::TooManyValues { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                };
+                self.state
+                    .metrics
+                    .observe(endpoint, KindLabel::Unknown, Outcome::BadRequest, 0.0);
+                return (status, e.to_string()).into_response();
             }
-            let outcome = if out.denied {
-                Outcome::Denied
-            } else {
-                Outcome::Allowed
+        };
+        let tokens = match self.intake.check_size(&body.bytes) {
+            Ok(tokens) => tokens,
+            Err(e) => {
+                self.state
+                    .metrics
+                    .observe(endpoint, KindLabel::Unknown, Outcome::BadRequest, 0.0);
+                return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
+            }
+        };
+        let Some(slot) = self.intake.slot(tokens, deadline).await else {
+            self.state.metrics.review_overloaded();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reviews in progress; try again",
+            )
+                .into_response();
+        };
+        let this = self.clone();
+        let answered = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            let response = match endpoint {
+                Endpoint::Mutate => this.admit(&body.bytes, Hook::Mutate, endpoint),
+                Endpoint::Validate => this.admit(&body.bytes, Hook::Validate, endpoint),
+                Endpoint::Convert => this.convert(&body.bytes),
             };
-            let response = match admission::encode(&out.review) {
-                Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-            };
-            (response, out.kind, outcome)
-        }
-        Err(e) => bad_request(&e, endpoint),
-    };
-    state
-        .metrics
-        .observe(endpoint, kind, outcome, started.elapsed().as_secs_f64());
-    response
+            drop(body);
+            response
+        })
+        .await;
+        answered.unwrap_or_else(|e| {
+            tracing::error!(?endpoint, error = %e, "review panicked");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        })
+    }
+
+    fn admit(&self, body: &[u8], hook: Hook, endpoint: Endpoint) -> Response {
+        let started = Instant::now();
+        let (response, kind, outcome) = match admission::review(body, hook) {
+            Ok(out) => {
+                if out.denied {
+                    let r = &out.answer;
+                    tracing::info!(uid = %r.uid, kind = ?out.kind, ?endpoint, message = %r.result.message, "admission denied");
+                }
+                let outcome = if out.denied {
+                    Outcome::Denied
+                } else {
+                    Outcome::Allowed
+                };
+                (
+                    json_response(admission::encode(&out.answer)),
+                    out.kind,
+                    outcome,
+                )
+            }
+            Err(e) => bad_request(&e, endpoint),
+        };
+        self.state
+            .metrics
+            .observe(endpoint, kind, outcome, started.elapsed().as_secs_f64());
+        response
+    }
+
+    fn convert(&self, body: &[u8]) -> Response {
+        let started = Instant::now();
+        let (response, kind, outcome) = match conversion::review(body) {
+            Ok(out) => {
+                if out.failed {
+                    let r = &out.answer;
+                    tracing::warn!(uid = %r.uid, kind = ?out.kind, message = %r.result.message, "conversion failed");
+                }
+                let outcome = if out.failed {
+                    Outcome::Failed
+                } else {
+                    Outcome::Allowed
+                };
+                (
+                    json_response(conversion::encode(&out.answer)),
+                    out.kind,
+                    outcome,
+                )
+            }
+            Err(e) => bad_request(&e, Endpoint::Convert),
+        };
+        self.state.metrics.observe(
+            Endpoint::Convert,
+            kind,
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
+        response
+    }
 }
 
-async fn convert(State(state): State<AppState>, body: Bytes) -> Response {
-    let started = Instant::now();
-    let (response, kind, outcome) = match conversion::review(&body) {
-        Ok(out) => {
-            if out.failed
-                && let Some(r) = &out.review.response
-            {
-                tracing::warn!(uid = %r.uid, kind = ?out.kind, message = %r.result.message, "conversion failed");
-            }
-            let outcome = if out.failed {
-                Outcome::Failed
-            } else {
-                Outcome::Allowed
-            };
-            (axum::Json(out.review).into_response(), out.kind, outcome)
-        }
-        Err(e) => bad_request(&e, Endpoint::Convert),
-    };
-    state.metrics.observe(
-        Endpoint::Convert,
-        kind,
-        outcome,
-        started.elapsed().as_secs_f64(),
-    );
-    response
+fn json_response(encoded: Result<Vec<u8>, serde_json::Error>) -> Response {
+    match encoded {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 fn bad_request(error: &ReviewError, endpoint: Endpoint) -> (Response, KindLabel, Outcome) {

@@ -274,3 +274,21 @@ async fn an_unconvertible_object_fails_the_review_naming_it() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_name_too_long_for_the_derived_names_is_denied_naming_the_field() {
+    let mut obj = fixture("emqx-v2beta1-seed003");
+    let longest = "e".repeat(36);
+    obj["metadata"]["name"] = json!(longest);
+    let r = admit("/validate", "CREATE", &obj, None).await;
+    assert_eq!(r["allowed"], true, "{}", message(&r));
+    obj["metadata"]["name"] = json!(format!("{longest}x"));
+    let r = admit("/validate", "CREATE", &obj, None).await;
+    assert_eq!(r["allowed"], false);
+    let m = message(&r);
+    assert!(
+        m.starts_with("metadata.name: must be at most 36 characters, got 37"),
+        "{m}"
+    );
+    assert_eq!(r["status"]["code"], 422);
+}

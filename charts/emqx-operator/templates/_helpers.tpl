@@ -52,8 +52,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
+{{/* `<repository>@<digest>` when a digest is given (immutable: what was
+reviewed is what runs, whatever the pull policy), else `<repository>:<tag>`. */}}
 {{- define "emqx-operator.image" -}}
+{{- if .image.digest }}
+{{- printf "%s@%s" .image.repository .image.digest }}
+{{- else }}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
 {{- end }}
 
 {{/* Annotations that get caBundle into webhook configurations and CRDs in

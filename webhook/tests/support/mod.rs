@@ -11,8 +11,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use emqx_certs::{CertBundle, CertResolver, ServiceIdentity, authority};
+use emqx_webhook::metrics::ListenerName;
 use emqx_webhook::routes::{AppState, RequestLimits, router};
-use emqx_webhook::server::{self, ConnectionLimits};
+use emqx_webhook::server::{self, ConnectionLimits, Listener, Transport};
 use emqx_webhook::tls;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -162,9 +163,19 @@ impl TlsServer {
         let addr = listener.local_addr().expect("addr");
         let config = tls::server_config(resolver.clone()).expect("tls config");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, config, app, limits, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::serve(
+            Listener {
+                name: ListenerName::Webhook,
+                tcp: listener,
+                transport: Transport::Tls(config),
+                app,
+                limits,
+            },
+            state.metrics.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TlsServer {
             addr,
             resolver,
@@ -202,7 +213,9 @@ pub fn test_limits() -> ConnectionLimits {
     ConnectionLimits {
         handshake_timeout: Duration::from_millis(500),
         header_read_timeout: Duration::from_millis(700),
+        idle_timeout: Duration::from_millis(700),
         max_connections: 64,
+        max_connections_per_peer: 64,
         shutdown_grace: Duration::from_secs(2),
     }
 }
