@@ -7,9 +7,10 @@
 //!
 //! Registration through the chart's Service is covered by the chart's tests.
 
-mod webhook_support;
-
-use webhook_support as support;
+// The webhook's own test support (fixtures, the in-process TLS server), one
+// copy for both crates' tests.
+#[path = "../../webhook/tests/support/mod.rs"]
+mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
