@@ -23,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod gather;
+pub mod go_operator;
 pub mod json_subset;
 pub mod kind;
 pub mod leader;
