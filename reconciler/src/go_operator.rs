@@ -34,6 +34,10 @@
 //! - Go prepends `EMQX_DASHBOARD__LISTENERS__HTTP__BIND` to the env; ours
 //!   puts it right after `EMQX_API_KEY__BOOTSTRAP_FILE`;
 //! - Go writes that bootstrap path HOCON-quoted (`"\"/opt/…\""`);
+//! - Go's replicants take `EMQX_HOST` from `status.podIP` without
+//!   `POD_NAME`/`POD_IP` (ours: both, and `EMQX_HOST=$(POD_IP)`; the node
+//!   name is `emqx@<pod IP>` either way). Read from upstream's source, not
+//!   captured: the capture is a core-only cluster;
 //! - Go names the volumes `bootstrap-config`, `<name>-<role>-log` and
 //!   `<name>-<role>-data` (ours: `config`, `log`, `<name>-data`) and puts an
 //!   emptyDir data volume first (ours: after `log`);
@@ -103,6 +107,9 @@ pub fn as_ours(template: &Value, name: &str, role: Role) -> Value {
             }
             if let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) {
                 reorder_env(env);
+                if role == Role::Replicant {
+                    replicant_host_env(env);
+                }
             }
             if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
                 add_mqtt_port(ports);
@@ -156,6 +163,33 @@ fn reorder_env(env: &mut Vec<Value>) {
         // The bootstrap entry moved up by one; insert right after it.
         env.insert(bootstrap, bind);
     }
+}
+
+/// Go's replicants take `EMQX_HOST` straight from `status.podIP`; ours
+/// declare `POD_NAME` and `POD_IP` first and set `EMQX_HOST=$(POD_IP)`
+/// (`add_emqx_repl.go`, tag 2.2.29). Either way the node is `emqx@<pod IP>`.
+fn replicant_host_env(env: &mut Vec<Value>) {
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let pod_ip_host = |v: &Value| {
+        env_named(v) == Some("EMQX_HOST")
+            && v.pointer("/valueFrom/fieldRef/fieldPath")
+                .and_then(Value::as_str)
+                == Some("status.podIP")
+    };
+    let Some(host) = env.iter().position(pod_ip_host) else {
+        return;
+    };
+    if env.iter().any(|v| env_named(v) == Some("POD_NAME")) {
+        return;
+    }
+    env[host] = json!({"name": "EMQX_HOST", "value": "$(POD_IP)"});
+    env.splice(
+        0..0,
+        [
+            field("POD_NAME", "metadata.name"),
+            field("POD_IP", "status.podIP"),
+        ],
+    );
 }
 
 /// Ours declares the MQTT port after the dashboard's; Go declares none.

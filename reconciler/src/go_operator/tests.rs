@@ -289,3 +289,51 @@ fn gos_role_selectors_count_as_pointed_only_while_one_revision_runs() {
     assert_eq!(services.listeners, None);
     assert_eq!(services.dashboard, None);
 }
+
+/// Not captured (the capture is core-only): the captured core template
+/// changed the way Go 2.2.29 renders replicants instead
+/// (`controllers/apps/v2beta1/add_emqx_repl.go`): no `POD_NAME`,
+/// `EMQX_HOST` from `status.podIP`, role `replicant`, `<name>-replicant-*`
+/// volumes with the data volume after the log volume.
+#[test]
+fn a_go_replicant_template_reads_as_ours() {
+    let mut go = serde_json::to_value(statefulset().spec.expect("spec").template).expect("json");
+    go["metadata"]["labels"]["apps.emqx.io/db-role"] = json!("replicant");
+    let container = &mut go["spec"]["containers"][0];
+    let env = container["env"].as_array_mut().expect("env");
+    env.retain(|v| env_named(v) != Some("POD_NAME"));
+    for v in env.iter_mut() {
+        match env_named(v) {
+            Some("EMQX_HOST") => {
+                *v = json!({"name": "EMQX_HOST", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "status.podIP"}}});
+            }
+            Some("EMQX_NODE__ROLE") => v["value"] = json!("replicant"),
+            _ => {}
+        }
+    }
+    let rename = |items: &mut Value| {
+        for item in items.as_array_mut().expect("list") {
+            let name = item["name"].as_str().unwrap_or_default().to_owned();
+            if let Some(rest) = name.strip_prefix("probe-core-") {
+                item["name"] = json!(format!("probe-replicant-{rest}"));
+            }
+        }
+    };
+    rename(&mut container["volumeMounts"]);
+    rename(&mut go["spec"]["volumes"]);
+    let volumes = go["spec"]["volumes"].as_array_mut().expect("volumes");
+    let data = volumes.remove(0);
+    volumes.push(data);
+
+    let e = emqx(
+        json!({"spec": {"replicantTemplate": {"spec": {"replicas": 2, "env": [
+        {"name": "EMQX_API_KEY__BOOTSTRAP_FILE", "value": "/opt/emqx/data/bootstrap_api_key"}]}}}}),
+    );
+    let ours = serde_json::to_value(crate::render::pod_template(&cluster(&e), Role::Replicant))
+        .expect("json");
+    assert!(!crate::revision::template_matches(&ours, &go));
+    assert!(crate::revision::template_matches(
+        &ours,
+        &as_ours(&go, "probe", Role::Replicant)
+    ));
+}
