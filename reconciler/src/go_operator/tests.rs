@@ -189,6 +189,32 @@ fn an_unchanged_go_cluster_is_taken_over_without_a_write() {
     assert_eq!(decision.phase, Phase::Ready);
     assert_eq!(writes(&decision.actions), Vec::<&Action>::new());
     assert_eq!(decision.wait, None);
+
+    // The status says so, at Go's revision, over Go's own status.
+    let previous = e.status.clone();
+    let status = crate::status::status(&crate::status::StatusInput {
+        generation: 2,
+        now: observed.now,
+        spec: &spec,
+        sets: &observed.sets,
+        decision: &decision,
+        wait: None,
+        traffic_on_desired: crate::decide::traffic_on_desired(&spec, &observed),
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: previous.as_ref(),
+    });
+    let core = status.core_nodes_status.expect("coreNodesStatus");
+    assert_eq!(core.current_revision.as_deref(), Some(GO_REVISION));
+    assert_eq!(core.update_revision.as_deref(), Some(GO_REVISION));
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    assert_eq!(ready.status, "True", "{ready:?}");
 }
 
 #[test]
