@@ -14,6 +14,10 @@
 //! pointed, and why the cluster waits ([`WaitReason`]; [`crate::explain`]
 //! adds what only the shell knows, such as the node whose API failed).
 //!
+//! Before the flow, on every pass: pods carrying the Go operator's
+//! `apps.emqx.io/on-serving` readiness gate get that condition once ready
+//! and joined ([`Action::MarkServing`]), as the Go operator did.
+//!
 //! The flow (seed 002's state diagram):
 //! 1. create the new core set, then (cores ready) the new replicant set;
 //! 2. wait until every new pod is ready *and* joined to the EMQX cluster;

@@ -185,6 +185,24 @@ fn an_unchanged_go_cluster_is_taken_over_without_a_write() {
     let (spec, observed, adopted) = observe(&e, &pods(true));
     assert_eq!(spec.core.revision, GO_REVISION, "the Go revision is kept");
     assert!(adopted, "base objects are left as Go wrote them");
+    // The node names we derive are the ones EMQX reported to Go (its
+    // status), so membership is read right.
+    let mut ours: Vec<&str> = observed.sets[0]
+        .pods
+        .iter()
+        .map(|p| p.node.as_str())
+        .collect();
+    let mut reported: Vec<&str> = e
+        .status
+        .as_ref()
+        .and_then(|s| s.core_nodes.as_ref())
+        .expect("coreNodes")
+        .iter()
+        .filter_map(|n| n.node.as_deref())
+        .collect();
+    ours.sort_unstable();
+    reported.sort_unstable();
+    assert_eq!(ours, reported);
     let decision = decide(&spec, &observed);
     assert_eq!(decision.phase, Phase::Ready);
     assert_eq!(writes(&decision.actions), Vec::<&Action>::new());
