@@ -156,6 +156,21 @@ async fn act_one(
                 .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
+        Action::MarkServing { pod } => {
+            // A strategic merge on `status.conditions` (merge key `type`)
+            // sets this one condition and leaves the kubelet's alone.
+            let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            let patch = json!({"status": {"conditions": [{
+                "type": names::READINESS_GATE_ON_SERVING,
+                "status": "True",
+                "lastTransitionTime": now,
+            }]}});
+            Api::<Pod>::namespaced(client, ns)
+                .patch_status(pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await?;
+        }
         Action::StartEvacuation {
             node,
             migrate_to,

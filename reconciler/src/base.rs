@@ -18,7 +18,34 @@ use std::collections::BTreeMap;
 
 /// Applies the base objects and creates the Secrets that are missing;
 /// returns the operator's API secret.
-pub async fn ensure(client: &Client, rendered: &Rendered<'_>) -> Result<String, Error> {
+///
+/// `adopted`: the cluster runs a Go-created revision taken over as it is
+/// ([`crate::go_operator`]). Its ConfigMap, headless Service and PDBs are
+/// then left exactly as the Go operator wrote them, until an upgrade
+/// replaces that revision: ours would rewrite `emqx.conf` (Go's carries the
+/// listener binds), add `maxUnavailable` to the PDBs and our drift
+/// annotation to the Service — changes to a running cluster nobody asked
+/// for. Go's versions serve its pods as they are: the same names, the
+/// headless Service selects every core. Only Secrets that are missing are
+/// created; an existing Secret is never written, so no running broker sees
+/// a change. Once a spec change starts an upgrade, ours are applied before
+/// the new set is created; a Go pod restarting then reads our `emqx.conf`,
+/// whose omitted listener binds are EMQX's defaults (1883/8883/8083/8084,
+/// the values Go wrote), and running pods keep the file they booted with
+/// (a `subPath` mount is never updated in place).
+pub async fn ensure(
+    client: &Client,
+    rendered: &Rendered<'_>,
+    adopted: bool,
+) -> Result<String, Error> {
+    let cluster = &rendered.cluster;
+    if !adopted {
+        apply_base_objects(client, rendered).await?;
+    }
+    ensure_secrets(client, cluster).await
+}
+
+async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<(), Error> {
     let cluster = &rendered.cluster;
     let ns = cluster.namespace;
     apply_if_changed(
@@ -41,6 +68,13 @@ pub async fn ensure(client: &Client, rendered: &Rendered<'_>) -> Result<String, 
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Creates the node-cookie and bootstrap-API-key Secrets if missing;
+/// returns the operator's API secret.
+async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+    let ns = cluster.namespace;
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let cookie = names::node_cookie_secret_name(cluster.name);
     if secrets.get_opt(&cookie).await?.is_none() {

@@ -14,6 +14,10 @@
 //! pointed, and why the cluster waits ([`WaitReason`]; [`crate::explain`]
 //! adds what only the shell knows, such as the node whose API failed).
 //!
+//! Before the flow, on every pass: pods carrying the Go operator's
+//! `apps.emqx.io/on-serving` readiness gate get that condition once ready
+//! and joined ([`Action::MarkServing`]), as the Go operator did.
+//!
 //! The flow (seed 002's state diagram):
 //! 1. create the new core set, then (cores ready) the new replicant set;
 //! 2. wait until every new pod is ready *and* joined to the EMQX cluster;
@@ -48,6 +52,11 @@ pub enum Action {
         listeners: (Role, Revision),
         dashboard: Revision,
     },
+    /// Set the pod condition `apps.emqx.io/on-serving` True (status patch):
+    /// the readiness gate of pods the Go operator created, which only an
+    /// operator sets; without it a restarted Go-created pod never becomes
+    /// Ready again.
+    MarkServing { pod: String },
     /// Remember when the new nodes were first all ready and joined.
     RecordNewNodesReady { revision: Revision, at: Seconds },
     /// Set `controller.kubernetes.io/pod-deletion-cost` on the chosen victim
@@ -201,19 +210,46 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
 /// Where the Services point, with a disabled Service counted as pointed at
 /// the desired revision: it has nothing to point, so it never holds the
 /// upgrade, and an old set is never kept for it.
+///
+/// A Service that selects a whole role (the Go operator's, on a cluster
+/// taken over) selects exactly the pods a revision selector would while
+/// one revision of that role runs, so it counts as pointing at that
+/// revision and is left as it is: taking over a cluster rewrites no
+/// selector. With two revisions running (an upgrade) it counts as pointing
+/// at none, and the switch writes a revision selector as usual.
 pub fn effective_services(spec: &Spec, obs: &Observed) -> Services {
     let (listeners, dashboard) = desired_services(spec);
+    let only_revision = |role: Role| -> Option<Revision> {
+        let mut running = obs
+            .sets
+            .iter()
+            .filter(|s| s.role == role && (s.replicas > 0 || !s.pods.is_empty()));
+        let first = running.next()?;
+        running.next().is_none().then(|| first.revision.clone())
+    };
+    let observed_listeners = obs.services.listeners.clone().or_else(|| {
+        let role = obs.services.listeners_role_wide?;
+        Some((role, only_revision(role)?))
+    });
+    let observed_dashboard = obs.services.dashboard.clone().or_else(|| {
+        obs.services
+            .dashboard_role_wide
+            .then(|| only_revision(Role::Core))
+            .flatten()
+    });
     Services {
         listeners: if spec.listeners_service {
-            obs.services.listeners.clone()
+            observed_listeners
         } else {
             Some(listeners)
         },
         dashboard: if spec.dashboard_service {
-            obs.services.dashboard.clone()
+            observed_dashboard
         } else {
             Some(dashboard)
         },
+        listeners_role_wide: obs.services.listeners_role_wide,
+        dashboard_role_wide: obs.services.dashboard_role_wide,
     }
 }
 
@@ -326,6 +362,9 @@ impl<'a> Pass<'a> {
     }
 
     fn run(&mut self) {
+        if let Some(emqx) = &self.obs.emqx {
+            self.mark_serving(emqx);
+        }
         if !self.ensure_update_sets() {
             return;
         }
@@ -338,6 +377,29 @@ impl<'a> Pass<'a> {
             self.steady_state();
         } else {
             self.upgrade(&old);
+        }
+    }
+
+    /// Pods with the Go operator's `apps.emqx.io/on-serving` readiness gate
+    /// get that condition True once their containers are ready and their
+    /// node is a running cluster member: the Go operator's rule
+    /// (`update_pod_conditions.go`, tag 2.2.29; it also asks
+    /// `availability_check` on Enterprise ≥ 5.0.3, which only turns False
+    /// on a node under evacuation, and a drained node is removed, not
+    /// returned to service). Never set False: traffic moves by Service
+    /// selector here, not by the gate, so an old pod keeps serving until
+    /// EMQX evacuates it.
+    fn mark_serving(&mut self, emqx: &EmqxView) {
+        for pod in self.obs.sets.iter().flat_map(|s| &s.pods) {
+            if pod.serving_gate == Some(false)
+                && !pod.terminating
+                && pod.containers_ready
+                && emqx.is_running_member(&pod.node)
+            {
+                self.actions.push(Action::MarkServing {
+                    pod: pod.name.clone(),
+                });
+            }
         }
     }
 

@@ -77,6 +77,10 @@ fn done(step: &Action, effect: &Effect, sets: &[NodeSet]) -> Option<(&'static st
                 listeners.1
             ),
         ),
+        Action::MarkServing { pod } => (
+            "PodOnServing",
+            format!("pod {pod} is ready and joined: condition apps.emqx.io/on-serving set True"),
+        ),
         Action::RecordDrainStart { node, .. } => (
             "DrainWithoutEvacuation",
             format!("node {node} gets no new clients and is removed after waitTakeover"),
@@ -210,6 +214,8 @@ mod tests {
                 terminating: false,
                 node: "emqx@a-0".into(),
                 marked_for_deletion: false,
+                containers_ready: true,
+                serving_gate: None,
             }],
         }]
     }

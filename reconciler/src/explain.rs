@@ -98,6 +98,7 @@ pub fn describe(step: &Action) -> String {
         | Action::RecordDrainStart { .. }
         | Action::RecordProgress { .. } => "recording progress".to_owned(),
         Action::MarkForDeletion { pod } => format!("marking pod {pod} for deletion"),
+        Action::MarkServing { pod } => format!("setting pod {pod} on-serving"),
         Action::StartEvacuation { node, .. } => format!("starting the evacuation of node {node}"),
         Action::StopEvacuation { node } => format!("stopping the evacuation of node {node}"),
         Action::RemoveOldNode { set, node, from } => format!(
@@ -127,6 +128,8 @@ mod tests {
             terminating: false,
             node: format!("emqx@{set}-{ordinal}"),
             marked_for_deletion: false,
+            containers_ready: true,
+            serving_gate: None,
         }
     }
 
@@ -173,6 +176,8 @@ mod tests {
             services: Services {
                 listeners: Some((Role::Core, "b".into())),
                 dashboard: Some("b".into()),
+                listeners_role_wide: None,
+                dashboard_role_wide: false,
             },
             memory: Memory::default(),
         };

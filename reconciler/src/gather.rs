@@ -9,6 +9,7 @@ use crate::emqx_api::{self, EmqxError};
 use crate::emqx_client::EmqxClient;
 use crate::error::Error;
 use crate::explain::EmqxUnavailable;
+use crate::go_operator;
 use crate::live::{self, LiveSet};
 use crate::memory;
 use crate::observed::{EmqxView, Evacuation, Observed, Role, RoleSpec, Spec, Strategy};
@@ -39,6 +40,9 @@ pub struct Observation {
     pub evacuations: Option<Vec<NodeEvacuationStatus>>,
     /// Why EMQX could not be read, if it could not.
     pub unavailable: Option<EmqxUnavailable>,
+    /// The desired revision is a Go-created set taken over as it runs
+    /// ([`go_operator::runs_adopted_revision`]).
+    pub adopted: bool,
 }
 
 /// The EMQX node the pass talks to, for the steps that call EMQX.
@@ -82,6 +86,7 @@ pub async fn gather(
         .items;
     let live = live::live_sets(cluster, &stateful_sets, &replica_sets, &pods);
     let spec = desired_spec(rendered, &live, annotations);
+    let adopted = go_operator::runs_adopted_revision(&spec, &live);
     let services_api = Api::<Service>::namespaced(client.clone(), namespace);
     let listeners = services_api
         .get_opt(&names::listeners_service_name(name))
@@ -113,12 +118,13 @@ pub async fn gather(
         nodes,
         evacuations,
         unavailable,
+        adopted,
     };
     Ok((observation, endpoint))
 }
 
 /// The revisions the spec asks for, found among the live sets by template.
-fn desired_spec(
+pub fn desired_spec(
     rendered: &Rendered<'_>,
     live: &[LiveSet],
     annotations: Option<&BTreeMap<String, String>>,

@@ -8,6 +8,9 @@
 //! wires the controllers, [`context`] and [`error`] are what every pass
 //! shares, and [`kind`] makes it generic over `EMQX` and `EmqxEnterprise`.
 //!
+//! [`go_operator`] reads sets the Go EMQX Operator created in our spelling,
+//! so a cluster it made is taken over as it runs.
+//!
 //! The blue-green memory (what the cluster cannot show again after a
 //! restart) is kept in the annotation `apps.emqx.io/blue-green-progress`;
 //! [`memory`] says why not in the status.
@@ -23,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod explain;
 pub mod gather;
+pub mod go_operator;
 pub mod json_subset;
 pub mod kind;
 pub mod leader;

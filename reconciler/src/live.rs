@@ -2,6 +2,7 @@
 //! exist, their pods and EMQX node names, where the Services point. Pure;
 //! [`crate::gather`] lists the objects and calls these.
 
+use crate::go_operator;
 use crate::observed::{NodeSet, Pod as PodView, Revision, Role, Seconds, Services};
 use crate::render::{self, Cluster};
 use crate::revision::LiveTemplate;
@@ -34,11 +35,30 @@ fn role_of(meta: &ObjectMeta) -> Option<Role> {
     }
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+fn condition_true(pod: &Pod, type_: &str) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == type_ && c.status == "True"))
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    condition_true(pod, "Ready")
+}
+
+/// For a pod with the Go operator's `apps.emqx.io/on-serving` readiness
+/// gate: whether that condition is True. `None` for a pod without the gate.
+fn serving_gate(pod: &Pod) -> Option<bool> {
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_some_and(|gates| {
+            gates
+                .iter()
+                .any(|g| g.condition_type == names::READINESS_GATE_ON_SERVING)
+        });
+    gated.then(|| condition_true(pod, names::READINESS_GATE_ON_SERVING))
 }
 
 /// The ordinal of a StatefulSet pod (`<set>-<n>`).
@@ -61,6 +81,8 @@ fn pod_view(cluster: &Cluster<'_>, role: Role, set_name: &str, pod: &Pod) -> Opt
         },
         created_at: seconds(&pod.metadata),
         ready: pod_ready(pod),
+        containers_ready: condition_true(pod, "ContainersReady"),
+        serving_gate: serving_gate(pod),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         node,
         marked_for_deletion: pod
@@ -77,7 +99,11 @@ fn pod_view(cluster: &Cluster<'_>, role: Role, set_name: &str, pod: &Pod) -> Opt
 #[derive(Debug, Clone)]
 pub struct LiveSet {
     pub view: NodeSet,
+    /// The pod template, a Go-rendered one in our spelling
+    /// ([`go_operator::as_ours`]), for revision matching.
     pub template: Value,
+    /// Rendered by the Go EMQX Operator ([`go_operator::is_go_template`]).
+    pub go_made: bool,
     pub uid: Option<String>,
     /// Pod name → pod IP, for reaching EMQX's API on a pod.
     pub pod_ips: std::collections::BTreeMap<String, String>,
@@ -107,6 +133,7 @@ fn live_set(
             Some((p.metadata.name.clone()?, ip))
         })
         .collect();
+    let raw_template = serde_json::to_value(template).unwrap_or(Value::Null);
     let mine: Vec<PodView> = members
         .iter()
         .filter_map(|p| pod_view(cluster, role, &name, p))
@@ -120,7 +147,8 @@ fn live_set(
             pods: mine,
             name,
         },
-        template: serde_json::to_value(template).unwrap_or(Value::Null),
+        template: go_operator::as_ours(&raw_template, cluster.name, role),
+        go_made: go_operator::is_go_template(&raw_template),
         uid: meta.uid.clone(),
         pod_ips,
     })
@@ -180,12 +208,29 @@ fn selected_revision(service: Option<&Service>) -> Option<(Role, Revision)> {
     Some((role, selector.get(names::LABEL_POD_TEMPLATE_HASH)?.clone()))
 }
 
+/// The role a Service selects when its selector names a role and no
+/// revision (the Go operator's Services).
+fn selected_role(service: Option<&Service>) -> Option<Role> {
+    let selector = service?.spec.as_ref()?.selector.as_ref()?;
+    if selector.contains_key(names::LABEL_POD_TEMPLATE_HASH) {
+        return None;
+    }
+    match selector.get(names::LABEL_DB_ROLE)?.as_str() {
+        "core" => Some(Role::Core),
+        "replicant" => Some(Role::Replicant),
+        _ => None,
+    }
+}
+
 /// Where the listeners and dashboard Services send new connections. A
-/// Service that selects no revision (the Go operator's role selectors)
-/// counts as pointing nowhere, so the first pass moves it.
+/// Service that selects a whole role (the Go operator's) is reported as
+/// such; `decide` counts it as pointing at a revision only while that is
+/// the one revision of the role that runs.
 pub fn services(listeners: Option<&Service>, dashboard: Option<&Service>) -> Services {
     Services {
         listeners: selected_revision(listeners),
         dashboard: selected_revision(dashboard).map(|(_, r)| r),
+        listeners_role_wide: selected_role(listeners),
+        dashboard_role_wide: selected_role(dashboard) == Some(Role::Core),
     }
 }

@@ -87,6 +87,13 @@ pub struct Pod {
     pub created_at: Seconds,
     /// The pod's Ready condition.
     pub ready: bool,
+    /// The pod's ContainersReady condition (Ready without readiness gates).
+    pub containers_ready: bool,
+    /// Pods the Go EMQX Operator created carry its readiness gate
+    /// `apps.emqx.io/on-serving`: `Some(whether that condition is True)`;
+    /// `None` without the gate. Only an operator sets that condition, so
+    /// ours does for the pods of clusters it took over.
+    pub serving_gate: Option<bool>,
     /// `metadata.deletionTimestamp` is set.
     pub terminating: bool,
     /// The EMQX node name this pod runs (`emqx@<host>`).
@@ -166,6 +173,11 @@ pub struct Services {
     pub listeners: Option<(Role, Revision)>,
     /// Core revision the dashboard Service selects.
     pub dashboard: Option<Revision>,
+    /// The role the listeners Service selects when it selects a whole role,
+    /// every revision (as the Go operator's Services do).
+    pub listeners_role_wide: Option<Role>,
+    /// The dashboard Service selects every core, of every revision.
+    pub dashboard_role_wide: bool,
 }
 
 /// A drain without the evacuation API: which node, since when. Stored as

@@ -245,7 +245,8 @@ fn persistent(cluster: &Cluster<'_>) -> bool {
         .core_template
         .as_ref()
         .and_then(|t| t.spec.as_ref())
-        .is_some_and(|s| s.volume_claim_templates.is_some())
+        .and_then(|s| s.data_claim())
+        .is_some()
 }
 
 fn data_volume_name(cluster: &Cluster<'_>) -> String {
@@ -522,7 +523,7 @@ fn core_set_of(
         .core_template
         .as_ref()
         .and_then(|t| t.spec.as_ref())
-        .and_then(|s| s.volume_claim_templates.clone())
+        .and_then(|s| s.data_claim().cloned())
         .map(|spec| {
             vec![PersistentVolumeClaim {
                 metadata: ObjectMeta {

@@ -275,6 +275,48 @@ pub struct EMQXCoreTemplateSpec {
     pub volume_claim_templates: Option<PersistentVolumeClaimSpec>,
 }
 
+impl EMQXCoreTemplateSpec {
+    /// The claim of the data volume, if the cores persist their data. An
+    /// all-empty spec is no claim: the Go operator writes
+    /// `volumeClaimTemplates: {resources: {}}` back into every object it
+    /// reconciles and reads it as "no persistence" (`IsZero()` in its
+    /// `add_emqx_core.go`, tag 2.2.29), so it must mean emptyDir here too,
+    /// not a claim without storage that the API server refuses (422).
+    pub fn data_claim(&self) -> Option<&PersistentVolumeClaimSpec> {
+        self.volume_claim_templates
+            .as_ref()
+            .filter(|claim| !is_zero_claim(claim))
+    }
+}
+
+/// A claim spec that says nothing: no field set, or only empty resources.
+fn is_zero_claim(claim: &PersistentVolumeClaimSpec) -> bool {
+    let PersistentVolumeClaimSpec {
+        access_modes,
+        data_source,
+        data_source_ref,
+        resources,
+        selector,
+        storage_class_name,
+        volume_attributes_class_name,
+        volume_mode,
+        volume_name,
+    } = claim;
+    let no_resources = resources.as_ref().is_none_or(|r| {
+        r.limits.as_ref().is_none_or(BTreeMap::is_empty)
+            && r.requests.as_ref().is_none_or(BTreeMap::is_empty)
+    });
+    access_modes.as_ref().is_none_or(Vec::is_empty)
+        && data_source.is_none()
+        && data_source_ref.is_none()
+        && no_resources
+        && selector.is_none()
+        && storage_class_name.is_none()
+        && volume_attributes_class_name.is_none()
+        && volume_mode.is_none()
+        && volume_name.is_none()
+}
+
 /// Pod settings of one role.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

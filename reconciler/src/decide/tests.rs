@@ -45,6 +45,8 @@ fn core_set(rev: &str, replicas: u32, created_at: Seconds, ready: bool) -> NodeS
                 terminating: false,
                 node: node(&name, i),
                 marked_for_deletion: false,
+                containers_ready: true,
+                serving_gate: None,
             })
             .collect(),
         name,
@@ -79,6 +81,8 @@ fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
         services: Services {
             listeners: Some((Role::Core, listeners_rev.into())),
             dashboard: Some(listeners_rev.into()),
+            listeners_role_wide: None,
+            dashboard_role_wide: false,
         },
         memory: Memory::default(),
     }
@@ -666,6 +670,7 @@ impl World {
             Action::RecordNewNodesReady { revision, at } => {
                 self.memory.new_nodes_ready_at = Some((revision.clone(), *at));
             }
+            Action::MarkServing { .. } => {}
             Action::MarkForDeletion { pod } => {
                 for set in &mut self.sets {
                     for p in &mut set.pods {
@@ -823,6 +828,8 @@ impl World {
                     ready: false,
                     terminating: false,
                     marked_for_deletion: false,
+                    containers_ready: true,
+                    serving_gate: None,
                 });
             }
             if set.role == Role::Core {

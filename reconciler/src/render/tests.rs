@@ -260,3 +260,54 @@ fn operator_annotations_copied_into_the_template_do_not_change_the_pods() {
             .is_none()
     );
 }
+
+/// The Go operator writes `volumeClaimTemplates: {resources: {}}` back into
+/// every object and means "no persistence" by it: ours renders no claim
+/// (which the API server would refuse) and an emptyDir data volume.
+#[test]
+fn gos_empty_claim_means_no_persistence() {
+    let object: Value = serde_saphyr::from_str(include_str!(
+        "../../tests/fixtures/go-operator-2.2.29/emqx.yaml"
+    ))
+    .expect("fixture");
+    assert_eq!(
+        object["spec"]["coreTemplate"]["spec"]["volumeClaimTemplates"],
+        json!({"resources": {}})
+    );
+    let served = emqx_crd::dynamic::default_object(&object).expect("defaults");
+    let emqx: EMQX = serde_json::from_value(served).expect("EMQX");
+    let c = Cluster {
+        name: "probe",
+        ..cluster(&emqx)
+    };
+    let set = core_set(&c, "r", 3);
+    let spec = set.spec.expect("spec");
+    assert_eq!(spec.volume_claim_templates, None);
+    let data = spec
+        .template
+        .spec
+        .and_then(|s| s.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == "probe-data")
+        .expect("a data volume");
+    assert!(data.empty_dir.is_some(), "{data:?}");
+
+    // A claim that asks for storage is still a claim.
+    let mut persistent = object.clone();
+    persistent["spec"]["coreTemplate"]["spec"]["volumeClaimTemplates"] =
+        json!({"resources": {"requests": {"storage": "1Gi"}}});
+    let served = emqx_crd::dynamic::default_object(&persistent).expect("defaults");
+    let emqx: EMQX = serde_json::from_value(served).expect("EMQX");
+    let c = Cluster {
+        name: "probe",
+        ..cluster(&emqx)
+    };
+    assert_eq!(
+        core_set(&c, "r", 3)
+            .spec
+            .and_then(|s| s.volume_claim_templates)
+            .map(|v| v.len()),
+        Some(1)
+    );
+}

@@ -87,24 +87,58 @@ fn env_order_and_count_matter() {
     assert!(!template_matches(&more, &as_served("x")));
 }
 
+/// A set the Go EMQX Operator 2.2.29 created (captured, never rendered by
+/// us) keeps its hash: the name is adopted, not recomputed. The object is
+/// the one it reconciled, served with our CRD's defaults.
 #[test]
 fn revisions_are_adopted_not_recomputed() {
-    // A set created by the Go operator, with a hash we cannot reproduce.
-    let go = as_served("86f864f975");
+    use crate::go_operator::as_ours;
+    use crate::render::{Cluster, pod_template};
+    use emqx_crd::names::DbRole;
+    use emqx_crd::v2beta1::EMQX;
+    use k8s_openapi::api::apps::v1::StatefulSet;
+
+    let sts: StatefulSet = serde_saphyr::from_str(include_str!(
+        "../../tests/fixtures/go-operator-2.2.29/statefulset.yaml"
+    ))
+    .expect("fixture");
+    let go = as_ours(
+        &serde_json::to_value(sts.spec.expect("spec").template).expect("json"),
+        "probe",
+        DbRole::Core,
+    );
+    let object: Value = serde_saphyr::from_str(include_str!(
+        "../../tests/fixtures/go-operator-2.2.29/emqx.yaml"
+    ))
+    .expect("fixture");
+    let render = |object: &Value| {
+        let served = emqx_crd::dynamic::default_object(object).expect("defaults");
+        let emqx: EMQX = serde_json::from_value(served).expect("EMQX");
+        let cluster = Cluster {
+            api_version: "apps.emqx.io/v2beta1",
+            kind: "EMQX",
+            name: "probe",
+            namespace: "default",
+            uid: "u",
+            spec: &emqx.spec,
+        };
+        serde_json::to_value(pod_template(&cluster, DbRole::Core)).expect("json")
+    };
     let live = [LiveTemplate {
-        revision: "86f864f975",
+        revision: "57b88cb8f",
         replicas: 3,
         created_at: 1,
         template: &go,
     }];
-    assert_eq!(resolve_revision(&desired(), &live), "86f864f975");
-    let mut changed = desired();
-    changed["spec"]["containers"][0]["image"] = json!("emqx/emqx:6.0.2");
-    let new = resolve_revision(&changed, &live);
-    assert_ne!(new, "86f864f975");
+    assert_eq!(resolve_revision(&render(&object), &live), "57b88cb8f");
+    let mut changed = object.clone();
+    changed["spec"]["image"] = json!("emqx/emqx:6.0.2");
+    let desired = render(&changed);
+    let new = resolve_revision(&desired, &live);
+    assert_ne!(new, "57b88cb8f");
     assert_eq!(
         new,
-        revision_hash(&changed),
+        revision_hash(&desired),
         "a new revision is named by its hash"
     );
 }

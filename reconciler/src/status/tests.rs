@@ -42,6 +42,8 @@ fn set(rev: &str, replicas: u32, ready: u32, created_at: Seconds) -> NodeSet {
                 terminating: false,
                 node: format!("emqx@emqx-ee-core-{rev}-{i}"),
                 marked_for_deletion: false,
+                containers_ready: true,
+                serving_gate: None,
             })
             .collect(),
     }
