@@ -1,9 +1,7 @@
 //! The kinds this webhook serves, as a bounded label set.
 
+use emqx_crd::served::GROUP;
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
-
-/// API group of every served kind.
-pub const GROUP: &str = "apps.emqx.io";
 
 /// A served kind, or why a request's kind is not one. Bounded, so a hostile
 /// client cannot blow up metric cardinality with made-up kind names.
