@@ -16,12 +16,49 @@ use kube::runtime::events::EventType;
 pub struct Note {
     pub type_: EventType,
     pub reason: &'static str,
+    /// The reason and what the step is about (a node, a set, a revision).
+    /// kube's recorder folds Events of one type, action, reason and
+    /// related object into a series that keeps the first note (kube-runtime
+    /// 5 `events.rs`, `EventKey`; the note is not part of the key): naming
+    /// the subject here keeps a force_leave of a second node, or the traffic
+    /// switch of a second upgrade, its own Event.
+    pub action: String,
     pub note: String,
-    /// The set or pod the step concerns. The recorder folds Events of one
-    /// reason and related object into a series that keeps the first note:
-    /// without the pod, every evacuation after the first would only count
-    /// up under the first node's name.
+    /// The set or pod the step concerns, when it is one we observed (a
+    /// force-left node's pod is usually gone; its action names it).
     pub related: Option<ObjectReference>,
+}
+
+/// The API server's bound on `action` (events.k8s.io/v1).
+const ACTION_MAX_CHARS: usize = 128;
+
+fn action(reason: &str, subject: Option<String>) -> String {
+    match subject {
+        Some(subject) => format!("{reason} {subject}")
+            .chars()
+            .take(ACTION_MAX_CHARS)
+            .collect(),
+        None => reason.to_owned(),
+    }
+}
+
+/// What a step is about, for its action: the node, set or revision.
+fn subject(step: &Action) -> Option<String> {
+    Some(match step {
+        Action::CreateSet { role, revision, .. } => format!("{} {revision}", role.as_str()),
+        Action::ScaleSet { name, .. } | Action::DeleteSet { name } => name.clone(),
+        Action::PointServices { listeners, .. } => {
+            format!("{} {}", listeners.0.as_str(), listeners.1)
+        }
+        Action::StartEvacuation { node, .. }
+        | Action::StopEvacuation { node }
+        | Action::RecordDrainStart { node, .. }
+        | Action::ForceLeave { node } => node.clone(),
+        Action::RemoveOldNode { set, node, .. } => node.clone().unwrap_or_else(|| set.clone()),
+        Action::RecordNewNodesReady { revision, .. } => revision.clone(),
+        Action::MarkForDeletion { pod } | Action::MarkServing { pod } => pod.clone(),
+        Action::RecordProgress { .. } => return None,
+    })
 }
 
 /// The Events of a pass, in the order things happened. `sets` are the sets
@@ -35,21 +72,24 @@ pub fn notes(cluster: &Cluster<'_>, sets: &[NodeSet], outcome: &Outcome) -> Vec<
             Some(Note {
                 type_: EventType::Normal,
                 reason,
+                action: action(reason, subject(step)),
                 note,
                 related: related_object(step, cluster, sets),
             })
         })
         .collect();
     if let Some(failed) = &outcome.failed {
+        let reason = "ReconcilerFailed";
         out.push(Note {
             type_: EventType::Warning,
-            reason: "ReconcilerFailed",
+            reason,
+            action: action(reason, subject(&failed.step)),
             note: format!(
                 "{} failed: {}",
                 explain::describe(&failed.step),
                 failed.error
             ),
-            related: None,
+            related: related_object(&failed.step, cluster, sets),
         });
     }
     out
@@ -185,8 +225,26 @@ fn related_object(
         Action::RemoveOldNode {
             set: name, node, ..
         } => node.as_deref().and_then(pod).or_else(|| set(name)),
-        Action::StartEvacuation { node, .. } | Action::StopEvacuation { node } => pod(node),
-        _ => None,
+        Action::PointServices { listeners, .. } => Some(match listeners.0 {
+            Role::Core => object(
+                "StatefulSet",
+                "apps/v1",
+                &names::core_set_name(cluster.name, &listeners.1),
+            ),
+            Role::Replicant => object(
+                "ReplicaSet",
+                "apps/v1",
+                &names::replicant_set_name(cluster.name, &listeners.1),
+            ),
+        }),
+        Action::StartEvacuation { node, .. }
+        | Action::StopEvacuation { node }
+        | Action::RecordDrainStart { node, .. }
+        | Action::ForceLeave { node } => pod(node),
+        Action::MarkServing { pod } => Some(object("Pod", "v1", pod)),
+        Action::RecordNewNodesReady { .. }
+        | Action::MarkForDeletion { .. }
+        | Action::RecordProgress { .. } => None,
     }
 }
 
@@ -290,5 +348,91 @@ mod tests {
         );
         assert_eq!(notes[1].type_, EventType::Warning);
         assert!(notes[1].note.contains("emqx@a-0"), "{}", notes[1].note);
+    }
+
+    /// What kube-runtime 5's `Recorder` folds Events by (`EventKey` in its
+    /// `events.rs`), less the reporter and the regarding object, which are
+    /// the same for every Event of one cluster: type, action, reason and the
+    /// related object's apiVersion, kind, name, namespace and uid.
+    type SeriesKey = (EventType, String, &'static str, Option<[Option<String>; 5]>);
+
+    fn series_key(note: &Note) -> SeriesKey {
+        (
+            note.type_,
+            note.action.clone(),
+            note.reason,
+            note.related.as_ref().map(|r| {
+                [
+                    r.api_version.clone(),
+                    r.kind.clone(),
+                    r.name.clone(),
+                    r.namespace.clone(),
+                    r.uid.clone(),
+                ]
+            }),
+        )
+    }
+
+    #[test]
+    fn events_about_different_nodes_or_revisions_are_not_folded() {
+        let spec = EMQXSpec::default();
+        let cluster = Cluster {
+            api_version: "apps.emqx.io/v2beta1",
+            kind: "EMQX",
+            name: "e",
+            namespace: "default",
+            uid: "u",
+            spec: &spec,
+        };
+        let one = |step: Action, effect: Effect| {
+            let outcome = Outcome {
+                done: vec![(step, effect)],
+                failed: None,
+            };
+            let mut notes = notes(&cluster, &sets(), &outcome);
+            assert_eq!(notes.len(), 1, "{notes:?}");
+            notes.remove(0)
+        };
+        // Two stopped nodes whose pods are gone (so no related pod).
+        let leave = |node: &str| one(Action::ForceLeave { node: node.into() }, Effect::Done);
+        let (first, second) = (leave("emqx@e-core-a-1.h"), leave("emqx@e-core-a-2.h"));
+        assert_eq!(first.reason, "ForceLeave");
+        assert_ne!(series_key(&first), series_key(&second));
+        assert!(
+            second.action.contains("emqx@e-core-a-2.h"),
+            "{}",
+            second.action
+        );
+        // A node whose pod is still observed is related to it.
+        let observed = leave("emqx@a-0");
+        assert_eq!(
+            observed.related.as_ref().and_then(|r| r.name.as_deref()),
+            Some("e-core-a-0")
+        );
+
+        // The traffic switches of two upgrades: each names its target set.
+        let switch = |revision: &str| {
+            one(
+                Action::PointServices {
+                    listeners: (Role::Core, revision.into()),
+                    dashboard: revision.into(),
+                },
+                Effect::Done,
+            )
+        };
+        let (to_b, to_c) = (switch("b"), switch("c"));
+        assert_eq!(to_b.reason, "SwitchTraffic");
+        assert_ne!(series_key(&to_b), series_key(&to_c));
+        assert_eq!(
+            to_c.related.as_ref().and_then(|r| r.name.as_deref()),
+            Some("e-core-c")
+        );
+        assert!(to_c.note.contains("revision c"), "{}", to_c.note);
+        // The same step told twice is still one series.
+        assert_eq!(series_key(&switch("c")), series_key(&to_c));
+
+        // Long node names stay within the API server's bound on action.
+        let long = leave(&format!("emqx@{}", "n".repeat(200)));
+        assert_eq!(long.action.chars().count(), ACTION_MAX_CHARS);
     }
 }

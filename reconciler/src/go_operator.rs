@@ -151,18 +151,38 @@ fn env_named(var: &Value) -> Option<&str> {
 /// env (after them) is compared as it is, order included.
 fn reorder_env(env: &mut Vec<Value>) {
     let quoted = format!("\"{BOOTSTRAP_FILE}\"");
-    let Some(bootstrap) = env.iter().position(|v| {
+    if let Some(bootstrap) = env.iter().position(|v| {
         env_named(v) == Some(BOOTSTRAP_ENV)
             && v.get("value").and_then(Value::as_str) == Some(&quoted)
-    }) else {
-        return;
-    };
-    env[bootstrap]["value"] = Value::String(BOOTSTRAP_FILE.into());
-    if env.first().and_then(env_named) == Some(DASHBOARD_BIND) && bootstrap > 0 {
-        let bind = env.remove(0);
-        // The bootstrap entry moved up by one; insert right after it.
-        env.insert(bootstrap, bind);
+    }) {
+        env[bootstrap]["value"] = Value::String(BOOTSTRAP_FILE.into());
+        if env.first().and_then(env_named) == Some(DASHBOARD_BIND) && bootstrap > 0 {
+            let bind = env.remove(0);
+            // The bootstrap entry moved up by one; insert right after it.
+            env.insert(bootstrap, bind);
+        }
     }
+    drop_overridden(env);
+}
+
+/// Go renders its own entry and then the user's entry of the same name (the
+/// kubelet lets the later one win); ours renders the user's entry only, in
+/// the user's place (`render.rs`). Dropping every entry that a later entry
+/// of the same name overrides gives ours.
+fn drop_overridden(env: &mut Vec<Value>) {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut kept: Vec<Value> = Vec::with_capacity(env.len());
+    for var in env.drain(..).rev() {
+        let first_from_the_end = match env_named(&var) {
+            Some(name) => seen.insert(name.to_owned()),
+            None => true,
+        };
+        if first_from_the_end {
+            kept.push(var);
+        }
+    }
+    kept.reverse();
+    *env = kept;
 }
 
 /// Go's replicants take `EMQX_HOST` straight from `status.podIP`; ours

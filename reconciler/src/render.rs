@@ -9,8 +9,8 @@
 //! template (upstream added it after hashing, so it never showed in diffs).
 
 use crate::emqx_api::ApiGeneration;
-use emqx_crd::image::{split_tag, tag_version};
-use emqx_crd::names::{self, DbRole};
+use emqx_crd::image::is_emqx4;
+use emqx_crd::names::{self, DbRole, env as var};
 use emqx_crd::v2beta1::{EMQXReplicantTemplateSpec, EMQXSpec, ServiceTemplate};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
@@ -88,10 +88,10 @@ impl Cluster<'_> {
 /// EMQX 4.x speaks `/api/v4`; 5.x and anything unparsable (`latest`, a
 /// digest) `/api/v5`, the current API.
 pub fn api_of_image(image: &str) -> ApiGeneration {
-    let (_, tag) = split_tag(image);
-    match tag.and_then(tag_version).and_then(|v| v.first().copied()) {
-        Some(4) => ApiGeneration::V4,
-        _ => ApiGeneration::V5,
+    if is_emqx4(image) {
+        ApiGeneration::V4
+    } else {
+        ApiGeneration::V5
     }
 }
 
@@ -140,28 +140,42 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-/// The container's environment, in upstream's order (any difference would
-/// change the template of an adopted cluster).
+/// The container's environment: the operator's variables in upstream's order
+/// (any difference would change the template of an adopted cluster), then
+/// the user's. A user entry named like one of the operator's replaces it, as
+/// it does under the Go operator, which emits both and lets the later win;
+/// we emit each name once, because the API server's server-side apply
+/// refuses a list with two entries of one key (`env` is a map keyed by name).
 fn emqx_env(cluster: &Cluster<'_>, role: DbRole) -> Vec<EnvVar> {
-    let mut env_vars = match cluster.api() {
+    let operator = operator_env(cluster, role);
+    let user = cluster
+        .role_spec(role)
+        .and_then(|s| s.env.clone())
+        .unwrap_or_default();
+    merge_env(operator, user)
+}
+
+/// The operator's own env entries, named from [`names::env`].
+fn operator_env(cluster: &Cluster<'_>, role: DbRole) -> Vec<EnvVar> {
+    match cluster.api() {
         ApiGeneration::V5 => {
             let host = match role {
                 DbRole::Core => "$(POD_NAME).$(EMQX_CLUSTER__DNS__NAME)",
                 DbRole::Replicant => "$(POD_IP)",
             };
-            let mut v = vec![field_env("POD_NAME", "metadata.name")];
+            let mut v = vec![field_env(var::POD_NAME, "metadata.name")];
             if role == DbRole::Replicant {
-                v.push(field_env("POD_IP", "status.podIP"));
+                v.push(field_env(var::POD_IP, "status.podIP"));
             }
             v.extend([
-                env("EMQX_CLUSTER__DISCOVERY_STRATEGY", "dns"),
-                env("EMQX_CLUSTER__DNS__RECORD_TYPE", "srv"),
-                env("EMQX_CLUSTER__DNS__NAME", cluster.headless_dns()),
-                env("EMQX_HOST", host),
-                env("EMQX_NODE__DATA_DIR", "data"),
-                env("EMQX_NODE__ROLE", role.as_str()),
+                env(var::EMQX_CLUSTER__DISCOVERY_STRATEGY, "dns"),
+                env(var::EMQX_CLUSTER__DNS__RECORD_TYPE, "srv"),
+                env(var::EMQX_CLUSTER__DNS__NAME, cluster.headless_dns()),
+                env(var::EMQX_HOST, host),
+                env(var::EMQX_NODE__DATA_DIR, "data"),
+                env(var::EMQX_NODE__ROLE, role.as_str()),
                 EnvVar {
-                    name: "EMQX_NODE__COOKIE".into(),
+                    name: var::EMQX_NODE__COOKIE.into(),
                     value: None,
                     value_from: Some(EnvVarSource {
                         secret_key_ref: Some(SecretKeySelector {
@@ -172,31 +186,49 @@ fn emqx_env(cluster: &Cluster<'_>, role: DbRole) -> Vec<EnvVar> {
                         ..EnvVarSource::default()
                     }),
                 },
-                env("EMQX_API_KEY__BOOTSTRAP_FILE", BOOTSTRAP_FILE),
-                env("EMQX_DASHBOARD__LISTENERS__HTTP__BIND", "18083"),
+                env(var::EMQX_API_KEY__BOOTSTRAP_FILE, BOOTSTRAP_FILE),
+                env(var::EMQX_DASHBOARD__LISTENERS__HTTP__BIND, "18083"),
             ]);
             v
         }
         // EMQX 4.4 reads its settings from EMQX_* env (emqxConfig upstream).
         ApiGeneration::V4 => vec![
-            field_env("POD_NAME", "metadata.name"),
-            env("EMQX_NAME", cluster.name),
+            field_env(var::POD_NAME, "metadata.name"),
+            env(var::EMQX_NAME, cluster.name),
             env(
-                "EMQX_HOST",
+                var::EMQX_HOST,
                 "$(POD_NAME).".to_owned() + &cluster.headless_dns(),
             ),
-            env("EMQX_CLUSTER__DISCOVERY", "dns"),
-            env("EMQX_CLUSTER__DNS__TYPE", "srv"),
-            env("EMQX_CLUSTER__DNS__APP", cluster.name),
-            env("EMQX_CLUSTER__DNS__NAME", cluster.headless_dns()),
-            env("EMQX_LOG__TO", "console"),
-            env("EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE", BOOTSTRAP_FILE),
+            env(var::EMQX_CLUSTER__DISCOVERY, "dns"),
+            env(var::EMQX_CLUSTER__DNS__TYPE, "srv"),
+            env(var::EMQX_CLUSTER__DNS__APP, cluster.name),
+            env(var::EMQX_CLUSTER__DNS__NAME, cluster.headless_dns()),
+            env(var::EMQX_LOG__TO, "console"),
+            env(var::EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE, BOOTSTRAP_FILE),
         ],
-    };
-    if let Some(user) = cluster.role_spec(role).and_then(|s| s.env.clone()) {
-        env_vars.extend(user);
     }
-    env_vars
+}
+
+/// The operator's entries the user does not override, in order, then the
+/// user's in their order. A name the user lists twice keeps its first place
+/// and its last value: what the container saw under the Go operator, where
+/// the kubelet lets the later duplicate win.
+fn merge_env(operator: Vec<EnvVar>, user: Vec<EnvVar>) -> Vec<EnvVar> {
+    let mut merged: Vec<EnvVar> = operator
+        .into_iter()
+        .filter(|own| !user.iter().any(|u| u.name == own.name))
+        .collect();
+    let first_user = merged.len();
+    for entry in user {
+        match merged[first_user..]
+            .iter_mut()
+            .find(|e| e.name == entry.name)
+        {
+            Some(earlier) => *earlier = entry,
+            None => merged.push(entry),
+        }
+    }
+    merged
 }
 
 fn port(name: &str, number: i32) -> ContainerPort {

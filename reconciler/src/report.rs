@@ -37,7 +37,7 @@ pub async fn report<K: ClusterKind>(
             type_: note.type_,
             reason: note.reason.to_owned(),
             note: Some(note.note.chars().take(1000).collect()),
-            action: note.reason.to_owned(),
+            action: note.action,
             secondary: note.related,
         };
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {

@@ -79,6 +79,15 @@ pub fn tag_version(tag: &str) -> Option<Vec<u64>> {
     (!parts.is_empty()).then_some(parts)
 }
 
+/// Whether an image runs EMQX 4.x (the `/api/v4` generation, env-configured).
+/// Anything unparsable (`latest`, a digest) is taken as the current EMQX.
+pub fn is_emqx4(image: &str) -> bool {
+    let (_, tag) = split_tag(image);
+    tag.and_then(tag_version)
+        .and_then(|v| v.first().copied())
+        .is_some_and(|major| major == 4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,96 @@ pub const BOOTSTRAP_API_KEY_KEY: &str = "bootstrap_api_key";
 /// Key of the Erlang cookie in `<name>-node-cookie`.
 pub const NODE_COOKIE_KEY: &str = "node_cookie";
 
+/// The environment variables the operator sets on the EMQX container.
+/// The renderer builds the container's env from these names and lets a user
+/// entry of the same name replace the operator's; validation warns about
+/// such overrides. One list for both, so they cannot drift apart.
+pub mod env {
+    use super::DbRole;
+
+    /// The pod's name (field ref); EMQX_HOST of cores builds on it.
+    pub const POD_NAME: &str = "POD_NAME";
+    /// Replicants of EMQX 5 and later only: their node name is their IP.
+    pub const POD_IP: &str = "POD_IP";
+    /// EMQX 5+: cluster discovery (`dns`).
+    pub const EMQX_CLUSTER__DISCOVERY_STRATEGY: &str = "EMQX_CLUSTER__DISCOVERY_STRATEGY";
+    /// EMQX 5+: DNS record type (`srv`).
+    pub const EMQX_CLUSTER__DNS__RECORD_TYPE: &str = "EMQX_CLUSTER__DNS__RECORD_TYPE";
+    /// The headless Service's DNS name core nodes are found under.
+    pub const EMQX_CLUSTER__DNS__NAME: &str = "EMQX_CLUSTER__DNS__NAME";
+    /// The host part of the EMQX node name.
+    pub const EMQX_HOST: &str = "EMQX_HOST";
+    /// EMQX 5+: the data directory.
+    pub const EMQX_NODE__DATA_DIR: &str = "EMQX_NODE__DATA_DIR";
+    /// EMQX 5+: `core` or `replicant`.
+    pub const EMQX_NODE__ROLE: &str = "EMQX_NODE__ROLE";
+    /// EMQX 5+: the Erlang cookie (from the node-cookie Secret).
+    pub const EMQX_NODE__COOKIE: &str = "EMQX_NODE__COOKIE";
+    /// EMQX 5+: the bootstrap API-key file the operator calls EMQX with.
+    pub const EMQX_API_KEY__BOOTSTRAP_FILE: &str = "EMQX_API_KEY__BOOTSTRAP_FILE";
+    /// EMQX 5+: the dashboard (and REST API) port.
+    pub const EMQX_DASHBOARD__LISTENERS__HTTP__BIND: &str = "EMQX_DASHBOARD__LISTENERS__HTTP__BIND";
+    /// EMQX 4.4 (`emqxConfig` upstream): the node name's name part.
+    pub const EMQX_NAME: &str = "EMQX_NAME";
+    /// EMQX 4.4: cluster discovery (`dns`).
+    pub const EMQX_CLUSTER__DISCOVERY: &str = "EMQX_CLUSTER__DISCOVERY";
+    /// EMQX 4.4: DNS record type (`srv`).
+    pub const EMQX_CLUSTER__DNS__TYPE: &str = "EMQX_CLUSTER__DNS__TYPE";
+    /// EMQX 4.4: the node name's app part.
+    pub const EMQX_CLUSTER__DNS__APP: &str = "EMQX_CLUSTER__DNS__APP";
+    /// EMQX 4.4: log to the console.
+    pub const EMQX_LOG__TO: &str = "EMQX_LOG__TO";
+    /// EMQX 4.4: the bootstrap apps file the operator calls EMQX with.
+    pub const EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE: &str = "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE";
+
+    const V5_CORE: &[&str] = &[
+        POD_NAME,
+        EMQX_CLUSTER__DISCOVERY_STRATEGY,
+        EMQX_CLUSTER__DNS__RECORD_TYPE,
+        EMQX_CLUSTER__DNS__NAME,
+        EMQX_HOST,
+        EMQX_NODE__DATA_DIR,
+        EMQX_NODE__ROLE,
+        EMQX_NODE__COOKIE,
+        EMQX_API_KEY__BOOTSTRAP_FILE,
+        EMQX_DASHBOARD__LISTENERS__HTTP__BIND,
+    ];
+    const V5_REPLICANT: &[&str] = &[
+        POD_NAME,
+        POD_IP,
+        EMQX_CLUSTER__DISCOVERY_STRATEGY,
+        EMQX_CLUSTER__DNS__RECORD_TYPE,
+        EMQX_CLUSTER__DNS__NAME,
+        EMQX_HOST,
+        EMQX_NODE__DATA_DIR,
+        EMQX_NODE__ROLE,
+        EMQX_NODE__COOKIE,
+        EMQX_API_KEY__BOOTSTRAP_FILE,
+        EMQX_DASHBOARD__LISTENERS__HTTP__BIND,
+    ];
+    const V4: &[&str] = &[
+        POD_NAME,
+        EMQX_NAME,
+        EMQX_HOST,
+        EMQX_CLUSTER__DISCOVERY,
+        EMQX_CLUSTER__DNS__TYPE,
+        EMQX_CLUSTER__DNS__APP,
+        EMQX_CLUSTER__DNS__NAME,
+        EMQX_LOG__TO,
+        EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE,
+    ];
+
+    /// The names the operator sets on a container of `role`, in the order it
+    /// renders them: EMQX 4.4 (`emqx4`) or EMQX 5 and later.
+    pub fn operator_set(emqx4: bool, role: DbRole) -> &'static [&'static str] {
+        match (emqx4, role) {
+            (true, _) => V4,
+            (false, DbRole::Core) => V5_CORE,
+            (false, DbRole::Replicant) => V5_REPLICANT,
+        }
+    }
+}
+
 /// The EMQX database role of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DbRole {

@@ -127,6 +127,12 @@ pub fn validate_hub(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
+    warn_env_overrides(
+        &mut c,
+        &spec.image,
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    );
     check_v2_tail(
         &mut c,
         spec.update_strategy.as_ref(),
@@ -179,6 +185,12 @@ pub fn validate_v2alpha2(
     check_rollout(
         &mut c,
         spec.update_strategy.as_ref(),
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    );
+    warn_env_overrides(
+        &mut c,
+        &spec.image,
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
@@ -625,6 +637,48 @@ fn check_major_change(c: &mut Checker, old: &str, new: &str) {
     }
 }
 
+/// A user env entry named like one the operator sets replaces the
+/// operator's (as under the Go operator, where the later duplicate wins):
+/// allowed, but said, since those variables make the node join its cluster
+/// and let the operator reach EMQX's API. The names come from
+/// [`crate::names::env`], the list the renderer builds the env from.
+fn warn_env_overrides(
+    c: &mut Checker,
+    image: &str,
+    core: Option<&v2beta1::EMQXCoreTemplate>,
+    replicant: Option<&v2beta1::EMQXReplicantTemplate>,
+) {
+    use crate::names::{DbRole, env};
+    let emqx4 = crate::image::is_emqx4(image);
+    let templates = [
+        (
+            "spec.coreTemplate.spec.env",
+            DbRole::Core,
+            core.and_then(|t| t.spec.as_ref()).map(|s| &s.pod),
+        ),
+        (
+            "spec.replicantTemplate.spec.env",
+            DbRole::Replicant,
+            replicant.and_then(|t| t.spec.as_ref()),
+        ),
+    ];
+    for (path, role, pod) in templates {
+        let user = pod.and_then(|p| p.env.as_deref()).unwrap_or_default();
+        let own = env::operator_set(emqx4, role);
+        for (i, entry) in user.iter().enumerate() {
+            if own.contains(&entry.name.as_str()) {
+                c.warn(format!(
+                    "{path}[{i}]: {name} overrides the {name} the operator sets on {role} nodes; \
+                     the value given here is used instead of the operator's (a wrong one can keep \
+                     nodes from clustering or the operator from reaching the EMQX API)",
+                    name = entry.name,
+                    role = role.as_str(),
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,5 +833,69 @@ mod tests {
         warn_long_evacuation(&mut c, Some(&e), &[(100, 5000)]);
         assert_eq!(c.verdict.warnings.len(), 2);
         assert!(c.verdict.errors.is_empty());
+    }
+
+    #[test]
+    fn an_env_entry_the_operator_sets_warns_naming_it() {
+        let env = |name: &str| k8s_openapi::api::core::v1::EnvVar {
+            name: name.into(),
+            value: Some("\"/opt/emqx/data/bootstrap_api_key\"".into()),
+            value_from: None,
+        };
+        let mut spec = hub("emqx/emqx:6.0.1");
+        spec.core_template = Some(v2beta1::EMQXCoreTemplate {
+            spec: Some(v2beta1::EMQXCoreTemplateSpec {
+                pod: v2beta1::EMQXReplicantTemplateSpec {
+                    // POD_IP is the operator's on replicants only.
+                    env: Some(vec![
+                        env("MY_OWN"),
+                        env("EMQX_API_KEY__BOOTSTRAP_FILE"),
+                        env("POD_IP"),
+                    ]),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        spec.replicant_template = Some(v2beta1::EMQXReplicantTemplate {
+            spec: Some(v2beta1::EMQXReplicantTemplateSpec {
+                env: Some(vec![env("POD_IP")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let v = validate_hub(&spec, None, None, false);
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        assert_eq!(v.warnings.len(), 2, "{:?}", v.warnings);
+        assert!(
+            v.warnings[0].starts_with(
+                "spec.coreTemplate.spec.env[1]: EMQX_API_KEY__BOOTSTRAP_FILE overrides the \
+                 EMQX_API_KEY__BOOTSTRAP_FILE the operator sets on core nodes"
+            ),
+            "{}",
+            v.warnings[0]
+        );
+        assert!(
+            v.warnings[1].starts_with("spec.replicantTemplate.spec.env[0]: POD_IP overrides"),
+            "{}",
+            v.warnings[1]
+        );
+        // EMQX 4.4 has its own list: EMQX_NAME is the operator's there only.
+        let mut v4 = hub("emqx/emqx-ee:4.4.14");
+        v4.replicant_template = Some(v2beta1::EMQXReplicantTemplate {
+            spec: Some(v2beta1::EMQXReplicantTemplateSpec {
+                env: Some(vec![env("EMQX_NAME"), env("EMQX_NODE__ROLE")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let v = validate_hub(&v4, None, None, true);
+        assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+        assert!(
+            v.warnings[0].contains(": EMQX_NAME overrides"),
+            "{}",
+            v.warnings[0]
+        );
     }
 }

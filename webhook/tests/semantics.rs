@@ -170,6 +170,22 @@ async fn warnings_reach_the_response_without_blocking() {
         warnings(&r).iter().any(|w| w.contains("reconnect storm")),
         "{r}"
     );
+
+    // The Go operator 2.2.29 fixture's override of the operator's own
+    // bootstrap-file variable: admitted, with a warning naming it.
+    let mut overriding = fixture("emqx-v2beta1-seed003");
+    overriding["spec"]["coreTemplate"]["spec"]["env"] = json!([
+        {"name": "EMQX_API_KEY__BOOTSTRAP_FILE", "value": "/opt/emqx/data/bootstrap_api_key"}
+    ]);
+    let r = admit("/validate", "CREATE", &overriding, None).await;
+    assert_eq!(r["allowed"], true, "{}", message(&r));
+    assert!(
+        warnings(&r).iter().any(|w| w.starts_with(
+            "spec.coreTemplate.spec.env[0]: EMQX_API_KEY__BOOTSTRAP_FILE overrides the \
+             EMQX_API_KEY__BOOTSTRAP_FILE the operator sets"
+        )),
+        "{r}"
+    );
 }
 
 #[tokio::test]

@@ -311,3 +311,83 @@ fn gos_empty_claim_means_no_persistence() {
         Some(1)
     );
 }
+
+fn env_of(emqx: &EMQX, role: DbRole) -> Vec<EnvVar> {
+    let t = pod_template(&cluster(emqx), role);
+    t.spec.expect("spec").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The Go operator 2.2.29 object of /work/shared/fixtures/go-operator-2.2.29
+/// (emqx.yaml) with the HOCON-quoted form of the bootstrap path that
+/// operator itself writes (statefulset.yaml): the set it renders carries the
+/// name twice; ours carries it once, with the user's value, which is what
+/// the container saw there (the later duplicate wins).
+#[test]
+fn a_user_env_entry_replaces_the_operators_own() {
+    let quoted = "\"/opt/emqx/data/bootstrap_api_key\"";
+    let emqx = seed_003(json!({"spec": {
+        "coreTemplate": {"spec": {"env": [
+            {"name": "EMQX_API_KEY__BOOTSTRAP_FILE", "value": quoted},
+        ]}},
+        "replicantTemplate": {"spec": {"replicas": 2, "env": [
+            {"name": "EMQX_HOST", "value": "$(POD_NAME)"},
+            {"name": "MY_SETTING", "value": "first"},
+            {"name": "EMQX_HOST", "value": "$(POD_IP)-late"},
+        ]}},
+    }}));
+    let core = env_of(&emqx, DbRole::Core);
+    let bootstrap: Vec<&EnvVar> = core
+        .iter()
+        .filter(|e| e.name == "EMQX_API_KEY__BOOTSTRAP_FILE")
+        .collect();
+    assert_eq!(bootstrap.len(), 1, "{core:?}");
+    assert_eq!(bootstrap[0].value.as_deref(), Some(quoted));
+    // The user's entry comes after every operator entry, as upstream's did.
+    assert_eq!(
+        core.last().map(|e| e.name.as_str()),
+        Some("EMQX_API_KEY__BOOTSTRAP_FILE")
+    );
+    let mut names: Vec<&str> = core.iter().map(|e| e.name.as_str()).collect();
+    let count = names.len();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), count, "a name rendered twice: {core:?}");
+
+    // A name the user lists twice: its first place, its last value.
+    let replicant = env_of(&emqx, DbRole::Replicant);
+    let user: Vec<(&str, Option<&str>)> = replicant
+        .iter()
+        .skip_while(|e| e.name != "EMQX_HOST" && e.name != "MY_SETTING")
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(
+        user,
+        [
+            ("EMQX_HOST", Some("$(POD_IP)-late")),
+            ("MY_SETTING", Some("first")),
+        ]
+    );
+}
+
+/// The renderer and validation's override warning share one list of the
+/// operator's names; this keeps the list true to what is rendered.
+#[test]
+fn the_operator_set_names_are_the_rendered_ones() {
+    for (image, emqx4) in [("emqx/emqx:6.0.1", false), ("emqx/emqx-ee:4.4.14", true)] {
+        let emqx = seed_003(json!({"spec": {
+            "image": image,
+            "replicantTemplate": {"spec": {"replicas": 1}},
+        }}));
+        for role in [DbRole::Core, DbRole::Replicant] {
+            let rendered: Vec<String> = env_of(&emqx, role).into_iter().map(|e| e.name).collect();
+            assert_eq!(
+                rendered,
+                names::env::operator_set(emqx4, role),
+                "{image} {role:?}"
+            );
+        }
+    }
+}

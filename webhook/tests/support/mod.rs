@@ -20,9 +20,14 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tower::ServiceExt;
 
-/// The seed manifests as JSON objects, named by file.
+/// The seed manifests as JSON objects, named by file. (The path goes through
+/// `../webhook` because the sandbox's webhook end-to-end test includes this
+/// module too: both crates sit beside `webhook/`.)
 pub fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../webhook/tests/fixtures/{name}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("{path}: {e}"))
         .expect("fixture readable");
