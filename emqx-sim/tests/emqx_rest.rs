@@ -801,3 +801,83 @@ async fn faults_switch_at_runtime() {
     let r = call(&n, Method::GET, "/status", None, None, None).await;
     assert_eq!(r.status, 200);
 }
+
+/// EMQX 4.4 without node evacuation (open source, or Enterprise before
+/// 4.4.12) answers `…/load_rebalance/…` as minirest 0.3.12 answers any
+/// unknown path: `404 text/plain "Not found."`, after the AppID check.
+#[tokio::test]
+async fn v4_unknown_paths_answer_like_minirest_0_3_12() {
+    let mut nodes = Vec::new();
+    for (i, image) in [
+        "emqx/emqx:4.4.19",
+        "emqx/emqx-ee:4.4.11",
+        "emqx/emqx-ee:4.4.19",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ip = Ipv4Addr::new(127, 21, 5, 40 + u8::try_from(i).expect("small"));
+        let cr = format!("nf{i}");
+        let pod = emqx_sim::operator_pod::v1beta4_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-0"),
+            ip,
+            image,
+            "emqx_operator_controller:opsecret\n",
+        );
+        let node = EmqxNode::start(NodeConfig::from_pod(&pod).expect("valid"))
+            .await
+            .expect("starts");
+        nodes.push((image, node));
+    }
+    let admin = Some(("admin", "public"));
+    for (image, node) in &nodes {
+        let evacuates = *image == "emqx/emqx-ee:4.4.19";
+        let r = call(
+            node,
+            Method::GET,
+            "/api/v4/load_rebalance/global_status",
+            admin,
+            JSON,
+            None,
+        )
+        .await;
+        if evacuates {
+            assert_eq!(r.status, 200, "{image}");
+        } else {
+            assert_eq!((r.status, r.text.as_str()), (404, "Not found."), "{image}");
+            assert_eq!(r.headers["content-type"], "text/plain", "{image}");
+        }
+        // Unknown everywhere; a known path with another method is unknown too.
+        for (method, path) in [
+            (Method::GET, "/api/v4/no/such/thing"),
+            (Method::POST, "/api/v4/nodes"),
+        ] {
+            let r = call(node, method, path, admin, JSON, None).await;
+            assert_eq!((r.status, r.text.as_str()), (404, "Not found."), "{image}");
+        }
+        // The AppID is checked before the route: no JSON either way.
+        let r = call(
+            node,
+            Method::GET,
+            "/api/v4/no/such/thing",
+            Some(("admin", "x")),
+            JSON,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.text.as_str()),
+            (401, "UNAUTHORIZED"),
+            "{image}"
+        );
+        assert_eq!(
+            r.headers["www-authenticate"],
+            "Basic Realm=\"minirest-server\""
+        );
+        // Outside /status and /api/v4 the listener has no route at all.
+        let r = call(node, Method::GET, "/api/v5/nodes", admin, JSON, None).await;
+        assert_eq!((r.status, r.text.as_str()), (404, ""), "{image}");
+    }
+}

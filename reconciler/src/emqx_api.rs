@@ -171,10 +171,20 @@ fn error_parts(body: &[u8]) -> (String, String) {
     }
 }
 
+/// A 404 that says the path does not exist (so the feature is absent), as
+/// opposed to `Node not found: …`:
+/// - 5.1+: `{"code":"NOT_FOUND","message":"Request Path Not Found"}` or its
+///   text/HTML forms (`apps/emqx_dashboard/src/emqx_dashboard_not_found.erl`);
+/// - 5.0.x: code `API_NOT_EXIST` (`emqx_dashboard_bad_api.erl`);
+/// - 4.4 (minirest 0.3.12, `src/minirest_handler.erl`, pinned by emqx
+///   v4.4.19's `rebar.config`): the whole body is the text `Not found.`,
+///   which is how open-source 4.4 and Enterprise before 4.4.12 answer
+///   `…/load_rebalance/…`.
 fn is_path_not_found(code: &str, message: &str) -> bool {
     code == "API_NOT_EXIST"
         || message.contains("Request Path Not Found")
         || message.contains("404 - NOT FOUND")
+        || (code.is_empty() && message.trim() == "Not found.")
 }
 
 /// Classifies any non-2xx answer.

@@ -64,12 +64,16 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
             );
         }
     }
-    let (endpoint, public) = match route(
+    let routed = route(
         &ctx.config.version,
         ctx.config.edition,
         &parts.method,
         &path,
-    ) {
+    );
+    if !ctx.v5() {
+        return v4_request(&ctx, routed, &parts, &path, &query, body).await;
+    }
+    let (endpoint, public) = match routed {
         Route::Unknown if ctx.config.version.is_5_0() => return reply::not_found_5_0(&path),
         Route::Unknown => return reply::not_found_by_accept(&parts.headers),
         Route::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
@@ -83,6 +87,41 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
         Err(r) => return r,
     };
     dispatch(&ctx, endpoint, &query, &parts.headers, &body)
+}
+
+/// EMQX 4.4's management listener (`apps/emqx_management/src/emqx_mgmt_http.erl`
+/// at v4.4.19) routes `/status` and `/api/v4/[...]` only; anything else is
+/// cowboy's bare 404. Under `/api/v4`, minirest 0.3.12 (`src/minirest.erl`,
+/// `apply_handler/3`) checks the AppID before it matches a route, and
+/// `src/minirest_handler.erl` (`dispatch/4`) answers a path or method it does
+/// not know with `404`, `text/plain`, `Not found.`: not JSON. That is how a
+/// 4.4 broker without node evacuation answers `…/load_rebalance/…`.
+async fn v4_request(
+    ctx: &ApiContext,
+    routed: Route,
+    parts: &axum::http::request::Parts,
+    path: &str,
+    query: &str,
+    body: Body,
+) -> Response {
+    if path != "/api/v4" && !path.starts_with("/api/v4/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (endpoint, public) = match routed {
+        Route::Known { endpoint, public } => (Some(endpoint), public),
+        Route::Unknown | Route::MethodNotAllowed => (None, false),
+    };
+    if !public && authorize(&parts.headers, &parts.method, &ctx.config.api_keys).is_err() {
+        return reply::unauthorized_minirest_0_3();
+    }
+    let Some(endpoint) = endpoint else {
+        return reply::not_found_minirest_0_3();
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    dispatch(ctx, endpoint, query, &parts.headers, &body)
 }
 
 async fn read_body(body: Body) -> Result<Vec<u8>, Response> {

@@ -96,6 +96,21 @@ fn start_answers_are_told_apart() {
         start_outcome(v5, 404, html),
         Err(EmqxError::EvacuationUnsupported(_))
     ));
+    // EMQX 4.4 without evacuation (minirest 0.3.12): plain text, not JSON.
+    assert!(matches!(
+        start_outcome(ApiGeneration::V4, 404, b"Not found."),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    assert!(matches!(
+        global_evacuations::<Value>(ApiGeneration::V4, 404, b"Not found."),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    // …but a node the 4.4 API does not know is not a missing API.
+    let v4_missing = br#"{"code":102,"message":"Node not found: emqx@nope"}"#;
+    assert!(matches!(
+        start_outcome(ApiGeneration::V4, 404, v4_missing),
+        Err(EmqxError::NodeNotFound(_))
+    ));
     let unavailable = br#"{"code":"NOT_FOUND","message":"Nodes unavailable: ['emqx@10.0.0.9']"}"#;
     assert!(matches!(
         start_outcome(v5, 400, unavailable),
