@@ -331,6 +331,27 @@ async fn nodes_cluster_and_force_leave() {
     assert_eq!(r.status, 204);
     let r = call(&a, Method::GET, "/api/v5/nodes", OP, JSON, None).await;
     assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+    // A node that is no longer (or never was) a member: mria's
+    // `{error, node_not_in_cluster}` printed with ~p, as a 400.
+    for gone in [b_name.as_str(), "emqx@never.seen"] {
+        let r = call(
+            &a,
+            Method::DELETE,
+            &format!("/api/v5/cluster/{gone}/force_leave"),
+            OP,
+            JSON,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.json()),
+            (
+                400,
+                json!({"code": "BAD_REQUEST", "message": "node_not_in_cluster"})
+            ),
+            "{gone}"
+        );
+    }
 
     let r = call(&a, Method::GET, "/api/v5/stats", OP, JSON, None).await;
     assert_eq!(r.json()[0]["connections.count"], 0);

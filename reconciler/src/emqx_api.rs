@@ -243,13 +243,23 @@ pub fn stop_outcome(
     }
 }
 
-/// Interprets the answer to `force_leave`: 204 (or 200) is done; a node
-/// that is already gone counts as done.
+/// Interprets the answer to `force_leave`: 204 (or 200) is done, and so is
+/// a node that is already gone. EMQX says "gone" with a 400, not a 404:
+/// `apps/emqx_management/src/emqx_mgmt_api_cluster.erl` (v5.8.9; the same
+/// from v5.0.26/e5.0.4 to e5.10.4) prints mria's
+/// `{error, node_not_in_cluster}` (`src/mria.erl` `force_leave/1`, mria
+/// 0.8.x via ekka 0.23.2) as `{"code":"BAD_REQUEST","message":"node_not_in_cluster"}`.
+/// Every other 400 ("Can't leave self", an RPC failure) is an error.
 pub fn force_leave_outcome(status: u16, body: &[u8]) -> Result<(), EmqxError> {
     match status {
         200 | 204 => Ok(()),
         _ => match classify("force_leave", status, body) {
-            EmqxError::NodeNotFound(_) => Ok(()),
+            EmqxError::Api {
+                status: 400,
+                code,
+                message,
+                ..
+            } if code == "BAD_REQUEST" && message.trim() == "node_not_in_cluster" => Ok(()),
             other => Err(other),
         },
     }

@@ -62,3 +62,44 @@ async fn a_4_4_broker_without_evacuation_reads_as_unsupported() {
     let (_node, client) = v4_node("evac", 20, "emqx/emqx-ee:4.4.19").await;
     assert_eq!(client.global_evacuations::<Value>().await, Ok(Vec::new()));
 }
+
+/// `force_leave` of a node that already left answers 400
+/// `node_not_in_cluster` (emqx_mgmt_api_cluster.erl at v5.8.9): done, so a
+/// pass repeated after a crash does not stall on it.
+#[tokio::test]
+async fn force_leave_of_a_departed_node_is_done() {
+    let start = |pod: &str, last: u8| {
+        let facts = emqx_sim::operator_pod::v2_pod(
+            "leave",
+            "ns",
+            pod,
+            emqx_sim::Role::Core,
+            ip(last),
+            "emqx/emqx-enterprise:5.8.9",
+            "emqx-operator-controller:s3cret\n",
+        );
+        EmqxNode::start(NodeConfig::from_pod(&facts).expect("valid pod"))
+    };
+    let a = start("leave-core-0", 30).await.expect("starts");
+    let mut b = start("leave-core-1", 31).await.expect("starts");
+    let client = EmqxClient::new(
+        format!("http://{}", a.http_addr()),
+        ApiGeneration::V5,
+        "emqx-operator-controller",
+        "s3cret",
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let b_name = b.name().to_owned();
+    assert_eq!(client.nodes().await.expect("nodes").len(), 2);
+    b.stop();
+    assert_eq!(client.force_leave(&b_name).await, Ok(()), "first leave");
+    assert_eq!(client.force_leave(&b_name).await, Ok(()), "already gone");
+    assert_eq!(client.nodes().await.expect("nodes").len(), 1);
+    // Leaving itself is refused, and stays an error.
+    let own = client.force_leave(a.name()).await;
+    assert!(
+        matches!(&own, Err(EmqxError::Api { status: 400, message, .. }) if message.contains("Can't leave self")),
+        "{own:?}"
+    );
+}

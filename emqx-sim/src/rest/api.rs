@@ -237,6 +237,11 @@ fn dispatch(
             StatusCode::OK,
             json!({"name": cluster.name, "nodes": cluster.running_nodes(), "self": ctx.node()}),
         ),
+        // `apps/emqx_management/src/emqx_mgmt_api_cluster.erl` (v5.8.9, the
+        // same in e5.0.4 … e5.10.4): `ignore` (self) → 400 "Can't leave self";
+        // `{error, E}` → 400 with E printed by `~p`; mria's `force_leave/1`
+        // (`src/mria.erl`, 0.8.x under ekka 0.23.2) gives `node_not_in_cluster`
+        // for a node that is not a member. Never 404.
         Endpoint::ForceLeave(name) => match cluster.force_leave(ctx.node(), &name) {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(message) => reply::error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),

@@ -158,10 +158,18 @@ fn stop_and_force_leave_are_idempotent() {
         Ok(StopOutcome::NotRunning)
     );
     assert_eq!(force_leave_outcome(204, b""), Ok(()));
-    let gone = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@a"}"#;
-    assert_eq!(force_leave_outcome(404, gone), Ok(()));
+    // EMQX's "already gone" is this 400, and only this one.
+    let gone = br#"{"code":"BAD_REQUEST","message":"node_not_in_cluster"}"#;
+    assert_eq!(force_leave_outcome(400, gone), Ok(()));
     let own = br#"{"code":"BAD_REQUEST","message":"Can't leave self"}"#;
     assert!(force_leave_outcome(400, own).is_err());
+    let rpc = br#"{"code":"BAD_REQUEST","message":"{badrpc,nodedown}"}"#;
+    assert!(force_leave_outcome(400, rpc).is_err());
+    let other_code = br#"{"code":"NOT_FOUND","message":"node_not_in_cluster"}"#;
+    assert!(force_leave_outcome(400, other_code).is_err());
+    // No EMQX release answers force_leave with 404; one is not "done".
+    let missing = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@a"}"#;
+    assert!(force_leave_outcome(404, missing).is_err());
 }
 
 #[test]
