@@ -902,3 +902,87 @@ async fn v4_unknown_paths_answer_like_minirest_0_3_12() {
         assert_eq!((r.status, r.text.as_str()), (404, ""), "{image}");
     }
 }
+
+/// A JSON body under another content type is 415 on 5.x (minirest leaves it
+/// a binary, emqx_dashboard_swagger refuses it); no body is not checked.
+/// `wait_health_check` is unknown to e5.0.x (400), known from e5.1.0.
+#[tokio::test]
+async fn media_type_and_wait_health_check_by_version() {
+    let n = start("media", 8, 1, "emqx/emqx-enterprise:5.8.9").await;
+    let old = start("media50", 8, 2, "emqx/emqx-enterprise:5.0.4").await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let body = r#"{"conn_evict_rate":5,"sess_evict_rate":5}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = http
+            .post(format!(
+                "http://{}/api/v5/load_rebalance/{}/evacuation/start",
+                n.http_addr(),
+                n.name()
+            ))
+            .basic_auth("emqx-operator-controller", Some("s3cret"))
+            .body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 415, "{content_type:?}");
+        let j: Value = r.json().await.expect("json");
+        assert_eq!(
+            j,
+            json!({"code":"UNSUPPORTED_MEDIA_TYPE","message":"content-type:application/json Required"})
+        );
+    }
+    assert_eq!(
+        n.cluster().evacuation_state(n.name()),
+        None,
+        "nothing started"
+    );
+    // A parameter on the JSON type is fine.
+    let r = http
+        .post(format!(
+            "http://{}/api/v5/load_rebalance/{}/evacuation/start",
+            n.http_addr(),
+            n.name()
+        ))
+        .basic_auth("emqx-operator-controller", Some("s3cret"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    // stop has no body: no content type needed.
+    let stop = format!("/api/v5/load_rebalance/{}/evacuation/stop", n.name());
+    let r = http
+        .post(format!("http://{}{stop}", n.http_addr()))
+        .basic_auth("emqx-operator-controller", Some("s3cret"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let with_hc = r#"{"conn_evict_rate":5,"wait_health_check":0}"#;
+    let start_path =
+        |node: &EmqxNode| format!("/api/v5/load_rebalance/{}/evacuation/start", node.name());
+    let r = call(
+        &old,
+        Method::POST,
+        &start_path(&old),
+        OP,
+        JSON,
+        Some(with_hc),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["code"], "BAD_REQUEST");
+    assert!(r.text.contains("wait_health_check"), "{}", r.text);
+    let r = call(&n, Method::POST, &start_path(&n), OP, JSON, Some(with_hc)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

@@ -145,6 +145,18 @@ pub fn knows_wait_health_check(version: &str) -> bool {
         .is_some_and(|v| v.len() >= 2 && v[..2] >= [5, 1][..])
 }
 
+/// The version of `serving`, the node the reconciler sends its calls to.
+/// That node checks the request body against its own schema
+/// (`emqx_node_rebalance_api.erl`: no `wait_health_check` before e5.1.0), so
+/// its version decides the body, not whichever node `/nodes` lists first: in
+/// a rollback from 5.8 to e5.0.x the first listed node may be a newer one.
+pub fn version_of(nodes: &[NodeInfo], serving: &str) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n.node == serving)
+        .and_then(|n| n.version.clone())
+}
+
 /// EMQX's error body: `{"code": "...", "message": "..."}`.
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {

@@ -103,3 +103,64 @@ async fn force_leave_of_a_departed_node_is_done() {
         "{own:?}"
     );
 }
+
+/// e5.0.x rejects `wait_health_check` (400, unknown field); the body the
+/// reconciler builds for the node it talks to leaves it out, even when the
+/// cluster also lists a newer node first.
+#[tokio::test]
+async fn an_e5_0_node_gets_no_wait_health_check() {
+    use emqx_reconciler::emqx_api::{StartOutcome, knows_wait_health_check, version_of};
+    use emqx_reconciler::observed::Strategy;
+    let start = |pod: &str, last: u8, image: &str| {
+        let facts = emqx_sim::operator_pod::v2_pod(
+            "mixed",
+            "ns",
+            pod,
+            emqx_sim::Role::Core,
+            ip(last),
+            image,
+            "emqx-operator-controller:s3cret\n",
+        );
+        EmqxNode::start(NodeConfig::from_pod(&facts).expect("valid pod"))
+    };
+    let new = start("mixed-core-0", 40, "emqx/emqx-enterprise:5.8.9")
+        .await
+        .expect("starts");
+    let old = start("mixed-core-1", 41, "emqx/emqx-enterprise:5.0.4")
+        .await
+        .expect("starts");
+    let client = EmqxClient::new(
+        format!("http://{}", old.http_addr()),
+        ApiGeneration::V5,
+        "emqx-operator-controller",
+        "s3cret",
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let nodes = client.nodes().await.expect("nodes");
+    assert_eq!(nodes.len(), 2);
+    let strategy = Strategy {
+        initial_delay_s: 0,
+        wait_takeover_s: 5,
+        conn_evict_rate: 10,
+        sess_evict_rate: 10,
+    };
+    let to = [new.name().to_owned()];
+    // What the old node says to the field it does not know.
+    let refused = client
+        .start_evacuation(old.name(), &strategy, &to, true)
+        .await;
+    assert!(
+        matches!(&refused, Err(EmqxError::Api { status: 400, message, .. }) if message.contains("wait_health_check")),
+        "{refused:?}"
+    );
+    // What the reconciler sends (act.rs decides from the serving version).
+    let knows = version_of(&nodes, old.name()).is_some_and(|v| knows_wait_health_check(&v));
+    assert!(!knows);
+    assert_eq!(
+        client
+            .start_evacuation(old.name(), &strategy, &to, knows)
+            .await,
+        Ok(StartOutcome::Started)
+    );
+}

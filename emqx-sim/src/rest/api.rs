@@ -14,7 +14,7 @@ use super::reply::{self, node_error};
 use super::route::{Endpoint, Route, route};
 use crate::cluster::{BrokerCluster, EvacuationCallError, RecipientError};
 use crate::config::NodeConfig;
-use crate::evacuation_request::parse_evacuation_start;
+use crate::evacuation_request::parse_evacuation_start_as;
 use crate::faults::Faults;
 use crate::version::ApiGeneration;
 
@@ -318,7 +318,7 @@ fn dispatch(
                 _ => reply::json(StatusCode::OK, json!({"status": "disabled"})),
             }
         }
-        Endpoint::EvacuationStart(node) => evacuation_start(ctx, &node, body),
+        Endpoint::EvacuationStart(node) => evacuation_start(ctx, &node, headers, body),
         Endpoint::EvacuationStop(node) => {
             if !cluster.is_running(&node) {
                 return node_not_found(ctx, &node);
@@ -337,9 +337,18 @@ fn dispatch(
     }
 }
 
-/// Order of checks as in EMQX: body schema → node → `migrate_to` → state machine.
-fn evacuation_start(ctx: &ApiContext, node: &str, body: &[u8]) -> Response {
-    let options = match parse_evacuation_start(body) {
+/// Order of checks as in EMQX: media type → body schema → node →
+/// `migrate_to` → state machine.
+fn evacuation_start(
+    ctx: &ApiContext,
+    node: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    if ctx.v5() && !body.is_empty() && !is_json(headers) {
+        return unsupported_media_type();
+    }
+    let options = match parse_evacuation_start_as(&ctx.config.version, body) {
         Ok(o) => o,
         Err(message) => return fail(ctx, StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
     };
@@ -380,6 +389,29 @@ fn evacuation_start(ctx: &ApiContext, node: &str, body: &[u8]) -> Response {
             node_error(node, "already_started"),
         ),
     }
+}
+
+/// Whether the request says its body is JSON.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// 5.x: minirest (1.4.8 at v5.8.9, the same in 1.4.10; `src/minirest_body.erl`)
+/// decodes a body as JSON only under `content-type: application/json` and
+/// leaves any other body a binary; `check_request_body/5` in
+/// `apps/emqx_dashboard/src/emqx_dashboard_swagger.erl` (v5.8.9) then answers
+/// 415. A request without a body is not checked. 4.4's minirest 0.3.12
+/// decodes every body as JSON whatever its type, so 4.4 has no 415.
+fn unsupported_media_type() -> Response {
+    reply::error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "content-type:application/json Required",
+    )
 }
 
 fn prometheus(ctx: &ApiContext, query: &str, headers: &axum::http::HeaderMap) -> Response {

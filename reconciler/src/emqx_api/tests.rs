@@ -67,6 +67,20 @@ fn wait_health_check_exists_from_5_1() {
 }
 
 #[test]
+fn the_serving_node_decides_wait_health_check() {
+    let v5 = br#"[{"node":"emqx@a","node_status":"running","version":"5.8.9"},
+        {"node":"emqx@b","node_status":"running","version":"5.0.4"},
+        {"node":"emqx@c","node_status":"stopped","role":"core"}]"#;
+    let listed = nodes(ApiGeneration::V5, 200, v5).expect("parses");
+    // The first listed node knows the field; the node asked does not.
+    assert_eq!(version_of(&listed, "emqx@b").as_deref(), Some("5.0.4"));
+    assert!(!version_of(&listed, "emqx@b").is_some_and(|v| knows_wait_health_check(&v)));
+    assert_eq!(version_of(&listed, "emqx@a").as_deref(), Some("5.8.9"));
+    assert_eq!(version_of(&listed, "emqx@c"), None);
+    assert_eq!(version_of(&listed, "emqx@z"), None);
+}
+
+#[test]
 fn start_answers_are_told_apart() {
     let v5 = ApiGeneration::V5;
     assert_eq!(start_outcome(v5, 200, b"{}"), Ok(StartOutcome::Started));
