@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::api_key::{ApiKey, parse_bootstrap_file};
+use super::api_key::{ApiKey, parse_apps_file_v4, parse_bootstrap_file};
 use super::version::{ApiGeneration, BrokerVersion, Edition};
 
 /// Everything a pod gives the EMQX container, as plain values.
@@ -295,11 +295,13 @@ fn api_keys(
             name: (*var).to_string(),
             path: path.clone(),
         })?;
-        let parsed = parse_bootstrap_file(contents, edition).map_err(|message| {
-            ConfigError::BootstrapFile {
-                file: path.clone(),
-                message,
-            }
+        let parsed = match api {
+            ApiGeneration::V5 => parse_bootstrap_file(contents, edition),
+            ApiGeneration::V4 => parse_apps_file_v4(contents),
+        }
+        .map_err(|message| ConfigError::BootstrapFile {
+            file: path.clone(),
+            message,
         })?;
         keys.extend(parsed);
     }
@@ -409,6 +411,27 @@ mod tests {
         assert_eq!(c.http_port, 8081);
         assert_eq!(c.edition, Edition::Enterprise);
         assert_eq!(c.api_keys.len(), 1, "default admin app");
+
+        // 4.4 reads its apps file by 4.4's rules: a blank line stops the boot,
+        // while a 5.x bootstrap file skips it.
+        let mut pod = pod;
+        pod.env.insert(
+            "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE".into(),
+            "/opt/emqx/data/apps".into(),
+        );
+        pod.files
+            .insert("/opt/emqx/data/apps".into(), "op:se:cret\n".into());
+        let c = NodeConfig::from_pod(&pod).expect("valid apps file");
+        assert!(
+            c.api_keys
+                .iter()
+                .any(|k| k.key == "op" && k.secret == "se:cret")
+        );
+        pod.files
+            .insert("/opt/emqx/data/apps".into(), "op:secret\n\n".into());
+        let e = NodeConfig::from_pod(&pod).expect_err("blank line");
+        assert!(e.to_string().contains("/opt/emqx/data/apps"), "{e}");
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

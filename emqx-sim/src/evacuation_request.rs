@@ -7,12 +7,39 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::evacuation::EvacuationOptions;
+use super::version::BrokerVersion;
 
 /// Largest duration EMQX accepts for `wait_*` fields, in seconds.
 const MAX_DURATION_S: u64 = 4_294_967;
 
-/// Parses and validates a start body. An empty body means all defaults.
+/// Parses and validates a start body with the newest schema (e5.1.0 on).
 pub fn parse_evacuation_start(body: &[u8]) -> Result<EvacuationOptions, String> {
+    parse_evacuation_start_as(
+        &BrokerVersion {
+            major: 5,
+            minor: 8,
+            patch: 9,
+        },
+        body,
+    )
+}
+
+/// Parses and validates a start body as a node of `version` does. An empty
+/// body means all defaults.
+///
+/// The schema is the serving node's: `fields(rebalance_evacuation_start)` in
+/// `apps/emqx_node_rebalance/src/emqx_node_rebalance_api.erl` has no
+/// `wait_health_check` at e5.0.4 (it arrives in e5.1.0, #10967), and its
+/// `wait_takeover` is integer seconds there, so e5.0.x rejects the field as
+/// unknown and a string duration as a bad type. 4.4 Enterprise (closed
+/// source) has no `wait_health_check` for evacuation either (docs
+/// `release-4.4`: `advanced/rebalancing.md`; emqx-api.md §12).
+pub fn parse_evacuation_start_as(
+    version: &BrokerVersion,
+    body: &[u8],
+) -> Result<EvacuationOptions, String> {
+    let knows_wait_health_check = (version.major, version.minor) >= (5, 1);
+    let string_durations = (version.major, version.minor) >= (5, 1);
     let mut options = EvacuationOptions::default();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(options);
@@ -24,7 +51,15 @@ pub fn parse_evacuation_start(body: &[u8]) -> Result<EvacuationOptions, String> 
     };
     for (name, value) in &fields {
         match name.as_str() {
-            "wait_health_check" => options.wait_health_check = duration(name, value)?,
+            "wait_health_check" if knows_wait_health_check => {
+                options.wait_health_check = duration(name, value)?;
+            }
+            "wait_takeover" if !string_durations && !value.is_u64() => {
+                return Err(format!(
+                    "{name}: expected integer seconds, got {}",
+                    short(value)
+                ));
+            }
             "wait_takeover" => options.wait_takeover = duration(name, value)?,
             "conn_evict_rate" => options.conn_evict_rate = rate(name, value)?,
             "sess_evict_rate" => options.sess_evict_rate = rate(name, value)?,
@@ -139,6 +174,27 @@ mod tests {
         assert_eq!(o.migrate_to, Some(vec!["emqx@10.0.0.2".to_string()]));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn e5_0_and_4_4_have_no_wait_health_check() {
+        let v = |s: &str| BrokerVersion::parse(s).expect("valid");
+        let body = br#"{"conn_evict_rate":10,"wait_health_check":0}"#;
+        for old in ["5.0.4", "5.0.26", "4.4.19"] {
+            let e = parse_evacuation_start_as(&v(old), body).expect_err(old);
+            assert!(
+                e.contains("unknown field `wait_health_check`"),
+                "{old}: {e}"
+            );
+        }
+        for new in ["5.1.0", "5.8.9", "6.0.1"] {
+            assert!(parse_evacuation_start_as(&v(new), body).is_ok(), "{new}");
+        }
+        // e5.0.4's wait_takeover is integer seconds only.
+        let text = br#"{"wait_takeover":"10s"}"#;
+        assert!(parse_evacuation_start_as(&v("5.0.4"), text).is_err());
+        assert!(parse_evacuation_start_as(&v("5.0.4"), br#"{"wait_takeover":10}"#).is_ok());
+        assert!(parse_evacuation_start_as(&v("5.1.0"), text).is_ok());
     }
 
     #[test]

@@ -92,6 +92,19 @@ impl BrokerVersion {
         }
     }
 
+    /// Whether this build ships node evacuation (`load_rebalance`): Enterprise
+    /// from 4.4.12 (docs `release-4.4`: `changes/changes-ee-v4.md`) and from
+    /// e5.0.4 (`changes/e5.0.4.en.md`), every build from 5.9. Open source
+    /// 4.4 and 5.0–5.8 never had it.
+    pub fn has_evacuation(&self, edition: Edition) -> bool {
+        edition == Edition::Enterprise
+            && match (self.major, self.minor) {
+                (4, _) => self.patch >= 12,
+                (5, 0) => self.patch >= 4,
+                _ => true,
+            }
+    }
+
     /// 5.0.x answers unknown `/api/v5` paths with `API_NOT_EXIST`.
     pub fn is_5_0(&self) -> bool {
         self.major == 5 && self.minor == 0
@@ -169,5 +182,20 @@ mod tests {
         assert_eq!(e("emqx/emqx:6.0.1"), Edition::Enterprise);
         assert_eq!(e("emqx/emqx-ee:4.4.19"), Edition::Enterprise);
         assert_eq!(e("emqx/emqx:4.4.19"), Edition::Opensource);
+    }
+
+    #[test]
+    fn evacuation_ships_with_enterprise_4_4_12_and_e5_0_4() {
+        let has = |img: &str| {
+            let v = BrokerVersion::from_image(img).expect("valid");
+            v.has_evacuation(Edition::from_image(img, &v))
+        };
+        assert!(!has("emqx/emqx-ee:4.4.11"));
+        assert!(has("emqx/emqx-ee:4.4.12"));
+        assert!(!has("emqx/emqx:4.4.19"));
+        assert!(!has("emqx/emqx-enterprise:5.0.3"));
+        assert!(has("emqx/emqx-enterprise:5.0.4"));
+        assert!(!has("emqx/emqx:5.8.9"));
+        assert!(has("emqx/emqx:5.9.0"));
     }
 }

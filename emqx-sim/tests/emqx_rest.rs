@@ -331,6 +331,27 @@ async fn nodes_cluster_and_force_leave() {
     assert_eq!(r.status, 204);
     let r = call(&a, Method::GET, "/api/v5/nodes", OP, JSON, None).await;
     assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+    // A node that is no longer (or never was) a member: mria's
+    // `{error, node_not_in_cluster}` printed with ~p, as a 400.
+    for gone in [b_name.as_str(), "emqx@never.seen"] {
+        let r = call(
+            &a,
+            Method::DELETE,
+            &format!("/api/v5/cluster/{gone}/force_leave"),
+            OP,
+            JSON,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.json()),
+            (
+                400,
+                json!({"code": "BAD_REQUEST", "message": "node_not_in_cluster"})
+            ),
+            "{gone}"
+        );
+    }
 
     let r = call(&a, Method::GET, "/api/v5/stats", OP, JSON, None).await;
     assert_eq!(r.json()[0]["connections.count"], 0);
@@ -800,4 +821,168 @@ async fn faults_switch_at_runtime() {
     n.faults().set_drop_http(false);
     let r = call(&n, Method::GET, "/status", None, None, None).await;
     assert_eq!(r.status, 200);
+}
+
+/// EMQX 4.4 without node evacuation (open source, or Enterprise before
+/// 4.4.12) answers `…/load_rebalance/…` as minirest 0.3.12 answers any
+/// unknown path: `404 text/plain "Not found."`, after the AppID check.
+#[tokio::test]
+async fn v4_unknown_paths_answer_like_minirest_0_3_12() {
+    let mut nodes = Vec::new();
+    for (i, image) in [
+        "emqx/emqx:4.4.19",
+        "emqx/emqx-ee:4.4.11",
+        "emqx/emqx-ee:4.4.19",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ip = Ipv4Addr::new(127, 21, 5, 40 + u8::try_from(i).expect("small"));
+        let cr = format!("nf{i}");
+        let pod = emqx_sim::operator_pod::v1beta4_pod(
+            &cr,
+            "ns",
+            &format!("{cr}-0"),
+            ip,
+            image,
+            "emqx_operator_controller:opsecret\n",
+        );
+        let node = EmqxNode::start(NodeConfig::from_pod(&pod).expect("valid"))
+            .await
+            .expect("starts");
+        nodes.push((image, node));
+    }
+    let admin = Some(("admin", "public"));
+    for (image, node) in &nodes {
+        let evacuates = *image == "emqx/emqx-ee:4.4.19";
+        let r = call(
+            node,
+            Method::GET,
+            "/api/v4/load_rebalance/global_status",
+            admin,
+            JSON,
+            None,
+        )
+        .await;
+        if evacuates {
+            assert_eq!(r.status, 200, "{image}");
+        } else {
+            assert_eq!((r.status, r.text.as_str()), (404, "Not found."), "{image}");
+            assert_eq!(r.headers["content-type"], "text/plain", "{image}");
+        }
+        // Unknown everywhere; a known path with another method is unknown too.
+        for (method, path) in [
+            (Method::GET, "/api/v4/no/such/thing"),
+            (Method::POST, "/api/v4/nodes"),
+        ] {
+            let r = call(node, method, path, admin, JSON, None).await;
+            assert_eq!((r.status, r.text.as_str()), (404, "Not found."), "{image}");
+        }
+        // The AppID is checked before the route: no JSON either way.
+        let r = call(
+            node,
+            Method::GET,
+            "/api/v4/no/such/thing",
+            Some(("admin", "x")),
+            JSON,
+            None,
+        )
+        .await;
+        assert_eq!(
+            (r.status, r.text.as_str()),
+            (401, "UNAUTHORIZED"),
+            "{image}"
+        );
+        assert_eq!(
+            r.headers["www-authenticate"],
+            "Basic Realm=\"minirest-server\""
+        );
+        // Outside /status and /api/v4 the listener has no route at all.
+        let r = call(node, Method::GET, "/api/v5/nodes", admin, JSON, None).await;
+        assert_eq!((r.status, r.text.as_str()), (404, ""), "{image}");
+    }
+}
+
+/// A JSON body under another content type is 415 on 5.x (minirest leaves it
+/// a binary, emqx_dashboard_swagger refuses it); no body is not checked.
+/// `wait_health_check` is unknown to e5.0.x (400), known from e5.1.0.
+#[tokio::test]
+async fn media_type_and_wait_health_check_by_version() {
+    let n = start("media", 8, 1, "emqx/emqx-enterprise:5.8.9").await;
+    let old = start("media50", 8, 2, "emqx/emqx-enterprise:5.0.4").await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let body = r#"{"conn_evict_rate":5,"sess_evict_rate":5}"#;
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let mut req = http
+            .post(format!(
+                "http://{}/api/v5/load_rebalance/{}/evacuation/start",
+                n.http_addr(),
+                n.name()
+            ))
+            .basic_auth("emqx-operator-controller", Some("s3cret"))
+            .body(body);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let r = req.send().await.expect("send");
+        assert_eq!(r.status().as_u16(), 415, "{content_type:?}");
+        let j: Value = r.json().await.expect("json");
+        assert_eq!(
+            j,
+            json!({"code":"UNSUPPORTED_MEDIA_TYPE","message":"content-type:application/json Required"})
+        );
+    }
+    assert_eq!(
+        n.cluster().evacuation_state(n.name()),
+        None,
+        "nothing started"
+    );
+    // A parameter on the JSON type is fine.
+    let r = http
+        .post(format!(
+            "http://{}/api/v5/load_rebalance/{}/evacuation/start",
+            n.http_addr(),
+            n.name()
+        ))
+        .basic_auth("emqx-operator-controller", Some("s3cret"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+    // stop has no body: no content type needed.
+    let stop = format!("/api/v5/load_rebalance/{}/evacuation/stop", n.name());
+    let r = http
+        .post(format!("http://{}{stop}", n.http_addr()))
+        .basic_auth("emqx-operator-controller", Some("s3cret"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let with_hc = r#"{"conn_evict_rate":5,"wait_health_check":0}"#;
+    let start_path =
+        |node: &EmqxNode| format!("/api/v5/load_rebalance/{}/evacuation/start", node.name());
+    let r = call(
+        &old,
+        Method::POST,
+        &start_path(&old),
+        OP,
+        JSON,
+        Some(with_hc),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["code"], "BAD_REQUEST");
+    assert!(r.text.contains("wait_health_check"), "{}", r.text);
+    let r = call(&n, Method::POST, &start_path(&n), OP, JSON, Some(with_hc)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }

@@ -145,6 +145,18 @@ pub fn knows_wait_health_check(version: &str) -> bool {
         .is_some_and(|v| v.len() >= 2 && v[..2] >= [5, 1][..])
 }
 
+/// The version of `serving`, the node the reconciler sends its calls to.
+/// That node checks the request body against its own schema
+/// (`emqx_node_rebalance_api.erl`: no `wait_health_check` before e5.1.0), so
+/// its version decides the body, not whichever node `/nodes` lists first: in
+/// a rollback from 5.8 to e5.0.x the first listed node may be a newer one.
+pub fn version_of(nodes: &[NodeInfo], serving: &str) -> Option<String> {
+    nodes
+        .iter()
+        .find(|n| n.node == serving)
+        .and_then(|n| n.version.clone())
+}
+
 /// EMQX's error body: `{"code": "...", "message": "..."}`.
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {
@@ -171,10 +183,20 @@ fn error_parts(body: &[u8]) -> (String, String) {
     }
 }
 
+/// A 404 that says the path does not exist (so the feature is absent), as
+/// opposed to `Node not found: …`:
+/// - 5.1+: `{"code":"NOT_FOUND","message":"Request Path Not Found"}` or its
+///   text/HTML forms (`apps/emqx_dashboard/src/emqx_dashboard_not_found.erl`);
+/// - 5.0.x: code `API_NOT_EXIST` (`emqx_dashboard_bad_api.erl`);
+/// - 4.4 (minirest 0.3.12, `src/minirest_handler.erl`, pinned by emqx
+///   v4.4.19's `rebar.config`): the whole body is the text `Not found.`,
+///   which is how open-source 4.4 and Enterprise before 4.4.12 answer
+///   `…/load_rebalance/…`.
 fn is_path_not_found(code: &str, message: &str) -> bool {
     code == "API_NOT_EXIST"
         || message.contains("Request Path Not Found")
         || message.contains("404 - NOT FOUND")
+        || (code.is_empty() && message.trim() == "Not found.")
 }
 
 /// Classifies any non-2xx answer.
@@ -233,13 +255,23 @@ pub fn stop_outcome(
     }
 }
 
-/// Interprets the answer to `force_leave`: 204 (or 200) is done; a node
-/// that is already gone counts as done.
+/// Interprets the answer to `force_leave`: 204 (or 200) is done, and so is
+/// a node that is already gone. EMQX says "gone" with a 400, not a 404:
+/// `apps/emqx_management/src/emqx_mgmt_api_cluster.erl` (v5.8.9; the same
+/// from v5.0.26/e5.0.4 to e5.10.4) prints mria's
+/// `{error, node_not_in_cluster}` (`src/mria.erl` `force_leave/1`, mria
+/// 0.8.x via ekka 0.23.2) as `{"code":"BAD_REQUEST","message":"node_not_in_cluster"}`.
+/// Every other 400 ("Can't leave self", an RPC failure) is an error.
 pub fn force_leave_outcome(status: u16, body: &[u8]) -> Result<(), EmqxError> {
     match status {
         200 | 204 => Ok(()),
         _ => match classify("force_leave", status, body) {
-            EmqxError::NodeNotFound(_) => Ok(()),
+            EmqxError::Api {
+                status: 400,
+                code,
+                message,
+                ..
+            } if code == "BAD_REQUEST" && message.trim() == "node_not_in_cluster" => Ok(()),
             other => Err(other),
         },
     }

@@ -49,7 +49,7 @@ pub struct Observation {
 #[derive(Debug)]
 pub struct EmqxEndpoint {
     pub client: EmqxClient,
-    /// The nodes' version, for `wait_health_check` support.
+    /// The serving node's version, for `wait_health_check` support.
     pub version: Option<String>,
 }
 
@@ -266,7 +266,7 @@ async fn read_emqx(
             )
         })
         .collect();
-    let version = nodes.iter().find_map(|n| n.version.clone());
+    let version = emqx_api::version_of(&nodes, &endpoint.node);
     Ok(EmqxRead {
         view: EmqxView {
             members: emqx_api::members(&nodes),

@@ -14,7 +14,7 @@ use super::reply::{self, node_error};
 use super::route::{Endpoint, Route, route};
 use crate::cluster::{BrokerCluster, EvacuationCallError, RecipientError};
 use crate::config::NodeConfig;
-use crate::evacuation_request::parse_evacuation_start;
+use crate::evacuation_request::parse_evacuation_start_as;
 use crate::faults::Faults;
 use crate::version::ApiGeneration;
 
@@ -64,12 +64,16 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
             );
         }
     }
-    let (endpoint, public) = match route(
+    let routed = route(
         &ctx.config.version,
         ctx.config.edition,
         &parts.method,
         &path,
-    ) {
+    );
+    if !ctx.v5() {
+        return v4_request(&ctx, routed, &parts, &path, &query, body).await;
+    }
+    let (endpoint, public) = match routed {
         Route::Unknown if ctx.config.version.is_5_0() => return reply::not_found_5_0(&path),
         Route::Unknown => return reply::not_found_by_accept(&parts.headers),
         Route::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
@@ -83,6 +87,41 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
         Err(r) => return r,
     };
     dispatch(&ctx, endpoint, &query, &parts.headers, &body)
+}
+
+/// EMQX 4.4's management listener (`apps/emqx_management/src/emqx_mgmt_http.erl`
+/// at v4.4.19) routes `/status` and `/api/v4/[...]` only; anything else is
+/// cowboy's bare 404. Under `/api/v4`, minirest 0.3.12 (`src/minirest.erl`,
+/// `apply_handler/3`) checks the AppID before it matches a route, and
+/// `src/minirest_handler.erl` (`dispatch/4`) answers a path or method it does
+/// not know with `404`, `text/plain`, `Not found.`: not JSON. That is how a
+/// 4.4 broker without node evacuation answers `…/load_rebalance/…`.
+async fn v4_request(
+    ctx: &ApiContext,
+    routed: Route,
+    parts: &axum::http::request::Parts,
+    path: &str,
+    query: &str,
+    body: Body,
+) -> Response {
+    if path != "/api/v4" && !path.starts_with("/api/v4/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let (endpoint, public) = match routed {
+        Route::Known { endpoint, public } => (Some(endpoint), public),
+        Route::Unknown | Route::MethodNotAllowed => (None, false),
+    };
+    if !public && authorize(&parts.headers, &parts.method, &ctx.config.api_keys).is_err() {
+        return reply::unauthorized_minirest_0_3();
+    }
+    let Some(endpoint) = endpoint else {
+        return reply::not_found_minirest_0_3();
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    dispatch(ctx, endpoint, query, &parts.headers, &body)
 }
 
 async fn read_body(body: Body) -> Result<Vec<u8>, Response> {
@@ -198,6 +237,11 @@ fn dispatch(
             StatusCode::OK,
             json!({"name": cluster.name, "nodes": cluster.running_nodes(), "self": ctx.node()}),
         ),
+        // `apps/emqx_management/src/emqx_mgmt_api_cluster.erl` (v5.8.9, the
+        // same in e5.0.4 … e5.10.4): `ignore` (self) → 400 "Can't leave self";
+        // `{error, E}` → 400 with E printed by `~p`; mria's `force_leave/1`
+        // (`src/mria.erl`, 0.8.x under ekka 0.23.2) gives `node_not_in_cluster`
+        // for a node that is not a member. Never 404.
         Endpoint::ForceLeave(name) => match cluster.force_leave(ctx.node(), &name) {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(message) => reply::error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
@@ -274,7 +318,7 @@ fn dispatch(
                 _ => reply::json(StatusCode::OK, json!({"status": "disabled"})),
             }
         }
-        Endpoint::EvacuationStart(node) => evacuation_start(ctx, &node, body),
+        Endpoint::EvacuationStart(node) => evacuation_start(ctx, &node, headers, body),
         Endpoint::EvacuationStop(node) => {
             if !cluster.is_running(&node) {
                 return node_not_found(ctx, &node);
@@ -293,9 +337,18 @@ fn dispatch(
     }
 }
 
-/// Order of checks as in EMQX: body schema → node → `migrate_to` → state machine.
-fn evacuation_start(ctx: &ApiContext, node: &str, body: &[u8]) -> Response {
-    let options = match parse_evacuation_start(body) {
+/// Order of checks as in EMQX: media type → body schema → node →
+/// `migrate_to` → state machine.
+fn evacuation_start(
+    ctx: &ApiContext,
+    node: &str,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Response {
+    if ctx.v5() && !body.is_empty() && !is_json(headers) {
+        return unsupported_media_type();
+    }
+    let options = match parse_evacuation_start_as(&ctx.config.version, body) {
         Ok(o) => o,
         Err(message) => return fail(ctx, StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
     };
@@ -336,6 +389,29 @@ fn evacuation_start(ctx: &ApiContext, node: &str, body: &[u8]) -> Response {
             node_error(node, "already_started"),
         ),
     }
+}
+
+/// Whether the request says its body is JSON.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// 5.x: minirest (1.4.8 at v5.8.9, the same in 1.4.10; `src/minirest_body.erl`)
+/// decodes a body as JSON only under `content-type: application/json` and
+/// leaves any other body a binary; `check_request_body/5` in
+/// `apps/emqx_dashboard/src/emqx_dashboard_swagger.erl` (v5.8.9) then answers
+/// 415. A request without a body is not checked. 4.4's minirest 0.3.12
+/// decodes every body as JSON whatever its type, so 4.4 has no 415.
+fn unsupported_media_type() -> Response {
+    reply::error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "content-type:application/json Required",
+    )
 }
 
 fn prometheus(ctx: &ApiContext, query: &str, headers: &axum::http::HeaderMap) -> Response {

@@ -41,7 +41,7 @@ pub fn unauthorized(code: &str, message: &str) -> Response {
     r
 }
 
-/// 404 for an unknown path (5.1+ and 4.4 here): body chosen by `Accept`.
+/// 404 for an unknown path (5.1+): body chosen by `Accept`.
 pub fn not_found_by_accept(headers: &HeaderMap) -> Response {
     let accept = headers
         .get(header::ACCEPT)
@@ -65,6 +65,31 @@ pub fn not_found_by_accept(headers: &HeaderMap) -> Response {
         )
             .into_response()
     }
+}
+
+/// 4.4 (minirest 0.3.12, `src/minirest_handler.erl`): an unknown path or
+/// method under `/api/v4` is `404`, `text/plain`, `Not found.`.
+pub fn not_found_minirest_0_3() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain")],
+        "Not found.",
+    )
+        .into_response()
+}
+
+/// 4.4 (minirest 0.3.12, `src/minirest.erl`, `apply_handler/3`): a refused
+/// AppID is `401 UNAUTHORIZED` with the minirest realm, no JSON.
+pub fn unauthorized_minirest_0_3() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic Realm=\"minirest-server\""),
+        )],
+        "UNAUTHORIZED",
+    )
+        .into_response()
 }
 
 /// 5.0.x: unknown `/api/v5` paths answer `API_NOT_EXIST`; others get the dashboard.

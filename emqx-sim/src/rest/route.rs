@@ -65,7 +65,8 @@ pub fn route(version: &BrokerVersion, edition: Edition, method: &Method, path: &
         .collect();
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let v5 = api == ApiGeneration::V5;
-    let enterprise = edition == Edition::Enterprise;
+    // The node_eviction and load_rebalance apps ship together.
+    let evacuation = version.has_evacuation(edition);
     // availability_check became public in e5.4.0 / 4.4.24.
     let check_public = if v5 {
         (version.major, version.minor) >= (5, 4)
@@ -84,24 +85,24 @@ pub fn route(version: &BrokerVersion, edition: Edition, method: &Method, path: &
         ["stats"] => (Endpoint::Stats, Method::GET, false),
         ["prometheus", "stats"] if v5 => (Endpoint::Prometheus, Method::GET, true),
         ["listeners"] if !v5 => (Endpoint::Listeners, Method::GET, false),
-        ["node_eviction", "status"] if v5 && enterprise => {
+        ["node_eviction", "status"] if v5 && evacuation => {
             (Endpoint::NodeEvictionStatus, Method::GET, false)
         }
-        ["load_rebalance", "status"] if enterprise => {
+        ["load_rebalance", "status"] if evacuation => {
             (Endpoint::RebalanceStatus, Method::GET, false)
         }
-        ["load_rebalance", "global_status"] if enterprise => {
+        ["load_rebalance", "global_status"] if evacuation => {
             (Endpoint::GlobalStatus, Method::GET, false)
         }
-        ["load_rebalance", "availability_check"] if enterprise => {
+        ["load_rebalance", "availability_check"] if evacuation => {
             (Endpoint::AvailabilityCheck, Method::GET, check_public)
         }
-        ["load_rebalance", n, "evacuation", "start"] if enterprise => (
+        ["load_rebalance", n, "evacuation", "start"] if evacuation => (
             Endpoint::EvacuationStart((*n).to_string()),
             Method::POST,
             false,
         ),
-        ["load_rebalance", n, "evacuation", "stop"] if enterprise => (
+        ["load_rebalance", n, "evacuation", "stop"] if evacuation => (
             Endpoint::EvacuationStop((*n).to_string()),
             Method::POST,
             false,

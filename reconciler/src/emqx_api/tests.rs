@@ -67,6 +67,20 @@ fn wait_health_check_exists_from_5_1() {
 }
 
 #[test]
+fn the_serving_node_decides_wait_health_check() {
+    let v5 = br#"[{"node":"emqx@a","node_status":"running","version":"5.8.9"},
+        {"node":"emqx@b","node_status":"running","version":"5.0.4"},
+        {"node":"emqx@c","node_status":"stopped","role":"core"}]"#;
+    let listed = nodes(ApiGeneration::V5, 200, v5).expect("parses");
+    // The first listed node knows the field; the node asked does not.
+    assert_eq!(version_of(&listed, "emqx@b").as_deref(), Some("5.0.4"));
+    assert!(!version_of(&listed, "emqx@b").is_some_and(|v| knows_wait_health_check(&v)));
+    assert_eq!(version_of(&listed, "emqx@a").as_deref(), Some("5.8.9"));
+    assert_eq!(version_of(&listed, "emqx@c"), None);
+    assert_eq!(version_of(&listed, "emqx@z"), None);
+}
+
+#[test]
 fn start_answers_are_told_apart() {
     let v5 = ApiGeneration::V5;
     assert_eq!(start_outcome(v5, 200, b"{}"), Ok(StartOutcome::Started));
@@ -95,6 +109,21 @@ fn start_answers_are_told_apart() {
     assert!(matches!(
         start_outcome(v5, 404, html),
         Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    // EMQX 4.4 without evacuation (minirest 0.3.12): plain text, not JSON.
+    assert!(matches!(
+        start_outcome(ApiGeneration::V4, 404, b"Not found."),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    assert!(matches!(
+        global_evacuations::<Value>(ApiGeneration::V4, 404, b"Not found."),
+        Err(EmqxError::EvacuationUnsupported(_))
+    ));
+    // …but a node the 4.4 API does not know is not a missing API.
+    let v4_missing = br#"{"code":102,"message":"Node not found: emqx@nope"}"#;
+    assert!(matches!(
+        start_outcome(ApiGeneration::V4, 404, v4_missing),
+        Err(EmqxError::NodeNotFound(_))
     ));
     let unavailable = br#"{"code":"NOT_FOUND","message":"Nodes unavailable: ['emqx@10.0.0.9']"}"#;
     assert!(matches!(
@@ -143,10 +172,18 @@ fn stop_and_force_leave_are_idempotent() {
         Ok(StopOutcome::NotRunning)
     );
     assert_eq!(force_leave_outcome(204, b""), Ok(()));
-    let gone = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@a"}"#;
-    assert_eq!(force_leave_outcome(404, gone), Ok(()));
+    // EMQX's "already gone" is this 400, and only this one.
+    let gone = br#"{"code":"BAD_REQUEST","message":"node_not_in_cluster"}"#;
+    assert_eq!(force_leave_outcome(400, gone), Ok(()));
     let own = br#"{"code":"BAD_REQUEST","message":"Can't leave self"}"#;
     assert!(force_leave_outcome(400, own).is_err());
+    let rpc = br#"{"code":"BAD_REQUEST","message":"{badrpc,nodedown}"}"#;
+    assert!(force_leave_outcome(400, rpc).is_err());
+    let other_code = br#"{"code":"NOT_FOUND","message":"node_not_in_cluster"}"#;
+    assert!(force_leave_outcome(400, other_code).is_err());
+    // No EMQX release answers force_leave with 404; one is not "done".
+    let missing = br#"{"code":"NOT_FOUND","message":"Node not found: emqx@a"}"#;
+    assert!(force_leave_outcome(404, missing).is_err());
 }
 
 #[test]

@@ -62,6 +62,8 @@ async fn start_sends_auth_json_and_the_rates() {
     // base64("emqx-operator-controller:s3cret")
     assert!(request.contains("Basic ZW1xeC1vcGVyYXRvci1jb250cm9sbGVyOnMzY3JldA=="));
     assert!(lower.contains("accept: application/json"));
+    // 5.x answers 415 to a body of any other type (emqx_dashboard_swagger.erl).
+    assert!(lower.contains("content-type: application/json"));
     assert!(request.contains(r#""conn_evict_rate":50"#));
     assert!(request.contains(r#""wait_takeover":10"#));
 }
