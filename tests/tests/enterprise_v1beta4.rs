@@ -12,6 +12,7 @@
 
 #![allow(clippy::panic)]
 
+mod seed_000;
 mod support;
 
 use std::collections::BTreeSet;
@@ -21,16 +22,17 @@ use emqx_crd::v1beta4::EmqxEnterprise;
 use emqx_crd::v2beta1;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use mqtt_load::recorder::Summary;
 use sandbox::operator::webhook_process::WebhookProcess;
 use sandbox::operator::{InProcessReconciler, install_crds};
 use sandbox::seed_003::{connect_clients, load};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use seed_000::{
+    NAME, condition, create_running, current_version, is_running, manifest, running_nodes,
+};
 use serde_json::{Value, json};
-use support::wait_for;
 
-const NAME: &str = "emqx-ee";
 const CLIENTS: usize = 30;
 const EVACUATION_STATES: [&str; 5] = [
     "waiting_health_check",
@@ -39,57 +41,6 @@ const EVACUATION_STATES: [&str; 5] = [
     "evicting_sessions",
     "prohibiting",
 ];
-
-/// Seed 000's manifest as the page shows it, in the default namespace,
-/// with a readiness probe on the 4.4 management port that answers within a
-/// second (the defaults wait 10 s before the first probe).
-fn seed_000() -> Value {
-    let text = include_str!("../../shared/tests/seeds/seed000-emqxenterprise-v1beta4.yaml");
-    let mut object: Value = serde_saphyr::from_str(text).expect("seed 000 manifest");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": "default"},
-            "spec": {"template": {"spec": {"emqxContainer": {
-                "readinessProbe": {"httpGet": {"path": "/status", "port": 8081}, "periodSeconds": 1, "failureThreshold": 3}
-            }}}}
-        }),
-    );
-    object
-}
-
-fn condition<'a>(e: &'a EmqxEnterprise, type_: &str) -> Option<&'a emqx_crd::v1beta4::Condition> {
-    e.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn is_running(e: &EmqxEnterprise) -> bool {
-    condition(e, "Running").is_some_and(|c| c.status == "True")
-}
-
-/// The nodes `.status.emqxNodes` lists as `Running`. (Removed 4.4 nodes
-/// stay listed as `Stopped`: /api/v4 has no force_leave.)
-fn node_names(e: &EmqxEnterprise) -> BTreeSet<String> {
-    e.status
-        .as_ref()
-        .and_then(|s| s.emqx_nodes.as_ref())
-        .map(|nodes| {
-            nodes
-                .iter()
-                .filter(|n| n.node_status.as_deref() == Some("Running"))
-                .filter_map(|n| n.node.clone())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn current_version(e: &EmqxEnterprise) -> Option<String> {
-    e.status.as_ref()?.current_stateful_set_version.clone()
-}
 
 /// What the test saw of the update while it ran.
 #[derive(Default, Debug)]
@@ -117,41 +68,9 @@ async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
     // kubectl apply -f emqx-update.yaml (through the admission webhooks; the
     // apiserver may need a moment to call a new webhook configuration).
     let api: Api<EmqxEnterprise> = Api::namespaced(client.clone(), "default");
-    let object: EmqxEnterprise = serde_json::from_value(seed_000()).expect("EmqxEnterprise");
-    wait_for(
-        "the v1beta4 object created",
-        Duration::from_secs(30),
-        || {
-            let (api, object) = (api.clone(), object.clone());
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
-    .await;
-
-    // kubectl get emqxenterprise emqx-ee -o json | jq ".status.emqxNodes"
-    let created = wait_for(
-        "Running with three 4.4 nodes",
-        Duration::from_secs(150),
-        || {
-            let api = api.clone();
-            async move {
-                let e = api.get(NAME).await.map_err(|e| e.to_string())?;
-                if is_running(&e) && node_names(&e).len() == 3 {
-                    Ok(e)
-                } else {
-                    Err(format!("{:?}", e.status))
-                }
-            }
-        },
-    )
-    .await;
+    let created = create_running(&api, manifest(None), "Running with three 4.4 nodes").await;
     let status = created.status.clone().expect("status");
-    let old_nodes = node_names(&created);
+    let old_nodes = running_nodes(&created);
     let old_revision = current_version(&created).expect("currentStatefulSetVersion");
     for node in status.emqx_nodes.iter().flatten() {
         let name = node.node.as_deref().unwrap_or_default();
@@ -241,7 +160,7 @@ async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
     assert!(seen.updating_first, "{seen:?}");
     assert!(seen.running_false, "{seen:?}");
     assert!(!seen.evacuations.is_empty(), "no evacuationsStatus seen");
-    let new_nodes = node_names(&done);
+    let new_nodes = running_nodes(&done);
     for entry in &seen.evacuations {
         let node = entry["node"].as_str().expect("node");
         assert!(

@@ -8,66 +8,26 @@
 
 #![allow(clippy::panic)]
 
+mod seed_000;
 mod support;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use emqx_crd::v1beta4::EmqxEnterprise;
 use emqx_crd::v2beta1;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use sandbox::operator::webhook_process::WebhookProcess;
 use sandbox::operator::{InProcessReconciler, install_crds};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
-use serde_json::{Value, json};
+use seed_000::{NAME, create_running, current_version, is_running, manifest, running_nodes};
+use serde_json::json;
 use support::wait_for;
 
-const NAME: &str = "emqx-ee";
 /// Open-source 4.4: no `load_rebalance` app.
 const REPOSITORY: &str = "emqx/emqx";
 const VERSION: &str = "4.4.19";
-
-fn seed_000_open_source() -> Value {
-    let text = include_str!("../../shared/tests/seeds/seed000-emqxenterprise-v1beta4.yaml");
-    let mut object: Value = serde_saphyr::from_str(text).expect("seed 000 manifest");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"namespace": "default"},
-            "spec": {"template": {"spec": {"emqxContainer": {
-                "image": {"repository": REPOSITORY, "version": VERSION},
-                "readinessProbe": {"httpGet": {"path": "/status", "port": 8081}, "periodSeconds": 1, "failureThreshold": 3}
-            }}}}
-        }),
-    );
-    object
-}
-
-fn is_running(e: &EmqxEnterprise) -> bool {
-    e.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .into_iter()
-        .flatten()
-        .any(|c| c.type_ == "Running" && c.status == "True")
-}
-
-fn running_nodes(e: &EmqxEnterprise) -> BTreeSet<String> {
-    e.status
-        .as_ref()
-        .and_then(|s| s.emqx_nodes.as_ref())
-        .into_iter()
-        .flatten()
-        .filter(|n| n.node_status.as_deref() == Some("Running"))
-        .filter_map(|n| n.node.clone())
-        .collect()
-}
-
-fn current_version(e: &EmqxEnterprise) -> Option<String> {
-    e.status.as_ref()?.current_stateful_set_version.clone()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn enterprise_4_4_without_evacuation_takes_the_fallback() {
@@ -85,36 +45,10 @@ async fn enterprise_4_4_without_evacuation_takes_the_fallback() {
         InProcessReconciler::start_kind::<v2beta1::EmqxEnterprise>(client.clone(), "default");
 
     let api: Api<EmqxEnterprise> = Api::namespaced(client.clone(), "default");
-    let object: EmqxEnterprise =
-        serde_json::from_value(seed_000_open_source()).expect("EmqxEnterprise");
-    wait_for(
-        "the v1beta4 object created",
-        Duration::from_secs(30),
-        || {
-            let (api, object) = (api.clone(), object.clone());
-            async move {
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
-        },
-    )
-    .await;
-    let created = wait_for(
+    let created = create_running(
+        &api,
+        manifest(Some((REPOSITORY, VERSION))),
         "Running with three open-source 4.4 nodes",
-        Duration::from_secs(150),
-        || {
-            let api = api.clone();
-            async move {
-                let e = api.get(NAME).await.map_err(|e| e.to_string())?;
-                if is_running(&e) && running_nodes(&e).len() == 3 {
-                    Ok(e)
-                } else {
-                    Err(format!("{:?}", e.status))
-                }
-            }
-        },
     )
     .await;
     let old_nodes = running_nodes(&created);
