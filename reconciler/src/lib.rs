@@ -1,7 +1,8 @@
 //! The blue-green upgrade engine behind `emqx-reconciler`.
 //!
 //! A pass ([`reconcile`]) is a straight pipeline: [`render`] the object once,
-//! apply the [`base`] objects, [`gather`] one observation, [`decide`] (the
+//! [`gather`] one observation, apply the [`base`] objects (after reading,
+//! because a taken-over cluster keeps its own), [`decide`] (the
 //! whole state machine, a pure function of [`observed`]), [`act`] on the
 //! actions, [`report`] (Events from [`events`], the memory of [`memory`],
 //! [`metrics`], and the [`status`] with the wait [`explain`]ed). [`watch`]

@@ -1,8 +1,8 @@
 //! One reconcile pass of one cluster, as a straight pipeline:
 //!
-//! 1. render the object once ([`Rendered`]) and apply the base objects
-//!    ([`base`]);
-//! 2. [`gather`] one [`crate::gather::Observation`];
+//! 1. render the object once ([`Rendered`]);
+//! 2. [`gather`] one [`crate::gather::Observation`], then apply the base
+//!    objects ([`base`]) unless the cluster is a taken-over one;
 //! 3. [`decide`] (pure);
 //! 4. [`act`] on the decision;
 //! 5. [`report`]: Events, memory, metrics and status, from the spec, the
