@@ -18,18 +18,14 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use emqx_crd::v1beta4::EmqxEnterprise;
 use emqx_crd::v2beta1;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use mqtt_load::recorder::Summary;
-use sandbox::operator::webhook_process::WebhookProcess;
-use sandbox::operator::{InProcessReconciler, install_crds};
 use sandbox::seed_003::{connect_clients, load};
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use seed_000::{
-    NAME, condition, create_running, current_version, is_running, manifest, running_nodes,
+    NAME, Stage, condition, create_running, current_version, is_running, manifest, running_nodes,
 };
 use serde_json::{Value, json};
 
@@ -53,21 +49,17 @@ struct Seen {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn seed_000_v1beta4_enterprise_4_4_blue_green_update() {
     support::init_tracing();
-    let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-        .await
-        .expect("sandbox starts");
-    let client = sandbox.client();
-    install_crds(&client).await.expect("CRDs installed");
-    let webhook = WebhookProcess::start(&sandbox)
-        .await
-        .expect("emqx-webhook runs and is registered");
-    let reconciler =
-        InProcessReconciler::start_kind::<v2beta1::EmqxEnterprise>(client.clone(), "default");
+    let Stage {
+        hook,
+        sandbox,
+        webhook,
+        reconciler,
+        client,
+        api,
+    } = Stage::start().await;
 
     // kubectl apply -f emqx-update.yaml (through the admission webhooks; the
     // apiserver may need a moment to call a new webhook configuration).
-    let api: Api<EmqxEnterprise> = Api::namespaced(client.clone(), "default");
     let created = create_running(&api, manifest(None), "Running with three 4.4 nodes").await;
     let status = created.status.clone().expect("status");
     let old_nodes = running_nodes(&created);

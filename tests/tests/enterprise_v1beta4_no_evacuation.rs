@@ -13,15 +13,10 @@ mod support;
 
 use std::time::Duration;
 
-use emqx_crd::v1beta4::EmqxEnterprise;
-use emqx_crd::v2beta1;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use sandbox::operator::webhook_process::WebhookProcess;
-use sandbox::operator::{InProcessReconciler, install_crds};
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
-use seed_000::{NAME, create_running, current_version, is_running, manifest, running_nodes};
+use seed_000::{NAME, Stage, create_running, current_version, is_running, manifest, running_nodes};
 use serde_json::json;
 use support::wait_for;
 
@@ -32,19 +27,15 @@ const VERSION: &str = "4.4.19";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn enterprise_4_4_without_evacuation_takes_the_fallback() {
     support::init_tracing();
-    let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
-        .await
-        .expect("sandbox starts");
-    let client = sandbox.client();
-    install_crds(&client).await.expect("CRDs installed");
-    let webhook = WebhookProcess::start(&sandbox)
-        .await
-        .expect("emqx-webhook runs and is registered");
-    let reconciler =
-        InProcessReconciler::start_kind::<v2beta1::EmqxEnterprise>(client.clone(), "default");
+    let Stage {
+        hook,
+        sandbox,
+        webhook,
+        reconciler,
+        client,
+        api,
+    } = Stage::start().await;
 
-    let api: Api<EmqxEnterprise> = Api::namespaced(client.clone(), "default");
     let created = create_running(
         &api,
         manifest(Some((REPOSITORY, VERSION))),

@@ -8,8 +8,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use emqx_crd::v1beta4::{Condition, EmqxEnterprise};
-use kube::Api;
+use emqx_crd::v2beta1;
 use kube::api::PostParams;
+use kube::{Api, Client};
+use sandbox::operator::webhook_process::WebhookProcess;
+use sandbox::operator::{InProcessReconciler, install_crds};
+use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 use crate::support::wait_for;
@@ -38,6 +42,43 @@ pub fn manifest(image: Option<(&str, &str)>) -> Value {
         }),
     );
     object
+}
+
+/// A sandbox with EMQX pods played by `hook`, the CRDs, the real
+/// `emqx-webhook` converting v1beta4 ↔ v2beta1, and the reconciler (in
+/// process) for `EmqxEnterprise` in the default namespace.
+pub struct Stage {
+    pub hook: std::sync::Arc<EmqxHook>,
+    pub sandbox: Sandbox,
+    pub webhook: WebhookProcess,
+    pub reconciler: InProcessReconciler,
+    pub client: Client,
+    pub api: Api<EmqxEnterprise>,
+}
+
+impl Stage {
+    pub async fn start() -> Stage {
+        let hook = EmqxHook::new();
+        let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone()))
+            .await
+            .expect("sandbox starts");
+        let client = sandbox.client();
+        install_crds(&client).await.expect("CRDs installed");
+        let webhook = WebhookProcess::start(&sandbox)
+            .await
+            .expect("emqx-webhook runs and is registered");
+        let reconciler =
+            InProcessReconciler::start_kind::<v2beta1::EmqxEnterprise>(client.clone(), "default");
+        let api = Api::namespaced(client.clone(), "default");
+        Stage {
+            hook,
+            sandbox,
+            webhook,
+            reconciler,
+            client,
+            api,
+        }
+    }
 }
 
 /// The v1beta4 condition of this type, if the status has it.
