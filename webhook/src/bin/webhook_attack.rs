@@ -15,15 +15,18 @@
 //! Every attack is bounded in connections and time; the server is stopped
 //! with SIGTERM at the end.
 
+mod bench_support;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use axum::http::Request;
+use bench_support::ChildServer;
 use emqx_certs::{ServiceIdentity, authority, store};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -50,42 +53,9 @@ const RSS_CAP_KIB: u64 = 3 * 1024 * 1024;
 /// A worst-body request gets this long.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Our own child, by pid.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(25);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
+/// 0 once the process is gone (the figures are printed, not compared).
 fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix(field))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    bench_support::status_kib(pid, field).unwrap_or(0)
 }
 
 /// Resets the peak RSS of our child (`/proc/PID/clear_refs`, value 5).
@@ -508,7 +478,11 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", server_bin.display()))?;
-    let server = Server { child, dir };
+    let server = ChildServer {
+        child,
+        dir,
+        grace: Duration::from_secs(25),
+    };
     let pid = server.child.id();
     let killed_at = Arc::new(AtomicU64::new(0));
     {

@@ -8,14 +8,16 @@
 //! (the server binary must sit next to this one). Every loop is bounded in
 //! count and time; the server is stopped with SIGTERM at the end.
 
+mod bench_support;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use axum::http::Request;
+use bench_support::ChildServer;
 use emqx_certs::{ServiceIdentity, authority, store};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -35,40 +37,8 @@ const REQUESTS_PER_RUN: usize = 20_000;
 const RUN_TIME_LIMIT: Duration = Duration::from_secs(30);
 const FRESH_CONNECTIONS: usize = 200;
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Our own child, by pid.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("VmRSS not found")
+    bench_support::status_kib(pid, "VmRSS:").context("VmRSS not found")
 }
 
 fn admission(obj: &Value, old: Option<&Value>) -> Vec<u8> {
@@ -275,7 +245,11 @@ async fn main() -> anyhow::Result<()> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", server_bin.display()))?;
-    let server = Server { child, dir };
+    let server = ChildServer {
+        child,
+        dir,
+        grace: Duration::from_secs(10),
+    };
     let pid = server.child.id();
     let tls = client_config(&bundle.ca_pem)?;
 
