@@ -122,7 +122,7 @@ pub enum ConfigError {
     /// A file the node reads at boot is malformed: the 4.4 bootstrap apps
     /// file (5.x never fails on its key file), or `emqx.conf`.
     #[error("{file}: {message}")]
-    BootstrapFile {
+    MalformedFile {
         /// File path.
         file: String,
         /// What is wrong, with the line number.
@@ -167,7 +167,7 @@ fn cookie(
     let conf = files.get(EMQX_CONF).filter(|_| api == ApiGeneration::V5);
     if let Some(text) = conf {
         let found = emqx_crd::hocon::lookup_string(text, "node.cookie").map_err(|e| {
-            ConfigError::BootstrapFile {
+            ConfigError::MalformedFile {
                 file: EMQX_CONF.into(),
                 message: format!("node.cookie not readable: {e}"),
             }
@@ -393,7 +393,7 @@ fn apps_v4(
             name: VAR.to_string(),
             path: path.clone(),
         })?;
-        keys = parse_apps_file_v4(contents).map_err(|message| ConfigError::BootstrapFile {
+        keys = parse_apps_file_v4(contents).map_err(|message| ConfigError::MalformedFile {
             file: path.clone(),
             message,
         })?;

@@ -115,6 +115,7 @@ impl BrokerVersion {
     /// the Enterprise code base and allows it. 4.4 has no roles at all.
     pub fn replicant_refusal(&self, edition: Edition) -> Option<&'static str> {
         match (self.major, self.minor, edition) {
+            // hocon's enum check; its exact wording is not modelled.
             (5, 8, Edition::Opensource) if self.patch == 0 => {
                 Some("node.role: replicant is not one of the allowed values [core]")
             }
