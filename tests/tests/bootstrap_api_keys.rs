@@ -3,7 +3,8 @@
 //! operator's own key. A referenced secret EMQX would misread (`pa:ss` is
 //! secret `pa`, role `ss`, and stops the file) is refused with an Event
 //! naming the field before anything is created; once the Secret is fixed,
-//! the cluster comes up.
+//! the cluster comes up. `node.cookie` in `spec.config.data` becomes the
+//! cluster's cookie.
 
 mod support;
 
@@ -54,6 +55,7 @@ async fn status_as(ip: std::net::Ipv4Addr, key: &str, secret: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inline_and_secret_ref_keys_reach_emqx() {
     let stage = support::stage(Seed003::new().cores(1).merge(json!({"spec": {
+        "config": {"data": "license { key = \"...\" }\nnode {\n  cookie = \"user-chosen-cookie\"\n}\n"},
         "bootstrapAPIKeys": [
             {"key": "inline_user", "secret": "inl1ne-secret"},
             {"secretRef": {
@@ -138,4 +140,15 @@ async fn inline_and_secret_ref_keys_reach_emqx() {
         200
     );
     assert_eq!(status_as(ip, "from_secret", "wrong").await, 401);
+
+    // node.cookie from spec.config.data became the cluster's cookie, as the
+    // Go operator does.
+    let cookie = secrets
+        .get("emqx-ee-node-cookie")
+        .await
+        .expect("cookie Secret")
+        .data
+        .and_then(|d| d.get("node_cookie").cloned())
+        .expect("node_cookie");
+    assert_eq!(String::from_utf8_lossy(&cookie.0), "user-chosen-cookie");
 }
