@@ -89,6 +89,9 @@ pub fn validate_hub(
         spec.image_pull_policy.as_deref(),
         PULL_POLICIES,
     );
+    // Keys are immutable: an object admitted before these checks existed
+    // must not be locked against every other update.
+    let new_keys = old.is_none_or(|o| o.bootstrap_api_keys != spec.bootstrap_api_keys);
     if let Some(keys) = &spec.bootstrap_api_keys {
         check_key_count(&mut c, keys.len());
         for (i, key) in keys.iter().enumerate() {
@@ -101,11 +104,15 @@ pub fn validate_hub(
             }
             if let Some(k) = &key.key {
                 check_key_name(&mut c, &format!("{path}.key"), k, true);
-                check_bootstrap_key(&mut c, &format!("{path}.key"), k);
+                if new_keys {
+                    check_bootstrap_key(&mut c, &format!("{path}.key"), k);
+                }
             }
             if let Some(s) = &key.secret {
                 c.length(&format!("{path}.secret"), s, 3, 128);
-                check_bootstrap_secret(&mut c, &format!("{path}.secret"), s);
+                if new_keys {
+                    check_bootstrap_secret(&mut c, &format!("{path}.secret"), s);
+                }
             }
         }
     }
@@ -166,14 +173,17 @@ pub fn validate_v2alpha2(
         spec.image_pull_policy.as_deref(),
         PULL_POLICIES,
     );
+    let new_keys = old.is_none_or(|o| o.bootstrap_api_keys != spec.bootstrap_api_keys);
     if let Some(keys) = &spec.bootstrap_api_keys {
         check_key_count(&mut c, keys.len());
         for (i, key) in keys.iter().enumerate() {
             let path = format!("spec.bootstrapAPIKeys[{i}]");
             check_key_name(&mut c, &format!("{path}.key"), &key.key, true);
-            check_bootstrap_key(&mut c, &format!("{path}.key"), &key.key);
             c.length(&format!("{path}.secret"), &key.secret, 3, 32);
-            check_bootstrap_secret(&mut c, &format!("{path}.secret"), &key.secret);
+            if new_keys {
+                check_bootstrap_key(&mut c, &format!("{path}.key"), &key.key);
+                check_bootstrap_secret(&mut c, &format!("{path}.secret"), &key.secret);
+            }
         }
     }
     if let Some(config) = &spec.config {
@@ -881,6 +891,12 @@ mod tests {
             "{}",
             v.errors[0].message
         );
+        // An object admitted before this check can still be updated
+        // otherwise: its keys are immutable and already written.
+        let mut updated = spec.clone();
+        updated.image = "emqx/emqx-enterprise:5.8.10".into();
+        let v = validate_hub(&updated, None, Some(&spec), false);
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
         let spec = v2alpha2::EMQXSpec {
             image: "emqx/emqx-enterprise:5.8.9".into(),
             bootstrap_api_keys: Some(vec![v2alpha2::BootstrapAPIKey {
