@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::api_key::ApiKey;
 use super::config::{DiscoveryKey, NodeConfig, Role};
 use super::evacuation::{Evacuation, EvacuationOptions, Observed};
 use super::session::{Message, Session, ToConnection};
@@ -188,6 +189,9 @@ struct State {
     stops: Vec<NodeStop>,
     /// `<data_dir>/.evacuation` of nodes whose data dir persists, by node name.
     persisted: HashMap<String, EvacuationOptions>,
+    /// The API-key table (`?APP`, a replicated Mria table): what any member
+    /// authenticates against, by key; a later boot's line for the same key wins.
+    api_keys: BTreeMap<String, ApiKey>,
     exact_routes: HashMap<String, BTreeSet<String>>,
     wildcard_routes: BTreeMap<String, BTreeSet<String>>,
     next_id: u64,
@@ -232,6 +236,9 @@ impl BrokerCluster {
             ));
         }
         s.ever_known.insert(config.node_name.clone());
+        for key in &config.api_keys {
+            s.api_keys.insert(key.key.clone(), key.clone());
+        }
         if let Some(previous) = s.members.remove(&config.node_name) {
             s.departed_history
                 .entry(config.node_name.clone())
@@ -289,6 +296,12 @@ impl BrokerCluster {
             );
         }
         Ok(())
+    }
+
+    /// The cluster's API keys: those every member loaded at boot, including
+    /// members that stopped since (the table outlives them).
+    pub fn api_keys(&self) -> Vec<ApiKey> {
+        self.state().api_keys.values().cloned().collect()
     }
 
     /// The node stopped: it stays a member, `stopped`, until `force_leave`; its

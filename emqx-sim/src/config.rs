@@ -75,8 +75,13 @@ pub struct NodeConfig {
     pub role: Role,
     /// Cluster discovery.
     pub discovery: DiscoveryKey,
-    /// Accepted API keys (5.x bootstrap file; 4.4 apps).
+    /// API keys this node writes into the cluster's key table at boot (5.x
+    /// bootstrap file on core nodes only; 4.4 apps). Requests are checked
+    /// against the table, which every member shares ([`crate::cluster`]).
     pub api_keys: Vec<ApiKey>,
+    /// Why the bootstrap file did not load in full (unreadable, or a bad
+    /// line): EMQX logs it and boots with the keys it got.
+    pub bootstrap_problem: Option<String>,
     /// HTTP API port: 18083 (5.x) or 8081 (4.4).
     pub http_port: u16,
     /// MQTT TCP port, 1883.
@@ -114,9 +119,10 @@ pub enum ConfigError {
         /// Path it names.
         path: String,
     },
-    /// The bootstrap API-key file is malformed.
+    /// A file the node reads at boot is malformed: the 4.4 bootstrap apps
+    /// file (5.x never fails on its key file), or `emqx.conf`.
     #[error("{file}: {message}")]
-    BootstrapFile {
+    MalformedFile {
         /// File path.
         file: String,
         /// What is wrong, with the line number.
@@ -124,7 +130,54 @@ pub enum ConfigError {
     },
 }
 
+impl ConfigError {
+    /// Whether EMQX itself would start and then stop on this error (its
+    /// boot script or config check exits non-zero: the container crashes
+    /// and restarts) — every error but an image without a usable version,
+    /// which in a real cluster never gets as far as running.
+    pub fn is_boot_failure(&self) -> bool {
+        !matches!(self, ConfigError::Image(_))
+    }
+}
+
+/// The build's `EMQX_DEFAULT_ERLANG_COOKIE` (`rebar.config.erl`, v5.8.9).
 const DEFAULT_COOKIE: &str = "emqxsecretcookie";
+
+/// Where the container's `emqx.conf` is (`$EMQX_ETC_DIR`).
+pub const EMQX_CONF: &str = "/opt/emqx/etc/emqx.conf";
+
+/// The Erlang cookie as `bin/emqx` resolves it (v5.8.9 and e6.0.1, "Resolve
+/// Erlang cookie"): the legacy `EMQX_NODE_COOKIE` replaces
+/// `EMQX_NODE__COOKIE`; a non-empty `EMQX_NODE__COOKIE` is used as it is;
+/// else `node.cookie` from `emqx.conf`; else the build default. 4.4 reads
+/// no HOCON file here: env or default.
+fn cookie(
+    env: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+    api: ApiGeneration,
+) -> Result<String, ConfigError> {
+    let from_env = env
+        .get("EMQX_NODE_COOKIE")
+        .filter(|c| !c.is_empty())
+        .or_else(|| env.get("EMQX_NODE__COOKIE"))
+        .filter(|c| !c.is_empty());
+    if let Some(c) = from_env {
+        return Ok(c.clone());
+    }
+    let conf = files.get(EMQX_CONF).filter(|_| api == ApiGeneration::V5);
+    if let Some(text) = conf {
+        let found = emqx_crd::hocon::lookup_string(text, "node.cookie").map_err(|e| {
+            ConfigError::MalformedFile {
+                file: EMQX_CONF.into(),
+                message: format!("node.cookie not readable: {e}"),
+            }
+        })?;
+        if let Some(c) = found.filter(|c| !c.is_empty()) {
+            return Ok(c);
+        }
+    }
+    Ok(DEFAULT_COOKIE.to_string())
+}
 
 impl NodeConfig {
     /// Derives the node's configuration from what its pod provides, as the
@@ -145,7 +198,15 @@ impl NodeConfig {
         };
         let role = match env.get("EMQX_NODE__ROLE").map(String::as_str) {
             None | Some("core") => Role::Core,
-            Some("replicant") if version.api() == ApiGeneration::V5 => Role::Replicant,
+            Some("replicant") if version.api() == ApiGeneration::V5 => {
+                if let Some(refusal) = version.replicant_refusal(edition) {
+                    return Err(ConfigError::Env {
+                        name: "EMQX_NODE__ROLE".into(),
+                        message: format!("{refusal} (image {})", pod.image),
+                    });
+                }
+                Role::Replicant
+            }
             Some(other) => {
                 return Err(ConfigError::Env {
                     name: "EMQX_NODE__ROLE".into(),
@@ -153,15 +214,13 @@ impl NodeConfig {
                 });
             }
         };
-        let cookie = env
-            .get("EMQX_NODE__COOKIE")
-            .cloned()
-            .unwrap_or_else(|| DEFAULT_COOKIE.to_string());
+        let cookie = cookie(&env, &pod.files, version.api())?;
         let discovery = DiscoveryKey {
             dns_name: dns_name.unwrap_or_else(|| node_name.clone()),
             cookie,
         };
-        let api_keys = api_keys(&env, &pod.files, version.api(), edition)?;
+        let (api_keys, bootstrap_problem) =
+            api_keys(&env, &pod.files, version.api(), edition, role)?;
         Ok(NodeConfig {
             node_name,
             ip: pod.pod_ip,
@@ -172,6 +231,7 @@ impl NodeConfig {
             role,
             discovery,
             api_keys,
+            bootstrap_problem,
             tick: Duration::from_secs(1),
             no_recipient_retry: Duration::from_secs(30),
             persistent_data: pod.persistent_data,
@@ -282,41 +342,72 @@ fn api_keys(
     files: &BTreeMap<String, String>,
     api: ApiGeneration,
     edition: Edition,
-) -> Result<Vec<ApiKey>, ConfigError> {
-    let vars: &[&str] = match api {
-        ApiGeneration::V5 => &["EMQX_API_KEY__BOOTSTRAP_FILE"],
-        // What the v1beta4 operator sets (Secret `<name>-bootstrap-user`).
-        ApiGeneration::V4 => &["EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE"],
+    role: Role,
+) -> Result<(Vec<ApiKey>, Option<String>), ConfigError> {
+    match api {
+        ApiGeneration::V5 => Ok(bootstrap_keys_v5(env, files, edition, role)),
+        ApiGeneration::V4 => apps_v4(env, files).map(|keys| (keys, None)),
+    }
+}
+
+/// 5.x/6.x: `try_init_bootstrap_file/0` (`emqx_mgmt_auth.erl`, v5.8.9 and
+/// e6.0.1) reads the file on core nodes only — replicants get the keys
+/// through the replicated table — and ignores every failure: a file that
+/// cannot be opened or a bad line is logged, and the node boots.
+fn bootstrap_keys_v5(
+    env: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+    edition: Edition,
+    role: Role,
+) -> (Vec<ApiKey>, Option<String>) {
+    const VAR: &str = "EMQX_API_KEY__BOOTSTRAP_FILE";
+    let Some(path) = env.get(VAR).filter(|p| !p.is_empty()) else {
+        return (Vec::new(), None);
     };
+    if role != Role::Core {
+        return (Vec::new(), None);
+    }
+    let Some(contents) = files.get(path) else {
+        return (
+            Vec::new(),
+            Some(format!("{VAR}: failed_to_open_the_bootstrap_file {path}")),
+        );
+    };
+    let load = parse_bootstrap_file(contents, edition);
+    let problem = load
+        .stopped
+        .map(|why| format!("{path}: failed_to_load_bootstrap_file, {why}"));
+    (load.keys, problem)
+}
+
+/// 4.4: the apps file named by the v1beta4 operator's env (Secret
+/// `<name>-bootstrap-user`); a bad file stops the boot.
+fn apps_v4(
+    env: &BTreeMap<String, String>,
+    files: &BTreeMap<String, String>,
+) -> Result<Vec<ApiKey>, ConfigError> {
+    const VAR: &str = "EMQX_MANAGEMENT__BOOTSTRAP_APPS_FILE";
     let mut keys = Vec::new();
-    for var in vars {
-        let Some(path) = env.get(*var) else { continue };
+    if let Some(path) = env.get(VAR) {
         let contents = files.get(path).ok_or_else(|| ConfigError::MissingFile {
-            name: (*var).to_string(),
+            name: VAR.to_string(),
             path: path.clone(),
         })?;
-        let parsed = match api {
-            ApiGeneration::V5 => parse_bootstrap_file(contents, edition),
-            ApiGeneration::V4 => parse_apps_file_v4(contents),
-        }
-        .map_err(|message| ConfigError::BootstrapFile {
+        keys = parse_apps_file_v4(contents).map_err(|message| ConfigError::MalformedFile {
             file: path.clone(),
             message,
         })?;
-        keys.extend(parsed);
     }
-    if api == ApiGeneration::V4 {
-        // 4.4 ships a default application admin/public unless configured otherwise.
-        let id = env
-            .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__ID")
-            .cloned()
-            .unwrap_or_else(|| "admin".into());
-        let secret = env
-            .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__SECRET")
-            .cloned()
-            .unwrap_or_else(|| "public".into());
-        keys.push(ApiKey::administrator(id, secret));
-    }
+    // 4.4 ships a default application admin/public unless configured otherwise.
+    let id = env
+        .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__ID")
+        .cloned()
+        .unwrap_or_else(|| "admin".into());
+    let secret = env
+        .get("EMQX_MANAGEMENT__DEFAULT_APPLICATION__SECRET")
+        .cloned()
+        .unwrap_or_else(|| "public".into());
+    keys.push(ApiKey::administrator(id, secret));
     Ok(keys)
 }
 
@@ -383,6 +474,62 @@ mod tests {
     }
 
     #[test]
+    fn open_source_5_8_refuses_the_replicant_role() {
+        let mut pod = core_pod();
+        pod.env.insert("EMQX_NODE__ROLE".into(), "replicant".into());
+        pod.image = "emqx/emqx:5.8.9".into();
+        let e = NodeConfig::from_pod(&pod).expect_err("refused at boot");
+        assert!(e.is_boot_failure());
+        let e = e.to_string();
+        assert!(e.contains("EMQX_NODE__ROLE"), "{e}");
+        assert!(e.contains("only allowed in Enterprise edition"), "{e}");
+        // Its cores boot; older open source and newer builds take replicants.
+        pod.env.insert("EMQX_NODE__ROLE".into(), "core".into());
+        assert!(NodeConfig::from_pod(&pod).is_ok());
+        pod.env.insert("EMQX_NODE__ROLE".into(), "replicant".into());
+        for image in ["emqx/emqx:5.7.2", "emqx/emqx:5.9.0", "emqx/emqx:6.0.1"] {
+            pod.image = image.into();
+            assert!(NodeConfig::from_pod(&pod).is_ok(), "{image}");
+        }
+    }
+
+    #[test]
+    fn cookie_from_env_then_emqx_conf_then_default() {
+        let mut pod = core_pod();
+        pod.files
+            .insert(EMQX_CONF.into(), "node { cookie = \"from-conf\" }".into());
+        // The operator's env wins over the file.
+        let c = NodeConfig::from_pod(&pod).expect("valid");
+        assert_eq!(c.discovery.cookie, "c00kie");
+        pod.env.insert("EMQX_NODE_COOKIE".into(), "legacy".into());
+        assert_eq!(
+            NodeConfig::from_pod(&pod).expect("valid").discovery.cookie,
+            "legacy"
+        );
+        pod.env.remove("EMQX_NODE_COOKIE");
+        // Unset or empty env: the file's node.cookie.
+        for env in [None, Some("")] {
+            match env {
+                None => pod.env.remove("EMQX_NODE__COOKIE"),
+                Some(v) => pod.env.insert("EMQX_NODE__COOKIE".into(), v.into()),
+            };
+            let c = NodeConfig::from_pod(&pod).expect("valid");
+            assert_eq!(c.discovery.cookie, "from-conf");
+        }
+        // No node.cookie anywhere: the build's default.
+        pod.files
+            .insert(EMQX_CONF.into(), "log.console.level = info".into());
+        assert_eq!(
+            NodeConfig::from_pod(&pod).expect("valid").discovery.cookie,
+            "emqxsecretcookie"
+        );
+        pod.files
+            .insert(EMQX_CONF.into(), "node { cookie = ".into());
+        let e = NodeConfig::from_pod(&pod).expect_err("unreadable emqx.conf");
+        assert!(e.to_string().contains(EMQX_CONF), "{e}");
+    }
+
+    #[test]
     fn v1beta4_pod_gets_name_from_emqx_name_and_dns() {
         let mut env = BTreeMap::new();
         env.insert("EMQX_NAME".into(), "emqx-ee".into());
@@ -437,14 +584,6 @@ mod tests {
     #[test]
     fn bad_inputs_name_the_field() {
         let mut pod = core_pod();
-        pod.files.clear();
-        let e = NodeConfig::from_pod(&pod).expect_err("file missing");
-        assert!(
-            e.to_string().contains("EMQX_API_KEY__BOOTSTRAP_FILE"),
-            "{e}"
-        );
-
-        let mut pod = core_pod();
         pod.env.insert("EMQX_NODE__ROLE".into(), "boss".into());
         let e = NodeConfig::from_pod(&pod).expect_err("bad role");
         assert!(e.to_string().contains("EMQX_NODE__ROLE"), "{e}");
@@ -458,13 +597,47 @@ mod tests {
         pod.image = "emqx/emqx:latest".into();
         let e = NodeConfig::from_pod(&pod).expect_err("no version");
         assert!(e.to_string().starts_with("image"), "{e}");
+    }
 
+    #[test]
+    fn bootstrap_file_problems_do_not_stop_the_boot() {
+        // A bad line: the keys before it load, the node still boots.
         let mut pod = core_pod();
         pod.files.insert(
             "/opt/emqx/data/bootstrap_api_key".into(),
-            "k:s\nnocolon\n".into(),
+            "k:s\nnocolon\nemqx-operator-controller:abc\n".into(),
         );
-        let e = NodeConfig::from_pod(&pod).expect_err("bad line");
-        assert!(e.to_string().contains("line 2"), "{e}");
+        let c = NodeConfig::from_pod(&pod).expect("boots");
+        assert_eq!(c.api_keys, vec![ApiKey::administrator("k", "s")]);
+        let problem = c.bootstrap_problem.expect("reported");
+        assert!(problem.contains("line 2"), "{problem}");
+        // A file that is not there: logged, no keys, boots.
+        let mut pod = core_pod();
+        pod.files.clear();
+        let c = NodeConfig::from_pod(&pod).expect("boots");
+        assert!(c.api_keys.is_empty());
+        let problem = c.bootstrap_problem.expect("reported");
+        assert!(
+            problem.contains("EMQX_API_KEY__BOOTSTRAP_FILE"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn replicants_do_not_load_the_bootstrap_file() {
+        let mut pod = core_pod();
+        pod.env.insert("EMQX_NODE__ROLE".into(), "replicant".into());
+        pod.env.insert("EMQX_HOST".into(), "127.1.0.5".into());
+        let c = NodeConfig::from_pod(&pod).expect("valid pod");
+        assert!(c.api_keys.is_empty());
+        assert_eq!(c.bootstrap_problem, None);
+        // Not even opened: a missing file is no problem on a replicant.
+        pod.files.clear();
+        assert!(
+            NodeConfig::from_pod(&pod)
+                .expect("boots")
+                .bootstrap_problem
+                .is_none()
+        );
     }
 }

@@ -105,6 +105,27 @@ impl BrokerVersion {
             }
     }
 
+    /// Why this build refuses `node.role = replicant` at boot, if it does.
+    /// Open source 5.0–5.7 has `enum([core, replicant])`; from 5.8.0 the
+    /// `replicant` symbol is injected by the Enterprise schema only
+    /// (`apps/emqx_enterprise/src/emqx_enterprise_schema.erl`), so open
+    /// source 5.8 rejects it: 5.8.0 as a bad enum value, 5.8.1+ with
+    /// `validate_node_role/1`'s message (`apps/emqx_conf/src/emqx_conf_schema.erl`,
+    /// v5.8.0, v5.8.1, v5.8.9). Every build from 5.9 (e5.9.0 … e6.0.1) is
+    /// the Enterprise code base and allows it. 4.4 has no roles at all.
+    pub fn replicant_refusal(&self, edition: Edition) -> Option<&'static str> {
+        match (self.major, self.minor, edition) {
+            // hocon's enum check; its exact wording is not modelled.
+            (5, 8, Edition::Opensource) if self.patch == 0 => {
+                Some("node.role: replicant is not one of the allowed values [core]")
+            }
+            (5, 8, Edition::Opensource) => {
+                Some("Node role 'replicant' is only allowed in Enterprise edition since 5.8.0")
+            }
+            _ => None,
+        }
+    }
+
     /// 5.0.x answers unknown `/api/v5` paths with `API_NOT_EXIST`.
     pub fn is_5_0(&self) -> bool {
         self.major == 5 && self.minor == 0
@@ -182,6 +203,21 @@ mod tests {
         assert_eq!(e("emqx/emqx:6.0.1"), Edition::Enterprise);
         assert_eq!(e("emqx/emqx-ee:4.4.19"), Edition::Enterprise);
         assert_eq!(e("emqx/emqx:4.4.19"), Edition::Opensource);
+    }
+
+    #[test]
+    fn replicants_are_refused_by_open_source_5_8_only() {
+        let refused = |img: &str| {
+            let v = BrokerVersion::from_image(img).expect("valid");
+            v.replicant_refusal(Edition::from_image(img, &v)).is_some()
+        };
+        assert!(refused("emqx/emqx:5.8.0"));
+        assert!(refused("emqx/emqx:5.8.9"));
+        assert!(!refused("emqx/emqx:5.7.2"));
+        assert!(!refused("emqx/emqx:5.0.26"));
+        assert!(!refused("emqx/emqx-enterprise:5.8.9"));
+        assert!(!refused("emqx/emqx:5.9.0"));
+        assert!(!refused("emqx/emqx:6.0.1"));
     }
 
     #[test]

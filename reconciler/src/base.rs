@@ -3,6 +3,7 @@
 //! bootstrap-API-key Secrets. Applied at the start of a pass (before the
 //! sets they serve); yields the operator's EMQX API secret.
 
+use crate::bootstrap;
 use crate::context::apply_params;
 use crate::drift;
 use crate::error::Error;
@@ -71,14 +72,15 @@ async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<
     Ok(())
 }
 
-/// Creates the node-cookie and bootstrap-API-key Secrets if missing;
-/// returns the operator's API secret.
+/// Creates the node-cookie and bootstrap-API-key Secrets if missing
+/// (contents: [`bootstrap`]); returns the operator's API secret.
 async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
     let ns = cluster.namespace;
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let cookie = names::node_cookie_secret_name(cluster.name);
     if secrets.get_opt(&cookie).await?.is_none() {
-        let value = Alphanumeric.sample_string(&mut rand::rng(), 64);
+        let value = bootstrap::user_cookie(cluster.spec)
+            .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 64));
         create_secret(&secrets, cluster, &cookie, names::NODE_COOKIE_KEY, value).await?;
     }
     let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
@@ -90,18 +92,11 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
         Some(data) => String::from_utf8_lossy(&data.0).into_owned(),
         None => {
             // Created once; EMQX reads it at boot, so it never changes after.
-            let mut lines: Vec<String> = cluster
-                .spec
-                .bootstrap_api_keys
-                .iter()
-                .flatten()
-                .filter_map(|k| Some(format!("{}:{}", k.key.as_ref()?, k.secret.as_ref()?)))
-                .collect();
+            let referenced = read_referenced(&secrets, cluster.spec).await?;
             let secret = Alphanumeric
                 .sample_string(&mut rand::rng(), 64)
                 .to_lowercase();
-            lines.push(format!("{OPERATOR_API_KEY}:{secret}"));
-            let file = lines.join("\n");
+            let file = bootstrap::bootstrap_file(cluster.spec, &secret, &referenced)?;
             create_secret(
                 &secrets,
                 cluster,
@@ -114,6 +109,30 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
         }
     };
     Ok(operator_secret_in(&file))
+}
+
+/// Reads the Secret entries the `secretRef` keys name (in the cluster's
+/// namespace; the chart's `get` on Secrets covers it).
+async fn read_referenced(
+    secrets: &Api<Secret>,
+    spec: &emqx_crd::v2beta1::EMQXSpec,
+) -> Result<bootstrap::SecretEntries, Error> {
+    let mut found = bootstrap::SecretEntries::new();
+    let mut read: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    for (name, entry) in bootstrap::referenced_entries(spec) {
+        if !read.contains_key(&name) {
+            read.insert(name.clone(), secrets.get_opt(&name).await?);
+        }
+        if let Some(secret) = read.get(&name).and_then(Option::as_ref) {
+            let value = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&entry))
+                .map(|v| v.0.clone());
+            found.insert((name, entry), value);
+        }
+    }
+    Ok(found)
 }
 
 /// The operator's API secret from the bootstrap Secret, without writing

@@ -19,6 +19,10 @@ pub enum Error {
         what: &'static str,
         source: serde_json::Error,
     },
+    /// A bootstrap API key read through `secretRef` cannot be written into
+    /// EMQX's bootstrap file (or its Secret is missing).
+    #[error("bootstrap API key {0}")]
+    BootstrapKey(#[from] crate::bootstrap::KeyError),
     /// A step names a set the pass did not observe (deleted meanwhile).
     #[error("set {0} is gone")]
     SetGone(String),
@@ -33,6 +37,7 @@ impl Error {
             Error::ObjectIncomplete(_) => "object",
             Error::Render { .. } => "render",
             Error::SetGone(_) => "set_gone",
+            Error::BootstrapKey(_) => "bootstrap_key",
         }
     }
 }

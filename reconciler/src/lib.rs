@@ -18,6 +18,7 @@
 
 pub mod act;
 pub mod base;
+pub mod bootstrap;
 pub mod context;
 pub mod decide;
 pub mod drift;

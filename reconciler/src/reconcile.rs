@@ -60,7 +60,23 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         // Paused: observe and report only; no owned object is written, so a
         // spec edited while paused takes effect on resume, not before.
         // Before `act`: the base objects serve the sets it creates.
-        base::ensure(&ctx.client, &rendered, observation.adopted).await?;
+        if let Err(error) = base::ensure(&ctx.client, &rendered, observation.adopted).await {
+            if let Error::BootstrapKey(refused) = &error {
+                // The user must act (fix the Secret or the spec): say so on
+                // the object, not only in the operator's log.
+                let event = kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "InvalidBootstrapAPIKey".into(),
+                    note: Some(refused.to_string().chars().take(1000).collect()),
+                    action: "CreateBootstrapSecret".into(),
+                    secondary: None,
+                };
+                if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+                    tracing::warn!(error = %e, "event not recorded");
+                }
+            }
+            return Err(error);
+        }
     }
     match &observation.unavailable {
         // A node answered badly: worth a warning.

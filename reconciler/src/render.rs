@@ -28,7 +28,7 @@ pub const CONTAINER: &str = "emqx";
 /// Where the bootstrap API-key file is mounted.
 pub const BOOTSTRAP_FILE: &str = "/opt/emqx/data/bootstrap_api_key";
 /// The user the operator calls EMQX as (a line in the bootstrap file).
-pub const OPERATOR_API_KEY: &str = "emqx-operator-controller";
+pub use emqx_crd::bootstrap_keys::OPERATOR_API_KEY;
 
 /// The object a cluster belongs to, and what rendering needs of it.
 #[derive(Debug, Clone, Copy)]

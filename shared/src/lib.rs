@@ -23,12 +23,15 @@
 
 #![warn(missing_docs)]
 
+pub mod bootstrap_keys;
 pub mod conversion_data;
 pub mod convert;
 pub mod crd;
 pub mod defaults;
 pub mod dynamic;
+pub mod edition;
 pub mod evacuation;
+pub mod hocon;
 pub mod hub;
 pub mod image;
 pub mod limits;

@@ -89,6 +89,9 @@ pub fn validate_hub(
         spec.image_pull_policy.as_deref(),
         PULL_POLICIES,
     );
+    // Keys are immutable: an object admitted before these checks existed
+    // must not be locked against every other update.
+    let new_keys = old.is_none_or(|o| o.bootstrap_api_keys != spec.bootstrap_api_keys);
     if let Some(keys) = &spec.bootstrap_api_keys {
         check_key_count(&mut c, keys.len());
         for (i, key) in keys.iter().enumerate() {
@@ -101,9 +104,15 @@ pub fn validate_hub(
             }
             if let Some(k) = &key.key {
                 check_key_name(&mut c, &format!("{path}.key"), k, true);
+                if new_keys {
+                    check_bootstrap_key(&mut c, &format!("{path}.key"), k);
+                }
             }
             if let Some(s) = &key.secret {
                 c.length(&format!("{path}.secret"), s, 3, 128);
+                if new_keys {
+                    check_bootstrap_secret(&mut c, &format!("{path}.secret"), s);
+                }
             }
         }
     }
@@ -114,6 +123,12 @@ pub fn validate_hub(
             &["Merge", "Replace"],
         );
     }
+    warn_node_cookie(
+        &mut c,
+        &spec.image,
+        old.map(|o| o.config.as_ref().and_then(|c| c.data.as_deref())),
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
+    );
     check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
     c.range(
         "spec.revisionHistoryLimit",
@@ -127,6 +142,7 @@ pub fn validate_hub(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
+    check_replicant_support(&mut c, &spec.image, spec.replicant_template.as_ref());
     warn_env_overrides(
         &mut c,
         &spec.image,
@@ -157,21 +173,17 @@ pub fn validate_v2alpha2(
         spec.image_pull_policy.as_deref(),
         PULL_POLICIES,
     );
+    let new_keys = old.is_none_or(|o| o.bootstrap_api_keys != spec.bootstrap_api_keys);
     if let Some(keys) = &spec.bootstrap_api_keys {
         check_key_count(&mut c, keys.len());
         for (i, key) in keys.iter().enumerate() {
-            check_key_name(
-                &mut c,
-                &format!("spec.bootstrapAPIKeys[{i}].key"),
-                &key.key,
-                true,
-            );
-            c.length(
-                &format!("spec.bootstrapAPIKeys[{i}].secret"),
-                &key.secret,
-                3,
-                32,
-            );
+            let path = format!("spec.bootstrapAPIKeys[{i}]");
+            check_key_name(&mut c, &format!("{path}.key"), &key.key, true);
+            c.length(&format!("{path}.secret"), &key.secret, 3, 32);
+            if new_keys {
+                check_bootstrap_key(&mut c, &format!("{path}.key"), &key.key);
+                check_bootstrap_secret(&mut c, &format!("{path}.secret"), &key.secret);
+            }
         }
     }
     if let Some(config) = &spec.config {
@@ -181,6 +193,12 @@ pub fn validate_v2alpha2(
             &["merge", "replace"],
         );
     }
+    warn_node_cookie(
+        &mut c,
+        &spec.image,
+        old.map(|o| o.config.as_ref().and_then(|c| c.data.as_deref())),
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
+    );
     check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
     check_rollout(
         &mut c,
@@ -188,6 +206,7 @@ pub fn validate_v2alpha2(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
+    check_replicant_support(&mut c, &spec.image, spec.replicant_template.as_ref());
     warn_env_overrides(
         &mut c,
         &spec.image,
@@ -202,6 +221,79 @@ pub fn validate_v2alpha2(
         (spec.bootstrap_api_keys.as_ref(), &spec.image),
     );
     c.verdict
+}
+
+/// `node.cookie` in `spec.config.data` becomes the cluster's cookie when
+/// the cluster is created (Secret `<name>-node-cookie`, as the Go operator
+/// does); pods get it as `EMQX_NODE__COOKIE`, which EMQX's `bin/emqx`
+/// prefers over `emqx.conf`. Warns when it cannot be read, and when an
+/// update changes it (no effect on a running cluster). `old` is `Some` on
+/// update, with the previous `config.data`.
+fn warn_node_cookie(c: &mut Checker, image: &str, old: Option<Option<&str>>, new: Option<&str>) {
+    if crate::image::is_emqx4(image) {
+        return;
+    }
+    let read = |data: Option<&str>| {
+        data.map_or(Ok(None), |d| crate::hocon::lookup_string(d, "node.cookie"))
+    };
+    let new_cookie = match read(new) {
+        Ok(cookie) => cookie,
+        Err(e) => {
+            c.warn(format!(
+                "spec.config.data: node.cookie cannot be read ({e}); the operator generates the cluster's cookie instead"
+            ));
+            return;
+        }
+    };
+    if let Some(old) = old
+        && let Ok(old_cookie) = read(old)
+        && old_cookie != new_cookie
+    {
+        c.warn(
+            "spec.config.data: node.cookie is taken once, when the cluster is created (Secret <name>-node-cookie, given to pods as EMQX_NODE__COOKIE, which EMQX prefers over emqx.conf); changing it has no effect on this cluster",
+        );
+    }
+}
+
+/// A key of EMQX's bootstrap file, by what EMQX can read back
+/// ([`crate::bootstrap_keys`]); the CRD's pattern already keeps inline keys
+/// to letters, digits, `-` and `_`, so here only the operator's name is new.
+fn check_bootstrap_key(c: &mut Checker, path: &str, key: &str) {
+    if key == crate::bootstrap_keys::OPERATOR_API_KEY
+        && let Some(problem) = crate::bootstrap_keys::key_problem(key)
+    {
+        c.error(path, problem);
+    }
+}
+
+/// A secret of EMQX's bootstrap file ([`crate::bootstrap_keys`]); an empty
+/// one is already denied by the length check.
+fn check_bootstrap_secret(c: &mut Checker, path: &str, secret: &str) {
+    if !secret.is_empty()
+        && let Some(problem) = crate::bootstrap_keys::secret_problem(secret)
+    {
+        c.error(path, problem);
+    }
+}
+
+/// Replicant pods of an image that refuses the replicant role at boot
+/// ([`crate::edition::replicant_refusal`]) would restart without end; the
+/// template's `replicas` defaults to 2 when omitted.
+fn check_replicant_support(
+    c: &mut Checker,
+    image: &str,
+    replicant: Option<&v2beta1::EMQXReplicantTemplate>,
+) {
+    let Some(template) = replicant else { return };
+    let replicas = template.spec.as_ref().and_then(|s| s.replicas).unwrap_or(2);
+    if replicas > 0
+        && let Some(why) = crate::edition::replicant_refusal(image)
+    {
+        c.error(
+            "spec.replicantTemplate.spec.replicas",
+            format!("must be 0 with spec.image {image}: {why}"),
+        );
+    }
 }
 
 /// The rollout settings v2beta1 and v2alpha2 share (same types): the update
@@ -688,6 +780,139 @@ mod tests {
             image: image.into(),
             ..Default::default()
         }
+    }
+
+    fn replicants(spec: &mut v2beta1::EMQXSpec, replicas: Option<i32>) {
+        spec.replicant_template = Some(v2beta1::EMQXReplicantTemplate {
+            metadata: None,
+            spec: Some(v2beta1::EMQXReplicantTemplateSpec {
+                replicas,
+                ..Default::default()
+            }),
+        });
+    }
+
+    #[test]
+    fn replicants_of_open_source_5_8_are_denied_naming_field_and_image() {
+        let mut spec = hub("emqx/emqx:5.8.9");
+        replicants(&mut spec, Some(3));
+        let v = validate_hub(&spec, None, None, false);
+        assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+        assert_eq!(v.errors[0].path, "spec.replicantTemplate.spec.replicas");
+        let message = &v.errors[0].message;
+        assert!(message.contains("emqx/emqx:5.8.9"), "{message}");
+        assert!(
+            message.contains("only allowed in Enterprise edition"),
+            "{message}"
+        );
+        // Omitted replicas default to 2: still replicants.
+        replicants(&mut spec, None);
+        assert_eq!(validate_hub(&spec, None, None, false).errors.len(), 1);
+        // No replicant pods, no problem; other builds run replicants.
+        replicants(&mut spec, Some(0));
+        assert!(validate_hub(&spec, None, None, false).errors.is_empty());
+        for image in [
+            "emqx/emqx-enterprise:5.8.9",
+            "emqx/emqx:5.7.2",
+            "emqx/emqx:5.9.0",
+            "emqx/emqx:6.0.1",
+        ] {
+            let mut spec = hub(image);
+            replicants(&mut spec, Some(2));
+            let v = validate_hub(&spec, None, None, false);
+            assert!(v.errors.is_empty(), "{image}: {:?}", v.errors);
+        }
+        // v2alpha2 shares the rule.
+        let spec = v2alpha2::EMQXSpec {
+            image: "emqx/emqx:5.8.0".into(),
+            replicant_template: Some(v2beta1::EMQXReplicantTemplate::default()),
+            ..Default::default()
+        };
+        let v = validate_v2alpha2(&spec, None, None);
+        assert!(
+            v.errors
+                .iter()
+                .any(|e| e.path == "spec.replicantTemplate.spec.replicas"),
+            "{:?}",
+            v.errors
+        );
+    }
+
+    #[test]
+    fn node_cookie_changes_and_unreadable_cookies_are_warned_about() {
+        let with = |data: &str| {
+            let mut spec = hub("emqx/emqx-enterprise:5.8.9");
+            spec.config = Some(v2beta1::Config {
+                data: Some(data.into()),
+                ..Default::default()
+            });
+            spec
+        };
+        let a = with("node.cookie = a");
+        assert!(validate_hub(&a, None, None, false).warnings.is_empty());
+        let v = validate_hub(&with("node { cookie = b }"), None, Some(&a), false);
+        assert_eq!(v.warnings.len(), 1, "{:?}", v.warnings);
+        assert!(v.warnings[0].contains("once, when the cluster is created"));
+        assert!(v.errors.is_empty());
+        let same = validate_hub(&with("node { cookie = \"a\" }"), None, Some(&a), false);
+        assert!(same.warnings.is_empty(), "{:?}", same.warnings);
+        let v = validate_hub(&with("node.cookie = ${COOKIE}"), None, None, false);
+        assert!(v.warnings[0].contains("cannot be read"), "{:?}", v.warnings);
+    }
+
+    #[test]
+    fn bootstrap_secrets_emqx_would_misread_are_denied() {
+        let key = |k: &str, s: &str| v2beta1::BootstrapAPIKey {
+            key: Some(k.into()),
+            secret: Some(s.into()),
+            secret_ref: None,
+        };
+        let mut spec = hub("emqx/emqx-enterprise:5.8.9");
+        spec.bootstrap_api_keys = Some(vec![
+            key("fine", "s3cret"),
+            key("colon", "pa:ss"),
+            key("newline", "pa\nss"),
+            key("emqx-operator-controller", "s3cret"),
+            key("spaced", "s3cret "),
+        ]);
+        let v = validate_hub(&spec, None, None, false);
+        let paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.bootstrapAPIKeys[1].secret",
+                "spec.bootstrapAPIKeys[2].secret",
+                "spec.bootstrapAPIKeys[3].key",
+                "spec.bootstrapAPIKeys[4].secret",
+            ]
+        );
+        assert!(
+            v.errors[0].message.contains("role"),
+            "{}",
+            v.errors[0].message
+        );
+        // An object admitted before this check can still be updated
+        // otherwise: its keys are immutable and already written.
+        let mut updated = spec.clone();
+        updated.image = "emqx/emqx-enterprise:5.8.10".into();
+        let v = validate_hub(&updated, None, Some(&spec), false);
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        let spec = v2alpha2::EMQXSpec {
+            image: "emqx/emqx-enterprise:5.8.9".into(),
+            bootstrap_api_keys: Some(vec![v2alpha2::BootstrapAPIKey {
+                key: "k".into(),
+                secret: "a:viewer".into(),
+            }]),
+            ..Default::default()
+        };
+        let v = validate_v2alpha2(&spec, None, None);
+        assert!(
+            v.errors
+                .iter()
+                .any(|e| e.path == "spec.bootstrapAPIKeys[0].secret"),
+            "{:?}",
+            v.errors
+        );
     }
 
     #[test]

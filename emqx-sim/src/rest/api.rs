@@ -79,7 +79,9 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
         Route::MethodNotAllowed => return StatusCode::METHOD_NOT_ALLOWED.into_response(),
         Route::Known { endpoint, public } => (endpoint, public),
     };
-    if !public && let Err(denied) = authorize(&parts.headers, &parts.method, &ctx.config.api_keys) {
+    if !public
+        && let Err(denied) = authorize(&parts.headers, &parts.method, &ctx.cluster.api_keys())
+    {
         return *denied;
     }
     let body = match read_body(body).await {
@@ -111,7 +113,7 @@ async fn v4_request(
         Route::Known { endpoint, public } => (Some(endpoint), public),
         Route::Unknown | Route::MethodNotAllowed => (None, false),
     };
-    if !public && authorize(&parts.headers, &parts.method, &ctx.config.api_keys).is_err() {
+    if !public && authorize(&parts.headers, &parts.method, &ctx.cluster.api_keys()).is_err() {
         return reply::unauthorized_minirest_0_3();
     }
     let Some(endpoint) = endpoint else {

@@ -147,6 +147,18 @@ pub fn pod_facts(ctx: &PodContext) -> PodFacts {
     }
 }
 
+/// An EMQX container whose boot failed: it has exited with status 1.
+struct ExitedAtBoot;
+
+#[async_trait::async_trait]
+impl RunningPod for ExitedAtBoot {
+    fn exit_code(&mut self) -> Option<i32> {
+        Some(1)
+    }
+
+    async fn stop(self: Box<Self>, _grace: Duration) {}
+}
+
 struct RunningEmqx {
     key: String,
     node: EmqxNode,
@@ -173,8 +185,22 @@ impl PodHook for EmqxHook {
     async fn start(&self, ctx: PodContext) -> Result<Box<dyn RunningPod>> {
         let facts = pod_facts(&ctx);
         let key = format!("{}/{}", facts.namespace, facts.pod_name);
-        let config = NodeConfig::from_pod(&facts)
-            .with_context(|| format!("pod {key} is not a valid EMQX container"))?;
+        let config = match NodeConfig::from_pod(&facts) {
+            Ok(config) => config,
+            // EMQX starts, fails its boot checks and exits 1: the kubelet
+            // shows a crash loop (restarts, last state terminated, Error).
+            Err(e) if e.is_boot_failure() => {
+                tracing::warn!(pod = %key, error = %e, "EMQX exits at boot");
+                return Ok(Box::new(ExitedAtBoot));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("pod {key} is not a valid EMQX container"));
+            }
+        };
+        if let Some(problem) = &config.bootstrap_problem {
+            // EMQX logs this and boots with the keys it got.
+            tracing::warn!(pod = %key, %problem, "bootstrap API keys not fully loaded");
+        }
         let node = EmqxNode::start(config)
             .await
             .with_context(|| format!("starting the EMQX node of pod {key}"))?;
