@@ -16,6 +16,7 @@ use super::version::{BrokerVersion, Edition};
 
 mod clients;
 mod evacuations;
+mod rpc;
 #[cfg(test)]
 mod tests;
 
@@ -199,6 +200,8 @@ pub struct BrokerCluster {
     /// Cluster name (`emqxcl`).
     pub name: String,
     state: Mutex<State>,
+    /// Each node's fault switches, for what other nodes ask it by RPC.
+    rpc_faults: Mutex<BTreeMap<String, Arc<crate::faults::Faults>>>,
 }
 
 impl BrokerCluster {
@@ -212,6 +215,7 @@ impl BrokerCluster {
         let cluster = Arc::new(BrokerCluster {
             name: "emqxcl".into(),
             state: Mutex::new(State::default()),
+            rpc_faults: Mutex::new(BTreeMap::new()),
         });
         all.insert(key.clone(), Arc::downgrade(&cluster));
         cluster
