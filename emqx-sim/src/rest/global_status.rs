@@ -11,7 +11,8 @@
 //!   evacuation is simply not listed. So one slow node makes the call take
 //!   up to 3 × 15 s.
 //! - before (`…_proto_v1.erl`, e5.1.0): two multicalls without a timeout;
-//!   the answer waits for the slowest node however long it takes.
+//!   the answer waits for the slowest node however long it takes. 4.4
+//!   Enterprise's source is not public; it is given the same (unverified).
 //!
 //! The local `load_rebalance/status` asks only the node's own evacuation
 //! process, so only that node's own slowness delays it.
