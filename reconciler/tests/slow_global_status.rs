@@ -82,3 +82,47 @@ async fn the_slow_node_is_named_by_its_own_status() {
     let slow = slow_nodes::probe(targets, auth, Duration::from_secs(1)).await;
     assert_eq!(slow, [b.name().to_owned()]);
 }
+
+/// A node slower than EMQX's 15 s status RPC timeout: `global_status`
+/// takes three timeouts (45 s) and answers without that node's evacuation,
+/// as if it had none. Such an answer is not trusted, and the node is named.
+#[tokio::test]
+async fn a_node_past_the_rpc_timeout_is_left_out_and_the_answer_is_not_trusted() {
+    let a = node("dropped", 3, 1).await;
+    let b = node("dropped", 3, 2).await;
+    let strategy = emqx_reconciler::observed::Strategy {
+        initial_delay_s: 0,
+        wait_takeover_s: 60,
+        conn_evict_rate: 1,
+        sess_evict_rate: 1,
+    };
+    let started = client(&a, Duration::from_secs(5))
+        .start_evacuation(b.name(), &strategy, &[a.name().to_owned()], true)
+        .await;
+    assert!(started.is_ok(), "{started:?}");
+    let before = client(&a, Duration::from_secs(5))
+        .global_evacuations::<Value>()
+        .await
+        .expect("answer");
+    assert_eq!(before.len(), 1, "{before:?}");
+
+    b.faults()
+        .set_rebalance_status_delay(Duration::from_secs(16));
+    let (answer, took) = client(&a, Duration::from_secs(5))
+        .global_evacuations_timed::<Value>()
+        .await;
+    assert_eq!(answer, Ok(Vec::new()), "EMQX drops the slow node silently");
+    assert!(took >= Duration::from_secs(45), "took {took:?}");
+    assert!(slow_nodes::untrusted(Ok(()), took));
+    let targets = vec![Target {
+        node: b.name().to_owned(),
+        base: format!("http://{}", b.http_addr()),
+    }];
+    let auth = Credentials {
+        api: ApiGeneration::V5,
+        key: "emqx-operator-controller",
+        secret: SECRET,
+    };
+    let slow = slow_nodes::probe(targets, auth, Duration::from_secs(2)).await;
+    assert_eq!(slow, [b.name().to_owned()]);
+}
