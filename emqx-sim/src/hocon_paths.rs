@@ -11,6 +11,10 @@
 //! node then refuses to boot, as EMQX does with a config it cannot parse,
 //! rather than silently running without a setting the user wrote.
 
+/// Objects nested deeper than this are refused: the reader recurses per
+/// level, and a hostile document must not exhaust the stack.
+pub const MAX_DEPTH: usize = 64;
+
 /// One `path = value` of the document; strings are unquoted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assignment {
@@ -36,6 +40,7 @@ pub fn flatten(text: &str) -> Result<Vec<Assignment>, String> {
         tokens,
         at: 0,
         out: Vec::new(),
+        depth: 0,
     };
     // A document may be wrapped in one pair of braces.
     parser.skip_separators();
@@ -211,6 +216,7 @@ struct Parser {
     tokens: Vec<(Token, usize)>,
     at: usize,
     out: Vec<Assignment>,
+    depth: usize,
 }
 
 impl Parser {
@@ -236,6 +242,19 @@ impl Parser {
 
     /// Fields until `}` (when `braced`) or the end of the document.
     fn object(&mut self, prefix: &[String], braced: bool) -> Result<(), String> {
+        if self.depth >= MAX_DEPTH {
+            let line = self.peek().map_or(0, |(_, l)| l);
+            return Err(format!(
+                "line {line}: objects nested deeper than {MAX_DEPTH}"
+            ));
+        }
+        self.depth += 1;
+        let result = self.fields(prefix, braced);
+        self.depth -= 1;
+        result
+    }
+
+    fn fields(&mut self, prefix: &[String], braced: bool) -> Result<(), String> {
         loop {
             self.skip_separators();
             let Some((token, line)) = self.peek() else {
@@ -466,5 +485,20 @@ mod tests {
             let e = flatten(doc).expect_err(doc);
             assert!(e.contains(line), "{doc:?}: {e}");
         }
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_a_stack_overflow() {
+        let deep = "a {".repeat(200_000);
+        let e = flatten(&deep).expect_err("too deep");
+        assert!(e.contains("nested deeper than"), "{e}");
+        let dotted = format!("{} = 1", vec!["k"; 10_000].join("."));
+        assert_eq!(flatten(&dotted).map(|a| a.len()), Ok(1));
+        let ok = format!(
+            "{}x = 1{}",
+            "a {".repeat(MAX_DEPTH - 1),
+            "}".repeat(MAX_DEPTH - 1)
+        );
+        assert!(flatten(&ok).is_ok());
     }
 }
