@@ -17,6 +17,7 @@ use super::version::{BrokerVersion, Edition};
 
 mod clients;
 mod evacuations;
+mod rpc;
 #[cfg(test)]
 mod tests;
 
@@ -203,6 +204,8 @@ pub struct BrokerCluster {
     /// Cluster name (`emqxcl`).
     pub name: String,
     state: Mutex<State>,
+    /// Each node's fault switches, for what other nodes ask it by RPC.
+    rpc_faults: Mutex<BTreeMap<String, Arc<crate::faults::Faults>>>,
 }
 
 impl BrokerCluster {
@@ -216,6 +219,7 @@ impl BrokerCluster {
         let cluster = Arc::new(BrokerCluster {
             name: "emqxcl".into(),
             state: Mutex::new(State::default()),
+            rpc_faults: Mutex::new(BTreeMap::new()),
         });
         all.insert(key.clone(), Arc::downgrade(&cluster));
         cluster

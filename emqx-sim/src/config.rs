@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::api_key::{ApiKey, parse_apps_file_v4, parse_bootstrap_file};
+use super::licence::Licence;
 use super::version::{ApiGeneration, BrokerVersion, Edition};
 
 /// Everything a pod gives the EMQX container, as plain values.
@@ -95,6 +96,9 @@ pub struct NodeConfig {
     /// §5.6 switch: send `Server-Reference` for evacuations started over REST
     /// with `redirect_to` (EMQX probably does not; default false).
     pub rest_redirect_sets_server_reference: bool,
+    /// What the licence allows (5.9+: a single-node licence shuts a node
+    /// down when it joins others; [`crate::licence`]).
+    pub licence: Licence,
 }
 
 /// Why a pod cannot become a node; names the field at fault.
@@ -128,6 +132,10 @@ pub enum ConfigError {
         /// What is wrong, with the line number.
         message: String,
     },
+    /// The licence key (or the config holding it) cannot be read: EMQX's
+    /// licence app fails to start and the node shuts down.
+    #[error("licence: {0}")]
+    Licence(String),
 }
 
 impl ConfigError {
@@ -221,6 +229,8 @@ impl NodeConfig {
         };
         let (api_keys, bootstrap_problem) =
             api_keys(&env, &pod.files, version.api(), edition, role)?;
+        let licence =
+            Licence::from_pod(&version, &env, &pod.files).map_err(ConfigError::Licence)?;
         Ok(NodeConfig {
             node_name,
             ip: pod.pod_ip,
@@ -236,6 +246,7 @@ impl NodeConfig {
             no_recipient_retry: Duration::from_secs(30),
             persistent_data: pod.persistent_data,
             rest_redirect_sets_server_reference: false,
+            licence,
         })
     }
 }

@@ -11,6 +11,7 @@ pub struct Faults {
     http_delay_ms: AtomicU64,
     drop_http: AtomicBool,
     drop_mqtt: AtomicBool,
+    rebalance_status_delay_ms: AtomicU64,
 }
 
 impl Faults {
@@ -40,6 +41,21 @@ impl Faults {
     /// New MQTT connections are closed at once, without a CONNACK.
     pub fn set_drop_mqtt(&self, on: bool) {
         self.drop_mqtt.store(on, Ordering::SeqCst);
+    }
+
+    /// The node's evacuation process answers status queries this late (a
+    /// node busy evicting, or overloaded): its own `load_rebalance/status`,
+    /// and its part of `global_status` asked on any node of the cluster,
+    /// which waits up to EMQX's 15 s RPC timeout per phase for it
+    /// ([`crate::rest::global_status`]).
+    pub fn set_rebalance_status_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.rebalance_status_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Injected delay of the evacuation status.
+    pub fn rebalance_status_delay(&self) -> Duration {
+        Duration::from_millis(self.rebalance_status_delay_ms.load(Ordering::SeqCst))
     }
 
     /// Whether 500s are injected.

@@ -21,10 +21,15 @@
 //! Nodes with the same headless DNS name and cookie in one process form one
 //! cluster ([`cluster::BrokerCluster`]). A stopped node stays listed as
 //! `stopped` until `force_leave`. Faults are switched at run time through
-//! [`EmqxNode::faults`]; the evacuation tick is [`NodeConfig::tick`] (1 s).
+//! [`EmqxNode::faults`] (among them a node slow to report its evacuation
+//! status, which `global_status` on any node waits for, as EMQX does); the
+//! evacuation tick is [`NodeConfig::tick`] (1 s). From 5.9 the licence
+//! applies ([`licence`]): a node on the default single-node licence that
+//! joins a running node shuts down ([`EmqxNode::halted`]), as EMQX's does.
 //!
 //! Not simulated: rebalance (`/load_rebalance/{node}/start|stop` answer 404),
-//! dashboard login/bearer tokens, `/configs`, listeners other than MQTT/TCP,
+//! dashboard login/bearer tokens, `PUT /configs` (`GET /configs` describes
+//! only `listeners` and `dashboard`), listeners other than MQTT/TCP,
 //! will messages, QoS 2, retained messages, MQTT 3.1 (refused with rc 1).
 
 pub mod api_key;
@@ -33,6 +38,8 @@ pub mod config;
 pub mod evacuation;
 pub mod evacuation_request;
 pub mod faults;
+pub mod hocon_paths;
+pub mod licence;
 mod load_sampler;
 pub mod mqtt;
 pub mod node;

@@ -43,6 +43,7 @@ pub struct EmqxNode {
     mqtt_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    halted: Option<String>,
 }
 
 impl EmqxNode {
@@ -72,6 +73,7 @@ impl EmqxNode {
             .join(&config, wake.clone())
             .map_err(StartError::DuplicateName)?;
         let faults = Arc::new(Faults::default());
+        cluster.register_faults(&config.node_name, faults.clone());
         let (shutdown, rx) = watch::channel(false);
         let ctx = ApiContext {
             config: config.clone(),
@@ -89,7 +91,7 @@ impl EmqxNode {
             )),
             tokio::spawn(ticker(config.node_name.clone(), cluster.clone(), wake, rx)),
         ];
-        Ok(EmqxNode {
+        let mut node = EmqxNode {
             config,
             cluster,
             faults,
@@ -97,7 +99,24 @@ impl EmqxNode {
             mqtt_addr,
             shutdown,
             tasks,
-        })
+            halted: None,
+        };
+        // Joining restarts EMQX's apps; the licence app's check then fails
+        // on a single-node licence beside another running node and the node
+        // shuts down ([`crate::licence`]). It stays a member, listed stopped.
+        let running = node.cluster.running_nodes().len();
+        if let Some(reason) = crate::licence::join_violation(&node.config.licence, running) {
+            eprintln!("{}: {reason}; shutting down", node.config.node_name);
+            node.stop();
+            node.halted = Some(reason);
+        }
+        Ok(node)
+    }
+
+    /// Why the node shut itself down after it started (the container
+    /// exits): EMQX's own words, e.g. `SINGLE_NODE_LICENSE, …`.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
     }
 
     /// Erlang node name.

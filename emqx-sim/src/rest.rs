@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod configs;
+pub mod global_status;
 pub mod payload;
 pub mod reply;
 pub mod route;

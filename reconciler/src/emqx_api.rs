@@ -67,6 +67,51 @@ pub enum EmqxError {
     Transport { call: &'static str, detail: String },
 }
 
+impl EmqxError {
+    /// A transport failure because the call ran out of time
+    /// (`emqx_client`'s transport detail says `(timed out)`).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, EmqxError::Transport { detail, .. } if detail.ends_with("(timed out)"))
+    }
+}
+
+/// `?TIMEOUT` of the status RPCs `global_status` makes
+/// (`apps/emqx_node_rebalance/src/proto/emqx_node_rebalance_status_proto_v2.erl`,
+/// from 5.2.1; the same at e5.10.4 and 6.2.2).
+pub const STATUS_RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `global_status` makes three cluster-wide RPCs one after another
+/// (rebalance, evacuation, purge status: `emqx_node_rebalance_status.erl`
+/// `global_status/0`), each waiting up to [`STATUS_RPC_TIMEOUT`] for the
+/// slowest node, so one slow node can make an honest answer take 45 s.
+/// Before 5.2.1 (`…_proto_v1.erl`) there were two RPCs without any
+/// timeout; nothing bounds those.
+pub const GLOBAL_STATUS_RPCS: u32 = 3;
+
+/// How long to wait for `global_status`: the longest honest answer plus
+/// the usual per-call timeout for the HTTP round trip.
+pub fn global_status_timeout(call_timeout: std::time::Duration) -> std::time::Duration {
+    STATUS_RPC_TIMEOUT * GLOBAL_STATUS_RPCS + call_timeout
+}
+
+/// Whether a `global_status` answer that took `took` may lack nodes: EMQX
+/// drops, silently, every node whose RPC exceeded [`STATUS_RPC_TIMEOUT`]
+/// (`{Results, _BadNodes} = rpc:multicall(…)`), and that can only have
+/// happened if the call lasted at least that long. Such an answer cannot
+/// tell "no evacuation" from "no answer".
+pub fn may_leave_out_nodes(took: std::time::Duration) -> bool {
+    took >= STATUS_RPC_TIMEOUT
+}
+
+/// Interprets `GET /load_rebalance/status`: any 200 is an answer.
+pub fn local_status_answered(
+    api: ApiGeneration,
+    status: u16,
+    body: &[u8],
+) -> Result<(), EmqxError> {
+    payload(api, "GET load_rebalance/status", status, body).map(|_| ())
+}
+
 /// What `evacuation/start` achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOutcome {

@@ -76,13 +76,27 @@ impl EmqxClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, Vec<u8>), EmqxError> {
+        self.call_within(call, method, path, body, self.timeout)
+            .await
+    }
+
+    /// [`EmqxClient::call`] with its own bound on the whole call.
+    async fn call_within(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), EmqxError> {
         let transport = |e: reqwest::Error| EmqxError::Transport {
             call,
-            detail: transport_detail(&e, self.timeout),
+            detail: transport_detail(&e, timeout),
         };
         let mut request = self
             .http
             .request(method, format!("{}{path}", self.base))
+            .timeout(timeout)
             .basic_auth(&self.key, Some(&self.secret))
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(body) = body {
@@ -112,15 +126,53 @@ impl EmqxClient {
         emqx_api::nodes(self.api, status, &body)
     }
 
-    /// `GET /load_rebalance/global_status`, evacuations as `T`.
+    /// `GET /load_rebalance/global_status`, evacuations as `T`. It may
+    /// honestly take up to three of EMQX's 15 s RPC timeouts
+    /// ([`emqx_api::global_status_timeout`]), so it gets that much more
+    /// time than other calls.
     pub async fn global_evacuations<T: serde::de::DeserializeOwned>(
         &self,
     ) -> Result<Vec<T>, EmqxError> {
+        self.global_evacuations_timed().await.0
+    }
+
+    /// [`EmqxClient::global_evacuations`] and how long it took, for telling
+    /// whether EMQX may have left slow nodes out
+    /// ([`emqx_api::may_leave_out_nodes`]).
+    pub async fn global_evacuations_timed<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> (Result<Vec<T>, EmqxError>, Duration) {
         let path = format!("{}/load_rebalance/global_status", self.api.prefix());
+        let started = std::time::Instant::now();
+        let answer = self
+            .call_within(
+                "GET global_status",
+                reqwest::Method::GET,
+                &path,
+                None,
+                emqx_api::global_status_timeout(self.timeout),
+            )
+            .await;
+        let took = started.elapsed();
+        let result =
+            answer.and_then(|(status, body)| emqx_api::global_evacuations(self.api, status, &body));
+        (result, took)
+    }
+
+    /// `GET /load_rebalance/status`: the node's own evacuation status,
+    /// answered without asking other nodes. Only whether it answers in
+    /// time matters (a probe for the slow node).
+    pub async fn local_evacuation_status(&self) -> Result<(), EmqxError> {
+        let path = format!("{}/load_rebalance/status", self.api.prefix());
         let (status, body) = self
-            .call("GET global_status", reqwest::Method::GET, &path, None)
+            .call(
+                "GET load_rebalance/status",
+                reqwest::Method::GET,
+                &path,
+                None,
+            )
             .await?;
-        emqx_api::global_evacuations(self.api, status, &body)
+        emqx_api::local_status_answered(self.api, status, &body)
     }
 
     /// `POST /load_rebalance/{node}/evacuation/start`.

@@ -20,7 +20,14 @@ pub struct EmqxUnavailable {
     pub node: Option<String>,
     /// What went wrong, as the client reported it.
     pub error: String,
+    /// Nodes found too slow to report their evacuation status
+    /// ([`crate::slow_nodes`]); the reason is then [`EMQX_NODE_SLOW`].
+    pub slow_nodes: Vec<String>,
 }
+
+/// The reason when `global_status` could not be trusted because nodes are
+/// slow to answer EMQX's status RPCs; the message names them.
+pub const EMQX_NODE_SLOW: &str = "EmqxNodeSlow";
 
 /// The step of a pass that failed, and how.
 #[derive(Debug)]
@@ -76,10 +83,16 @@ pub fn explain(
         },
         _ => wait.message.clone(),
     };
-    Some(Explained {
-        reason: wait.reason.as_str(),
-        message,
-    })
+    let reason = match unavailable {
+        Some(failure)
+            if matches!(wait.reason, WaitReason::EmqxApiUnavailable)
+                && !failure.slow_nodes.is_empty() =>
+        {
+            EMQX_NODE_SLOW
+        }
+        _ => wait.reason.as_str(),
+    };
+    Some(Explained { reason, message })
 }
 
 /// A step in words, naming the node or object it touches.
@@ -198,6 +211,7 @@ mod tests {
         let failure = EmqxUnavailable {
             node: Some("emqx@c-core-b-0".into()),
             error: "GET nodes: HTTP 500: INTERNAL_ERROR injected fault".into(),
+            slow_nodes: Vec::new(),
         };
         let wait = explain(d.wait.as_ref(), Some(&failure), None).expect("a wait");
         assert_eq!(wait.reason, "EmqxApiUnavailable");
@@ -207,11 +221,25 @@ mod tests {
     }
 
     #[test]
+    fn slow_nodes_get_their_own_reason() {
+        let d = upgrade_without_emqx();
+        let failure = EmqxUnavailable {
+            node: Some("emqx@c-core-b-0".into()),
+            error: "load_rebalance/global_status took 45s; …: emqx@c-core-a-1".into(),
+            slow_nodes: vec!["emqx@c-core-a-1".into()],
+        };
+        let wait = explain(d.wait.as_ref(), Some(&failure), None).expect("a wait");
+        assert_eq!(wait.reason, EMQX_NODE_SLOW);
+        assert!(wait.message.contains("emqx@c-core-a-1"), "{}", wait.message);
+    }
+
+    #[test]
     fn no_node_to_ask_is_said_too() {
         let d = upgrade_without_emqx();
         let failure = EmqxUnavailable {
             node: None,
             error: "no ready core pod".into(),
+            slow_nodes: Vec::new(),
         };
         let message = explain(d.wait.as_ref(), Some(&failure), None)
             .expect("a wait")
@@ -231,6 +259,7 @@ mod tests {
         let failure = EmqxUnavailable {
             node: Some("emqx@x".into()),
             error: "timed out".into(),
+            slow_nodes: Vec::new(),
         };
         assert_eq!(explain(ready.wait.as_ref(), Some(&failure), None), None);
         let delayed = Wait {

@@ -10,11 +10,13 @@ use crate::emqx_client::EmqxClient;
 use crate::error::Error;
 use crate::explain::EmqxUnavailable;
 use crate::go_operator;
+use crate::licence;
 use crate::live::{self, LiveSet};
 use crate::memory;
 use crate::observed::{EmqxView, Evacuation, Observed, Role, RoleSpec, Spec, Strategy};
 use crate::render::{OPERATOR_API_KEY, Rendered};
 use crate::revision;
+use crate::slow_nodes;
 use emqx_crd::evacuation::NodeEvacuationStatus;
 use emqx_crd::names;
 use emqx_crd::v2beta1::EMQXNode;
@@ -43,6 +45,8 @@ pub struct Observation {
     /// The desired revision is a Go-created set taken over as it runs
     /// ([`go_operator::runs_adopted_revision`]).
     pub adopted: bool,
+    /// Nodes dying of EMQX's single-node licence ([`licence`]).
+    pub licence: Option<licence::NodeLimit>,
 }
 
 /// The EMQX node the pass talks to, for the steps that call EMQX.
@@ -106,6 +110,19 @@ pub async fn gather(
         ),
         Err(failure) => (None, None, None, None, Some(failure)),
     };
+    let running: Option<Vec<String>> = nodes.as_ref().map(|nodes| {
+        nodes
+            .iter()
+            .filter(|(_, n)| n.node_status.as_deref() == Some("running"))
+            .filter_map(|(_, n)| n.node.clone())
+            .collect()
+    });
+    let licence = licence::diagnose(
+        &cluster.spec.image,
+        &spec_licence(cluster.spec),
+        &pod_evidence(&live, &pods),
+        running.as_deref(),
+    );
     let observation = Observation {
         observed: Observed {
             now: now_s(),
@@ -119,6 +136,7 @@ pub async fn gather(
         evacuations,
         unavailable,
         adopted,
+        licence,
     };
     Ok((observation, endpoint))
 }
@@ -188,10 +206,12 @@ async fn read_emqx(
     let (set, endpoint) = cores.first().ok_or_else(|| EmqxUnavailable {
         node: None,
         error: "no core pod is ready to answer".into(),
+        slow_nodes: Vec::new(),
     })?;
     let failed = |error: String| EmqxUnavailable {
         node: Some(endpoint.node.clone()),
         error,
+        slow_nodes: Vec::new(),
     };
     let ip = set
         .pod_ips
@@ -206,12 +226,29 @@ async fn read_emqx(
     )
     .map_err(|e| failed(e.to_string()))?;
     let nodes = client.nodes().await.map_err(|e| failed(e.to_string()))?;
-    let (evacuation_api, evacuations) =
-        match client.global_evacuations::<NodeEvacuationStatus>().await {
-            Ok(e) => (true, e),
-            Err(EmqxError::EvacuationUnsupported(_)) => (false, Vec::new()),
-            Err(error) => return Err(failed(error.to_string())),
+    let (answer, took) = client
+        .global_evacuations_timed::<NodeEvacuationStatus>()
+        .await;
+    if slow_nodes::untrusted(answer.as_ref().map(|_| ()), took) {
+        let auth = slow_nodes::Credentials {
+            api,
+            key: OPERATOR_API_KEY,
+            secret: operator_secret,
         };
+        let slow =
+            slow_nodes::probe(probe_targets(live, &nodes, api), auth, ctx.emqx_timeout).await;
+        let message =
+            slow_nodes::message(answer.as_ref().map(|_| ()), took, &slow, ctx.emqx_timeout);
+        return Err(EmqxUnavailable {
+            slow_nodes: slow,
+            ..failed(message)
+        });
+    }
+    let (evacuation_api, evacuations) = match answer {
+        Ok(e) => (true, e),
+        Err(EmqxError::EvacuationUnsupported(_)) => (false, Vec::new()),
+        Err(error) => return Err(failed(error.to_string())),
+    };
     let mut view_evacuations = Vec::new();
     for e in &evacuations {
         let state = emqx_api::evacuation_state(e.state.as_deref().unwrap_or_default())
@@ -277,4 +314,65 @@ async fn read_emqx(
         evacuations,
         endpoint: EmqxEndpoint { client, version },
     })
+}
+
+/// Every running node EMQX lists that runs in one of our pods, with the
+/// base URL of its own API.
+fn probe_targets(
+    live: &[LiveSet],
+    nodes: &[emqx_api::NodeInfo],
+    api: emqx_api::ApiGeneration,
+) -> Vec<slow_nodes::Target> {
+    nodes
+        .iter()
+        .filter(|n| n.is_running())
+        .filter_map(|n| {
+            live.iter().find_map(|s| {
+                let pod = s.view.pods.iter().find(|p| p.node == n.node)?;
+                let ip = s.pod_ips.get(&pod.name)?;
+                Some(slow_nodes::Target {
+                    node: n.node.clone(),
+                    base: format!("http://{ip}:{}", api.port()),
+                })
+            })
+        })
+        .collect()
+}
+
+/// The licence the spec gives its nodes ([`emqx_crd::licence`]).
+fn spec_licence(spec: &emqx_crd::v2beta1::EMQXSpec) -> emqx_crd::licence::SpecLicence {
+    let core = spec
+        .core_template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.pod.env.as_deref());
+    let replicant = spec
+        .replicant_template
+        .as_ref()
+        .and_then(|t| t.spec.as_ref())
+        .and_then(|s| s.env.as_deref());
+    emqx_crd::licence::spec_licence(
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
+        [core, replicant].into_iter().flatten(),
+    )
+}
+
+/// Each live pod's node, readiness and container restarts.
+fn pod_evidence(live: &[LiveSet], pods: &[Pod]) -> Vec<licence::PodEvidence> {
+    live.iter()
+        .flat_map(|s| s.view.pods.iter())
+        .map(|p| {
+            let restarts = pods
+                .iter()
+                .find(|k| k.metadata.name.as_deref() == Some(p.name.as_str()))
+                .and_then(|k| k.status.as_ref())
+                .and_then(|st| st.container_statuses.as_ref())
+                .map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum());
+            licence::PodEvidence {
+                node: p.node.clone(),
+                restarts,
+                ready: p.ready,
+            }
+        })
+        .collect()
 }

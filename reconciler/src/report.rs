@@ -67,10 +67,13 @@ pub async fn report<K: ClusterKind>(
         evacuations.as_deref(),
     );
 
-    let wait = explain::explain(
-        decision.wait.as_ref(),
-        obs.unavailable.as_ref(),
-        outcome.failed.as_ref(),
+    let wait = crate::licence::explain(
+        explain::explain(
+            decision.wait.as_ref(),
+            obs.unavailable.as_ref(),
+            outcome.failed.as_ref(),
+        ),
+        obs.licence.as_ref(),
     );
     let now = obs.observed.now;
     let new_status = status::status(&status::StatusInput {

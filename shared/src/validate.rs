@@ -149,6 +149,14 @@ pub fn validate_hub(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
+    if let Some(w) = crate::licence::spec_warning(
+        &spec.image,
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    ) {
+        c.warn(w);
+    }
     check_v2_tail(
         &mut c,
         spec.update_strategy.as_ref(),
@@ -213,6 +221,14 @@ pub fn validate_v2alpha2(
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
+    if let Some(w) = crate::licence::spec_warning(
+        &spec.image,
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
+        spec.core_template.as_ref(),
+        spec.replicant_template.as_ref(),
+    ) {
+        c.warn(w);
+    }
     check_v2_tail(
         &mut c,
         spec.update_strategy.as_ref(),
@@ -1068,6 +1084,11 @@ mod tests {
             value_from: None,
         };
         let mut spec = hub("emqx/emqx:6.0.1");
+        // A licence, so the only warnings are the env ones.
+        spec.config = Some(v2beta1::Config {
+            mode: None,
+            data: Some("license.key = evaluation".into()),
+        });
         spec.core_template = Some(v2beta1::EMQXCoreTemplate {
             spec: Some(v2beta1::EMQXCoreTemplateSpec {
                 pod: v2beta1::EMQXReplicantTemplateSpec {

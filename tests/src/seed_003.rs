@@ -43,9 +43,19 @@ const OPERATOR_LIMIT: Duration = Duration::from_secs(180);
 
 /// Seed 003's `EMQX` manifest (the v2beta1 page's `emqx-update.yaml`), as
 /// the user applies it: no defaults yet.
+///
+/// The page elides its licence key (`key = "..."`), which EMQX 6 cannot
+/// boot with; the fixture fills in a key the simulator reads as an official
+/// licence (`emqx_sim::licence::test_key`), so its nodes may cluster.
 pub fn seed_003_manifest() -> Result<Value> {
     let text = include_str!("../../shared/tests/seeds/seed003-emqx-v2beta1.yaml");
-    serde_saphyr::from_str(text).context("seed 003 manifest")
+    let mut object: Value = serde_saphyr::from_str(text).context("seed 003 manifest")?;
+    let data = &mut object["spec"]["config"]["data"];
+    if let Some(text) = data.as_str() {
+        let key = emqx_sim::licence::test_key(1);
+        *data = Value::String(text.replace("key = \"...\"", &format!("key = \"{key}\"")));
+    }
+    Ok(object)
 }
 
 /// How an upgrade is paced: the seed's `spec.updateStrategy`.

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::auth::authorize;
+use super::global_status;
 use super::payload;
 use super::reply::{self, node_error};
 use super::route::{Endpoint, Route, route};
@@ -84,6 +85,9 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
     {
         return *denied;
     }
+    if let Some(answer) = global_status::timed(&ctx, &endpoint).await {
+        return answer;
+    }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -119,6 +123,9 @@ async fn v4_request(
     let Some(endpoint) = endpoint else {
         return reply::not_found_minirest_0_3();
     };
+    if let Some(answer) = global_status::timed(ctx, &endpoint).await {
+        return answer;
+    }
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -269,6 +276,7 @@ fn dispatch(
             }
         }
         Endpoint::Prometheus => prometheus(ctx, query, headers),
+        Endpoint::Configs => super::configs::answer(ctx, query, headers),
         Endpoint::Listeners => {
             let data: Vec<Value> = cluster
                 .running_nodes()
@@ -284,18 +292,9 @@ fn dispatch(
                 .collect();
             reply::v4_ok(json!(data))
         }
-        Endpoint::RebalanceStatus => reply::json(
-            StatusCode::OK,
-            payload::local_status(cluster.evacuation_status(ctx.node()).as_ref()),
-        ),
-        Endpoint::GlobalStatus => {
-            let v = &ctx.config.version;
-            let purges = (v.major, v.minor) >= (5, 2);
-            reply::json(
-                StatusCode::OK,
-                payload::global_status(&cluster.evacuation_statuses(), v.api(), purges),
-            )
-        }
+        // Answered with their delays by `global_status::timed` first.
+        Endpoint::RebalanceStatus => global_status::local(ctx),
+        Endpoint::GlobalStatus => global_status::global(ctx, &Default::default()),
         Endpoint::AvailabilityCheck => {
             if cluster.is_evacuating(ctx.node()) {
                 reply::error(

@@ -34,6 +34,8 @@ pub enum Endpoint {
     EvacuationStop(String),
     /// `GET /node_eviction/status` (5.x).
     NodeEvictionStatus,
+    /// `GET /configs` (5.x): the listeners and dashboard configuration.
+    Configs,
 }
 
 /// Routing result.
@@ -85,6 +87,7 @@ pub fn route(version: &BrokerVersion, edition: Edition, method: &Method, path: &
         ["stats"] => (Endpoint::Stats, Method::GET, false),
         ["prometheus", "stats"] if v5 => (Endpoint::Prometheus, Method::GET, true),
         ["listeners"] if !v5 => (Endpoint::Listeners, Method::GET, false),
+        ["configs"] if v5 => (Endpoint::Configs, Method::GET, false),
         ["node_eviction", "status"] if v5 && evacuation => {
             (Endpoint::NodeEvictionStatus, Method::GET, false)
         }
@@ -117,7 +120,7 @@ pub fn route(version: &BrokerVersion, edition: Edition, method: &Method, path: &
 }
 
 /// Decodes `%XX` escapes; invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

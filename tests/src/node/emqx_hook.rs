@@ -167,6 +167,13 @@ struct RunningEmqx {
 
 #[async_trait::async_trait]
 impl RunningPod for RunningEmqx {
+    /// A node that shut itself down (EMQX's licence check on joining) is a
+    /// container that exited with 1, so the pod restarts and crash-loops as
+    /// the real one does.
+    fn exit_code(&mut self) -> Option<i32> {
+        self.node.halted().map(|_| 1)
+    }
+
     async fn stop(self: Box<Self>, grace: Duration) {
         let RunningEmqx { key, node, table } = *self;
         lock(&table).remove(&key);
@@ -204,6 +211,13 @@ impl PodHook for EmqxHook {
         let node = EmqxNode::start(config)
             .await
             .with_context(|| format!("starting the EMQX node of pod {key}"))?;
+        if node.halted().is_some() {
+            return Ok(Box::new(RunningEmqx {
+                key,
+                node,
+                table: self.nodes.clone(),
+            }));
+        }
         lock(&self.nodes).insert(
             key.clone(),
             NodeHandle {
