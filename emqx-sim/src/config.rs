@@ -174,7 +174,7 @@ fn cookie(
     }
     let conf = files.get(EMQX_CONF).filter(|_| api == ApiGeneration::V5);
     if let Some(text) = conf {
-        let found = emqx_crd::hocon::lookup_string(text, "node.cookie").map_err(|e| {
+        let found = crate::hocon_paths::lookup(text, "node.cookie").map_err(|e| {
             ConfigError::MalformedFile {
                 file: EMQX_CONF.into(),
                 message: format!("node.cookie not readable: {e}"),

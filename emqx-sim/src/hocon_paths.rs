@@ -10,6 +10,10 @@
 //! A document this reader cannot follow is an error naming the line: the
 //! node then refuses to boot, as EMQX does with a config it cannot parse,
 //! rather than silently running without a setting the user wrote.
+//!
+//! The operator's own reader is `emqx_crd::hocon`; this one is kept apart on
+//! purpose: the simulator is the oracle of the operator's tests and shares
+//! no parsing code with it, so a bug in one shows up against the other.
 
 /// Objects nested deeper than this are refused: the reader recurses per
 /// level, and a hostile document must not exhaust the stack.

@@ -32,7 +32,6 @@ pub mod dynamic;
 pub mod edition;
 pub mod evacuation;
 pub mod hocon;
-pub mod hocon_paths;
 pub mod hub;
 pub mod image;
 pub mod licence;

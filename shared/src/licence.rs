@@ -17,7 +17,7 @@
 //!   node fetches from its peers (the comment in `emqx_license_app.erl`).
 //!   That is why the webhook warns instead of refusing.
 
-use crate::hocon_paths;
+use crate::hocon;
 use crate::image::{split_tag, tag_version};
 use k8s_openapi::api::core::v1::EnvVar;
 
@@ -77,11 +77,11 @@ pub fn spec_licence<'a>(
             _ => SpecLicence::Key,
         };
     }
-    match hocon_paths::lookup(config_data.unwrap_or_default(), "license.key") {
+    match hocon::lookup_string(config_data.unwrap_or_default(), "license.key") {
         Ok(None) => SpecLicence::Missing,
         Ok(Some(key)) if key.trim() == "default" => SpecLicence::Default,
         Ok(Some(_)) => SpecLicence::Key,
-        Err(e) => SpecLicence::Unreadable(e),
+        Err(e) => SpecLicence::Unreadable(e.to_string()),
     }
 }
 
