@@ -46,6 +46,8 @@ pub struct Metrics {
     pub upgrading: Family<ClusterLabels, Gauge>,
     /// Connections plus sessions left on a node under evacuation.
     pub evacuation_remaining: Family<NodeLabels, Gauge>,
+    /// 1 while this replica holds the Lease and its controllers run.
+    pub leader: Gauge,
     /// The nodes of each cluster that have an `evacuation_remaining` series.
     series: Mutex<BTreeMap<ClusterLabels, BTreeSet<String>>>,
 }
@@ -62,6 +64,7 @@ impl Default for Metrics {
         });
         let upgrading = Family::<ClusterLabels, Gauge>::default();
         let evacuation_remaining = Family::<NodeLabels, Gauge>::default();
+        let leader = Gauge::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -83,6 +86,11 @@ impl Default for Metrics {
             "Connections plus sessions left on a node being evacuated",
             evacuation_remaining.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -90,6 +98,7 @@ impl Default for Metrics {
             duration,
             upgrading,
             evacuation_remaining,
+            leader,
             series: Mutex::default(),
         }
     }
