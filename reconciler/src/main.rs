@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use emqx_crd::logging::{self, LogFormat};
 use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
+use emqx_listener::plain::PlainLimits;
 use emqx_reconciler::context::Context;
 use emqx_reconciler::leader::{self, LeaseTiming};
 use emqx_reconciler::metrics::Metrics;
@@ -228,12 +229,16 @@ async fn terminate() {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics` behind the shared listener limits
+/// (connection cap with oldest-idle eviction, first-byte and header
+/// timeouts), stopping with the process.
 async fn serve_admin(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
     use axum::routing::get;
+    let page = metrics.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // A standby replica is ready too: readiness gates Deployment
@@ -243,14 +248,9 @@ async fn serve_admin(
         .route(
             "/metrics",
             get(move || {
-                let body = metrics.encode();
+                let body = page.encode();
                 async move { body }
             }),
         );
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(%error, "admin server stopped");
-    }
+    emqx_listener::plain::serve(listener, app, PlainLimits::default(), metrics, shutdown).await;
 }
