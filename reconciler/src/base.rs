@@ -3,6 +3,7 @@
 //! bootstrap-API-key Secrets. Applied at the start of a pass (before the
 //! sets they serve); yields the operator's EMQX API secret.
 
+use crate::cluster_secrets::{OperatorKey, Purpose, SecretSource, derive};
 use crate::context::apply_params;
 use crate::drift;
 use crate::error::Error;
@@ -37,12 +38,95 @@ pub async fn ensure(
     client: &Client,
     rendered: &Rendered<'_>,
     adopted: bool,
+    source: &SecretSource,
+    created: &CreatedSecrets,
 ) -> Result<String, Error> {
     let cluster = &rendered.cluster;
     if !adopted {
         apply_base_objects(client, rendered).await?;
     }
-    ensure_secrets(client, cluster).await
+    match source {
+        SecretSource::Read => ensure_secrets(client, cluster).await,
+        SecretSource::Derived(key) => create_derived_secrets(client, cluster, key, created).await,
+    }
+}
+
+/// The clusters (by uid) whose Secrets this process has seen created (201
+/// or 409), and when: with derived values nothing is read, so this keeps a
+/// steady cluster from costing two refused creates per pass, while a Secret
+/// someone deleted still comes back within [`RECREATE_AFTER`].
+#[derive(Debug, Default)]
+pub struct CreatedSecrets(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// How long Secrets seen created are not created again.
+pub const RECREATE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl CreatedSecrets {
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .is_some_and(|at| at.elapsed() < RECREATE_AFTER)
+    }
+
+    fn insert(&self, uid: &str) {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Deleted clusters' entries do not pile up.
+        seen.retain(|_, at| at.elapsed() < RECREATE_AFTER);
+        seen.insert(uid.to_owned(), std::time::Instant::now());
+    }
+}
+
+/// Creates the node-cookie and bootstrap-API-key Secrets with values
+/// derived from the operator's key, never reading a Secret: one that exists
+/// (409) is left as it is. Returns the operator's API secret.
+async fn create_derived_secrets(
+    client: &Client,
+    cluster: &Cluster<'_>,
+    key: &OperatorKey,
+    created: &CreatedSecrets,
+) -> Result<String, Error> {
+    let derive = |purpose| derive(key, purpose, cluster.namespace, cluster.name, cluster.uid);
+    let operator_secret = derive(Purpose::OperatorApiSecret);
+    if created.contains(cluster.uid) {
+        return Ok(operator_secret);
+    }
+    let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+    create_secret(
+        &secrets,
+        cluster,
+        &names::node_cookie_secret_name(cluster.name),
+        names::NODE_COOKIE_KEY,
+        derive(Purpose::NodeCookie),
+    )
+    .await?;
+    create_secret(
+        &secrets,
+        cluster,
+        &names::bootstrap_api_key_secret_name(cluster.name),
+        names::BOOTSTRAP_API_KEY_KEY,
+        bootstrap_file(cluster, &operator_secret),
+    )
+    .await?;
+    created.insert(cluster.uid);
+    Ok(operator_secret)
+}
+
+/// The bootstrap API-key file: the spec's keys, then the operator's.
+fn bootstrap_file(cluster: &Cluster<'_>, operator_secret: &str) -> String {
+    let mut lines: Vec<String> = cluster
+        .spec
+        .bootstrap_api_keys
+        .iter()
+        .flatten()
+        .filter_map(|k| Some(format!("{}:{}", k.key.as_ref()?, k.secret.as_ref()?)))
+        .collect();
+    lines.push(format!("{OPERATOR_API_KEY}:{operator_secret}"));
+    lines.join("\n")
 }
 
 async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<(), Error> {
@@ -90,18 +174,10 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
         Some(data) => String::from_utf8_lossy(&data.0).into_owned(),
         None => {
             // Created once; EMQX reads it at boot, so it never changes after.
-            let mut lines: Vec<String> = cluster
-                .spec
-                .bootstrap_api_keys
-                .iter()
-                .flatten()
-                .filter_map(|k| Some(format!("{}:{}", k.key.as_ref()?, k.secret.as_ref()?)))
-                .collect();
             let secret = Alphanumeric
                 .sample_string(&mut rand::rng(), 64)
                 .to_lowercase();
-            lines.push(format!("{OPERATOR_API_KEY}:{secret}"));
-            let file = lines.join("\n");
+            let file = bootstrap_file(cluster, &secret);
             create_secret(
                 &secrets,
                 cluster,
@@ -116,10 +192,27 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
     Ok(operator_secret_in(&file))
 }
 
-/// The operator's API secret from the bootstrap Secret, without writing
-/// anything (empty when the Secret does not exist yet): a paused cluster
-/// is observed, not changed.
-pub async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+/// The operator's secret, without writing anything: derived, or read from
+/// the bootstrap Secret (empty when it does not exist yet). A paused
+/// cluster is observed, not changed.
+pub async fn operator_secret(
+    client: &Client,
+    cluster: &Cluster<'_>,
+    source: &SecretSource,
+) -> Result<String, Error> {
+    match source {
+        SecretSource::Derived(key) => Ok(derive(
+            key,
+            Purpose::OperatorApiSecret,
+            cluster.namespace,
+            cluster.name,
+            cluster.uid,
+        )),
+        SecretSource::Read => read_operator_secret(client, cluster).await,
+    }
+}
+
+async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
     let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
     Ok(secrets

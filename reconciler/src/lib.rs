@@ -18,6 +18,7 @@
 
 pub mod act;
 pub mod base;
+pub mod cluster_secrets;
 pub mod context;
 pub mod decide;
 pub mod drift;

@@ -7,6 +7,7 @@ use clap::Parser;
 use emqx_crd::logging::{self, LogFormat};
 use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
 use emqx_listener::plain::PlainLimits;
+use emqx_reconciler::cluster_secrets::{OperatorKey, SecretSource};
 use emqx_reconciler::context::Context;
 use emqx_reconciler::leader::{self, LeaseTiming};
 use emqx_reconciler::metrics::Metrics;
@@ -62,6 +63,14 @@ struct Args {
     /// exits anyway (an unreachable apiserver must not hold it up).
     #[arg(long, env = "RECONCILER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     shutdown_grace_seconds: u64,
+    /// A file holding the operator's key (at least 32 bytes): the cookie and
+    /// the operator's API secret of each cluster are derived from it, so the
+    /// reconciler only creates Secrets and never reads one. Unset: random
+    /// values, read back from the Secrets (needs `get` on Secrets; the only
+    /// way for clusters whose Secrets someone else wrote, like the Go
+    /// operator's).
+    #[arg(long, env = "RECONCILER_OPERATOR_KEY_FILE")]
+    operator_key_file: Option<std::path::PathBuf>,
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "emqx-reconciler")]
     identity: String,
@@ -98,6 +107,16 @@ async fn main() -> anyhow::Result<()> {
         )
     })?;
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let secret_source = match &args.operator_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("--operator-key-file {}", path.display()))?;
+            let key = OperatorKey::from_file_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("--operator-key-file {}: {e}", path.display()))?;
+            SecretSource::Derived(key)
+        }
+        None => SecretSource::Read,
+    };
     let client = Client::try_default()
         .await
         // kube's own error names the step that failed, not what is missing.
@@ -147,12 +166,15 @@ async fn main() -> anyhow::Result<()> {
     };
     metrics.leader.set(1);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        &args.identity,
-        metrics.clone(),
-        Duration::from_secs(args.emqx_timeout_seconds),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            &args.identity,
+            metrics.clone(),
+            Duration::from_secs(args.emqx_timeout_seconds),
+        )
+        .with_secret_source(secret_source),
+    );
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
     let emqx = run::<EMQX>(
         client.clone(),

@@ -3,7 +3,8 @@
 //! real TokenRequest): what blue-green and the CA injection need is
 //! allowed, and every other change the RBAC verb would allow is refused
 //! (a pod's image, a foreign pod, another annotation or condition; a
-//! webhook's rules, a CRD's versions).
+//! webhook's rules, a CRD's versions), and the reconciler can read no
+//! Secret at all.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -230,6 +231,43 @@ async fn each_account_may_make_only_the_changes_it_needs() {
         )
         .await
         .expect("the admin is not restricted");
+
+    // Secrets: the reconciler creates its clusters' Secrets and reads none
+    // (their values are derived from the operator's key), not even one it
+    // created, and not the webhook's CA in the release namespace.
+    let reconciler_client = client_as(&sandbox, &format!("{RELEASE}-reconciler")).await;
+    let secret = |name: &str, ns: &str| -> Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns},
+            "stringData": {"ca.key": "not for the reconciler"}
+        }))
+        .expect("secret")
+    };
+    Api::<Secret>::namespaced(admin.clone(), NAMESPACE)
+        .create(&PostParams::default(), &secret("webhook-ca", NAMESPACE))
+        .await
+        .expect("a foreign Secret");
+    for ns in [NAMESPACE, "default"] {
+        let secrets: Api<Secret> = Api::namespaced(reconciler_client.clone(), ns);
+        if ns == "default" {
+            secrets
+                .create(&PostParams::default(), &secret("emqx-ee-node-cookie", ns))
+                .await
+                .expect("creating a cluster's Secret is allowed");
+        }
+        for name in ["webhook-ca", "emqx-ee-node-cookie"] {
+            match secrets.get(name).await {
+                Err(kube::Error::Api(e)) => {
+                    assert_eq!(e.code, 403, "get {ns}/{name}: {}", e.message)
+                }
+                other => panic!("get {ns}/{name}: expected 403, got {other:?}"),
+            }
+        }
+        match secrets.list(&Default::default()).await {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "list {ns}: {}", e.message),
+            other => panic!("list {ns}: expected 403, got {other:?}"),
+        }
+    }
 
     // The webhook's account: caBundle only (a real PEM: the apiserver
     // parses a CRD's).
