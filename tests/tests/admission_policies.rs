@@ -13,6 +13,7 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -238,7 +239,8 @@ async fn each_account_may_make_only_the_changes_it_needs() {
     let reconciler_client = client_as(&sandbox, &format!("{RELEASE}-reconciler")).await;
     let secret = |name: &str, ns: &str| -> Secret {
         serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": ns},
+            "metadata": {"name": name, "namespace": ns,
+                         "labels": {"apps.emqx.io/instance": "emqx-ee"}},
             "stringData": {"ca.key": "not for the reconciler"}
         }))
         .expect("secret")
@@ -268,6 +270,54 @@ async fn each_account_may_make_only_the_changes_it_needs() {
             other => panic!("list {ns}: expected 403, got {other:?}"),
         }
     }
+
+    // Its cluster-wide create and delete reach only EMQX clusters' sets and
+    // Secrets.
+    let mut unlabelled = secret("not-an-emqx-secret", "default");
+    unlabelled.metadata.labels = None;
+    let message = match Api::<Secret>::namespaced(reconciler_client.clone(), "default")
+        .create(&PostParams::default(), &unlabelled)
+        .await
+    {
+        Err(kube::Error::Api(e)) => e.message,
+        other => panic!("an unlabelled Secret: expected a refusal, got {other:?}"),
+    };
+    assert!(message.contains("EMQX clusters"), "{message}");
+    let replica_set = |name: &str, labels: serde_json::Value| -> ReplicaSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": labels.clone()},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": labels.clone()},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+                }
+            }
+        }))
+        .expect("replicaset")
+    };
+    let admin_sets: Api<ReplicaSet> = Api::namespaced(admin.clone(), "default");
+    for (name, labels) in [
+        ("other-app", json!({"app": "other"})),
+        (
+            "emqx-ee-replicant-x",
+            json!({"apps.emqx.io/instance": "emqx-ee"}),
+        ),
+    ] {
+        admin_sets
+            .create(&PostParams::default(), &replica_set(name, labels))
+            .await
+            .expect("replicaset");
+    }
+    let sets: Api<ReplicaSet> = Api::namespaced(reconciler_client.clone(), "default");
+    match sets.delete("other-app", &Default::default()).await {
+        Err(kube::Error::Api(e)) => assert!(e.message.contains("EMQX clusters"), "{}", e.message),
+        other => panic!("deleting another app's ReplicaSet: expected a refusal, got {other:?}"),
+    }
+    sets.delete("emqx-ee-replicant-x", &Default::default())
+        .await
+        .expect("deleting an EMQX ReplicaSet is allowed");
 
     // The webhook's account: caBundle only (a real PEM: the apiserver
     // parses a CRD's).
