@@ -31,9 +31,11 @@ struct Args {
     /// replicas may share a host).
     #[arg(long, env = "RECONCILER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "RECONCILER_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated, or the flag repeated;
+    /// default: all). With a list, the reconciler needs rights in those
+    /// namespaces only (the chart's Roles).
+    #[arg(long, env = "RECONCILER_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Elect a leader through a Lease before reconciling.
     #[arg(long, env = "RECONCILER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -176,20 +178,38 @@ async fn main() -> anyhow::Result<()> {
         .with_secret_source(secret_source),
     );
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
-    let emqx = run::<EMQX>(
-        client.clone(),
-        args.watch_namespace.as_deref(),
-        ctx.clone(),
-        shutdown.clone(),
-    );
-    let controllers = async {
+    // One controller per kind and namespace (`None`: all namespaces).
+    let mut namespaces: Vec<Option<&str>> = args
+        .watch_namespace
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .map(Some)
+        .collect();
+    namespaces.dedup();
+    if namespaces.is_empty() {
+        namespaces.push(None);
+    }
+    let mut runs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
+        Vec::new();
+    for namespace in namespaces {
+        runs.push(Box::pin(run::<EMQX>(
+            client.clone(),
+            namespace,
+            ctx.clone(),
+            shutdown.clone(),
+        )));
         if args.enterprise {
-            let enterprise =
-                run::<EmqxEnterprise>(client, args.watch_namespace.as_deref(), ctx, shutdown);
-            futures::join!(emqx, enterprise);
-        } else {
-            emqx.await;
+            runs.push(Box::pin(run::<EmqxEnterprise>(
+                client.clone(),
+                namespace,
+                ctx.clone(),
+                shutdown.clone(),
+            )));
         }
+    }
+    let controllers = async {
+        futures::future::join_all(runs).await;
     };
     let mut held = leading.as_ref().map(|l| l.held.clone());
     let stepped_down = async {

@@ -395,3 +395,73 @@ async fn each_account_may_make_only_the_changes_it_needs() {
     }
     sandbox.stop().await.expect("stop");
 }
+
+/// `reconciler.watchNamespaces`: a Role and RoleBinding in each listed
+/// namespace and no cluster-wide rights, checked with the reconciler's own
+/// token against the real apiserver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_namespaces_get_roles_and_nothing_else_is_reachable() {
+    support::init_tracing();
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .expect("sandbox");
+    let admin = sandbox.client();
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for name in [NAMESPACE, "team-a", "team-b", "team-c"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns"),
+            )
+            .await
+            .expect("namespace");
+    }
+    let mut helm = sandbox.helm();
+    helm.args(["template", RELEASE])
+        .arg(chart_dir())
+        .args(["--namespace", NAMESPACE])
+        .args(["--set", "reconciler.watchNamespaces={team-a,team-b}"])
+        .args(["--show-only", "templates/reconciler/serviceaccount.yaml"])
+        .args(["--show-only", "templates/reconciler/rbac.yaml"]);
+    let rendered = run(helm, None, LIMIT).await.expect("helm");
+    assert!(rendered.success, "{}", rendered.stderr);
+    assert!(
+        !rendered.stdout.contains("ClusterRole"),
+        "{}",
+        rendered.stdout
+    );
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args(["apply", "-f", "-"]);
+    let applied = run(kubectl, Some(rendered.stdout.as_bytes()), LIMIT)
+        .await
+        .expect("kubectl");
+    assert!(applied.success, "{}", applied.stderr);
+
+    let reconciler = client_as(&sandbox, &format!("{RELEASE}-reconciler")).await;
+    for ns in ["team-a", "team-b"] {
+        Api::<Pod>::namespaced(reconciler.clone(), ns)
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing pods in {ns}: {e}"));
+        Api::<ReplicaSet>::namespaced(reconciler.clone(), ns)
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("listing ReplicaSets in {ns}: {e}"));
+    }
+    let forbidden =
+        |result: Result<kube::core::ObjectList<Pod>, kube::Error>, what: &str| match result {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 403, "{what}: {}", e.message),
+            other => panic!("{what}: expected 403, got {other:?}"),
+        };
+    forbidden(
+        Api::<Pod>::namespaced(reconciler.clone(), "team-c")
+            .list(&Default::default())
+            .await,
+        "pods in an unlisted namespace",
+    );
+    forbidden(
+        Api::<Pod>::all(reconciler).list(&Default::default()).await,
+        "pods in all namespaces",
+    );
+    sandbox.stop().await.expect("stop");
+}
