@@ -4,6 +4,7 @@
 //! sets they serve); yields the operator's EMQX API secret.
 
 use crate::bootstrap;
+use crate::cluster_secrets::{OperatorKey, Purpose, SecretSource, derive};
 use crate::context::apply_params;
 use crate::drift;
 use crate::error::Error;
@@ -38,12 +39,92 @@ pub async fn ensure(
     client: &Client,
     rendered: &Rendered<'_>,
     adopted: bool,
+    source: &SecretSource,
+    created: &CreatedSecrets,
 ) -> Result<String, Error> {
     let cluster = &rendered.cluster;
     if !adopted {
         apply_base_objects(client, rendered).await?;
     }
-    ensure_secrets(client, cluster).await
+    match source {
+        SecretSource::Read => ensure_secrets(client, cluster).await,
+        SecretSource::Derived(key) => create_derived_secrets(client, cluster, key, created).await,
+    }
+}
+
+/// The clusters (by uid) whose Secrets this process has seen created (201
+/// or 409), and when: with derived values nothing is read, so this keeps a
+/// steady cluster from costing two refused creates per pass, while a Secret
+/// someone deleted still comes back within [`RECREATE_AFTER`].
+#[derive(Debug, Default)]
+pub struct CreatedSecrets(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+/// How long Secrets seen created are not created again.
+pub const RECREATE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl CreatedSecrets {
+    fn contains(&self, uid: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(uid)
+            .is_some_and(|at| at.elapsed() < RECREATE_AFTER)
+    }
+
+    fn insert(&self, uid: &str) {
+        let mut seen = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Deleted clusters' entries do not pile up.
+        seen.retain(|_, at| at.elapsed() < RECREATE_AFTER);
+        seen.insert(uid.to_owned(), std::time::Instant::now());
+    }
+}
+
+/// Creates the node-cookie and bootstrap-API-key Secrets with values
+/// derived from the operator's key, never reading a Secret: one that exists
+/// (409) is left as it is. Returns the operator's API secret.
+async fn create_derived_secrets(
+    client: &Client,
+    cluster: &Cluster<'_>,
+    key: &OperatorKey,
+    created: &CreatedSecrets,
+) -> Result<String, Error> {
+    let derive = |purpose| derive(key, purpose, cluster.namespace, cluster.name, cluster.uid);
+    let operator_secret = derive(Purpose::OperatorApiSecret);
+    if created.contains(cluster.uid) {
+        return Ok(operator_secret);
+    }
+    // Nothing is read in this mode, so keys behind a `secretRef` cannot be
+    // honoured: refused with the field named before anything is written.
+    bootstrap::refuse_secret_refs(cluster.spec)?;
+    let file = bootstrap::bootstrap_file(
+        cluster.spec,
+        &operator_secret,
+        &bootstrap::SecretEntries::new(),
+    )?;
+    let cookie =
+        bootstrap::user_cookie(cluster.spec).unwrap_or_else(|| derive(Purpose::NodeCookie));
+    let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
+    create_secret(
+        &secrets,
+        cluster,
+        &names::node_cookie_secret_name(cluster.name),
+        names::NODE_COOKIE_KEY,
+        cookie,
+    )
+    .await?;
+    create_secret(
+        &secrets,
+        cluster,
+        &names::bootstrap_api_key_secret_name(cluster.name),
+        names::BOOTSTRAP_API_KEY_KEY,
+        file,
+    )
+    .await?;
+    created.insert(cluster.uid);
+    Ok(operator_secret)
 }
 
 async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<(), Error> {
@@ -72,8 +153,8 @@ async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<
     Ok(())
 }
 
-/// Creates the node-cookie and bootstrap-API-key Secrets if missing
-/// (contents: [`bootstrap`]); returns the operator's API secret.
+/// Creates the node-cookie and bootstrap-API-key Secrets if missing;
+/// returns the operator's API secret.
 async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
     let ns = cluster.namespace;
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
@@ -112,7 +193,7 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
 }
 
 /// Reads the Secret entries the `secretRef` keys name (in the cluster's
-/// namespace; the chart's `get` on Secrets covers it).
+/// namespace; `reconciler.readClusterSecrets=true` grants `get` on Secrets).
 async fn read_referenced(
     secrets: &Api<Secret>,
     spec: &emqx_crd::v2beta1::EMQXSpec,
@@ -135,10 +216,27 @@ async fn read_referenced(
     Ok(found)
 }
 
-/// The operator's API secret from the bootstrap Secret, without writing
-/// anything (empty when the Secret does not exist yet): a paused cluster
-/// is observed, not changed.
-pub async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+/// The operator's secret, without writing anything: derived, or read from
+/// the bootstrap Secret (empty when it does not exist yet). A paused
+/// cluster is observed, not changed.
+pub async fn operator_secret(
+    client: &Client,
+    cluster: &Cluster<'_>,
+    source: &SecretSource,
+) -> Result<String, Error> {
+    match source {
+        SecretSource::Derived(key) => Ok(derive(
+            key,
+            Purpose::OperatorApiSecret,
+            cluster.namespace,
+            cluster.name,
+            cluster.uid,
+        )),
+        SecretSource::Read => read_operator_secret(client, cluster).await,
+    }
+}
+
+async fn read_operator_secret(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
     let secrets = Api::<Secret>::namespaced(client.clone(), cluster.namespace);
     let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
     Ok(secrets

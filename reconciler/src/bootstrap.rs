@@ -48,6 +48,28 @@ pub fn referenced_entries(spec: &EMQXSpec) -> Vec<(String, String)> {
         .collect()
 }
 
+/// In the default least-privilege mode the reconciler may not read any
+/// Secret (`cluster_secrets`), so a key behind a `secretRef` cannot be put
+/// into the file: refused, naming the first such field and the chart value
+/// that allows reading, rather than creating a file without the user's key.
+pub fn refuse_secret_refs(spec: &EMQXSpec) -> Result<(), KeyError> {
+    let first = spec
+        .bootstrap_api_keys
+        .iter()
+        .flatten()
+        .position(|k| k.secret_ref.is_some());
+    match first {
+        None => Ok(()),
+        Some(i) => Err(KeyError {
+            path: format!("spec.bootstrapAPIKeys[{i}].secretRef"),
+            message: "the reconciler reads no Secret in its default, least-privilege mode: \
+                      give this key inline (key and secret), or install the chart with \
+                      reconciler.readClusterSecrets=true so that referenced Secrets can be read"
+                .into(),
+        }),
+    }
+}
+
 /// The bootstrap file: the operator's key first, then the user's keys in
 /// spec order. `secrets` holds what [`referenced_entries`] named.
 pub fn bootstrap_file(
@@ -162,6 +184,19 @@ mod tests {
                 secret: r(secret_entry),
             }),
         }
+    }
+
+    #[test]
+    fn secret_refs_are_refused_naming_the_first_field_when_no_secret_may_be_read() {
+        assert_eq!(refuse_secret_refs(&spec(vec![inline("a", "b")])), Ok(()));
+        let refused = refuse_secret_refs(&spec(vec![
+            inline("a", "b"),
+            by_ref("keys", "k", "s"),
+            by_ref("more", "k", "s"),
+        ]))
+        .unwrap_err();
+        assert_eq!(refused.path, "spec.bootstrapAPIKeys[1].secretRef");
+        assert!(refused.message.contains("reconciler.readClusterSecrets=true"));
     }
 
     fn spec(keys: Vec<BootstrapAPIKey>) -> EMQXSpec {

@@ -1,6 +1,8 @@
 //! What every reconcile pass needs: the API client, the Event recorder,
 //! the metrics and the EMQX call timeout.
 
+use crate::base::CreatedSecrets;
+use crate::cluster_secrets::SecretSource;
 use crate::metrics::Metrics;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -20,6 +22,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Bound on every EMQX call.
     pub emqx_timeout: Duration,
+    /// Where the values of a cluster's Secrets come from.
+    pub secret_source: SecretSource,
+    /// Clusters whose Secrets are known to exist (derived values only).
+    pub created_secrets: CreatedSecrets,
 }
 
 impl Context {
@@ -42,7 +48,15 @@ impl Context {
             recorder,
             metrics,
             emqx_timeout,
+            secret_source: SecretSource::Read,
+            created_secrets: CreatedSecrets::default(),
         }
+    }
+
+    /// The same context with Secrets' values from `source`.
+    pub fn with_secret_source(mut self, source: SecretSource) -> Context {
+        self.secret_source = source;
+        self
     }
 }
 

@@ -49,7 +49,11 @@ pub enum EmqxError {
     #[error("node not found: {0}")]
     NodeNotFound(String),
     /// 401/403: the operator's API key was refused.
-    #[error("EMQX refused the operator's API key: {0}")]
+    #[error(
+        "EMQX refused the operator's API key: {0} (a bootstrap Secret written by the Go \
+         operator or by an operator before derived keys needs the chart's \
+         reconciler.readClusterSecrets=true)"
+    )]
     Unauthorized(String),
     /// Any other non-success answer, with EMQX's own code and message.
     #[error("{call}: HTTP {status}: {code} {message}")]

@@ -49,6 +49,10 @@ impl EmqxClient {
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()
+            // A redirect would send the operator's API key (or the request
+            // it signs) wherever the answer points; EMQX's API never
+            // redirects, so a 3xx is an error of the call (below).
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| EmqxError::Transport {
                 call: "client setup",
@@ -104,6 +108,20 @@ impl EmqxClient {
         }
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status().as_u16();
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+                .unwrap_or_default();
+            return Err(EmqxError::Malformed {
+                call,
+                detail: format!(
+                    "HTTP {status} redirect to {location:?}, not followed (EMQX's API does not \
+                     redirect: is the address a proxy?)"
+                ),
+            });
+        }
         let mut answer = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
             if answer.len() + chunk.len() > MAX_ANSWER {

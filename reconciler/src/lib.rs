@@ -19,6 +19,7 @@
 pub mod act;
 pub mod base;
 pub mod bootstrap;
+pub mod cluster_secrets;
 pub mod context;
 pub mod decide;
 pub mod drift;

@@ -6,6 +6,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use emqx_crd::logging::{self, LogFormat};
 use emqx_crd::v2beta1::{EMQX, EmqxEnterprise};
+use emqx_listener::plain::PlainLimits;
+use emqx_reconciler::cluster_secrets::{OperatorKey, SecretSource};
 use emqx_reconciler::context::Context;
 use emqx_reconciler::leader::{self, LeaseTiming};
 use emqx_reconciler::metrics::Metrics;
@@ -29,9 +31,11 @@ struct Args {
     /// replicas may share a host).
     #[arg(long, env = "RECONCILER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "RECONCILER_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated, or the flag repeated;
+    /// default: all). With a list, the reconciler needs rights in those
+    /// namespaces only (the chart's Roles).
+    #[arg(long, env = "RECONCILER_WATCH_NAMESPACE", value_delimiter = ',')]
+    watch_namespace: Vec<String>,
     /// Elect a leader through a Lease before reconciling.
     #[arg(long, env = "RECONCILER_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -45,6 +49,30 @@ struct Args {
         default_value = "emqx-operator-reconciler"
     )]
     lease_name: String,
+    /// How long a standby waits, after it last saw the Lease renewed, before
+    /// it takes over (by its own clock, not the holder's `renewTime`).
+    #[arg(long, env = "RECONCILER_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// How long the leader keeps trying to renew before it steps down (and
+    /// exits); shorter than the lease duration, so it has stopped before a
+    /// standby takes over.
+    #[arg(long, env = "RECONCILER_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    /// Pause between Lease renewals and acquisition attempts.
+    #[arg(long, env = "RECONCILER_LEASE_RETRY_SECONDS", default_value_t = 2)]
+    lease_retry_seconds: u64,
+    /// After SIGTERM, how long running passes may finish before the process
+    /// exits anyway (an unreachable apiserver must not hold it up).
+    #[arg(long, env = "RECONCILER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    shutdown_grace_seconds: u64,
+    /// A file holding the operator's key (at least 32 bytes): the cookie and
+    /// the operator's API secret of each cluster are derived from it, so the
+    /// reconciler only creates Secrets and never reads one. Unset: random
+    /// values, read back from the Secrets (needs `get` on Secrets; the only
+    /// way for clusters whose Secrets someone else wrote, like the Go
+    /// operator's).
+    #[arg(long, env = "RECONCILER_OPERATOR_KEY_FILE")]
+    operator_key_file: Option<std::path::PathBuf>,
     /// This replica's identity in the Lease and in Events.
     #[arg(long, env = "POD_NAME", default_value = "emqx-reconciler")]
     identity: String,
@@ -69,6 +97,28 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(args.log_format);
+    let timing = LeaseTiming {
+        duration: Duration::from_secs(args.lease_duration_seconds),
+        renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
+        retry: Duration::from_secs(args.lease_retry_seconds),
+    }
+    .validate()
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "--lease-duration-seconds, --renew-deadline-seconds, --lease-retry-seconds: {e}"
+        )
+    })?;
+    let grace = Duration::from_secs(args.shutdown_grace_seconds);
+    let secret_source = match &args.operator_key_file {
+        Some(path) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("--operator-key-file {}", path.display()))?;
+            let key = OperatorKey::from_file_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("--operator-key-file {}: {e}", path.display()))?;
+            SecretSource::Derived(key)
+        }
+        None => SecretSource::Read,
+    };
     let client = Client::try_default()
         .await
         // kube's own error names the step that failed, not what is missing.
@@ -81,7 +131,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    tokio::spawn(serve_admin(listener, metrics.clone()));
+
+    // SIGTERM/SIGINT, once, seen by everything that stops on it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        terminate().await;
+        tracing::info!("terminating");
+        let _ = stop_tx.send(true);
+    });
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(serve_admin(listener, metrics.clone(), stopping()));
 
     let leading = if args.leader_elect {
         tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
@@ -90,11 +154,11 @@ async fn main() -> anyhow::Result<()> {
             &args.lease_namespace,
             &args.lease_name,
             &args.identity,
-            LeaseTiming::default(),
+            timing,
         );
         tokio::select! {
-            leading = acquire => Some(leading.context("leader election")?),
-            () = terminate() => {
+            leading = acquire => Some(leading),
+            () = stopping() => {
                 tracing::info!("terminating before leadership");
                 return Ok(());
             }
@@ -102,49 +166,90 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
+    metrics.leader.set(1);
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        &args.identity,
-        metrics,
-        Duration::from_secs(args.emqx_timeout_seconds),
-    ));
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            &args.identity,
+            metrics.clone(),
+            Duration::from_secs(args.emqx_timeout_seconds),
+        )
+        .with_secret_source(secret_source),
+    );
+    let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
+    // One controller per kind and namespace (`None`: all namespaces).
+    let mut namespaces: Vec<Option<&str>> = args
+        .watch_namespace
+        .iter()
+        .map(|ns| ns.trim())
+        .filter(|ns| !ns.is_empty())
+        .map(Some)
+        .collect();
+    namespaces.dedup();
+    if namespaces.is_empty() {
+        namespaces.push(None);
+    }
+    let mut runs: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>> =
+        Vec::new();
+    for namespace in namespaces {
+        runs.push(Box::pin(run::<EMQX>(
+            client.clone(),
+            namespace,
+            ctx.clone(),
+            shutdown.clone(),
+        )));
+        if args.enterprise {
+            runs.push(Box::pin(run::<EmqxEnterprise>(
+                client.clone(),
+                namespace,
+                ctx.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
+    let controllers = async {
+        futures::future::join_all(runs).await;
+    };
     let mut held = leading.as_ref().map(|l| l.held.clone());
-    let shutdown = async move {
-        let lost = async {
-            match held.as_mut() {
-                Some(rx) => {
-                    let _ = rx.wait_for(|leader| !leader).await;
-                }
-                None => std::future::pending::<()>().await,
+    let stepped_down = async {
+        match held.as_mut() {
+            Some(rx) => {
+                let _ = rx.wait_for(|leader| !leader).await;
             }
-        };
-        tokio::select! {
-            () = terminate() => tracing::info!("terminating"),
-            () = lost => tracing::error!("leadership lost; stopping"),
+            None => std::future::pending::<()>().await,
         }
     };
-    let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let emqx = run::<EMQX>(
-        client.clone(),
-        args.watch_namespace.as_deref(),
-        ctx.clone(),
-        shutdown.clone(),
-    );
-    if args.enterprise {
-        let enterprise =
-            run::<EmqxEnterprise>(client, args.watch_namespace.as_deref(), ctx, shutdown);
-        futures::join!(emqx, enterprise);
-    } else {
-        emqx.await;
+    // After SIGTERM, running passes get `grace` to finish.
+    let grace_over = async {
+        stopping().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        () = controllers => {}
+        () = grace_over => {
+            tracing::warn!(?grace, "controllers still stopping after the shutdown grace (an unreachable apiserver?); exiting anyway");
+        }
+        () = stepped_down => {
+            // Stop acting at once: returning drops the runtime and with it
+            // every running pass; a standby may take over after the lease
+            // duration, which is longer than the renew deadline that has
+            // just passed.
+            metrics.leader.set(0);
+            anyhow::bail!("stepped down from leadership (lease {} not renewed); exiting so that only one replica acts", args.lease_name);
+        }
     }
+    metrics.leader.set(0);
     // The controllers have stopped: hand the Lease over now rather than let
     // the standby wait out its duration (a rollout's pause in upgrades).
     if let Some(leadership) = leading {
-        leadership.release().await;
+        leadership.release(RELEASE_LIMIT).await;
     }
     Ok(())
 }
+
+/// How long handing the Lease back may take at exit.
+const RELEASE_LIMIT: Duration = Duration::from_secs(2);
 
 /// SIGTERM or SIGINT, as the webhook waits for them.
 async fn terminate() {
@@ -166,8 +271,16 @@ async fn terminate() {
     }
 }
 
-async fn serve_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
+/// `/healthz`, `/readyz` and `/metrics` behind the shared listener limits
+/// (connection cap with oldest-idle eviction, first-byte and header
+/// timeouts), stopping with the process.
+async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     use axum::routing::get;
+    let page = metrics.clone();
     let app = axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         // A standby replica is ready too: readiness gates Deployment
@@ -177,11 +290,9 @@ async fn serve_admin(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         .route(
             "/metrics",
             get(move || {
-                let body = metrics.encode();
+                let body = page.encode();
                 async move { body }
             }),
         );
-    if let Err(error) = axum::serve(listener, app).await {
-        tracing::error!(%error, "admin server stopped");
-    }
+    emqx_listener::plain::serve(listener, app, PlainLimits::default(), metrics, shutdown).await;
 }

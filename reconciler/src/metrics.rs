@@ -3,6 +3,7 @@
 //! removed when their cluster or node goes away, so a dashboard never shows
 //! a deleted cluster as upgrading forever.
 
+use emqx_listener::connections::{EvictReason, RefuseReason};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,6 +37,11 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
+
 /// The reconciler's metrics.
 pub struct Metrics {
     pub registry: Registry,
@@ -46,6 +52,10 @@ pub struct Metrics {
     pub upgrading: Family<ClusterLabels, Gauge>,
     /// Connections plus sessions left on a node under evacuation.
     pub evacuation_remaining: Family<NodeLabels, Gauge>,
+    /// 1 while this replica holds the Lease and its controllers run.
+    pub leader: Gauge,
+    /// Admin-port connections closed by the listener's limits, by reason.
+    pub admin_dropped: Family<DropLabels, Counter>,
     /// The nodes of each cluster that have an `evacuation_remaining` series.
     series: Mutex<BTreeMap<ClusterLabels, BTreeSet<String>>>,
 }
@@ -62,6 +72,8 @@ impl Default for Metrics {
         });
         let upgrading = Family::<ClusterLabels, Gauge>::default();
         let evacuation_remaining = Family::<NodeLabels, Gauge>::default();
+        let leader = Gauge::default();
+        let admin_dropped = Family::<DropLabels, Counter>::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -83,6 +95,17 @@ impl Default for Metrics {
             "Connections plus sessions left on a node being evacuated",
             evacuation_remaining.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and reconciles",
+            leader.clone(),
+        );
+        registry.register(
+            "admin_connections_dropped",
+            "Connections to /metrics and the probes closed by the listener's limits \
+             (refused_*, evicted_*, idle)",
+            admin_dropped.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -90,8 +113,44 @@ impl Default for Metrics {
             duration,
             upgrading,
             evacuation_remaining,
+            leader,
+            admin_dropped,
             series: Mutex::default(),
         }
+    }
+}
+
+impl emqx_listener::plain::ConnectionEvents for Metrics {
+    fn refused(&self, reason: RefuseReason) {
+        let reason = match reason {
+            RefuseReason::AllBusy => "refused_all_busy",
+            RefuseReason::PeerBusy => "refused_peer_busy",
+        };
+        self.admin_dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    fn evicted(&self, reason: EvictReason) {
+        let reason = match reason {
+            EvictReason::Capacity => "evicted_capacity",
+            EvictReason::PeerQuota => "evicted_peer_quota",
+        };
+        self.admin_dropped
+            .get_or_create(&DropLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    fn idle_closed(&self) {
+        self.admin_dropped
+            .get_or_create(&DropLabels {
+                reason: "idle".to_owned(),
+            })
+            .inc();
     }
 }
 

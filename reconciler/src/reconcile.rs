@@ -54,13 +54,21 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
     // depends on what runs (a Go-created cluster taken over keeps its own,
     // see `base::ensure`). The Secret is read without writing; on a new
     // cluster it does not exist yet, and neither does a pod to call.
-    let operator_secret = base::read_operator_secret(&ctx.client, &rendered.cluster).await?;
+    let operator_secret =
+        base::operator_secret(&ctx.client, &rendered.cluster, &ctx.secret_source).await?;
     let (observation, emqx) = gather::gather(ctx, &rendered, annotations, &operator_secret).await?;
     if !memory::paused(annotations) {
         // Paused: observe and report only; no owned object is written, so a
         // spec edited while paused takes effect on resume, not before.
         // Before `act`: the base objects serve the sets it creates.
-        if let Err(error) = base::ensure(&ctx.client, &rendered, observation.adopted).await {
+        if let Err(error) = base::ensure(
+            &ctx.client,
+            &rendered,
+            observation.adopted,
+            &ctx.secret_source,
+            &ctx.created_secrets,
+        )
+        .await {
             if let Error::BootstrapKey(refused) = &error {
                 // The user must act (fix the Secret or the spec): say so on
                 // the object, not only in the operator's log.

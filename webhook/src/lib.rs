@@ -8,7 +8,8 @@
 
 pub mod admission;
 pub mod config;
-pub mod connections;
+/// The connection table, shared with the reconciler's admin port.
+pub use emqx_listener::connections;
 pub mod conversion;
 pub mod envelope;
 pub mod intake;

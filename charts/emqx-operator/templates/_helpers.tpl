@@ -82,3 +82,12 @@ service:
 caBundle: {{ .root.Values.webhook.certificates.caBundle }}
 {{- end }}
 {{- end }}
+
+{{- /* The namespaces the reconciler watches, as a JSON list (empty: all):
+reconciler.watchNamespaces plus the single reconciler.watchNamespace. */}}
+{{- define "emqx-operator.reconciler.watchNamespaces" -}}
+{{- $list := list }}
+{{- range .Values.reconciler.watchNamespaces }}{{ $list = append $list . }}{{ end }}
+{{- with .Values.reconciler.watchNamespace }}{{ $list = append $list . }}{{ end }}
+{{- $list | uniq | toJson }}
+{{- end }}

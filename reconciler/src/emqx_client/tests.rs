@@ -126,3 +126,26 @@ fn debug_output_hides_the_secret() {
     let c = client("http://127.0.0.1:1", Duration::from_secs(1));
     assert!(!format!("{c:?}").contains("s3cret"));
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_naming_the_status_and_is_not_followed() {
+    // The place the redirect points to: another loopback address.
+    let elsewhere = TcpListener::bind("127.0.0.2:0").await.expect("bind");
+    let target = elsewhere.local_addr().expect("addr");
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nlocation: http://{target}/api/v5/nodes\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    );
+    let (base, seen) = peer(redirect.into_bytes(), Duration::ZERO).await;
+    let result = client(&base, Duration::from_secs(2)).nodes().await;
+    assert!(
+        matches!(&result, Err(EmqxError::Malformed { detail, .. })
+            if detail.contains("302") && detail.contains(&target.to_string())),
+        "a 302 must be an error naming the status and the target: {result:?}"
+    );
+    assert!(seen.await.expect("peer").starts_with("GET /api/v5/nodes"));
+    let followed = tokio::time::timeout(Duration::from_millis(500), elsewhere.accept()).await;
+    assert!(
+        followed.is_err(),
+        "the client connected to the redirect's target"
+    );
+}
