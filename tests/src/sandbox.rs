@@ -84,6 +84,7 @@ impl Sandbox {
             claims_dir: state.path().join("claims"),
             server: control_plane.server.clone(),
             ca_pem: control_plane.pki.ca_pem.clone(),
+            serving: control_plane.pki.kubelet.clone(),
             project_binaries: options.project_binaries,
             hooks: options.hooks,
         })
