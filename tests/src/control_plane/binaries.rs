@@ -7,6 +7,15 @@
 //! else `~/.cache/emqx-operator-sandbox`; inside it `<recipe-hash>/bin/`, where the
 //! hash covers `pins.env`, every `go.mod`/`go.sum`/`*.go` of `k8s-binaries/`, the
 //! build flags and `go version`. Changing a pin therefore builds into a new directory.
+//!
+//! One change to Kubernetes' source, made at build time with `go build
+//! -overlay` (nothing upstream is copied into this repository): EndpointSlice
+//! validation (`pkg/apis/discovery/validation/validation.go`) refuses
+//! loopback addresses, and every sandbox pod has one, so the apiserver is
+//! built to accept IPv4 loopback endpoint addresses
+//! ([`patch_endpoint_validation`]). Without it the endpointslice controller
+//! could not write a single EndpointSlice. The builder refuses to build if
+//! the pinned source no longer has the line it patches.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::control_plane::pins::{Pins, check_go_mod};
 
 /// Bump when the build recipe below changes in a way the hashed files do not show.
-const RECIPE_VERSION: &str = "2";
+const RECIPE_VERSION: &str = "3";
 
 /// Paths of the built binaries.
 #[derive(Debug, Clone)]
@@ -254,6 +263,75 @@ struct BuildStep {
     /// `-o` argument: a file name, or "" for "the directory" (several targets).
     output: &'static str,
     ldflags: String,
+    /// Whether to build with the EndpointSlice validation overlay.
+    endpoint_overlay: bool,
+}
+
+/// The file of `k8s.io/kubernetes` the overlay replaces.
+const ENDPOINT_VALIDATION_FILE: &str = "pkg/apis/discovery/validation/validation.go";
+/// The call it replaces, once for IPv4 and once for IPv6 addresses.
+const ENDPOINT_IP_CHECK: &str = "apivalidation.ValidateEndpointIP(address, addressPath.Index(i))";
+/// What it calls instead.
+const SANDBOX_ENDPOINT_IP_CHECK: &str = "sandboxEndpointIP(address, addressPath.Index(i))";
+/// The function the overlay adds (the file already imports `netutils`,
+/// `field` and `apivalidation`).
+const SANDBOX_ENDPOINT_IP_FUNCTION: &str = r#"
+// sandboxEndpointIP is ValidateEndpointIP without its loopback rule for IPv4:
+// the emqx-operator sandbox gives every pod its own 127.0.0.0/8 address.
+// Added at build time by the sandbox's binary builder; not upstream code.
+func sandboxEndpointIP(address string, fldPath *field.Path) field.ErrorList {
+	if ip := netutils.ParseIPSloppy(address); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+		return nil
+	}
+	return apivalidation.ValidateEndpointIP(address, fldPath)
+}
+"#;
+
+/// The pinned EndpointSlice validation, changed to accept IPv4 loopback
+/// endpoint addresses; an error if the source is not the one this was made for.
+pub fn patch_endpoint_validation(source: &str) -> Result<String> {
+    let found = source.matches(ENDPOINT_IP_CHECK).count();
+    if found != 2 || !source.contains("netutils \"k8s.io/utils/net\"") {
+        bail!(
+            "{ENDPOINT_VALIDATION_FILE} is not the one the sandbox's overlay was written for ({found} calls of {ENDPOINT_IP_CHECK}, expected 2); update patch_endpoint_validation for the new pin"
+        );
+    }
+    Ok(format!(
+        "{}{SANDBOX_ENDPOINT_IP_FUNCTION}",
+        source.replace(ENDPOINT_IP_CHECK, SANDBOX_ENDPOINT_IP_CHECK)
+    ))
+}
+
+/// Writes the patched file and the overlay description next to `out_dir`;
+/// returns the `-overlay` file.
+fn write_endpoint_overlay(module_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let listed = go_command()
+        .current_dir(module_dir)
+        .args(["list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"])
+        .output()
+        .context("go list -m k8s.io/kubernetes")?;
+    if !listed.status.success() {
+        bail!(
+            "`go list -m k8s.io/kubernetes` failed: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    }
+    let original = PathBuf::from(String::from_utf8_lossy(&listed.stdout).trim())
+        .join(ENDPOINT_VALIDATION_FILE);
+    let source = std::fs::read_to_string(&original)
+        .with_context(|| format!("reading {}", original.display()))?;
+    let dir = out_dir.with_extension("overlay");
+    std::fs::create_dir_all(&dir)?;
+    let patched = dir.join("validation.go");
+    std::fs::write(&patched, patch_endpoint_validation(&source)?)?;
+    let overlay = dir.join("overlay.json");
+    std::fs::write(
+        &overlay,
+        serde_json::to_vec(&serde_json::json!({"Replace": {
+            original.display().to_string(): patched.display().to_string(),
+        }}))?,
+    )?;
+    Ok(overlay)
 }
 
 fn build_steps(pins: &Pins) -> Vec<BuildStep> {
@@ -273,6 +351,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             targets: vec!["."],
             output: "etcd",
             ldflags: "-s -w".into(),
+            endpoint_overlay: false,
         },
         BuildStep {
             module: "kubernetes",
@@ -283,6 +362,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             ],
             output: "",
             ldflags: format!("-s -w{k8s_version}"),
+            endpoint_overlay: true,
         },
         BuildStep {
             module: "helm",
@@ -302,6 +382,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
                     ))
                     .collect::<String>()
             ),
+            endpoint_overlay: false,
         },
     ]
 }
@@ -336,6 +417,12 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
         "go build in {} ({} packages to link; cached ones are skipped)",
         step.module, total
     ));
+    let overlay = if step.endpoint_overlay {
+        let overlay = write_endpoint_overlay(&module_dir, out_dir)?;
+        vec![format!("-overlay={}", overlay.display())]
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut child = go_command()
         .current_dir(&module_dir)
@@ -348,6 +435,7 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
             "-o",
             &output,
         ])
+        .args(&overlay)
         .args(&step.targets)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -388,4 +476,35 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of the pinned file's address checks, not its text.
+    const SHAPE: &str = "import (\n\tnetutils \"k8s.io/utils/net\"\n)\n\
+        case v4:\n\tallErrs = append(allErrs, apivalidation.ValidateEndpointIP(address, addressPath.Index(i))...)\n\
+        case v6:\n\tallErrs = append(allErrs, apivalidation.ValidateEndpointIP(address, addressPath.Index(i))...)\n";
+
+    #[test]
+    fn the_overlay_swaps_both_address_checks_and_adds_its_function() {
+        let patched = patch_endpoint_validation(SHAPE).expect("patched");
+        assert!(!patched.contains(ENDPOINT_IP_CHECK));
+        assert_eq!(patched.matches(SANDBOX_ENDPOINT_IP_CHECK).count(), 2);
+        assert!(patched.contains("func sandboxEndpointIP("));
+        // Non-loopback addresses still get upstream's check.
+        assert!(patched.contains("return apivalidation.ValidateEndpointIP(address, fldPath)"));
+    }
+
+    #[test]
+    fn a_changed_upstream_file_is_refused() {
+        let once = SHAPE.replacen(ENDPOINT_IP_CHECK, "somethingElse(address)", 1);
+        let err = patch_endpoint_validation(&once).expect_err("refused");
+        assert!(
+            err.to_string().contains("update patch_endpoint_validation"),
+            "{err}"
+        );
+        assert!(patch_endpoint_validation("").is_err());
+    }
 }
