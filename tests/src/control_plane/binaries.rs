@@ -8,14 +8,17 @@
 //! hash covers `pins.env`, every `go.mod`/`go.sum`/`*.go` of `k8s-binaries/`, the
 //! build flags and `go version`. Changing a pin therefore builds into a new directory.
 //!
-//! One change to Kubernetes' source, made at build time with `go build
-//! -overlay` (nothing upstream is copied into this repository): EndpointSlice
-//! validation (`pkg/apis/discovery/validation/validation.go`) refuses
-//! loopback addresses, and every sandbox pod has one, so the apiserver is
-//! built to accept IPv4 loopback endpoint addresses
-//! ([`patch_endpoint_validation`]). Without it the endpointslice controller
-//! could not write a single EndpointSlice. The builder refuses to build if
-//! the pinned source no longer has the line it patches.
+//! One change to Kubernetes' source, made at build time (nothing upstream is
+//! copied into this repository): EndpointSlice validation
+//! (`pkg/apis/discovery/validation/validation.go`) refuses loopback
+//! addresses, and every sandbox pod has one, so the apiserver is built to
+//! accept IPv4 loopback endpoint addresses ([`patch_endpoint_validation`]).
+//! Without it the endpointslice controller could not write a single
+//! EndpointSlice. The builder links a copy of the pinned `k8s.io/kubernetes`
+//! module (hard links, one file rewritten) next to the binaries and builds
+//! with a `-modfile` that replaces the module by it (`go build -overlay`
+//! refuses files in the module cache); it refuses to build if the pinned
+//! source no longer has the lines it patches.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -263,17 +266,17 @@ struct BuildStep {
     /// `-o` argument: a file name, or "" for "the directory" (several targets).
     output: &'static str,
     ldflags: String,
-    /// Whether to build with the EndpointSlice validation overlay.
-    endpoint_overlay: bool,
+    /// Whether to build with the patched EndpointSlice validation.
+    endpoint_patch: bool,
 }
 
-/// The file of `k8s.io/kubernetes` the overlay replaces.
+/// The file of `k8s.io/kubernetes` the sandbox patches.
 const ENDPOINT_VALIDATION_FILE: &str = "pkg/apis/discovery/validation/validation.go";
 /// The call it replaces, once for IPv4 and once for IPv6 addresses.
 const ENDPOINT_IP_CHECK: &str = "apivalidation.ValidateEndpointIP(address, addressPath.Index(i))";
 /// What it calls instead.
 const SANDBOX_ENDPOINT_IP_CHECK: &str = "sandboxEndpointIP(address, addressPath.Index(i))";
-/// The function the overlay adds (the file already imports `netutils`,
+/// The function the patch adds (the file already imports `netutils`,
 /// `field` and `apivalidation`).
 const SANDBOX_ENDPOINT_IP_FUNCTION: &str = r#"
 // sandboxEndpointIP is ValidateEndpointIP without its loopback rule for IPv4:
@@ -293,7 +296,7 @@ pub fn patch_endpoint_validation(source: &str) -> Result<String> {
     let found = source.matches(ENDPOINT_IP_CHECK).count();
     if found != 2 || !source.contains("netutils \"k8s.io/utils/net\"") {
         bail!(
-            "{ENDPOINT_VALIDATION_FILE} is not the one the sandbox's overlay was written for ({found} calls of {ENDPOINT_IP_CHECK}, expected 2); update patch_endpoint_validation for the new pin"
+            "{ENDPOINT_VALIDATION_FILE} is not the one the sandbox's patch was written for ({found} calls of {ENDPOINT_IP_CHECK}, expected 2); update patch_endpoint_validation for the new pin"
         );
     }
     Ok(format!(
@@ -302,9 +305,10 @@ pub fn patch_endpoint_validation(source: &str) -> Result<String> {
     ))
 }
 
-/// Writes the patched file and the overlay description next to `out_dir`;
-/// returns the `-overlay` file.
-fn write_endpoint_overlay(module_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// Links a copy of the pinned `k8s.io/kubernetes` module with the patched
+/// validation next to `out_dir`, and writes a go.mod (with its go.sum)
+/// that replaces the module by it; returns the `-modfile` path.
+fn patched_kubernetes_modfile(module_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
     let listed = go_command()
         .current_dir(module_dir)
         .args(["list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"])
@@ -316,22 +320,46 @@ fn write_endpoint_overlay(module_dir: &Path, out_dir: &Path) -> Result<PathBuf> 
             String::from_utf8_lossy(&listed.stderr)
         );
     }
-    let original = PathBuf::from(String::from_utf8_lossy(&listed.stdout).trim())
-        .join(ENDPOINT_VALIDATION_FILE);
-    let source = std::fs::read_to_string(&original)
-        .with_context(|| format!("reading {}", original.display()))?;
-    let dir = out_dir.with_extension("overlay");
-    std::fs::create_dir_all(&dir)?;
-    let patched = dir.join("validation.go");
-    std::fs::write(&patched, patch_endpoint_validation(&source)?)?;
-    let overlay = dir.join("overlay.json");
+    let pinned = PathBuf::from(String::from_utf8_lossy(&listed.stdout).trim());
+    let work = out_dir.with_extension("patched");
+    let _ = std::fs::remove_dir_all(&work);
+    let copy = work.join("kubernetes");
+    link_tree(&pinned, &copy)?;
+    let file = copy.join(ENDPOINT_VALIDATION_FILE);
+    let source =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let patched = patch_endpoint_validation(&source)?;
+    // A hard link shares the module cache's inode: replace, never write through.
+    std::fs::remove_file(&file)?;
+    std::fs::write(&file, patched)?;
+    let go_mod = std::fs::read_to_string(module_dir.join("go.mod"))?;
+    let modfile = work.join("go.mod");
     std::fs::write(
-        &overlay,
-        serde_json::to_vec(&serde_json::json!({"Replace": {
-            original.display().to_string(): patched.display().to_string(),
-        }}))?,
+        &modfile,
+        format!(
+            "{go_mod}\nreplace k8s.io/kubernetes => {}\n",
+            copy.display()
+        ),
     )?;
-    Ok(overlay)
+    std::fs::copy(module_dir.join("go.sum"), work.join("go.sum"))?;
+    Ok(modfile)
+}
+
+/// Recreates the tree `from` at `to`: directories made, files hard-linked
+/// (copied where linking fails, e.g. across filesystems).
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            link_tree(&source, &target)?;
+        } else if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn build_steps(pins: &Pins) -> Vec<BuildStep> {
@@ -351,7 +379,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             targets: vec!["."],
             output: "etcd",
             ldflags: "-s -w".into(),
-            endpoint_overlay: false,
+            endpoint_patch: false,
         },
         BuildStep {
             module: "kubernetes",
@@ -362,7 +390,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             ],
             output: "",
             ldflags: format!("-s -w{k8s_version}"),
-            endpoint_overlay: true,
+            endpoint_patch: true,
         },
         BuildStep {
             module: "helm",
@@ -382,7 +410,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
                     ))
                     .collect::<String>()
             ),
-            endpoint_overlay: false,
+            endpoint_patch: false,
         },
     ]
 }
@@ -417,9 +445,9 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
         "go build in {} ({} packages to link; cached ones are skipped)",
         step.module, total
     ));
-    let overlay = if step.endpoint_overlay {
-        let overlay = write_endpoint_overlay(&module_dir, out_dir)?;
-        vec![format!("-overlay={}", overlay.display())]
+    let modfile = if step.endpoint_patch {
+        let modfile = patched_kubernetes_modfile(&module_dir, out_dir)?;
+        vec![format!("-modfile={}", modfile.display())]
     } else {
         Vec::new()
     };
@@ -435,7 +463,7 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
             "-o",
             &output,
         ])
-        .args(&overlay)
+        .args(&modfile)
         .args(&step.targets)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -488,7 +516,7 @@ mod tests {
         case v6:\n\tallErrs = append(allErrs, apivalidation.ValidateEndpointIP(address, addressPath.Index(i))...)\n";
 
     #[test]
-    fn the_overlay_swaps_both_address_checks_and_adds_its_function() {
+    fn the_patch_swaps_both_address_checks_and_adds_its_function() {
         let patched = patch_endpoint_validation(SHAPE).expect("patched");
         assert!(!patched.contains(ENDPOINT_IP_CHECK));
         assert_eq!(patched.matches(SANDBOX_ENDPOINT_IP_CHECK).count(), 2);
