@@ -140,6 +140,8 @@ pub fn ensure_built() -> Result<Binaries> {
     for step in build_steps(&pins) {
         build(&source, &staging, &step)?;
     }
+    // The linked module copy was only needed to build.
+    let _ = std::fs::remove_dir_all(staging.with_extension("patched"));
     let _ = std::fs::remove_dir_all(&bin);
     std::fs::rename(&staging, &bin)
         .with_context(|| format!("moving {} to {}", staging.display(), bin.display()))?;
