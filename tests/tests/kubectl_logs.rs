@@ -2,12 +2,18 @@
 //! simulated kubelet's HTTPS API: the chart's webhook pod (`-c` picks the
 //! container) and an EMQX pod (its console, in EMQX 5's line format),
 //! `--tail`, `--previous` refused as a kubelet refuses it, and `-f` that ends
-//! when the pod stops.
+//! when the pod stops. Straight to the kubelet's port: no client certificate
+//! is a 401, bad queries get the kubelet's own refusals.
 
 mod support;
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
@@ -15,7 +21,7 @@ use kube::{Api, ResourceExt};
 use sandbox::operator::chart::{CommandOutput, NAMESPACE, run};
 use sandbox::seed_003::{Operator, Seed003};
 use support::wait_for;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -31,6 +37,71 @@ fn container_of(pod: &Pod) -> String {
         .and_then(|s| s.containers.first())
         .map(|c| c.name.clone())
         .expect("a container")
+}
+
+/// `(status, body)` of `GET path` straight to the kubelet's port, as the
+/// sandbox's admin (`with_cert`) or with no client certificate.
+async fn kubelet_get(sandbox: &sandbox::Sandbox, path: &str, with_cert: bool) -> (u16, String) {
+    let kubeconfig: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sandbox.kubeconfig()).expect("kubeconfig"))
+            .expect("kubeconfig json");
+    let data = |value: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().expect("base64 field"))
+            .expect("base64")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = data(&kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]);
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.expect("ca")).expect("root");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let config = if with_cert {
+        let user = &kubeconfig["users"][0]["user"];
+        let chain = CertificateDer::pem_slice_iter(&data(&user["client-certificate-data"]))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("client cert");
+        let key = PrivateKeyDer::from_pem_slice(&data(&user["client-key-data"])).expect("key");
+        builder
+            .with_client_auth_cert(chain, key)
+            .expect("client auth")
+    } else {
+        builder.with_no_client_auth()
+    };
+    let node = sandbox.addresses().node();
+    let tcp = tokio::net::TcpStream::connect((node, sandbox::node::kubelet_server::KUBELET_PORT))
+        .await
+        .expect("kubelet port");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            ServerName::IpAddress(std::net::IpAddr::V4(node).into()),
+            tcp,
+        )
+        .await
+        .expect("TLS to the kubelet");
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {node}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut response = String::new();
+    let _ = tokio::time::timeout(LIMIT, tls.read_to_string(&mut response)).await;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -133,6 +204,40 @@ async fn kubectl_logs_reads_project_and_emqx_containers() {
         out.stderr.contains("previous terminated container"),
         "{}",
         out.stderr
+    );
+
+    // Straight to the kubelet: who has no certificate is not let in; bad
+    // queries are refused as the kubelet refuses them.
+    let logs = format!("/containerLogs/{namespace}/{core_name}/{container}");
+    assert_eq!(kubelet_get(sandbox, &logs, false).await.0, 401);
+    let (status, body) = kubelet_get(sandbox, &format!("{logs}?tailLines=1"), true).await;
+    assert_eq!(status, 200, "{body}");
+    for (query, status) in [
+        ("tailLines=-1", 422),
+        ("tailLines=x", 400),
+        ("stream=Stdout", 400),
+        ("sinceSeconds=10", 400),
+    ] {
+        assert_eq!(
+            kubelet_get(sandbox, &format!("{logs}?{query}"), true)
+                .await
+                .0,
+            status,
+            "{query}"
+        );
+    }
+    let (status, body) = kubelet_get(
+        sandbox,
+        &format!("/containerLogs/{namespace}/{core_name}/nope"),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            404,
+            format!("container \"nope\" not found in pod \"{core_name}\"").as_str()
+        )
     );
 
     // -f follows until the pod stops: deleting it ends the stream, whose
