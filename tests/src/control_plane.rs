@@ -5,8 +5,8 @@
 //! the Node authorizer), the default admission plugins plus NodeRestriction,
 //! a ServiceAccount token issuer with its signing key, and Service ClusterIPs
 //! from a loopback range. The controller manager runs the workload, garbage
-//! collection, EndpointSlice and ServiceAccount controllers, each with its own ServiceAccount
-//! credentials (so their RBAC is real too).
+//! collection, EndpointSlice and ServiceAccount controllers, each with its
+//! own ServiceAccount credentials (so their RBAC is real too).
 
 pub mod binaries;
 pub mod kubeconfig;
