@@ -2,7 +2,8 @@
 //! terminating EMQX pod leaves the Service through its EndpointSlice (its
 //! endpoint stays, `ready: false, serving: true, terminating: true`), and the
 //! service proxy, following kube-proxy's rules, sends new MQTT connections
-//! only to the ready core that remains.
+//! only to the ready core that remains. `publishNotReadyAddresses` makes a
+//! not-ready pod an endpoint of the Service that asks for it, and of no other.
 
 mod support;
 
@@ -27,10 +28,17 @@ async fn conditions_of(
     slices: &Api<EndpointSlice>,
     ip: IpAddr,
 ) -> Result<(bool, bool, bool), String> {
+    conditions_in(slices, &format!("{NAME}-listeners"), ip).await
+}
+
+/// `(ready, serving, terminating)` of `ip` in the slices of `service`.
+async fn conditions_in(
+    slices: &Api<EndpointSlice>,
+    service: &str,
+    ip: IpAddr,
+) -> Result<(bool, bool, bool), String> {
     let list = slices
-        .list(
-            &ListParams::default().labels(&format!("kubernetes.io/service-name={NAME}-listeners")),
-        )
+        .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
         .await
         .map_err(|e| e.to_string())?;
     let endpoint = list
@@ -42,7 +50,7 @@ async fn conditions_of(
                 .iter()
                 .any(|a| a.parse::<IpAddr>().ok() == Some(ip))
         })
-        .ok_or_else(|| format!("{ip} in no listeners EndpointSlice"))?;
+        .ok_or_else(|| format!("{ip} in no EndpointSlice of {service}"))?;
     let c = endpoint.conditions.clone().unwrap_or_default();
     Ok((
         c.ready.unwrap_or(true),
@@ -186,4 +194,89 @@ async fn a_terminating_emqx_pod_leaves_the_listeners_service_through_its_endpoin
     .await
     .expect("finalizer removed");
     stage.stop().await.expect("sandbox stops");
+}
+
+/// `publishNotReadyAddresses`: a pod that never gets Ready is an endpoint
+/// of the Service that publishes not-ready addresses (the endpointslice
+/// controller marks it ready) and of no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_not_ready_addresses_reaches_a_pod_that_is_not_ready() {
+    use k8s_openapi::api::core::v1::Service;
+    use kube::api::PostParams;
+    use sandbox::node::echo_hook::EchoHook;
+    use sandbox::{Sandbox, SandboxOptions};
+
+    support::init_tracing();
+    let sandbox = Sandbox::start(SandboxOptions::default().hook(std::sync::Arc::new(EchoHook)))
+        .await
+        .expect("sandbox starts");
+    let client = sandbox.client();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "never-ready", "labels": {"app": "echo"}},
+        "spec": {"containers": [{
+            "name": "echo", "image": "sandbox/echo:1",
+            "ports": [{"name": "tcp", "containerPort": 7000}],
+            // Nothing listens on 7001: the probe never passes.
+            "readinessProbe": {"tcpSocket": {"port": 7001}, "periodSeconds": 1},
+        }]},
+    }))
+    .expect("pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("pod created");
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let mut addresses = Vec::new();
+    for (name, publish) in [("published", true), ("ready-only", false)] {
+        let service: Service = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"selector": {"app": "echo"}, "publishNotReadyAddresses": publish,
+                     "ports": [{"port": 80, "targetPort": "tcp"}]},
+        }))
+        .expect("service");
+        let created = services
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("service created");
+        let ip: std::net::Ipv4Addr = created
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("ClusterIP")
+            .parse()
+            .expect("IPv4");
+        addresses.push(SocketAddr::from((ip, 80)));
+    }
+    let reply = wait_for("an answer through the published Service", LIMIT, || {
+        support::ask(addresses[0], "hello")
+    })
+    .await;
+    assert_eq!(reply, "never-ready hello");
+    let running = pods.get("never-ready").await.expect("pod");
+    assert!(!support::is_ready(&running), "the pod became Ready");
+    let ip = IpAddr::V4(pod_ip(&running).expect("pod IP"));
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    assert_eq!(
+        conditions_in(&slices, "published", ip).await,
+        Ok((true, false, false)),
+        "the controller marks a published not-ready endpoint ready"
+    );
+    wait_for(
+        "the not-ready endpoint in ready-only's slice",
+        LIMIT,
+        || {
+            let slices = &slices;
+            async move {
+                match conditions_in(slices, "ready-only", ip).await? {
+                    (false, false, false) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        support::ask(addresses[1], "hello").await.is_err(),
+        "the Service without publishNotReadyAddresses reached a not-ready pod"
+    );
+    sandbox.stop().await.expect("sandbox stops");
 }
