@@ -457,6 +457,23 @@ pub fn validate_v1beta4(
                 c.length(&format!("{path}.secret"), &key.secret, 3, 32);
             }
         }
+        // A v1beta4 object is served as a v2beta1 one whose core pods get
+        // this env (`convert.rs`), so the same names are the operator's here;
+        // the image decides the list exactly as the renderer sees it.
+        let image = crate::image::join_image(&crate::image::ImageParts {
+            registry: container.image.registry.clone(),
+            repository: container.image.repository.clone(),
+            prefix: container.image.prefix.clone(),
+            version: container.image.version.clone(),
+            suffix: container.image.suffix.clone(),
+        });
+        warn_overrides_in(
+            &mut c,
+            &format!("{container_path}.env"),
+            crate::image::is_emqx4(&image),
+            crate::names::DbRole::Core,
+            container.env.as_deref(),
+        );
     }
     if let Some(status) = status {
         let load: Vec<(i64, i64)> = status
@@ -756,33 +773,45 @@ fn warn_env_overrides(
     core: Option<&v2beta1::EMQXCoreTemplate>,
     replicant: Option<&v2beta1::EMQXReplicantTemplate>,
 ) {
-    use crate::names::{DbRole, env};
+    use crate::names::DbRole;
     let emqx4 = crate::image::is_emqx4(image);
-    let templates = [
-        (
-            "spec.coreTemplate.spec.env",
-            DbRole::Core,
-            core.and_then(|t| t.spec.as_ref()).map(|s| &s.pod),
-        ),
-        (
-            "spec.replicantTemplate.spec.env",
-            DbRole::Replicant,
-            replicant.and_then(|t| t.spec.as_ref()),
-        ),
-    ];
-    for (path, role, pod) in templates {
-        let user = pod.and_then(|p| p.env.as_deref()).unwrap_or_default();
-        let own = env::operator_set(emqx4, role);
-        for (i, entry) in user.iter().enumerate() {
-            if own.contains(&entry.name.as_str()) {
-                c.warn(format!(
-                    "{path}[{i}]: {name} overrides the {name} the operator sets on {role} nodes; \
-                     the value given here is used instead of the operator's (a wrong one can keep \
-                     nodes from clustering or the operator from reaching the EMQX API)",
-                    name = entry.name,
-                    role = role.as_str(),
-                ));
-            }
+    let core = core.and_then(|t| t.spec.as_ref()).map(|s| &s.pod);
+    let replicant = replicant.and_then(|t| t.spec.as_ref());
+    warn_overrides_in(
+        c,
+        "spec.coreTemplate.spec.env",
+        emqx4,
+        DbRole::Core,
+        core.and_then(|p| p.env.as_deref()),
+    );
+    warn_overrides_in(
+        c,
+        "spec.replicantTemplate.spec.env",
+        emqx4,
+        DbRole::Replicant,
+        replicant.and_then(|p| p.env.as_deref()),
+    );
+}
+
+/// [`warn_env_overrides`] for one container's `env` at `path`, whose pods
+/// have `role` and run EMQX 4.4 (`emqx4`) or a later EMQX.
+fn warn_overrides_in(
+    c: &mut Checker,
+    path: &str,
+    emqx4: bool,
+    role: crate::names::DbRole,
+    user: Option<&[k8s_openapi::api::core::v1::EnvVar]>,
+) {
+    let own = crate::names::env::operator_set(emqx4, role);
+    for (i, entry) in user.unwrap_or_default().iter().enumerate() {
+        if own.contains(&entry.name.as_str()) {
+            c.warn(format!(
+                "{path}[{i}]: {name} overrides the {name} the operator sets on {role} nodes; \
+                 the value given here is used instead of the operator's (a wrong one can keep \
+                 nodes from clustering or the operator from reaching the EMQX API)",
+                name = entry.name,
+                role = role.as_str(),
+            ));
         }
     }
 }
@@ -1142,6 +1171,67 @@ mod tests {
             v.warnings[0].contains(": EMQX_NAME overrides"),
             "{}",
             v.warnings[0]
+        );
+    }
+
+    #[test]
+    fn a_v1beta4_env_entry_the_operator_sets_warns_naming_it() {
+        let env = |name: &str| k8s_openapi::api::core::v1::EnvVar {
+            name: name.into(),
+            value: Some("x".into()),
+            value_from: None,
+        };
+        let spec: v1beta4::EmqxEnterpriseSpec = serde_json::from_value(serde_json::json!({
+            "template": {"spec": {"emqxContainer": {
+                "image": {"repository": "emqx/emqx-ee", "version": "4.4.14"},
+            }}},
+        }))
+        .expect("spec");
+        let with_env = |names: &[&str]| {
+            let mut spec = spec.clone();
+            if let Some(container) = spec
+                .template
+                .as_mut()
+                .and_then(|t| t.spec.as_mut())
+                .and_then(|s| s.emqx_container.as_mut())
+            {
+                container.env = Some(names.iter().map(|n| env(n)).collect());
+            }
+            spec
+        };
+        // EMQX_NODE__ROLE is an EMQX 5 name: not the operator's on 4.4 nodes.
+        let v = validate_v1beta4(
+            &with_env(&[
+                "MY_OWN",
+                "EMQX_NODE__ROLE",
+                "EMQX_CLUSTER__DNS__APP",
+                "EMQX_NAME",
+            ]),
+            None,
+            None,
+        );
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        assert_eq!(v.warnings.len(), 2, "{:?}", v.warnings);
+        assert!(
+            v.warnings[0].starts_with(
+                "spec.template.spec.emqxContainer.env[2]: EMQX_CLUSTER__DNS__APP overrides the \
+                 EMQX_CLUSTER__DNS__APP the operator sets on core nodes"
+            ),
+            "{}",
+            v.warnings[0]
+        );
+        assert!(
+            v.warnings[1]
+                .starts_with("spec.template.spec.emqxContainer.env[3]: EMQX_NAME overrides"),
+            "{}",
+            v.warnings[1]
+        );
+        // No env, or only the user's own names: no warning.
+        assert!(validate_v1beta4(&spec, None, None).warnings.is_empty());
+        assert!(
+            validate_v1beta4(&with_env(&["MY_OWN"]), None, None)
+                .warnings
+                .is_empty()
         );
     }
 }

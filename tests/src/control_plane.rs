@@ -5,8 +5,8 @@
 //! the Node authorizer), the default admission plugins plus NodeRestriction,
 //! a ServiceAccount token issuer with its signing key, and Service ClusterIPs
 //! from a loopback range. The controller manager runs the workload, garbage
-//! collection and ServiceAccount controllers, each with its own ServiceAccount
-//! credentials (so their RBAC is real too).
+//! collection, EndpointSlice and ServiceAccount controllers, each with its
+//! own ServiceAccount credentials (so their RBAC is real too).
 
 pub mod binaries;
 pub mod kubeconfig;
@@ -36,12 +36,15 @@ pub const APISERVER_PORT: u16 = 6443;
 /// The ServiceAccount token issuer.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-/// The controllers kube-controller-manager runs. Not run: the node lifecycle and
-/// IPAM controllers (the simulated node has no lease or CIDR), the
-/// endpoint(slice) controllers (EndpointSlices reject loopback addresses, and the
-/// sandbox's service proxy selects pods itself), cloud, volume attach and CSR
-/// controllers.
+/// The controllers kube-controller-manager runs. The endpointslice controller
+/// writes the EndpointSlices the sandbox's service proxy follows (the
+/// apiserver is built to accept their loopback addresses, see
+/// [`binaries`]). Not run: the node lifecycle and IPAM controllers (the
+/// simulated node has no lease or CIDR), the legacy Endpoints controllers
+/// (nothing in the sandbox reads Endpoints, whose validation still refuses
+/// loopback addresses), cloud, volume attach and CSR controllers.
 pub const CONTROLLERS: &[&str] = &[
+    "endpointslice-controller",
     "serviceaccount-token-controller",
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
@@ -102,7 +105,7 @@ impl ControlPlane {
         let logs = state.join("logs");
         std::fs::create_dir_all(&pki_dir)?;
         std::fs::create_dir_all(&logs)?;
-        let pki = Pki::generate(ip, plan.kubernetes_service())?;
+        let pki = Pki::generate(ip, plan.kubernetes_service(), plan.node())?;
         let file = |name: &str, content: &str| -> Result<PathBuf> {
             let path = pki_dir.join(name);
             std::fs::write(&path, content)
@@ -114,6 +117,14 @@ impl ControlPlane {
         let serving_key = file("apiserver.key", &pki.apiserver.key_pem)?;
         let sa_key = file("sa.key", &pki.service_account_key_pem)?;
         let sa_pub = file("sa.pub", &pki.service_account_pub_pem)?;
+        let kubelet_client_cert = file(
+            "apiserver-kubelet-client.crt",
+            &pki.apiserver_kubelet_client.cert_pem,
+        )?;
+        let kubelet_client_key = file(
+            "apiserver-kubelet-client.key",
+            &pki.apiserver_kubelet_client.key_pem,
+        )?;
 
         let mut processes = Vec::new();
         let etcd_url = format!("http://{ip}:{ETCD_PORT}");
@@ -156,6 +167,15 @@ impl ControlPlane {
             &format!("--tls-private-key-file={}", serving_key.display()),
             &format!("--client-ca-file={}", ca.display()),
             "--authorization-mode=Node,RBAC",
+            // `kubectl logs` and friends: the apiserver dials the kubelet's
+            // InternalIP over TLS it verifies, with its own client certificate.
+            &format!("--kubelet-certificate-authority={}", ca.display()),
+            &format!(
+                "--kubelet-client-certificate={}",
+                kubelet_client_cert.display()
+            ),
+            &format!("--kubelet-client-key={}", kubelet_client_key.display()),
+            "--kubelet-preferred-address-types=InternalIP",
             "--enable-admission-plugins=NodeRestriction",
             "--allow-privileged=true",
             &format!("--service-cluster-ip-range={}", plan.service_cidr()),

@@ -6,7 +6,8 @@
 //!   [`control_plane::binaries`]) and run as supervised processes
 //!   ([`control_plane::process`]) with their PKI and kubeconfigs.
 //! - [`network`]: every address on loopback ([`network::addresses`]) and the
-//!   service proxy that makes ClusterIPs reach ready pods.
+//!   service proxy that makes ClusterIPs reach the ready endpoints of their
+//!   EndpointSlices, as kube-proxy does.
 //! - [`node`]: the simulated kubelet and what it does for a pod: environment,
 //!   volumes, a project binary as a real process ([`node::pod_process`]),
 //!   other images played by a [`PodHook`] — EMQX by [`EmqxHook`], which

@@ -259,6 +259,13 @@ async fn main() -> Result<()> {
         println!("  export PATH={bin}:$PATH   # kubectl and helm, built from pinned sources");
         println!("  kubectl get emqx {NAME} -o json | jq .status.nodeEvacuationsStatus");
         println!("  kubectl get events --sort-by=.metadata.creationTimestamp");
+        println!("  kubectl logs {NAME}-core-<revision>-0 --tail=20   # an EMQX node's console");
+        println!(
+            "  kubectl logs -f -n {} deploy/{}-reconciler   # the operator, as it reconciles",
+            sandbox::operator::chart::NAMESPACE,
+            sandbox::operator::chart::RELEASE
+        );
+        println!("  kubectl get endpointslices -l kubernetes.io/service-name={NAME}-listeners");
         println!("Press Ctrl-C to stop it.");
         let _ = tokio::signal::ctrl_c().await;
     }

@@ -84,6 +84,7 @@ impl Sandbox {
             claims_dir: state.path().join("claims"),
             server: control_plane.server.clone(),
             ca_pem: control_plane.pki.ca_pem.clone(),
+            serving: control_plane.pki.kubelet.clone(),
             project_binaries: options.project_binaries,
             hooks: options.hooks,
         })
@@ -166,7 +167,9 @@ impl Sandbox {
     }
 
     /// What a pod's container wrote (stdout and stderr), as `kubectl logs`
-    /// would show it; the log stays after the pod is gone.
+    /// shows it: the current (or last) instance's; the log stays after the
+    /// pod is gone. (A restarted container's earlier instance is what
+    /// `kubectl logs --previous` shows.)
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
         let prefix = format!("{namespace}_{pod}_");
         let pods = self.state_dir()?.join("pods");

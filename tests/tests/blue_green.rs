@@ -1,8 +1,9 @@
 //! The reconciler against the real control plane with simulated EMQX: seed
 //! 003's cluster comes up Ready, then `kubectl patch ... imagePullPolicy`
 //! runs a whole blue-green upgrade — new set, traffic switch, every old node
-//! evacuated to `prohibiting` before its removal, old set at zero, stopped
-//! nodes gone from the EMQX cluster, Ready on the new revision.
+//! evacuated to `prohibiting` before its removal (as its console log tells),
+//! old set at zero, stopped nodes gone from the EMQX cluster, Ready on the new
+//! revision.
 
 mod support;
 
@@ -68,6 +69,25 @@ async fn seed_003_patch_runs_a_blue_green_upgrade() {
         );
     }
     assert!(members.iter().all(|m| m.running), "{members:?}");
+    // What `kubectl logs` shows of an old node: its console told the
+    // evacuation, in EMQX's messages, through to prohibiting, then it stopped.
+    for ordinal in 0..2 {
+        let pod = format!("emqx-ee-core-{old_revision}-{ordinal}");
+        let console = ready
+            .sandbox
+            .container_log("default", &pod, "emqx")
+            .expect("the old node's console");
+        let told = |msg: &str| console.find(&format!("] msg: {msg}"));
+        let started = told("node_evacuation_started").expect(&console);
+        let over = told("node_evacuation_evict_sessions_over").expect(&console);
+        assert!(started < over, "{console}");
+        assert!(
+            console
+                .trim_end()
+                .ends_with("[notice] msg: stopping_emqx_apps"),
+            "{console}"
+        );
+    }
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(client.clone(), "default");
     let reasons: Vec<String> = events

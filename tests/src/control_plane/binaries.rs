@@ -7,6 +7,18 @@
 //! else `~/.cache/emqx-operator-sandbox`; inside it `<recipe-hash>/bin/`, where the
 //! hash covers `pins.env`, every `go.mod`/`go.sum`/`*.go` of `k8s-binaries/`, the
 //! build flags and `go version`. Changing a pin therefore builds into a new directory.
+//!
+//! One change to Kubernetes' source, made at build time (nothing upstream is
+//! copied into this repository): EndpointSlice validation
+//! (`pkg/apis/discovery/validation/validation.go`) refuses loopback
+//! addresses, and every sandbox pod has one, so the apiserver is built to
+//! accept IPv4 loopback endpoint addresses ([`patch_endpoint_validation`]).
+//! Without it the endpointslice controller could not write a single
+//! EndpointSlice. The builder links a copy of the pinned `k8s.io/kubernetes`
+//! module (hard links, one file rewritten) next to the binaries and builds
+//! with a `-modfile` that replaces the module by it (`go build -overlay`
+//! refuses files in the module cache); it refuses to build if the pinned
+//! source no longer has the lines it patches.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,7 +32,7 @@ use sha2::{Digest, Sha256};
 use crate::control_plane::pins::{Pins, check_go_mod};
 
 /// Bump when the build recipe below changes in a way the hashed files do not show.
-const RECIPE_VERSION: &str = "2";
+const RECIPE_VERSION: &str = "3";
 
 /// Paths of the built binaries.
 #[derive(Debug, Clone)]
@@ -128,6 +140,8 @@ pub fn ensure_built() -> Result<Binaries> {
     for step in build_steps(&pins) {
         build(&source, &staging, &step)?;
     }
+    // The linked module copy was only needed to build.
+    let _ = std::fs::remove_dir_all(staging.with_extension("patched"));
     let _ = std::fs::remove_dir_all(&bin);
     std::fs::rename(&staging, &bin)
         .with_context(|| format!("moving {} to {}", staging.display(), bin.display()))?;
@@ -254,6 +268,100 @@ struct BuildStep {
     /// `-o` argument: a file name, or "" for "the directory" (several targets).
     output: &'static str,
     ldflags: String,
+    /// Whether to build with the patched EndpointSlice validation.
+    endpoint_patch: bool,
+}
+
+/// The file of `k8s.io/kubernetes` the sandbox patches.
+const ENDPOINT_VALIDATION_FILE: &str = "pkg/apis/discovery/validation/validation.go";
+/// The call it replaces, once for IPv4 and once for IPv6 addresses.
+const ENDPOINT_IP_CHECK: &str = "apivalidation.ValidateEndpointIP(address, addressPath.Index(i))";
+/// What it calls instead.
+const SANDBOX_ENDPOINT_IP_CHECK: &str = "sandboxEndpointIP(address, addressPath.Index(i))";
+/// The function the patch adds (the file already imports `netutils`,
+/// `field` and `apivalidation`).
+const SANDBOX_ENDPOINT_IP_FUNCTION: &str = r#"
+// sandboxEndpointIP is ValidateEndpointIP without its loopback rule for IPv4:
+// the emqx-operator sandbox gives every pod its own 127.0.0.0/8 address.
+// Added at build time by the sandbox's binary builder; not upstream code.
+func sandboxEndpointIP(address string, fldPath *field.Path) field.ErrorList {
+	if ip := netutils.ParseIPSloppy(address); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+		return nil
+	}
+	return apivalidation.ValidateEndpointIP(address, fldPath)
+}
+"#;
+
+/// The pinned EndpointSlice validation, changed to accept IPv4 loopback
+/// endpoint addresses; an error if the source is not the one this was made for.
+pub fn patch_endpoint_validation(source: &str) -> Result<String> {
+    let found = source.matches(ENDPOINT_IP_CHECK).count();
+    if found != 2 || !source.contains("netutils \"k8s.io/utils/net\"") {
+        bail!(
+            "{ENDPOINT_VALIDATION_FILE} is not the one the sandbox's patch was written for ({found} calls of {ENDPOINT_IP_CHECK}, expected 2); update patch_endpoint_validation for the new pin"
+        );
+    }
+    Ok(format!(
+        "{}{SANDBOX_ENDPOINT_IP_FUNCTION}",
+        source.replace(ENDPOINT_IP_CHECK, SANDBOX_ENDPOINT_IP_CHECK)
+    ))
+}
+
+/// Links a copy of the pinned `k8s.io/kubernetes` module with the patched
+/// validation next to `out_dir`, and writes a go.mod (with its go.sum)
+/// that replaces the module by it; returns the `-modfile` path.
+fn patched_kubernetes_modfile(module_dir: &Path, out_dir: &Path) -> Result<PathBuf> {
+    let listed = go_command()
+        .current_dir(module_dir)
+        .args(["list", "-m", "-f", "{{.Dir}}", "k8s.io/kubernetes"])
+        .output()
+        .context("go list -m k8s.io/kubernetes")?;
+    if !listed.status.success() {
+        bail!(
+            "`go list -m k8s.io/kubernetes` failed: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+    }
+    let pinned = PathBuf::from(String::from_utf8_lossy(&listed.stdout).trim());
+    let work = out_dir.with_extension("patched");
+    let _ = std::fs::remove_dir_all(&work);
+    let copy = work.join("kubernetes");
+    link_tree(&pinned, &copy)?;
+    let file = copy.join(ENDPOINT_VALIDATION_FILE);
+    let source =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    let patched = patch_endpoint_validation(&source)?;
+    // A hard link shares the module cache's inode: replace, never write through.
+    std::fs::remove_file(&file)?;
+    std::fs::write(&file, patched)?;
+    let go_mod = std::fs::read_to_string(module_dir.join("go.mod"))?;
+    let modfile = work.join("go.mod");
+    std::fs::write(
+        &modfile,
+        format!(
+            "{go_mod}\nreplace k8s.io/kubernetes => {}\n",
+            copy.display()
+        ),
+    )?;
+    std::fs::copy(module_dir.join("go.sum"), work.join("go.sum"))?;
+    Ok(modfile)
+}
+
+/// Recreates the tree `from` at `to`: directories made, files hard-linked
+/// (copied where linking fails, e.g. across filesystems).
+fn link_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_type()?.is_dir() {
+            link_tree(&source, &target)?;
+        } else if std::fs::hard_link(&source, &target).is_err() {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("copying {}", source.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn build_steps(pins: &Pins) -> Vec<BuildStep> {
@@ -273,6 +381,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             targets: vec!["."],
             output: "etcd",
             ldflags: "-s -w".into(),
+            endpoint_patch: false,
         },
         BuildStep {
             module: "kubernetes",
@@ -283,6 +392,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
             ],
             output: "",
             ldflags: format!("-s -w{k8s_version}"),
+            endpoint_patch: true,
         },
         BuildStep {
             module: "helm",
@@ -302,6 +412,7 @@ fn build_steps(pins: &Pins) -> Vec<BuildStep> {
                     ))
                     .collect::<String>()
             ),
+            endpoint_patch: false,
         },
     ]
 }
@@ -336,6 +447,12 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
         "go build in {} ({} packages to link; cached ones are skipped)",
         step.module, total
     ));
+    let modfile = if step.endpoint_patch {
+        let modfile = patched_kubernetes_modfile(&module_dir, out_dir)?;
+        vec![format!("-modfile={}", modfile.display())]
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let mut child = go_command()
         .current_dir(&module_dir)
@@ -348,6 +465,7 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
             "-o",
             &output,
         ])
+        .args(&modfile)
         .args(&step.targets)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -388,4 +506,35 @@ fn build(source: &Path, out_dir: &Path, step: &BuildStep) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of the pinned file's address checks, not its text.
+    const SHAPE: &str = "import (\n\tnetutils \"k8s.io/utils/net\"\n)\n\
+        case v4:\n\tallErrs = append(allErrs, apivalidation.ValidateEndpointIP(address, addressPath.Index(i))...)\n\
+        case v6:\n\tallErrs = append(allErrs, apivalidation.ValidateEndpointIP(address, addressPath.Index(i))...)\n";
+
+    #[test]
+    fn the_patch_swaps_both_address_checks_and_adds_its_function() {
+        let patched = patch_endpoint_validation(SHAPE).expect("patched");
+        assert!(!patched.contains(ENDPOINT_IP_CHECK));
+        assert_eq!(patched.matches(SANDBOX_ENDPOINT_IP_CHECK).count(), 2);
+        assert!(patched.contains("func sandboxEndpointIP("));
+        // Non-loopback addresses still get upstream's check.
+        assert!(patched.contains("return apivalidation.ValidateEndpointIP(address, fldPath)"));
+    }
+
+    #[test]
+    fn a_changed_upstream_file_is_refused() {
+        let once = SHAPE.replacen(ENDPOINT_IP_CHECK, "somethingElse(address)", 1);
+        let err = patch_endpoint_validation(&once).expect_err("refused");
+        assert!(
+            err.to_string().contains("update patch_endpoint_validation"),
+            "{err}"
+        );
+        assert!(patch_endpoint_validation("").is_err());
+    }
 }

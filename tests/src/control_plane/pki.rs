@@ -1,6 +1,7 @@
 //! The sandbox's certificates and keys: one CA, the apiserver's serving
 //! certificate, client certificates for the admin and the controller manager,
-//! and the ServiceAccount token signing key. ECDSA P-256 throughout (the
+//! the kubelet's serving certificate and the apiserver's client certificate
+//! for it (as kubeadm issues them), and the ServiceAccount token signing key. ECDSA P-256 throughout (the
 //! apiserver accepts ES256 service-account keys). Generated fresh per sandbox.
 
 use std::net::Ipv4Addr;
@@ -10,6 +11,10 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
+
+/// The user the apiserver is to kubelets (kubeadm's name for it); the
+/// sandbox grants it `system:kubelet-api-admin`, as kubeadm does.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// A certificate and its private key, PEM encoded.
 #[derive(Debug, Clone)]
@@ -31,6 +36,11 @@ pub struct Pki {
     pub admin: CertPair,
     /// `system:kube-controller-manager` client certificate.
     pub controller_manager: CertPair,
+    /// The simulated kubelet's serving certificate (the node's address).
+    pub kubelet: CertPair,
+    /// The apiserver's client certificate towards kubelets
+    /// (`--kubelet-client-certificate`), user [`KUBELET_CLIENT_USER`].
+    pub apiserver_kubelet_client: CertPair,
     /// ServiceAccount token signing key (PKCS#8 PEM) and its public key.
     pub service_account_key_pem: String,
     /// Public half of the signing key, PEM.
@@ -38,9 +48,13 @@ pub struct Pki {
 }
 
 impl Pki {
-    /// Generates a fresh PKI for an apiserver reachable at `apiserver_ip` and
-    /// whose `kubernetes` Service has `service_ip`.
-    pub fn generate(apiserver_ip: Ipv4Addr, service_ip: Ipv4Addr) -> Result<Pki> {
+    /// Generates a fresh PKI for an apiserver reachable at `apiserver_ip`,
+    /// whose `kubernetes` Service has `service_ip`, and a node at `node_ip`.
+    pub fn generate(
+        apiserver_ip: Ipv4Addr,
+        service_ip: Ipv4Addr,
+        node_ip: Ipv4Addr,
+    ) -> Result<Pki> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.distinguished_name = name("sandbox-ca", None);
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -71,6 +85,16 @@ impl Pki {
 
         let admin = client(&ca, "sandbox-admin", Some("system:masters"))?;
         let controller_manager = client(&ca, "system:kube-controller-manager", None)?;
+        let apiserver_kubelet_client = client(&ca, KUBELET_CLIENT_USER, None)?;
+        // The apiserver dials the node's InternalIP and checks it against the
+        // certificate (`--kubelet-certificate-authority`).
+        let mut kubelet_serving = CertificateParams::new(Vec::<String>::new())?;
+        kubelet_serving
+            .subject_alt_names
+            .push(SanType::IpAddress(node_ip.into()));
+        kubelet_serving.distinguished_name = name("sandbox-node", None);
+        kubelet_serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let kubelet = sign(kubelet_serving, &ca)?;
 
         let sa_key = KeyPair::generate()?;
         Ok(Pki {
@@ -78,6 +102,8 @@ impl Pki {
             apiserver,
             admin,
             controller_manager,
+            kubelet,
+            apiserver_kubelet_client,
             service_account_key_pem: sa_key.serialize_pem(),
             service_account_pub_pem: sa_key.public_key_pem(),
         })
@@ -117,11 +143,16 @@ mod tests {
 
     #[test]
     fn generates_distinct_pem_material() {
-        let pki =
-            Pki::generate(Ipv4Addr::new(127, 95, 0, 1), Ipv4Addr::new(127, 96, 0, 1)).expect("pki");
+        let pki = Pki::generate(
+            Ipv4Addr::new(127, 95, 0, 1),
+            Ipv4Addr::new(127, 96, 0, 1),
+            Ipv4Addr::new(127, 95, 0, 2),
+        )
+        .expect("pki");
         assert!(pki.ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(pki.admin.key_pem.contains("PRIVATE KEY"));
         assert_ne!(pki.admin.cert_pem, pki.controller_manager.cert_pem);
+        assert_ne!(pki.kubelet.cert_pem, pki.apiserver.cert_pem);
         assert!(pki.service_account_pub_pem.contains("PUBLIC KEY"));
     }
 }

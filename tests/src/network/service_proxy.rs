@@ -1,9 +1,18 @@
-//! kube-proxy's job on loopback: every Service with a selector and a
-//! ClusterIP gets a TCP listener on each `ClusterIP:port`. Each new connection
-//! goes, round robin, to a pod that the Service selects *at that moment*
-//! (Ready, not terminating, with an address); the connection is then spliced
-//! and left alone, so changing the selector never moves or cuts it.
-//! Only loopback addresses are ever bound or dialled.
+//! kube-proxy's job on loopback: every Service with a ClusterIP gets a TCP
+//! listener on each `ClusterIP:port`, and each new connection goes, round
+//! robin, to an endpoint of that Service port as its EndpointSlices (written
+//! by kube-controller-manager's endpointslice controller) say *at that
+//! moment*; the connection is then spliced and left alone, so a change of
+//! endpoints never moves or cuts it. Only loopback addresses are ever bound
+//! or dialled.
+//!
+//! Which endpoints take new connections is kube-proxy's rule (Kubernetes
+//! v1.35.4, `pkg/proxy/endpointslicecache.go` and `CategorizeEndpoints` in
+//! `pkg/proxy/topology.go`, cluster traffic policy): the ready ones; when
+//! none is ready, the serving-and-terminating ones; else the connection is
+//! refused. A missing `ready` or `serving` condition counts as true, a
+//! missing `terminating` as false. `publishNotReadyAddresses` needs nothing
+//! here: the endpointslice controller then marks every endpoint ready.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,8 +20,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
@@ -20,6 +29,9 @@ use kube::{Api, ResourceExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::network::addresses::{AddressPlan, dialable};
+
+/// The label linking an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// One listener: a Service port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,31 +44,19 @@ pub struct Frontend {
     pub ip: Ipv4Addr,
     /// Service port.
     pub port: u16,
-    /// targetPort (number or container port name).
-    pub target: Target,
-    /// The Service's uid: a re-created Service gets fresh listeners. (The
-    /// selector is not part of the key: it is re-read on every connection.)
+    /// The Service port's name ("" when it has none): EndpointSlice ports
+    /// carry the same name.
+    pub port_name: String,
+    /// The Service's uid: a re-created Service gets fresh listeners.
     pub uid: String,
 }
 
-/// A Service targetPort.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Target {
-    /// A port number.
-    Number(u16),
-    /// A container port name.
-    Name(String),
-}
-
-/// The frontends a Service needs (none for headless, selector-less, or
-/// ClusterIPs outside this sandbox's loopback range).
+/// The frontends a Service needs (none for headless Services or ClusterIPs
+/// outside this sandbox's loopback range).
 pub fn frontends(service: &Service, plan: &AddressPlan) -> Vec<Frontend> {
     let Some(spec) = &service.spec else {
         return Vec::new();
     };
-    if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
-        return Vec::new();
-    }
     let Some(ip) = spec
         .cluster_ip
         .as_deref()
@@ -72,77 +72,78 @@ pub fn frontends(service: &Service, plan: &AddressPlan) -> Vec<Frontend> {
         .flatten()
         .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
         .filter_map(|p| {
-            let port = u16::try_from(p.port).ok()?;
-            let target = match &p.target_port {
-                None => Target::Number(port),
-                Some(IntOrString::Int(n)) => Target::Number(u16::try_from(*n).ok()?),
-                Some(IntOrString::String(s)) => match s.parse::<u16>() {
-                    Ok(n) => Target::Number(n),
-                    Err(_) => Target::Name(s.clone()),
-                },
-            };
             Some(Frontend {
                 namespace: service.namespace().unwrap_or_default(),
                 service: service.name_any(),
                 ip,
-                port,
-                target,
+                port: u16::try_from(p.port).ok()?,
+                port_name: p.name.clone().unwrap_or_default(),
                 uid: service.uid().unwrap_or_default(),
             })
         })
         .collect()
 }
 
-/// The backends of `service` right now: Ready, not terminating pods matching
-/// its selector, with the target port resolved, sorted by pod name.
+/// An endpoint of a Service port, with the conditions kube-proxy reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Endpoint {
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+}
+
+/// Where new connections to the Service port `port_name` may go now, given
+/// the Service's EndpointSlices: sorted, without duplicates.
 pub fn backends<'a>(
-    service: &Service,
-    target: &Target,
-    pods: impl Iterator<Item = &'a Pod>,
+    port_name: &str,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
 ) -> Vec<SocketAddr> {
-    let namespace = service.namespace().unwrap_or_default();
-    let selector: BTreeMap<String, String> = service
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.clone())
-        .unwrap_or_default();
-    if selector.is_empty() {
-        return Vec::new();
-    }
-    let mut selected: Vec<(String, SocketAddr)> = pods
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let labels = p.labels();
-            selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-        })
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|p| {
-            let ip: IpAddr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-            if !dialable(ip) {
-                return None;
-            }
-            let port = match target {
-                Target::Number(n) => *n,
-                Target::Name(name) => p
-                    .spec
-                    .as_ref()?
-                    .containers
-                    .iter()
-                    .flat_map(|c| c.ports.iter().flatten())
-                    .find(|cp| cp.name.as_deref() == Some(name.as_str()))
-                    .and_then(|cp| u16::try_from(cp.container_port).ok())?,
+    let mut endpoints: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
+    for slice in slices.filter(|s| s.address_type == "IPv4") {
+        for port in slice.ports.iter().flatten() {
+            let named = port.name.as_deref() == Some(port_name);
+            let tcp = port.protocol.as_deref().unwrap_or("TCP") == "TCP";
+            let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+                continue;
             };
-            Some((p.name_any(), SocketAddr::new(ip, port)))
-        })
-        .collect();
-    selected.sort();
-    selected.into_iter().map(|(_, a)| a).collect()
+            if !named || !tcp || number == 0 {
+                continue;
+            }
+            for endpoint in &slice.endpoints {
+                let Some(ip) = endpoint
+                    .addresses
+                    .first()
+                    .and_then(|a| a.parse::<IpAddr>().ok())
+                else {
+                    continue;
+                };
+                if !dialable(ip) {
+                    continue;
+                }
+                let conditions = endpoint.conditions.clone().unwrap_or_default();
+                endpoints
+                    .entry(SocketAddr::new(ip, number))
+                    .or_insert(Endpoint {
+                        ready: conditions.ready.unwrap_or(true),
+                        serving: conditions.serving.unwrap_or(true),
+                        terminating: conditions.terminating.unwrap_or(false),
+                    });
+            }
+        }
+    }
+    let pick = |keep: fn(&Endpoint) -> bool| -> Vec<SocketAddr> {
+        endpoints
+            .iter()
+            .filter(|(_, e)| keep(e))
+            .map(|(a, _)| *a)
+            .collect()
+    };
+    let ready = pick(|e| e.ready);
+    if ready.is_empty() {
+        pick(|e| e.serving && e.terminating)
+    } else {
+        ready
+    }
 }
 
 /// The running proxy.
@@ -151,7 +152,7 @@ pub struct ServiceProxy {
 }
 
 impl ServiceProxy {
-    /// Starts watching Services and Pods and serving ClusterIPs.
+    /// Starts watching Services and EndpointSlices and serving ClusterIPs.
     pub fn start(client: kube::Client, plan: AddressPlan) -> ServiceProxy {
         let task = tokio::spawn(run(client, plan));
         ServiceProxy { task }
@@ -181,16 +182,19 @@ impl Drop for Listener {
 }
 
 async fn run(client: kube::Client, plan: AddressPlan) {
-    let (pods, pod_writer) = reflector::store::<Pod>();
-    let pod_stream = reflector::reflector(
-        pod_writer,
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+    let slice_stream = reflector::reflector(
+        slice_writer,
+        watcher::watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+        ),
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
     // Aborted with this task (a plain JoinHandle would let it outlive the proxy).
-    let _pods_task = Listener {
-        task: tokio::spawn(pod_stream),
+    let _slices_task = Listener {
+        task: tokio::spawn(slice_stream),
     };
     let (services, service_writer) = reflector::store::<Service>();
     let mut service_stream = reflector::reflector(
@@ -219,13 +223,13 @@ async fn run(client: kube::Client, plan: AddressPlan) {
             if listeners.contains_key(&frontend) {
                 continue;
             }
-            let task = tokio::spawn(serve(frontend.clone(), services.clone(), pods.clone()));
+            let task = tokio::spawn(serve(frontend.clone(), slices.clone()));
             listeners.insert(frontend, Listener { task });
         }
     }
 }
 
-async fn serve(frontend: Frontend, services: Store<Service>, pods: Store<Pod>) {
+async fn serve(frontend: Frontend, slices: Store<EndpointSlice>) {
     // Round robin per Service port, as each kube-proxy rule balances on its own.
     let counter = AtomicUsize::new(0);
     let addr = SocketAddr::new(IpAddr::V4(frontend.ip), frontend.port);
@@ -247,16 +251,14 @@ async fn serve(frontend: Frontend, services: Store<Service>, pods: Store<Pod>) {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let key =
-            reflector::ObjectRef::<Service>::new(&frontend.service).within(&frontend.namespace);
-        let candidates = match services.get(&key) {
-            Some(service) => backends(
-                &service,
-                &frontend.target,
-                pods.state().iter().map(|p| p.as_ref()),
-            ),
-            None => Vec::new(),
-        };
+        let state = slices.state();
+        let candidates = backends(
+            &frontend.port_name,
+            state.iter().map(|s| s.as_ref()).filter(|s| {
+                s.namespace().as_deref() == Some(frontend.namespace.as_str())
+                    && s.labels().get(SERVICE_NAME_LABEL) == Some(&frontend.service)
+            }),
+        );
         if candidates.is_empty() {
             // Like kube-proxy with no endpoints: the connection is refused.
             drop(inbound);
@@ -286,67 +288,111 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn service(selector: serde_json::Value, ip: &str, target: serde_json::Value) -> Service {
+    fn service(ip: &str, ports: serde_json::Value) -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": "s", "namespace": "ns", "uid": "u"},
-            "spec": {"selector": selector, "clusterIP": ip, "ports": [{"port": 80, "targetPort": target}]}
+            "spec": {"selector": {"app": "a"}, "clusterIP": ip, "ports": ports}
         }))
         .expect("service")
     }
 
-    fn pod(name: &str, labels: serde_json::Value, ip: &str, ready: &str, deleting: bool) -> Pod {
-        let mut meta = json!({"name": name, "namespace": "ns", "labels": labels});
-        if deleting {
-            meta["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        }
+    /// One endpoint: address, then ready/serving/terminating (`None`: unset).
+    type Ep<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
+
+    fn slice(port_name: &str, port: i32, endpoints: &[Ep<'_>]) -> EndpointSlice {
+        let endpoints: Vec<serde_json::Value> = endpoints
+            .iter()
+            .map(|(ip, ready, serving, terminating)| {
+                json!({"addresses": [ip], "conditions": {
+                    "ready": ready, "serving": serving, "terminating": terminating,
+                }})
+            })
+            .collect();
         serde_json::from_value(json!({
-            "metadata": meta,
-            "spec": {"containers": [{"name": "c", "ports": [{"name": "web", "containerPort": 8080}]}]},
-            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]}
+            "metadata": {"name": format!("s-{port}"), "namespace": "ns",
+                         "labels": {SERVICE_NAME_LABEL: "s"}},
+            "addressType": "IPv4",
+            "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+            "endpoints": endpoints,
         }))
-        .expect("pod")
+        .expect("slice")
+    }
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().expect("addr")).collect()
     }
 
     const PLAN: AddressPlan = AddressPlan { slot: 0 };
 
     #[test]
-    fn frontends_only_for_selected_loopback_services() {
-        let s = service(json!({"app": "a"}), "127.96.0.10", json!("web"));
+    fn frontends_for_every_loopback_cluster_ip_port() {
+        let s = service(
+            "127.96.0.10",
+            json!([{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}, {"port": 80}]),
+        );
         let f = frontends(&s, &PLAN);
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].target, Target::Name("web".into()));
-        assert!(frontends(&service(json!({"app": "a"}), "None", json!(80)), &PLAN).is_empty());
-        assert!(frontends(&service(json!({}), "127.96.0.10", json!(80)), &PLAN).is_empty());
-        assert!(frontends(&service(json!({"app": "a"}), "10.0.0.10", json!(80)), &PLAN).is_empty());
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].port, f[0].port_name.as_str()), (1883, "mqtt"));
+        assert_eq!((f[1].port, f[1].port_name.as_str()), (80, ""));
+        assert!(frontends(&service("None", json!([{"port": 80}])), &PLAN).is_empty());
+        assert!(frontends(&service("10.0.0.10", json!([{"port": 80}])), &PLAN).is_empty());
         assert!(
-            frontends(
-                &service(json!({"app": "a"}), "127.96.1.10", json!(80)),
-                &PLAN
-            )
-            .is_empty(),
+            frontends(&service("127.96.1.10", json!([{"port": 80}])), &PLAN).is_empty(),
             "another sandbox's range"
         );
+        let udp = service("127.96.0.10", json!([{"port": 53, "protocol": "UDP"}]));
+        assert!(frontends(&udp, &PLAN).is_empty());
     }
 
     #[test]
-    fn backends_are_ready_selected_loopback_pods() {
-        let s = service(json!({"app": "a"}), "127.96.0.10", json!("web"));
-        let pods = [
-            pod("b", json!({"app": "a"}), "127.100.0.2", "True", false),
-            pod("a", json!({"app": "a"}), "127.100.0.1", "True", false),
-            pod("c", json!({"app": "a"}), "127.100.0.3", "False", false),
-            pod("d", json!({"app": "a"}), "127.100.0.4", "True", true),
-            pod("e", json!({"app": "b"}), "127.100.0.5", "True", false),
-            pod("f", json!({"app": "a"}), "10.1.1.1", "True", false),
+    fn ready_endpoints_of_the_named_port_take_new_connections() {
+        let t = Some(true);
+        let f = Some(false);
+        let slices = [
+            slice(
+                "mqtt",
+                1883,
+                &[
+                    ("127.100.0.2", t, t, f),
+                    ("127.100.0.1", None, None, None),
+                    // Not ready, or terminating: left out while others are ready.
+                    ("127.100.0.3", f, f, f),
+                    ("127.100.0.4", f, t, t),
+                    // Never a non-loopback address.
+                    ("10.1.1.1", t, t, f),
+                ],
+            ),
+            // The same endpoint in a second slice counts once.
+            slice("mqtt", 1883, &[("127.100.0.1", t, t, f)]),
+            slice("ws", 8083, &[("127.100.0.9", t, t, f)]),
         ];
-        let b = backends(&s, &Target::Name("web".into()), pods.iter());
         assert_eq!(
-            b,
-            vec![
-                "127.100.0.1:8080".parse::<SocketAddr>().expect("a"),
-                "127.100.0.2:8080".parse().expect("b")
-            ]
+            backends("mqtt", slices.iter()),
+            addrs(&["127.100.0.1:1883", "127.100.0.2:1883"])
         );
-        assert!(backends(&s, &Target::Name("nope".into()), pods.iter()).is_empty());
+        assert_eq!(backends("ws", slices.iter()), addrs(&["127.100.0.9:8083"]));
+        assert!(backends("nope", slices.iter()).is_empty());
+    }
+
+    #[test]
+    fn without_ready_endpoints_serving_terminating_ones_are_used() {
+        let t = Some(true);
+        let f = Some(false);
+        let draining = [slice(
+            "",
+            80,
+            &[
+                ("127.100.0.1", f, t, t),
+                ("127.100.0.2", f, f, t),
+                ("127.100.0.3", f, t, f),
+            ],
+        )];
+        assert_eq!(backends("", draining.iter()), addrs(&["127.100.0.1:80"]));
+        let gone = [slice(
+            "",
+            80,
+            &[("127.100.0.2", f, f, t), ("127.100.0.3", f, f, f)],
+        )];
+        assert!(backends("", gone.iter()).is_empty());
     }
 }

@@ -3,6 +3,8 @@
 //! exactly as the real container would see itself (its resolved env, its
 //! hostname, the files mounted into it) and starts an [`EmqxNode`] on the
 //! pod's loopback address. Readiness probes then hit the node's `/status`.
+//! The container's log is the node's console ([`emqx_console`]), which
+//! `kubectl logs` shows.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,8 +16,13 @@ use emqx_sim::cluster::BrokerCluster;
 use emqx_sim::{EmqxNode, NodeConfig, PodFacts};
 use std::sync::Mutex;
 
+use crate::node::emqx_console::{self, Console};
 use crate::node::pod_env::image_repository;
 use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
+use crate::node::pod_process::log_path;
+
+/// How often the console looks at the node for something to log.
+const CONSOLE_POLL: Duration = Duration::from_millis(200);
 
 /// Image repositories played as EMQX (Docker Hub's names, with or without a
 /// registry in front).
@@ -163,6 +170,69 @@ struct RunningEmqx {
     key: String,
     node: EmqxNode,
     table: Arc<Mutex<NodeTable>>,
+    console: ConsoleTask,
+}
+
+/// The task writing the node's console to the container's log.
+struct ConsoleTask {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ConsoleTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Writes the boot lines, then what changes in the cluster and in the node's
+/// evacuation, until told to stop; then the stopping line.
+fn start_console(node: &EmqxNode, log: std::path::PathBuf) -> ConsoleTask {
+    let name = node.name().to_owned();
+    let cluster = node.cluster().clone();
+    let config = node.config();
+    let boot = emqx_console::boot_lines(
+        config.edition == emqx_sim::version::Edition::Enterprise,
+        &config.version.to_string(),
+        node.mqtt_addr(),
+        node.http_addr(),
+    );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut console = Console::default();
+        let write = |lines: Vec<String>| {
+            if lines.is_empty() {
+                return;
+            }
+            let appended = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, lines.concat().as_bytes()));
+            if let Err(e) = appended {
+                tracing::debug!("writing the console of {name} to {}: {e}", log.display());
+            }
+        };
+        write(boot);
+        loop {
+            let lines = console.observe(
+                &name,
+                &cluster.running_nodes(),
+                &cluster.evacuation_history(&name),
+                chrono::Utc::now(),
+            );
+            write(lines);
+            if *stopped.borrow() {
+                write(vec![emqx_console::stopping_line(chrono::Utc::now())]);
+                return;
+            }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = tokio::time::sleep(CONSOLE_POLL) => {}
+            }
+        }
+    });
+    ConsoleTask { stop, task }
 }
 
 #[async_trait::async_trait]
@@ -175,7 +245,15 @@ impl RunningPod for RunningEmqx {
     }
 
     async fn stop(self: Box<Self>, grace: Duration) {
-        let RunningEmqx { key, node, table } = *self;
+        let RunningEmqx {
+            key,
+            node,
+            table,
+            mut console,
+        } = *self;
+        // EMQX logs that it stops before its listeners close.
+        let _ = console.stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut console.task).await;
         lock(&table).remove(&key);
         // A stopping EMQX closes its listeners at once; the grace period only
         // bounds how long we wait for the sockets to be released.
@@ -226,10 +304,12 @@ impl PodHook for EmqxHook {
                 cluster: node.cluster().clone(),
             },
         );
+        let console = start_console(&node, log_path(&ctx.pod_dir, &ctx.container.name));
         Ok(Box::new(RunningEmqx {
             key,
             node,
             table: self.nodes.clone(),
+            console,
         }))
     }
 }

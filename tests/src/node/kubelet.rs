@@ -1,7 +1,9 @@
 //! The simulated kubelet (and scheduler): one Node, every pending pod bound to
 //! it, each pod given its own loopback address, its containers played (a
 //! project binary as a real process, a [`PodHook`], or an inert container),
-//! readiness probed for real, status reported, deletions finished.
+//! readiness probed for real, status reported, deletions finished; its
+//! HTTPS API ([`kubelet_server`](crate::node::kubelet_server)) serves the
+//! containers' logs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -19,8 +21,11 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::control_plane::kubeconfig::{self, Credentials};
+use crate::control_plane::pki::CertPair;
 use crate::network::addresses::{AddressPlan, PodIpPool};
 use crate::node::capacity::{NODE_CPU, NODE_MEMORY_BYTES};
+use crate::node::kubelet_server::{self, KUBELET_PORT, KubeletServer};
+use crate::node::log_book::LogBook;
 use crate::node::pod_env::{ObjectData, PodAddresses, image_repository, resolve_env};
 use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
 use crate::node::pod_process::{
@@ -52,6 +57,8 @@ pub struct KubeletConfig {
     pub server: String,
     /// The cluster CA.
     pub ca_pem: String,
+    /// The kubelet API's serving certificate (for the node's address).
+    pub serving: CertPair,
     /// Image repository → binary.
     pub project_binaries: BTreeMap<String, PathBuf>,
     /// Hooks, asked in order.
@@ -63,6 +70,7 @@ pub struct Kubelet {
     task: tokio::task::JoinHandle<()>,
     workers: Arc<Mutex<HashMap<String, PodWorker>>>,
     processes: Arc<Mutex<HashMap<String, u32>>>,
+    _server: KubeletServer,
 }
 
 struct PodWorker {
@@ -71,17 +79,29 @@ struct PodWorker {
 }
 
 impl Kubelet {
-    /// Registers the Node and starts watching pods.
+    /// Starts the kubelet API, registers the Node and starts watching pods.
     pub async fn start(config: KubeletConfig) -> Result<Kubelet> {
+        let book = LogBook::default();
+        kubelet_server::grant_apiserver_access(&config.client).await?;
+        let server = kubelet_server::start(kubelet_server::ServerConfig {
+            addr: std::net::SocketAddr::from((config.plan.node(), KUBELET_PORT)),
+            serving: config.serving.clone(),
+            ca_pem: config.ca_pem.clone(),
+            client: config.client.clone(),
+            node_name: config.node_name.clone(),
+            book: book.clone(),
+        })
+        .await?;
         register_node(&config).await?;
         let workers: Arc<Mutex<HashMap<String, PodWorker>>> = Arc::default();
         let processes: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let pool = Arc::new(Mutex::new(PodIpPool::new(config.plan)));
-        let task = tokio::spawn(run(config, workers.clone(), processes.clone(), pool));
+        let task = tokio::spawn(run(config, workers.clone(), processes.clone(), pool, book));
         Ok(Kubelet {
             task,
             workers,
             processes,
+            _server: server,
         })
     }
 
@@ -155,7 +175,7 @@ async fn register_node(config: &KubeletConfig) -> Result<()> {
             "kernelVersion": "", "osImage": "sandbox", "containerRuntimeVersion": "sandbox://1",
             "kubeletVersion": "v1.35.4", "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64",
         },
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
     }});
     nodes
         .patch_status(
@@ -176,6 +196,7 @@ async fn run(
     workers: Arc<Mutex<HashMap<String, PodWorker>>>,
     processes: Arc<Mutex<HashMap<String, u32>>>,
     pool: Arc<Mutex<PodIpPool>>,
+    book: LogBook,
 ) {
     let pods: Api<Pod> = Api::all(config.client.clone());
     let mut stream = watcher::watcher(pods, watcher::Config::default())
@@ -187,7 +208,7 @@ async fn run(
             Ok(Event::Init) => seen.clear(),
             Ok(Event::InitApply(pod) | Event::Apply(pod)) => {
                 seen.insert(pod.uid().unwrap_or_default());
-                on_pod(&config, &workers, &processes, &pool, pod);
+                on_pod(&config, &workers, &processes, &pool, &book, pod);
             }
             Ok(Event::Delete(pod)) => {
                 if let Some(worker) = workers
@@ -219,6 +240,7 @@ fn on_pod(
     workers: &Arc<Mutex<HashMap<String, PodWorker>>>,
     processes: &Arc<Mutex<HashMap<String, u32>>>,
     pool: &Arc<Mutex<PodIpPool>>,
+    book: &LogBook,
     pod: Pod,
 ) {
     let uid = pod.uid().unwrap_or_default();
@@ -254,6 +276,7 @@ fn on_pod(
                 processes.clone(),
                 pool.clone(),
                 workers.clone(),
+                book.clone(),
                 uid.clone(),
             ));
             w.insert(uid, PodWorker { pod: tx, task });
@@ -455,6 +478,7 @@ async fn pod_worker(
     processes: Arc<Mutex<HashMap<String, u32>>>,
     pool: Arc<Mutex<PodIpPool>>,
     workers: Arc<Mutex<HashMap<String, PodWorker>>>,
+    book: LogBook,
     uid: String,
 ) {
     let Some(first) = rx.borrow().clone() else {
@@ -474,6 +498,18 @@ async fn pod_worker(
         first.name_any(),
         uid.chars().take(8).collect::<String>()
     ));
+    let namespace = first.namespace().unwrap_or_default();
+    book.add_pod(
+        &namespace,
+        &first.name_any(),
+        &uid,
+        &pod_dir,
+        first
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .map(|c| c.name.as_str()),
+    );
     let start_time = now_rfc3339();
     let mut slots: Vec<ContainerSlot> = first
         .spec
@@ -555,6 +591,7 @@ async fn pod_worker(
                 _ => None,
             };
             if let Some(code) = exit {
+                book.stopped(&namespace, &name, &uid, &slot.spec.name);
                 if let Some(Runner::Process(p)) = slot.runner.take() {
                     p.stop(Duration::ZERO).await;
                 }
@@ -588,6 +625,7 @@ async fn pod_worker(
                 && let Some(prep) = &prepared
             {
                 {
+                    book.starting(&namespace, &name, &uid, &slot.spec.name);
                     match start_container(&config, &pod, &slot.spec, addresses, prep, &pod_dir)
                         .await
                     {
@@ -613,6 +651,7 @@ async fn pod_worker(
                             slot.view.ready = slot.probe.is_none();
                         }
                         Err(e) => {
+                            book.stopped(&namespace, &name, &uid, &slot.spec.name);
                             slot.view.phase = ContainerPhase::Waiting(
                                 "CreateContainerError".into(),
                                 format!("{e:#}"),
@@ -697,6 +736,8 @@ async fn pod_worker(
             Some(Runner::Hook(h)) => h.stop(grace).await,
             _ => {}
         }
+        // A followed log ends once its container is stopped.
+        book.stopped(&namespace, &name, &uid, &slot.spec.name);
     }
     if !deleted_from_api {
         let params = DeleteParams {
@@ -711,6 +752,7 @@ async fn pod_worker(
             tracing::debug!("finishing deletion of {key}: {e}");
         }
     }
+    book.remove_pod(&namespace, &name, &uid);
     if let Ok(mut p) = pool.lock() {
         p.release(pod_ip);
     }

@@ -164,9 +164,15 @@ impl ProcessContainer {
     }
 }
 
-/// The file name for a container's log inside the pod directory.
+/// The file name for a container's log inside the pod directory (the
+/// current instance's).
 pub fn log_path(pod_dir: &Path, container: &str) -> PathBuf {
     pod_dir.join(format!("{container}.log"))
+}
+
+/// The log of the container's previous instance (see `log_book.rs`).
+pub fn previous_log_path(pod_dir: &Path, container: &str) -> PathBuf {
+    pod_dir.join(format!("{container}.previous.log"))
 }
 
 #[cfg(test)]
