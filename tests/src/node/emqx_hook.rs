@@ -289,11 +289,14 @@ impl PodHook for EmqxHook {
         let node = EmqxNode::start(config)
             .await
             .with_context(|| format!("starting the EMQX node of pod {key}"))?;
+        // A node that halted at boot (the licence) still printed its boot.
+        let console = start_console(&node, log_path(&ctx.pod_dir, &ctx.container.name));
         if node.halted().is_some() {
             return Ok(Box::new(RunningEmqx {
                 key,
                 node,
                 table: self.nodes.clone(),
+                console,
             }));
         }
         lock(&self.nodes).insert(
@@ -304,7 +307,6 @@ impl PodHook for EmqxHook {
                 cluster: node.cluster().clone(),
             },
         );
-        let console = start_console(&node, log_path(&ctx.pod_dir, &ctx.container.name));
         Ok(Box::new(RunningEmqx {
             key,
             node,
