@@ -33,6 +33,7 @@ pub mod config;
 pub mod evacuation;
 pub mod evacuation_request;
 pub mod faults;
+pub mod hocon_env;
 mod load_sampler;
 pub mod mqtt;
 pub mod node;
