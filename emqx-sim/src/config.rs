@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::api_key::{ApiKey, parse_apps_file_v4, parse_bootstrap_file};
+use super::hocon_env;
 use super::licence::Licence;
 use super::version::{ApiGeneration, BrokerVersion, Edition};
 
@@ -199,14 +200,32 @@ impl NodeConfig {
         } else {
             pod.hostname.clone()
         };
-        let dns_name = env.get("EMQX_CLUSTER__DNS__NAME").cloned();
+        let v5 = version.api() == ApiGeneration::V5;
+        // 5.x and later read EMQX_* values as HOCON (`hocon_env`); 4.4 and
+        // the shell scripts (node name, host, cookie) take the raw text.
+        let dns_name = match version.api() {
+            ApiGeneration::V5 => hocon_env::string_field(
+                "EMQX_CLUSTER__DNS__NAME",
+                env.get("EMQX_CLUSTER__DNS__NAME"),
+            )?,
+            ApiGeneration::V4 => env.get("EMQX_CLUSTER__DNS__NAME").cloned(),
+        };
         let node_name = match version.api() {
             ApiGeneration::V5 => node_name_v5(&env, pod.pod_ip)?,
             ApiGeneration::V4 => node_name_v4(&env, &hostname, dns_name.as_deref(), pod.pod_ip)?,
         };
-        let role = match env.get("EMQX_NODE__ROLE").map(String::as_str) {
+        let role = if v5 {
+            hocon_env::enum_field(
+                "EMQX_NODE__ROLE",
+                env.get("EMQX_NODE__ROLE"),
+                &["core", "replicant"],
+            )?
+        } else {
+            env.get("EMQX_NODE__ROLE").cloned()
+        };
+        let role = match role.as_deref() {
             None | Some("core") => Role::Core,
-            Some("replicant") if version.api() == ApiGeneration::V5 => {
+            Some("replicant") if v5 => {
                 if let Some(refusal) = version.replicant_refusal(edition) {
                     return Err(ConfigError::Env {
                         name: "EMQX_NODE__ROLE".into(),
@@ -356,7 +375,7 @@ fn api_keys(
     role: Role,
 ) -> Result<(Vec<ApiKey>, Option<String>), ConfigError> {
     match api {
-        ApiGeneration::V5 => Ok(bootstrap_keys_v5(env, files, edition, role)),
+        ApiGeneration::V5 => bootstrap_keys_v5(env, files, edition, role),
         ApiGeneration::V4 => apps_v4(env, files).map(|keys| (keys, None)),
     }
 }
@@ -370,25 +389,29 @@ fn bootstrap_keys_v5(
     files: &BTreeMap<String, String>,
     edition: Edition,
     role: Role,
-) -> (Vec<ApiKey>, Option<String>) {
+) -> Result<(Vec<ApiKey>, Option<String>), ConfigError> {
     const VAR: &str = "EMQX_API_KEY__BOOTSTRAP_FILE";
-    let Some(path) = env.get(VAR).filter(|p| !p.is_empty()) else {
-        return (Vec::new(), None);
+    // The value is HOCON (`hocon_env`): quoted or not, the same path; a
+    // value that is no string fails EMQX's config check at boot. Empty is
+    // the schema's default `<<>>`, no bootstrap file
+    // (`emqx_mgmt_api_key_schema.erl`, e6.0.1).
+    let Some(path) = hocon_env::string_field(VAR, env.get(VAR))?.filter(|p| !p.is_empty()) else {
+        return Ok((Vec::new(), None));
     };
     if role != Role::Core {
-        return (Vec::new(), None);
+        return Ok((Vec::new(), None));
     }
-    let Some(contents) = files.get(path) else {
-        return (
+    let Some(contents) = files.get(&path) else {
+        return Ok((
             Vec::new(),
             Some(format!("{VAR}: failed_to_open_the_bootstrap_file {path}")),
-        );
+        ));
     };
     let load = parse_bootstrap_file(contents, edition);
     let problem = load
         .stopped
         .map(|why| format!("{path}: failed_to_load_bootstrap_file, {why}"));
-    (load.keys, problem)
+    Ok((load.keys, problem))
 }
 
 /// 4.4: the apps file named by the v1beta4 operator's env (Secret
@@ -590,6 +613,76 @@ mod tests {
         let e = NodeConfig::from_pod(&pod).expect_err("blank line");
         assert!(e.to_string().contains("/opt/emqx/data/apps"), "{e}");
         assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    /// The Go operator 2.2.29 writes the bootstrap path HOCON-quoted; EMQX
+    /// reads quoted and unquoted values alike (`hocon_env`).
+    #[test]
+    fn env_values_are_read_as_hocon_on_5x() {
+        let plain = NodeConfig::from_pod(&core_pod()).expect("valid pod");
+        let mut pod = core_pod();
+        // The host is the shell's business (raw text): written out, as a
+        // quoted DNS name expanded into it would not be a host.
+        let host = "emqx-core-abc-0.emqx-headless.default.svc.cluster.local";
+        pod.env.insert("EMQX_HOST".into(), host.into());
+        for (name, value) in [
+            (
+                "EMQX_API_KEY__BOOTSTRAP_FILE",
+                "\"/opt/emqx/data/bootstrap_api_key\"",
+            ),
+            ("EMQX_NODE__ROLE", "\"core\""),
+            (
+                "EMQX_CLUSTER__DNS__NAME",
+                "\"emqx-headless.default.svc.cluster.local\"",
+            ),
+        ] {
+            pod.env.insert(name.into(), value.into());
+        }
+        let quoted = NodeConfig::from_pod(&pod).expect("quoted values are valid");
+        assert_eq!(quoted.api_keys, plain.api_keys);
+        assert_eq!(quoted.role, plain.role);
+        assert_eq!(quoted.discovery, plain.discovery);
+
+        // A value EMQX would not take for a path fails as it would.
+        pod.env
+            .insert("EMQX_API_KEY__BOOTSTRAP_FILE".into(), "[a, b]".into());
+        let e = NodeConfig::from_pod(&pod).expect_err("an array is no path");
+        assert!(
+            e.to_string().contains("EMQX_API_KEY__BOOTSTRAP_FILE"),
+            "{e}"
+        );
+        // Empty is the schema's default: no bootstrap file, no API key.
+        pod.env
+            .insert("EMQX_API_KEY__BOOTSTRAP_FILE".into(), String::new());
+        assert!(
+            NodeConfig::from_pod(&pod)
+                .expect("valid")
+                .api_keys
+                .is_empty()
+        );
+        let mut pod = core_pod();
+        pod.env
+            .insert("EMQX_NODE__ROLE".into(), "\"replicant\"".into());
+        let c = NodeConfig::from_pod(&pod).expect("quoted role");
+        assert_eq!(c.role, Role::Replicant);
+    }
+
+    /// 4.4 is not configured through HOCON: a quoted value keeps its quotes.
+    #[test]
+    fn env_values_are_raw_on_4_4() {
+        let mut pod = core_pod();
+        pod.image = "emqx/emqx-ee:4.4.19".into();
+        pod.env.remove("EMQX_API_KEY__BOOTSTRAP_FILE");
+        pod.env.insert("EMQX_HOST".into(), "emqx-core-abc-0".into());
+        pod.env.insert(
+            "EMQX_CLUSTER__DNS__NAME".into(),
+            "\"emqx-headless.default.svc.cluster.local\"".into(),
+        );
+        let c = NodeConfig::from_pod(&pod).expect("valid pod");
+        assert_eq!(
+            c.discovery.dns_name,
+            "\"emqx-headless.default.svc.cluster.local\""
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod config;
 pub mod evacuation;
 pub mod evacuation_request;
 pub mod faults;
+pub mod hocon_env;
 pub mod hocon_paths;
 pub mod licence;
 mod load_sampler;

@@ -196,7 +196,11 @@ mod tests {
         ]))
         .unwrap_err();
         assert_eq!(refused.path, "spec.bootstrapAPIKeys[1].secretRef");
-        assert!(refused.message.contains("reconciler.readClusterSecrets=true"));
+        assert!(
+            refused
+                .message
+                .contains("reconciler.readClusterSecrets=true")
+        );
     }
 
     fn spec(keys: Vec<BootstrapAPIKey>) -> EMQXSpec {

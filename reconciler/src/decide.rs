@@ -362,9 +362,7 @@ impl<'a> Pass<'a> {
     }
 
     fn run(&mut self) {
-        if let Some(emqx) = &self.obs.emqx {
-            self.mark_serving(emqx);
-        }
+        self.mark_serving(self.obs.emqx.as_ref());
         if !self.ensure_update_sets() {
             return;
         }
@@ -389,16 +387,22 @@ impl<'a> Pass<'a> {
     /// returned to service). Never set False: traffic moves by Service
     /// selector here, not by the gate, so an old pod keeps serving until
     /// EMQX evacuates it.
-    fn mark_serving(&mut self, emqx: &EmqxView) {
+    ///
+    /// A gated pod that cannot be marked yet (its containers not ready, or
+    /// its node not yet a running member) is polled for: nothing in
+    /// Kubernetes changes when EMQX lists the node, so no watch event
+    /// would bring the next pass, and the pod would wait un-Ready forever.
+    fn mark_serving(&mut self, emqx: Option<&EmqxView>) {
         for pod in self.obs.sets.iter().flat_map(|s| &s.pods) {
-            if pod.serving_gate == Some(false)
-                && !pod.terminating
-                && pod.containers_ready
-                && emqx.is_running_member(&pod.node)
-            {
+            if pod.serving_gate != Some(false) || pod.terminating {
+                continue;
+            }
+            if pod.containers_ready && emqx.is_some_and(|e| e.is_running_member(&pod.node)) {
                 self.actions.push(Action::MarkServing {
                     pod: pod.name.clone(),
                 });
+            } else {
+                self.requeue_after_s = Some(POLL_S * 2);
             }
         }
     }
@@ -899,11 +903,16 @@ impl<'a> Pass<'a> {
     fn finish(mut self) -> Decision {
         let now = self.obs.now;
         let marker = self.progress_marker();
+        let at_rest = self.wait.is_none() && self.actions.is_empty();
         let stalled = match &self.obs.memory.progress {
             Some((last, since)) if *last == marker => {
                 let waiting = self.wait.as_ref().is_some_and(|w| !w.timed);
                 waiting && now.saturating_sub(*since) > self.spec.progress_deadline_s
             }
+            // Nothing recorded and nothing under way: a cluster that never
+            // changed (one taken over from the Go operator, say) gets no
+            // write to its object.
+            None if at_rest => false,
             _ => {
                 self.actions
                     .push(Action::RecordProgress { marker, at: now });

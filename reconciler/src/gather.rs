@@ -185,8 +185,9 @@ struct EmqxRead {
     endpoint: EmqxEndpoint,
 }
 
-/// Reads EMQX through a ready core pod, preferring the desired revision
-/// (it survives the upgrade). Any failure yields the node asked and the
+/// Reads EMQX through a core pod that answers ([`crate::observed::Pod::answers_api`]),
+/// preferring the desired revision (it survives the upgrade), then a Ready
+/// pod. Any failure yields the node asked and the
 /// error: `decide` then touches no old node, and the condition says why.
 async fn read_emqx(
     rendered: &Rendered<'_>,
@@ -200,9 +201,15 @@ async fn read_emqx(
         .iter()
         .filter(|s| s.view.role == Role::Core)
         .flat_map(|s| s.view.pods.iter().map(move |p| (s, p)))
-        .filter(|(_, p)| p.ready && !p.terminating)
+        .filter(|(_, p)| p.answers_api())
         .collect();
-    cores.sort_by_key(|(s, p)| (s.view.revision != spec.core.revision, p.created_at));
+    cores.sort_by_key(|(s, p)| {
+        (
+            s.view.revision != spec.core.revision,
+            !p.ready,
+            p.created_at,
+        )
+    });
     let (set, endpoint) = cores.first().ok_or_else(|| EmqxUnavailable {
         node: None,
         error: "no core pod is ready to answer".into(),

@@ -43,6 +43,14 @@ pub fn store(memory: &Memory) -> String {
     serde_json::to_string(memory).unwrap_or_default()
 }
 
+/// Whether `memory` must be written: it differs from what the annotations
+/// hold. An absent (or damaged) annotation holds the empty memory, so a
+/// cluster that never upgraded gets no annotation at all: taking over a
+/// running cluster, or a first pass, writes nothing to the object.
+pub fn needs_write(annotations: Option<&BTreeMap<String, String>>, memory: &Memory) -> bool {
+    load(annotations) != *memory
+}
+
 /// `memory` after a `Record…` action was carried out; other actions leave
 /// it as it is.
 pub fn record(memory: &mut Memory, action: &Action) {
@@ -116,6 +124,22 @@ mod tests {
         );
         assert_eq!(memory.progress, Some(("m".into(), 130)));
         assert_eq!(store(&memory), stored);
+    }
+
+    #[test]
+    fn only_a_changed_memory_is_written() {
+        // A cluster that never upgraded (one taken over, say) has no
+        // annotation, and gets none.
+        assert!(!needs_write(None, &Memory::default()));
+        assert!(!needs_write(Some(&BTreeMap::new()), &Memory::default()));
+        let memory = Memory {
+            new_nodes_ready_at: Some(("abc".into(), 100)),
+            ..Memory::default()
+        };
+        assert!(needs_write(None, &memory));
+        let stored = with(ANNOTATION_PROGRESS, &store(&memory));
+        assert!(!needs_write(Some(&stored), &memory));
+        assert!(needs_write(Some(&stored), &Memory::default()), "cleared");
     }
 
     #[test]

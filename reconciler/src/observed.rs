@@ -103,6 +103,19 @@ pub struct Pod {
     pub marked_for_deletion: bool,
 }
 
+impl Pod {
+    /// Whether EMQX may be asked through this pod: it is Ready; or, for a
+    /// pod with the Go operator's readiness gate, its containers are ready
+    /// (EMQX answers `/status`). Such a pod is Ready only once an operator
+    /// sets `apps.emqx.io/on-serving`, which ours does after asking EMQX:
+    /// asking Ready pods only, a taken-over cluster whose pods all
+    /// restarted would never be asked, and never be Ready again. The Go
+    /// operator asked `ContainersReady` pods for the same reason.
+    pub fn answers_api(&self) -> bool {
+        !self.terminating && (self.ready || (self.serving_gate.is_some() && self.containers_ready))
+    }
+}
+
 /// A core StatefulSet or replicant ReplicaSet of one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSet {
@@ -233,4 +246,37 @@ pub struct Observed {
     pub emqx: Option<EmqxView>,
     pub services: Services,
     pub memory: Memory,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pod;
+
+    fn pod(ready: bool, containers_ready: bool, serving_gate: Option<bool>) -> Pod {
+        Pod {
+            name: "p-0".into(),
+            ordinal: Some(0),
+            created_at: 0,
+            ready,
+            containers_ready,
+            serving_gate,
+            terminating: false,
+            node: "emqx@p-0".into(),
+            marked_for_deletion: false,
+        }
+    }
+
+    #[test]
+    fn a_go_pod_waiting_for_on_serving_still_answers() {
+        assert!(pod(true, true, None).answers_api());
+        assert!(
+            !pod(false, true, None).answers_api(),
+            "our pods: Ready only"
+        );
+        assert!(pod(false, true, Some(false)).answers_api(), "gated on us");
+        assert!(!pod(false, false, Some(false)).answers_api());
+        let mut going = pod(true, true, Some(true));
+        going.terminating = true;
+        assert!(!going.answers_api());
+    }
 }

@@ -68,7 +68,8 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
             &ctx.secret_source,
             &ctx.created_secrets,
         )
-        .await {
+        .await
+        {
             if let Error::BootstrapKey(refused) = &error {
                 // The user must act (fix the Secret or the spec): say so on
                 // the object, not only in the operator's log.

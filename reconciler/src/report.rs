@@ -98,7 +98,7 @@ pub async fn report<K: ClusterKind>(
     } else {
         new_status
     };
-    if object.hub_status() != Some(&new_status) {
+    if !status::unchanged(object.hub_status(), &new_status) {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), cluster.namespace);
         let patch = json!({
             "apiVersion": cluster.api_version,
@@ -111,22 +111,17 @@ pub async fn report<K: ClusterKind>(
     Ok(())
 }
 
-/// Writes the memory annotation when it changed ([`crate::memory`] says why
-/// an annotation).
+/// Writes the memory annotation when it changed ([`memory::needs_write`];
+/// [`crate::memory`] says why an annotation).
 async fn write_memory<K: ClusterKind>(
     client: &Client,
     object: &K,
     memory: &Memory,
 ) -> Result<(), Error> {
-    let value = memory::store(memory);
-    let current = object
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(memory::ANNOTATION_PROGRESS));
-    if current == Some(&value) {
+    if !memory::needs_write(object.meta().annotations.as_ref(), memory) {
         return Ok(());
     }
+    let value = memory::store(memory);
     let namespace = object.namespace().unwrap_or_default();
     let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
     if let Some(version) = K::metadata_version() {

@@ -5,6 +5,7 @@
 
 use crate::decide::{Decision, Phase};
 use crate::explain::Explained;
+use crate::json_subset;
 use crate::observed::{NodeSet, Role, Seconds, Spec};
 use emqx_crd::evacuation::NodeEvacuationStatus;
 use emqx_crd::hub::condition;
@@ -60,6 +61,31 @@ fn want(type_: &'static str, true_: bool, reason: &str, message: impl Into<Strin
         reason: reason.to_owned(),
         message: message.into(),
     }
+}
+
+/// Whether the live status already says `new`, so that no write is due.
+/// The status is server-side applied: a field someone else wrote stays
+/// when ours leaves it out. The Go operator writes an empty
+/// `replicantNodesStatus: {}` on a core-only cluster; after a takeover it
+/// stays there, and an exact comparison would write the same status on
+/// every pass, forever. So an empty map, list or `null` live where ours
+/// has nothing is no difference; any other field ours leaves out is
+/// (applying ours removes it if it was ours).
+pub fn unchanged(live: Option<&EMQXStatus>, new: &EMQXStatus) -> bool {
+    let (Some(live), Ok(new)) = (live, serde_json::to_value(new)) else {
+        return false;
+    };
+    let Ok(live) = serde_json::to_value(live) else {
+        return false;
+    };
+    json_subset::holds(
+        &new,
+        &live,
+        json_subset::Rules {
+            extra_live_key: |_, v| json_subset::is_empty(v),
+            null_matches_anything: false,
+        },
+    )
 }
 
 /// Computes the status.

@@ -8,6 +8,7 @@
 //! collection, EndpointSlice and ServiceAccount controllers, each with its
 //! own ServiceAccount credentials (so their RBAC is real too).
 
+pub mod audit;
 pub mod binaries;
 pub mod kubeconfig;
 pub mod pins;
@@ -93,12 +94,14 @@ impl std::fmt::Debug for ControlPlane {
 
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until
-    /// the apiserver is ready.
+    /// the apiserver is ready. `audit_writes`: the apiserver logs every write
+    /// ([`audit`], in `logs/`).
     pub async fn start(
         binaries: &Binaries,
         plan: AddressPlan,
         state: &Path,
         records: &Path,
+        audit_writes: bool,
     ) -> Result<ControlPlane> {
         let ip = plan.control_plane();
         let pki_dir = state.join("pki");
@@ -191,6 +194,9 @@ impl ControlPlane {
             &format!("--cert-dir={}", pki_dir.display()),
             "--v=1",
         ]);
+        if audit_writes {
+            apiserver.args(audit::apiserver_args(&pki_dir, &audit::log_path(&logs))?);
+        }
         processes.push(Supervised::start(
             "kube-apiserver",
             apiserver,

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::Api;
 
 use crate::control_plane::ControlPlane;
+use crate::control_plane::audit::{self, AuditedWrite};
 use crate::control_plane::binaries::{Binaries, ensure_built_async};
 use crate::control_plane::process::{end_leftovers, rss_kib};
 use crate::network::addresses::{AddressPlan, SlotLock, acquire_slot};
@@ -26,6 +27,8 @@ pub struct SandboxOptions {
     pub project_binaries: BTreeMap<String, PathBuf>,
     /// Hooks for other images (asked in order, before `project_binaries`).
     pub hooks: Vec<Arc<dyn PodHook>>,
+    /// The apiserver logs every write ([`Sandbox::audited_writes`]).
+    pub audit_writes: bool,
 }
 
 impl SandboxOptions {
@@ -39,6 +42,12 @@ impl SandboxOptions {
     /// Adds a hook.
     pub fn hook(mut self, hook: Arc<dyn PodHook>) -> Self {
         self.hooks.push(hook);
+        self
+    }
+
+    /// Has the apiserver log every write, for [`Sandbox::audited_writes`].
+    pub fn audit_writes(mut self) -> Self {
+        self.audit_writes = true;
         self
     }
 }
@@ -74,7 +83,14 @@ impl Sandbox {
             .prefix(&format!("emqx-operator-sandbox-{}-", plan.slot))
             .tempdir()
             .context("creating the sandbox state directory")?;
-        let control_plane = ControlPlane::start(&binaries, plan, state.path(), &slot.dir).await?;
+        let control_plane = ControlPlane::start(
+            &binaries,
+            plan,
+            state.path(),
+            &slot.dir,
+            options.audit_writes,
+        )
+        .await?;
         let client = control_plane.client.clone();
         let kubelet = Kubelet::start(KubeletConfig {
             node_name: NODE_NAME.into(),
@@ -164,6 +180,15 @@ impl Sandbox {
     /// The state directory (logs in `logs/`, pods in `pods/`).
     pub fn state_dir(&self) -> Option<&Path> {
         self.state.as_ref().map(|s| s.path())
+    }
+
+    /// Every write the apiserver completed so far, oldest first; empty
+    /// unless the sandbox was started with [`SandboxOptions::audit_writes`].
+    pub fn audited_writes(&self) -> Result<Vec<AuditedWrite>> {
+        match self.state_dir() {
+            Some(state) => audit::read_writes(&audit::log_path(&state.join("logs"))),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// What a pod's container wrote (stdout and stderr), as `kubectl logs`

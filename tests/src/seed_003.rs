@@ -563,8 +563,9 @@ pub async fn connect_clients(
     Ok(load)
 }
 
-/// Where MQTT clients connect: the listeners Service's ClusterIP and first
-/// port (the sandbox's proxy serves it).
+/// Where MQTT clients connect: the listeners Service's ClusterIP and its
+/// MQTT-over-TCP port 1883, else its first port (the sandbox's proxy serves
+/// it). The Go operator's Service lists `ssl-default` (8883) first.
 pub async fn listeners_endpoint(
     client: &Client,
     namespace: &str,
@@ -577,9 +578,12 @@ pub async fn listeners_endpoint(
         .cluster_ip
         .context("listeners Service without a ClusterIP")?
         .parse()?;
-    let port = spec
-        .ports
-        .and_then(|p| p.first().map(|p| p.port))
+    let ports = spec.ports.unwrap_or_default();
+    let port = ports
+        .iter()
+        .find(|p| p.port == 1883)
+        .or(ports.first())
+        .map(|p| p.port)
         .context("listeners Service without ports")?;
     Ok(std::net::SocketAddr::from((ip, u16::try_from(port)?)))
 }

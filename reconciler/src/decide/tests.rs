@@ -138,18 +138,19 @@ fn replicants_wait_for_new_cores() {
 #[test]
 fn a_steady_cluster_is_ready_and_does_nothing() {
     let mut obs = observed(100, vec![core_set("a", 3, 0, true)], "a");
+    // A cluster that never changed (a Go-created one taken over, say) has
+    // no progress to remember: nothing at all, so nothing is written.
     let first = decide(&spec("a", 3), &obs);
     assert_eq!(first.phase, Phase::Ready);
-    // Only the progress marker is recorded; once remembered, nothing is written.
-    assert!(
-        first
-            .actions
-            .iter()
-            .all(|a| matches!(a, Action::RecordProgress { .. }))
-    );
-    if let Some(Action::RecordProgress { marker, at }) = first.actions.first() {
-        obs.memory.progress = Some((marker.clone(), *at));
-    }
+    assert!(first.actions.is_empty(), "{:?}", first.actions);
+    // After an upgrade its last marker is replaced once by the steady one;
+    // once remembered, nothing is written.
+    obs.memory.progress = Some(("Evacuating|old".into(), 50));
+    let after_upgrade = decide(&spec("a", 3), &obs);
+    let [Action::RecordProgress { marker, at }] = after_upgrade.actions.as_slice() else {
+        panic!("{:?}", after_upgrade.actions);
+    };
+    obs.memory.progress = Some((marker.clone(), *at));
     let again = decide(&spec("a", 3), &obs);
     assert!(again.actions.is_empty(), "{:?}", again.actions);
 }
@@ -999,4 +1000,54 @@ proptest! {
             prop_assert!(w.starts <= old_nodes, "{} evacuations for {} old nodes", w.starts, old_nodes);
         }
     }
+}
+
+/// A Go pod (with the on-serving gate) is marked once its containers are
+/// ready and EMQX lists its node running; until then the pass polls,
+/// since EMQX listing the node changes nothing a watch would see.
+#[test]
+fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
+    let mut sets = vec![core_set("a", 3, 0, true)];
+    for pod in &mut sets[0].pods {
+        pod.serving_gate = Some(true);
+    }
+    let restarted = &mut sets[0].pods[1];
+    restarted.serving_gate = Some(false);
+    restarted.ready = false;
+    let name = restarted.name.clone();
+    let mut obs = observed(100, sets, "a");
+    // Not yet a member: nothing to do but to come back.
+    obs.emqx = Some(EmqxView {
+        members: members_of(&obs.sets),
+        evacuations: Vec::new(),
+        evacuation_api: true,
+    });
+    let waiting = decide(&spec("a", 3), &obs);
+    assert!(!has(&waiting, |a| matches!(a, Action::MarkServing { .. })));
+    assert!(waiting.requeue_after_s.is_some(), "no poll: {waiting:?}");
+    // EMQX unreachable: the same.
+    let mut unreachable = obs.clone();
+    unreachable.emqx = None;
+    assert!(
+        decide(&spec("a", 3), &unreachable)
+            .requeue_after_s
+            .is_some()
+    );
+    // A running member now: marked.
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.members.push(Member {
+            node: obs.sets[0].pods[1].node.clone(),
+            running: true,
+        });
+    }
+    let marked = decide(&spec("a", 3), &obs);
+    assert!(has(
+        &marked,
+        |a| matches!(a, Action::MarkServing { pod } if *pod == name)
+    ));
+    // Marked: back to the steady cluster's slow look now and then.
+    obs.sets[0].pods[1].serving_gate = Some(true);
+    obs.sets[0].pods[1].ready = true;
+    let steady = decide(&spec("a", 3), &obs);
+    assert_eq!(steady.requeue_after_s, Some(30), "{steady:?}");
 }

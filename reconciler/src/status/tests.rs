@@ -342,3 +342,41 @@ fn steady_state_status_is_identical_pass_after_pass() {
     });
     assert_ne!(changed, stored);
 }
+
+#[test]
+fn an_empty_field_another_manager_left_is_no_change() {
+    let (d, wait) = decision(Phase::Ready, None);
+    let sets = [set("a", 3, 3, 0)];
+    let spec = spec("a");
+    let ours = status(&StatusInput {
+        generation: 1,
+        now: 100,
+        spec: &spec,
+        sets: &sets,
+        decision: &d,
+        wait: wait.as_ref(),
+        traffic_on_desired: true,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    assert!(unchanged(Some(&ours), &ours));
+    assert!(!unchanged(None, &ours), "no status yet");
+    // What the Go operator leaves on a core-only cluster it made.
+    let mut go_left = ours.clone();
+    go_left.replicant_nodes_status = Some(EMQXNodesStatus::default());
+    assert!(unchanged(Some(&go_left), &ours));
+    // A field with a value is a difference: applying ours removes it if it
+    // was ours.
+    go_left.replicant_nodes_status = Some(EMQXNodesStatus {
+        replicas: Some(2),
+        ..EMQXNodesStatus::default()
+    });
+    assert!(!unchanged(Some(&go_left), &ours));
+    let mut older = ours.clone();
+    if let Some(c) = older.conditions.as_mut().and_then(|c| c.first_mut()) {
+        c.status = "False".into();
+    }
+    assert!(!unchanged(Some(&older), &ours));
+}
