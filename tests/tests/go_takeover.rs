@@ -78,6 +78,9 @@ fn documents(text: &str) -> Vec<Value> {
 ///   `emqx-operator-controller` — and their `apps.emqx.io/last-applied`
 ///   annotations (a copy of that data, also redacted) are left out.
 ///
+/// - the licence (see [`licence_conf`]) is prepended to `emqx.conf`, as Go
+///   renders `spec.config.data` into it.
+///
 /// The pod is not created: the StatefulSet controller makes the pods from
 /// Go's template, as it did for Go.
 fn go_objects(owner_uid: &str) -> Vec<Value> {
@@ -103,6 +106,10 @@ fn go_objects(owner_uid: &str) -> Vec<Value> {
             owner["uid"] = json!(owner_uid);
         }
         match object["kind"].as_str() {
+            Some("ConfigMap") => {
+                let conf = object["data"]["emqx.conf"].as_str().expect("emqx.conf");
+                object["data"]["emqx.conf"] = json!(format!("{}{conf}", licence_conf()));
+            }
             Some("Service") if object["spec"]["clusterIP"] != "None" => {
                 let spec = object["spec"].as_object_mut().expect("spec");
                 spec.remove("clusterIP");
@@ -141,6 +148,19 @@ async fn kubectl(sandbox: &Sandbox, args: &[&str], stdin: Option<&[u8]>) -> Stri
     out.stdout
 }
 
+/// A licence for three nodes. The captured cluster ran EMQX 6.0.1 on three
+/// cores with no `license.key` in a sandbox whose simulator did not model
+/// the licence yet; real EMQX 6 shuts the second node down on joining
+/// (`emqx-sim/EMQX-FACTS.md`), so a real cluster of this shape carries a
+/// key. It is set in `spec.config.data` (and Go's record of it) and in the
+/// `emqx.conf` Go rendered from it, consistently, as Go would have.
+fn licence_conf() -> String {
+    format!(
+        "license {{ key = \"{}\" }}\n",
+        emqx_sim::licence::test_key(1)
+    )
+}
+
 /// `kubectl create` of the captured `EMQX` object, then its captured status
 /// through the status subresource (as Go's manager wrote it). Returns the
 /// object's UID.
@@ -150,6 +170,8 @@ async fn create_go_emqx(sandbox: &Sandbox) -> String {
         .as_object_mut()
         .and_then(|o| o.remove("status"))
         .expect("captured status");
+    emqx["spec"]["config"]["data"] = json!(licence_conf());
+    emqx["metadata"]["annotations"]["apps.emqx.io/last-emqx-configuration"] = json!(licence_conf());
     let body = serde_json::to_vec(&emqx).expect("json");
     kubectl(sandbox, &["create", "-f", "-"], Some(&body)).await;
     let patch = json!({ "status": status }).to_string();
