@@ -12,6 +12,37 @@ pub fn encode_ca_bundle(ca_pem: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes())
 }
 
+/// The PEM text of a live `caBundle` value; `None` when it is not base64 of
+/// UTF-8 (a hostile or broken value, which then counts as trusting nothing).
+pub fn decode_ca_bundle(ca_bundle_b64: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(ca_bundle_b64.trim())
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The CA bundles (PEM) a Validating- or MutatingWebhookConfiguration's
+/// entries carry now.
+pub fn injected_in_webhook_configuration(config: &Value) -> Vec<String> {
+    config
+        .get("webhooks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|hook| hook.pointer("/clientConfig/caBundle")?.as_str())
+        .filter_map(decode_ca_bundle)
+        .collect()
+}
+
+/// The CA bundle (PEM) a CRD's conversion webhook carries now.
+pub fn injected_in_crd(crd: &Value) -> Vec<String> {
+    crd.pointer("/spec/conversion/webhook/clientConfig/caBundle")
+        .and_then(Value::as_str)
+        .and_then(decode_ca_bundle)
+        .into_iter()
+        .collect()
+}
+
 /// Patch for a Validating- or MutatingWebhookConfiguration: sets
 /// `webhooks[i].clientConfig.caBundle` on every entry that lacks it. Each
 /// write is guarded by a `test` of the entry's name, so a concurrent edit that

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod injection;
 pub mod keeper;
 pub mod mode;
+pub mod recovery;
 pub mod resolver;
 pub mod rotation;
 pub mod store;
