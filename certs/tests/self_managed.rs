@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use OVERLAP_WINDOW;
 use bytes::Bytes;
 use emqx_certs::keeper::CertKeeper;
 use emqx_certs::mode::InjectionTargets;
+use emqx_certs::recovery::OVERLAP_WINDOW;
 use emqx_certs::rotation::{RotationPlan, parse_validity};
 use emqx_certs::{CertBundle, CertMode, CertResolver, ServiceIdentity, authority};
 use http::{Method, Request, Response, StatusCode};
