@@ -604,11 +604,20 @@ async fn hostile_ca_bundles_do_not_stop_recovery_and_are_not_kept() {
             ["clientConfig"];
         crd["caBundle"] = json!(garbage_pem);
     }
+    // Among the junk, one real CA the API server trusts (a previous
+    // installation's): it is kept, the junk is not.
+    let previous = authority::new_bundle(&identity(), SystemTime::now(), None).expect("previous");
+    {
+        let mut api = api.lock().expect("lock");
+        api.objects.get_mut(MWC).expect("mwc")["webhooks"][1]["clientConfig"]["caBundle"] =
+            json!(emqx_certs::injection::encode_ca_bundle(&previous.ca_pem));
+    }
     let (a, served_a) = replica(&api);
     a.refresh(SystemTime::now()).await.expect("recovers");
     assert!(served_a.is_loaded());
     let stored = stored_bundle(&api);
-    assert_eq!(stored.ca_pem.matches("BEGIN CERTIFICATE").count(), 1);
+    assert_eq!(stored.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(stored.ca_pem.ends_with(&previous.ca_pem));
     let expected = emqx_certs::injection::encode_ca_bundle(&stored.ca_pem);
     assert!(ca_bundles(&api).iter().all(|b| *b == expected));
 }
