@@ -392,7 +392,7 @@ mod tests {
                 now,
                 &stored(expired.clone(), "3", None),
                 &id(),
-                &[expired.ca_pem.clone()],
+                std::slice::from_ref(&expired.ca_pem),
             )
             .expect("decide"),
         );
@@ -413,8 +413,15 @@ mod tests {
     fn old_cas_stay_until_the_deadline_then_go() {
         let now = SystemTime::now();
         let old = bundle(now);
-        let (_, keep, until) =
-            new_ca(decide(now, &SecretRead::Absent, &id(), &[old.ca_pem.clone()]).expect("new"));
+        let (_, keep, until) = new_ca(
+            decide(
+                now,
+                &SecretRead::Absent,
+                &id(),
+                std::slice::from_ref(&old.ca_pem),
+            )
+            .expect("new"),
+        );
         let until = until.expect("deadline");
         let mut next = crate::authority::new_bundle_keeping(&id(), now, &keep).expect("build");
         assert!(next.ca_pem.ends_with(&old.ca_pem));
