@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::authority::{new_bundle_keeping, reissue_serving};
+use crate::injection::Newer;
 use crate::mode::InjectionTargets;
 use crate::recovery::{self, Change, Decision, OVERLAP_WINDOW, SecretRead};
 use crate::rotation::RotationPlan;
@@ -127,9 +128,7 @@ impl CertKeeper {
                 // before the new leaf is installed below, so the API server
                 // learns the new CA before this replica presents its leaf.
                 let injected = match &self.client {
-                    Some(client) => {
-                        store::inject_ca_bundle(client, targets, &stored.bundle.ca_pem).await?
-                    }
+                    Some(client) => self.inject(client, &api, secret, targets, &stored).await?,
                     None => 0,
                 };
                 (stored.bundle, Some(plan), injected, written)
@@ -145,6 +144,43 @@ impl CertKeeper {
             injected,
             written,
         })
+    }
+
+    /// Injects the bundle of `stored`. Where a target already carries a
+    /// newer bundle (ours as its old CA), our read of the Secret may be
+    /// stale: putting ours back would make the API server reject the leaf
+    /// another replica just started serving. So such targets are left alone,
+    /// unless a fresh read shows the Secret still holds our bundle (an older
+    /// CA restored on purpose), then they are overwritten.
+    async fn inject(
+        &self,
+        client: &Client,
+        api: &Api<Secret>,
+        secret: &str,
+        targets: &InjectionTargets,
+        stored: &store::StoredBundle,
+    ) -> Result<usize, CertError> {
+        let ca_pem = &stored.bundle.ca_pem;
+        let first = store::inject_ca_bundle(client, targets, ca_pem, Newer::Yield).await?;
+        if first.superseded == 0 {
+            return Ok(first.patched);
+        }
+        match store::read_secret(api, secret).await? {
+            SecretRead::Readable(fresh) if fresh.bundle.ca_pem == *ca_pem => {
+                tracing::info!(
+                    "the certificate Secret holds an older CA than caBundle; injecting it"
+                );
+                let again =
+                    store::inject_ca_bundle(client, targets, ca_pem, Newer::Overwrite).await?;
+                Ok(first.patched + again.patched)
+            }
+            _ => {
+                tracing::info!(
+                    "a newer CA was injected by another replica; this replica follows on its next refresh"
+                );
+                Ok(first.patched)
+            }
+        }
     }
 
     /// The CA bundles clients may trust besides the Secret: the one this

@@ -15,8 +15,9 @@ use serde::de::DeserializeOwned;
 
 use crate::bundle::{CA_CRT, TLS_CRT, TLS_KEY};
 use crate::injection::{
-    crd_conversion_patch, encode_ca_bundle, injected_in_crd, injected_in_webhook_configuration,
-    webhook_configuration_patch,
+    Newer, crd_conversion_patch, crd_superseded, encode_ca_bundle, injected_in_crd,
+    injected_in_webhook_configuration, webhook_configuration_patch,
+    webhook_configuration_superseded,
 };
 use crate::mode::InjectionTargets;
 use crate::recovery::{
@@ -264,36 +265,71 @@ pub fn write_dir(dir: &Path, bundle: &CertBundle) -> Result<(), CertError> {
     Ok(())
 }
 
-/// Patches `ca_pem` as `caBundle` into every target that lacks it. Returns how
-/// many objects were patched (0 in the steady state). A target that does not
-/// exist yet is skipped: the next refresh tries again.
+/// What one injection pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Objects patched (0 in the steady state).
+    pub patched: usize,
+    /// Objects left alone because they carry a newer bundle than ours
+    /// ([`crate::injection::supersedes`]); only counted under [`Newer::Yield`].
+    pub superseded: usize,
+}
+
+/// Patches `ca_pem` as `caBundle` into every target that lacks it. A target
+/// that does not exist yet is skipped: the next refresh tries again.
 pub async fn inject_ca_bundle(
     client: &Client,
     targets: &InjectionTargets,
     ca_pem: &str,
-) -> Result<usize, CertError> {
+    newer: Newer,
+) -> Result<Injected, CertError> {
     let ca = encode_ca_bundle(ca_pem);
-    let mut patched = 0;
+    let yielding = newer == Newer::Yield;
+    let mut out = Injected::default();
+    let mut add = |(patched, superseded): (bool, bool)| {
+        out.patched += usize::from(patched);
+        out.superseded += usize::from(superseded && yielding);
+    };
     if let Some(name) = &targets.validating {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| webhook_configuration_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| webhook_configuration_patch(v, &ca, newer),
+            |v| webhook_configuration_superseded(v, &ca),
+        )
+        .await?);
     }
     if let Some(name) = &targets.mutating {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| webhook_configuration_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| webhook_configuration_patch(v, &ca, newer),
+            |v| webhook_configuration_superseded(v, &ca),
+        )
+        .await?);
     }
     for name in &targets.crds {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| crd_conversion_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| crd_conversion_patch(v, &ca, newer),
+            |v| crd_superseded(v, &ca),
+        )
+        .await?);
     }
-    Ok(patched)
+    Ok(out)
 }
 
+/// (patched, carries a newer bundle than ours)
 async fn patch_one<K>(
     api: &Api<K>,
     name: &str,
     plan: impl Fn(&serde_json::Value) -> json_patch::Patch,
-) -> Result<usize, CertError>
+    superseded: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(bool, bool), CertError>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     K::DynamicType: Default,
@@ -305,19 +341,20 @@ where
         .map_err(|e| CertError::kube(format!("get {kind} {name}"), e))?
     else {
         tracing::warn!(%kind, %name, "caBundle target does not exist (yet)");
-        return Ok(0);
+        return Ok((false, false));
     };
     let live =
         serde_json::to_value(&live).map_err(|e| CertError::parse(format!("{kind} {name}"), e))?;
+    let newer = superseded(&live);
     let patch = plan(&live);
     if patch.0.is_empty() {
-        return Ok(0);
+        return Ok((false, newer));
     }
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| CertError::kube(format!("patch caBundle into {kind} {name}"), e))?;
     tracing::info!(%kind, %name, "caBundle injected");
-    Ok(1)
+    Ok((true, newer))
 }
 
 #[cfg(test)]

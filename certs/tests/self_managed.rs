@@ -621,3 +621,67 @@ async fn hostile_ca_bundles_do_not_stop_recovery_and_are_not_kept() {
     let expected = emqx_certs::injection::encode_ca_bundle(&stored.ca_pem);
     assert!(ca_bundles(&api).iter().all(|b| *b == expected));
 }
+
+/// The Secret as stored now (JSON), to play it back later.
+fn secret_json(api: &Arc<Mutex<FakeApi>>) -> Value {
+    api.lock().expect("lock").objects[SECRET_PATH].clone()
+}
+
+#[tokio::test]
+async fn a_replica_with_a_stale_read_does_not_put_the_old_ca_bundle_back() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (c, served_c) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    c.refresh(now).await.expect("c adopts");
+    let before = secret_json(&api);
+    delete_secret(&api);
+    a.refresh(now).await.expect("a recovers");
+    // c read the Secret just before it was deleted: it serves and injects
+    // what it read, which would drop the CA of a's new leaf.
+    {
+        let mut api = api.lock().expect("lock");
+        api.previous_secret = Some(before);
+        api.stale_secret_once = true;
+    }
+    c.refresh(now).await.expect("c, stale");
+    for trusted in trusted_pems(&api) {
+        assert!(
+            accepts(&trusted, &served(&served_a)),
+            "a's new leaf rejected"
+        );
+        assert!(
+            accepts(&trusted, &served(&served_c)),
+            "c's old leaf rejected"
+        );
+    }
+    c.refresh(now).await.expect("c, fresh");
+    assert_eq!(served(&served_c), served(&served_a));
+}
+
+#[tokio::test]
+async fn an_older_secret_restored_on_purpose_is_injected() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    let old = stored_bundle(&api);
+    let mut backup = secret_json(&api);
+    delete_secret(&api);
+    a.refresh(now).await.expect("a recovers");
+    // The admin restores the backup: the Secret is older than caBundle.
+    {
+        let mut api = api.lock().expect("lock");
+        backup["metadata"]["resourceVersion"] = json!("1000");
+        api.objects.insert(SECRET_PATH.into(), backup);
+    }
+    a.refresh(now).await.expect("a serves the restored pair");
+    assert_eq!(served(&served_a), old.cert_pem);
+    let expected = emqx_certs::injection::encode_ca_bundle(&old.ca_pem);
+    assert!(
+        ca_bundles(&api).iter().all(|b| *b == expected),
+        "{:?}",
+        trusted_pems(&api)
+    );
+}
