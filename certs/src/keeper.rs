@@ -70,7 +70,7 @@ impl CertKeeper {
         let (bundle, plan, injected, written) = match &self.mode {
             CertMode::ProvidedDir { dir } => (store::read_dir(dir)?, None, 0, None),
             CertMode::CertManager { secret } | CertMode::ProvidedSecret { secret } => (
-                store::read_bundle(&self.secrets()?, secret).await?,
+                store::read_bundle(&self.secrets()?, &self.namespace, secret).await?,
                 None,
                 0,
                 None,

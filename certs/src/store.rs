@@ -82,14 +82,18 @@ pub fn classify_secret(name: &str, secret: Secret) -> SecretRead {
 
 /// The bundle of a Secret the user or cert-manager maintains: it must exist
 /// and be readable.
-pub async fn read_bundle(api: &Api<Secret>, name: &str) -> Result<CertBundle, CertError> {
+pub async fn read_bundle(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<CertBundle, CertError> {
     match read_secret(api, name).await? {
         SecretRead::Readable(stored) => Ok(stored.bundle),
         SecretRead::Absent => Err(CertError::Missing {
-            what: format!("Secret {name}"),
+            what: format!("Secret {namespace}/{name}"),
         }),
         SecretRead::Unreadable { reason, .. } => Err(CertError::Parse {
-            what: format!("Secret {name}"),
+            what: format!("Secret {namespace}/{name}"),
             message: reason,
         }),
     }
