@@ -29,6 +29,21 @@ pub fn new_bundle(
     now: SystemTime,
     previous: Option<&CertBundle>,
 ) -> Result<CertBundle, CertError> {
+    let keep: Vec<String> = previous
+        .and_then(|p| still_valid_current_ca(p, now))
+        .into_iter()
+        .collect();
+    new_bundle_keeping(identity, now, &keep)
+}
+
+/// A fresh CA and serving certificate for `identity`, with the PEM CAs of
+/// `keep` after the new CA in the bundle (see `recovery.rs` for which and how
+/// long).
+pub fn new_bundle_keeping(
+    identity: &ServiceIdentity,
+    now: SystemTime,
+    keep: &[String],
+) -> Result<CertBundle, CertError> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.distinguished_name = rcgen::DistinguishedName::new();
@@ -47,8 +62,11 @@ pub fn new_bundle(
 
     let (cert_pem, key_pem) = issue_serving(&ca_pem, &ca_key_pem, identity, now)?;
     let mut ca_bundle = ca_pem;
-    if let Some(prev_ca) = previous.and_then(|p| still_valid_current_ca(p, now)) {
-        ca_bundle.push_str(&prev_ca);
+    for old_ca in keep {
+        ca_bundle.push_str(old_ca);
+        if !old_ca.ends_with('\n') {
+            ca_bundle.push('\n');
+        }
     }
     Ok(CertBundle {
         ca_pem: ca_bundle,
@@ -121,6 +139,27 @@ pub(crate) fn first_pem_certificate(bundle: &str) -> Option<String> {
     let start = bundle.find("-----BEGIN CERTIFICATE-----")?;
     let end = bundle[start..].find(END)? + start + END.len();
     Some(format!("{}\n", &bundle[start..end]))
+}
+
+/// Most PEM blocks looked at in one bundle: a hostile `caBundle` of
+/// thousands of certificates costs no more than this.
+const MAX_PEM_BLOCKS: usize = 64;
+
+/// Every PEM certificate block of `bundle`, in order, each ending in a
+/// newline; text between blocks is ignored. Blocks are not parsed here.
+pub(crate) fn pem_certificates(bundle: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut rest = bundle;
+    while blocks.len() < MAX_PEM_BLOCKS {
+        let Some(block) = first_pem_certificate(rest) else {
+            break;
+        };
+        // first_pem_certificate found both markers, so both finds succeed.
+        let start = rest.find("-----BEGIN CERTIFICATE-----").unwrap_or(0);
+        rest = &rest[start + block.len() - 1..];
+        blocks.push(block);
+    }
+    blocks
 }
 
 fn still_valid_current_ca(previous: &CertBundle, now: SystemTime) -> Option<String> {

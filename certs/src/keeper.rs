@@ -7,10 +7,13 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
-use crate::authority::{new_bundle, reissue_serving};
-use crate::rotation::{RotationPlan, plan_rotation};
-use crate::store::{self, StoredBundle};
-use crate::{CertBundle, CertError, CertMode, CertResolver};
+use crate::authority::{new_bundle_keeping, reissue_serving};
+use crate::injection::Newer;
+use crate::mode::InjectionTargets;
+use crate::recovery::{self, Change, Decision, OVERLAP_WINDOW, SecretRead};
+use crate::rotation::RotationPlan;
+use crate::store;
+use crate::{CertBundle, CertError, CertMode, CertResolver, ServiceIdentity};
 
 /// Keeps the served certificate current for one [`CertMode`].
 pub struct CertKeeper {
@@ -31,6 +34,9 @@ pub struct Refreshed {
     pub plan: Option<RotationPlan>,
     /// How many objects got a new `caBundle`.
     pub injected: usize,
+    /// What was written to the Secret (self-managed mode), even if another
+    /// replica's write won.
+    pub written: Option<Change>,
 }
 
 impl CertKeeper {
@@ -61,59 +67,71 @@ impl CertKeeper {
 
     /// Fetches, rotates if due, injects, and installs — once.
     pub async fn refresh(&self, now: SystemTime) -> Result<Refreshed, CertError> {
-        let (bundle, plan, injected) = match &self.mode {
-            CertMode::ProvidedDir { dir } => (store::read_dir(dir)?, None, 0),
-            CertMode::CertManager { secret } | CertMode::ProvidedSecret { secret } => {
-                let stored = store::read_secret(&self.secrets()?, secret)
-                    .await?
-                    .ok_or_else(|| CertError::Missing {
-                        what: format!("Secret {}/{secret}", self.namespace),
-                    })?;
-                (stored.bundle, None, 0)
-            }
+        let (bundle, plan, injected, written) = match &self.mode {
+            CertMode::ProvidedDir { dir } => (store::read_dir(dir)?, None, 0, None),
+            CertMode::CertManager { secret } | CertMode::ProvidedSecret { secret } => (
+                store::read_bundle(&self.secrets()?, &self.namespace, secret).await?,
+                None,
+                0,
+                None,
+            ),
             CertMode::SelfManaged {
                 secret,
                 identity,
                 targets,
             } => {
                 let api = self.secrets()?;
-                let (stored, plan) = match store::read_secret(&api, secret).await {
-                    Ok(Some(stored)) => {
-                        let plan = plan_rotation(now, &stored.bundle, identity);
-                        (
-                            self.rotate(&api, secret, stored, plan, identity, now)
-                                .await?,
-                            plan,
-                        )
+                let read = store::read_secret(&api, secret).await?;
+                let plan = recovery::rotation_for(now, &read, identity);
+                match &read {
+                    SecretRead::Absent if self.resolver.is_loaded() => tracing::warn!(
+                        %secret,
+                        "certificate Secret deleted; making a new CA that keeps the old ones trusted"
+                    ),
+                    SecretRead::Unreadable { reason, .. } => tracing::warn!(
+                        %reason,
+                        "certificate Secret unreadable; replacing it, old CAs kept trusted"
+                    ),
+                    _ => {}
+                }
+                // Only a new CA needs to know what clients trust now, so the
+                // steady state makes no extra API reads.
+                let trusted = if plan == RotationPlan::ReissueAll {
+                    self.trusted_elsewhere(targets).await?
+                } else {
+                    Vec::new()
+                };
+                let decision = recovery::decide(now, &read, identity, &trusted)?;
+                let (stored, written) = match (decision, read) {
+                    (Decision::Serve, SecretRead::Readable(stored)) => (stored, None),
+                    (Decision::Serve, _) => {
+                        return Err(CertError::Missing {
+                            what: format!("a readable Secret {secret} to serve"),
+                        });
                     }
-                    Ok(None) => {
-                        let fresh = new_bundle(identity, now, None)?;
-                        (
-                            store::create_or_adopt(&api, secret, &fresh).await?,
-                            RotationPlan::ReissueAll,
+                    (Decision::Write(write), read) => {
+                        let next = build(&write.change, &read, identity, now)?;
+                        tracing::info!(?plan, change = ?write.change, "writing the certificate Secret");
+                        let stored = store::write_secret(
+                            &api,
+                            secret,
+                            &write.guard,
+                            &next,
+                            write.overlap_until,
                         )
+                        .await?;
+                        (stored, Some(write.change))
                     }
-                    // A Secret that exists but cannot be read as a bundle
-                    // (edited by hand, truncated) is replaced, not served.
-                    Err(CertError::Parse { what, message }) => {
-                        tracing::warn!(%what, %message, "certificate Secret unreadable; replacing it");
-                        let fresh = new_bundle(identity, now, None)?;
-                        (
-                            store::replace(&api, secret, None, &fresh).await?,
-                            RotationPlan::ReissueAll,
-                        )
-                    }
-                    Err(e) => return Err(e),
                 };
                 // Every refresh, not only after a rotation: a `helm upgrade`
-                // that re-applies the configurations wipes `caBundle`.
+                // that re-applies the configurations wipes `caBundle`. Injected
+                // before the new leaf is installed below, so the API server
+                // learns the new CA before this replica presents its leaf.
                 let injected = match &self.client {
-                    Some(client) => {
-                        store::inject_ca_bundle(client, targets, &stored.bundle.ca_pem).await?
-                    }
+                    Some(client) => self.inject(client, &api, secret, targets, &stored).await?,
                     None => 0,
                 };
-                (stored.bundle, Some(plan), injected)
+                (stored.bundle, Some(plan), injected, written)
             }
         };
         let installed = self.resolver.install(&bundle)?;
@@ -124,30 +142,70 @@ impl CertKeeper {
             installed,
             plan,
             injected,
+            written,
         })
     }
 
-    async fn rotate(
+    /// Injects the bundle of `stored`. Where a target already carries a
+    /// newer bundle (ours as its old CA), our read of the Secret may be
+    /// stale: putting ours back would make the API server reject the leaf
+    /// another replica just started serving. So such targets are left alone,
+    /// unless a fresh read shows the Secret still holds our bundle (an older
+    /// CA restored on purpose), then they are overwritten.
+    async fn inject(
         &self,
+        client: &Client,
         api: &Api<Secret>,
         secret: &str,
-        stored: StoredBundle,
-        plan: RotationPlan,
-        identity: &crate::ServiceIdentity,
-        now: SystemTime,
-    ) -> Result<StoredBundle, CertError> {
-        let next: CertBundle = match plan {
-            RotationPlan::Keep => return Ok(stored),
-            RotationPlan::ReissueServing => reissue_serving(&stored.bundle, identity, now)?,
-            RotationPlan::ReissueAll => new_bundle(identity, now, Some(&stored.bundle))?,
-        };
-        tracing::info!(?plan, "rotating webhook certificate");
-        store::replace(api, secret, stored.resource_version, &next).await
+        targets: &InjectionTargets,
+        stored: &store::StoredBundle,
+    ) -> Result<usize, CertError> {
+        let ca_pem = &stored.bundle.ca_pem;
+        let first = store::inject_ca_bundle(client, targets, ca_pem, Newer::Yield).await?;
+        if first.superseded == 0 {
+            return Ok(first.patched);
+        }
+        match store::read_secret(api, secret).await? {
+            SecretRead::Readable(fresh) if fresh.bundle.ca_pem == *ca_pem => {
+                tracing::info!(
+                    "the certificate Secret holds an older CA than caBundle; injecting it"
+                );
+                let again =
+                    store::inject_ca_bundle(client, targets, ca_pem, Newer::Overwrite).await?;
+                Ok(first.patched + again.patched)
+            }
+            _ => {
+                tracing::info!(
+                    "a newer CA was injected by another replica; this replica follows on its next refresh"
+                );
+                Ok(first.patched)
+            }
+        }
+    }
+
+    /// The CA bundles clients may trust besides the Secret: the one this
+    /// replica serves, and every injected `caBundle`.
+    async fn trusted_elsewhere(
+        &self,
+        targets: &InjectionTargets,
+    ) -> Result<Vec<String>, CertError> {
+        let mut trusted: Vec<String> = self.resolver.served_ca_pem().into_iter().collect();
+        if let Some(client) = &self.client {
+            trusted.extend(store::injected_ca_bundles(client, targets).await?);
+        }
+        Ok(trusted)
     }
 
     /// Refreshes every `interval` until `shutdown` resolves. Failures are
     /// logged and retried; a certificate already served stays served.
     pub async fn run(self, interval: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        if interval > OVERLAP_WINDOW / 4 {
+            tracing::warn!(
+                ?interval,
+                window = ?OVERLAP_WINDOW,
+                "certificate refresh period is long: after a CA change, a replica may still serve the old leaf when the old CA stops being trusted"
+            );
+        }
         tokio::pin!(shutdown);
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,10 +224,35 @@ impl CertKeeper {
     }
 }
 
+/// The bundle `change` asks for, from the Secret as `read`.
+fn build(
+    change: &Change,
+    read: &SecretRead,
+    identity: &ServiceIdentity,
+    now: SystemTime,
+) -> Result<CertBundle, CertError> {
+    let current = match read {
+        SecretRead::Readable(stored) => Some(&stored.bundle),
+        SecretRead::Absent | SecretRead::Unreadable { .. } => None,
+    };
+    match (change, current) {
+        (Change::NewCa { keep }, _) => new_bundle_keeping(identity, now, keep),
+        (Change::ReissueServing, Some(b)) => reissue_serving(b, identity, now),
+        (Change::DropOverlap, Some(b)) => Ok(CertBundle {
+            ca_pem: recovery::without_old_cas(&b.ca_pem),
+            ..b.clone()
+        }),
+        (Change::StartOverlapClock, Some(b)) => Ok(b.clone()),
+        (_, None) => Err(CertError::Missing {
+            what: "a readable certificate Secret to change".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ServiceIdentity, store};
+    use crate::authority::new_bundle;
 
     #[tokio::test]
     async fn provided_dir_mode_installs_and_picks_up_a_replaced_certificate() {

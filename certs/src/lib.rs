@@ -7,9 +7,10 @@
 //! Whatever the source, [`CertResolver`] serves the current pair and can be
 //! swapped at run time, so a new certificate needs no restart.
 //!
-//! The decisions (which names, when to rotate, what to patch) are pure
-//! functions in [`identity`], [`rotation`] and [`injection`]; the Kubernetes
-//! and file I/O is in [`store`] and [`keeper`].
+//! The decisions (which names, when to rotate, what to write to the Secret
+//! and how to guard it, what to patch) are pure functions in [`identity`],
+//! [`rotation`], [`recovery`] and [`injection`]; the Kubernetes and file I/O
+//! is in [`store`] and [`keeper`].
 
 pub mod authority;
 pub mod bundle;
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod injection;
 pub mod keeper;
 pub mod mode;
+pub mod recovery;
 pub mod resolver;
 pub mod rotation;
 pub mod store;

@@ -20,6 +20,9 @@ struct Installed {
     /// What was installed, to skip re-parsing an unchanged bundle.
     cert_pem: String,
     key_pem: String,
+    /// The CA bundle that came with it: after the Secret is lost, the CAs
+    /// clients were trusting for this replica (see `recovery.rs`).
+    ca_pem: String,
     key: Arc<CertifiedKey>,
 }
 
@@ -37,12 +40,22 @@ impl CertResolver {
             && cur.cert_pem == bundle.cert_pem
             && cur.key_pem == bundle.key_pem
         {
+            if cur.ca_pem != bundle.ca_pem {
+                // Same leaf, CA bundle changed (old CAs dropped): remember it.
+                self.current.store(Some(Arc::new(Installed {
+                    ca_pem: bundle.ca_pem.clone(),
+                    cert_pem: cur.cert_pem.clone(),
+                    key_pem: cur.key_pem.clone(),
+                    key: cur.key.clone(),
+                })));
+            }
             return Ok(false);
         }
         let key = bundle.certified_key()?;
         self.current.store(Some(Arc::new(Installed {
             cert_pem: bundle.cert_pem.clone(),
             key_pem: bundle.key_pem.clone(),
+            ca_pem: bundle.ca_pem.clone(),
             key,
         })));
         Ok(true)
@@ -51,6 +64,11 @@ impl CertResolver {
     /// The PEM certificate being served, if any (for logs and tests).
     pub fn served_cert_pem(&self) -> Option<String> {
         self.current.load().as_ref().map(|i| i.cert_pem.clone())
+    }
+
+    /// The CA bundle (PEM) installed with the served certificate, if any.
+    pub fn served_ca_pem(&self) -> Option<String> {
+        self.current.load().as_ref().map(|i| i.ca_pem.clone())
     }
 
     /// Whether a certificate is being served (what `/readyz` reports).

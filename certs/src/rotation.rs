@@ -56,13 +56,19 @@ pub fn plan_rotation(
     identity: &ServiceIdentity,
 ) -> RotationPlan {
     let ca = first_pem_certificate(&bundle.ca_pem).and_then(|pem| parse_validity(&pem).ok());
+    // A CA key that does not parse cannot sign a new leaf: only a new CA helps.
+    let ca_key_usable = |pem: &str| rcgen::KeyPair::from_pem(pem).is_ok();
     let ca = match (ca, &bundle.ca_key_pem) {
-        (Some(ca), Some(_)) if !needs_rotation(now, &ca) => ca,
+        (Some(ca), Some(key)) if !needs_rotation(now, &ca) && ca_key_usable(key) => ca,
         _ => return RotationPlan::ReissueAll,
     };
     let Ok(serving) = parse_validity(&bundle.cert_pem) else {
         return RotationPlan::ReissueServing;
     };
+    // A leaf whose key is garbage or another certificate's cannot be served.
+    if bundle.certified_key().is_err() {
+        return RotationPlan::ReissueServing;
+    }
     let names_match = identity
         .subject_alt_names()
         .iter()

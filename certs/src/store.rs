@@ -1,6 +1,7 @@
 //! Thin I/O: the certificate Secret, certificate files, and `caBundle` patches.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -13,8 +14,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::bundle::{CA_CRT, TLS_CRT, TLS_KEY};
-use crate::injection::{crd_conversion_patch, encode_ca_bundle, webhook_configuration_patch};
+use crate::injection::{
+    Newer, crd_conversion_patch, crd_superseded, encode_ca_bundle, injected_in_crd,
+    injected_in_webhook_configuration, webhook_configuration_patch,
+    webhook_configuration_superseded,
+};
 use crate::mode::InjectionTargets;
+use crate::recovery::{
+    Guard, OVERLAP_UNTIL_ANNOTATION, SecretRead, format_deadline, parse_deadline,
+};
 use crate::{CertBundle, CertError};
 
 /// A bundle read from a Secret with the `resourceVersion` it was read at, so a
@@ -25,26 +33,78 @@ pub struct StoredBundle {
     pub bundle: CertBundle,
     /// The Secret's `resourceVersion`.
     pub resource_version: Option<String>,
+    /// When the old CAs after the current one are dropped (annotation
+    /// [`OVERLAP_UNTIL_ANNOTATION`]; `None` if absent or not Unix seconds).
+    pub overlap_until: Option<SystemTime>,
 }
 
-/// Reads the bundle from Secret `name`; `Ok(None)` when the Secret does not exist.
-pub async fn read_secret(api: &Api<Secret>, name: &str) -> Result<Option<StoredBundle>, CertError> {
+/// Reads Secret `name`. A Secret that exists but holds no usable bundle is
+/// [`SecretRead::Unreadable`], with its `resourceVersion` so that replacing it
+/// is guarded like any other write.
+pub async fn read_secret(api: &Api<Secret>, name: &str) -> Result<SecretRead, CertError> {
     let Some(secret) = api
         .get_opt(name)
         .await
         .map_err(|e| CertError::kube(format!("get Secret {name}"), e))?
     else {
-        return Ok(None);
+        return Ok(SecretRead::Absent);
     };
-    let bundle = CertBundle::from_secret_data(&secret.data.unwrap_or_default())
-        .map_err(|e| CertError::parse(format!("Secret {name}"), e))?;
-    Ok(Some(StoredBundle {
-        bundle,
-        resource_version: secret.metadata.resource_version,
-    }))
+    Ok(classify_secret(name, secret))
 }
 
-fn secret_for(name: &str, bundle: &CertBundle, resource_version: Option<String>) -> Secret {
+/// [`SecretRead`] of a Secret as fetched (pure).
+pub fn classify_secret(name: &str, secret: Secret) -> SecretRead {
+    let resource_version = secret.metadata.resource_version;
+    let overlap_until = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OVERLAP_UNTIL_ANNOTATION))
+        .and_then(|v| parse_deadline(v));
+    let data = secret.data.unwrap_or_default();
+    // Only what cannot be a bundle at all is unreadable; a bundle whose leaf
+    // or keys are broken is readable, and `plan_rotation` repairs it.
+    match CertBundle::from_secret_data(&data) {
+        Ok(bundle) => SecretRead::Readable(StoredBundle {
+            bundle,
+            resource_version,
+            overlap_until,
+        }),
+        Err(e) => SecretRead::Unreadable {
+            resource_version,
+            reason: format!("Secret {name}: {e}"),
+            ca_pem: data
+                .get(CA_CRT)
+                .and_then(|b| String::from_utf8(b.0.clone()).ok()),
+        },
+    }
+}
+
+/// The bundle of a Secret the user or cert-manager maintains: it must exist
+/// and be readable.
+pub async fn read_bundle(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+) -> Result<CertBundle, CertError> {
+    match read_secret(api, name).await? {
+        SecretRead::Readable(stored) => Ok(stored.bundle),
+        SecretRead::Absent => Err(CertError::Missing {
+            what: format!("Secret {namespace}/{name}"),
+        }),
+        SecretRead::Unreadable { reason, .. } => Err(CertError::Parse {
+            what: format!("Secret {namespace}/{name}"),
+            message: reason,
+        }),
+    }
+}
+
+fn secret_for(
+    name: &str,
+    bundle: &CertBundle,
+    resource_version: Option<String>,
+    overlap_until: Option<SystemTime>,
+) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
@@ -56,6 +116,9 @@ fn secret_for(name: &str, bundle: &CertBundle, resource_version: Option<String>)
                 )]
                 .into(),
             ),
+            annotations: overlap_until.map(|until| {
+                [(OVERLAP_UNTIL_ANNOTATION.to_owned(), format_deadline(until))].into()
+            }),
             ..ObjectMeta::default()
         },
         type_: Some("kubernetes.io/tls".to_owned()),
@@ -64,58 +127,103 @@ fn secret_for(name: &str, bundle: &CertBundle, resource_version: Option<String>)
     }
 }
 
-/// Creates Secret `name` holding `bundle` unless it exists. When another
-/// replica created it first (409 AlreadyExists), its bundle wins and is
-/// returned, so every replica serves the same pair.
-pub async fn create_or_adopt(
+/// Writes `bundle` to Secret `name` under `guard`: created only if absent, or
+/// replaced only at the `resourceVersion` read. When another replica wrote
+/// first (409 AlreadyExists or Conflict), its bundle wins and is returned, so
+/// every replica serves the same pair and none overwrites another's CA.
+pub async fn write_secret(
     api: &Api<Secret>,
     name: &str,
+    guard: &Guard,
     bundle: &CertBundle,
+    overlap_until: Option<SystemTime>,
 ) -> Result<StoredBundle, CertError> {
-    match api
-        .create(&PostParams::default(), &secret_for(name, bundle, None))
-        .await
-    {
-        Ok(created) => Ok(StoredBundle {
+    let written = match guard {
+        Guard::Create => {
+            api.create(
+                &PostParams::default(),
+                &secret_for(name, bundle, None, overlap_until),
+            )
+            .await
+        }
+        Guard::Replace { resource_version } => {
+            api.replace(
+                name,
+                &PostParams::default(),
+                &secret_for(name, bundle, Some(resource_version.clone()), overlap_until),
+            )
+            .await
+        }
+    };
+    match written {
+        Ok(secret) => Ok(StoredBundle {
             bundle: bundle.clone(),
-            resource_version: created.metadata.resource_version,
+            resource_version: secret.metadata.resource_version,
+            overlap_until,
         }),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => winner(api, name).await,
-        Err(e) => Err(CertError::kube(format!("create Secret {name}"), e)),
-    }
-}
-
-/// Replaces the Secret at exactly `resource_version` with `bundle`. When
-/// another replica rotated it first (409 Conflict), its bundle wins.
-pub async fn replace(
-    api: &Api<Secret>,
-    name: &str,
-    resource_version: Option<String>,
-    bundle: &CertBundle,
-) -> Result<StoredBundle, CertError> {
-    match api
-        .replace(
-            name,
-            &PostParams::default(),
-            &secret_for(name, bundle, resource_version),
-        )
-        .await
-    {
-        Ok(replaced) => Ok(StoredBundle {
-            bundle: bundle.clone(),
-            resource_version: replaced.metadata.resource_version,
-        }),
-        Err(kube::Error::Api(status)) if status.is_conflict() => winner(api, name).await,
-        Err(e) => Err(CertError::kube(format!("replace Secret {name}"), e)),
+        Err(kube::Error::Api(status)) if status.is_already_exists() || status.is_conflict() => {
+            tracing::info!(%name, "another replica wrote the certificate Secret first; using theirs");
+            winner(api, name).await
+        }
+        Err(e) => Err(CertError::kube(format!("write Secret {name}"), e)),
     }
 }
 
 async fn winner(api: &Api<Secret>, name: &str) -> Result<StoredBundle, CertError> {
-    read_secret(api, name)
-        .await?
-        .ok_or_else(|| CertError::Missing {
-            what: format!("Secret {name} (deleted while being created)"),
-        })
+    match read_secret(api, name).await? {
+        SecretRead::Readable(stored) => Ok(stored),
+        SecretRead::Absent => Err(CertError::Missing {
+            what: format!("Secret {name} (deleted right after another replica wrote it)"),
+        }),
+        SecretRead::Unreadable { reason, .. } => Err(CertError::Parse {
+            what: format!("Secret {name} (as written by another replica)"),
+            message: reason,
+        }),
+    }
+}
+
+/// The PEM text of every `caBundle` injected into `targets` now (the CAs the
+/// API server trusts for this webhook). Missing targets add nothing.
+pub async fn injected_ca_bundles(
+    client: &Client,
+    targets: &InjectionTargets,
+) -> Result<Vec<String>, CertError> {
+    let mut out = Vec::new();
+    if let Some(name) = &targets.validating {
+        let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+        out.extend(live_bundles(&api, name, injected_in_webhook_configuration).await?);
+    }
+    if let Some(name) = &targets.mutating {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        out.extend(live_bundles(&api, name, injected_in_webhook_configuration).await?);
+    }
+    for name in &targets.crds {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        out.extend(live_bundles(&api, name, injected_in_crd).await?);
+    }
+    Ok(out)
+}
+
+async fn live_bundles<K>(
+    api: &Api<K>,
+    name: &str,
+    extract: impl Fn(&serde_json::Value) -> Vec<String>,
+) -> Result<Vec<String>, CertError>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| CertError::kube(format!("get {kind} {name}"), e))?
+    else {
+        return Ok(Vec::new());
+    };
+    let live =
+        serde_json::to_value(&live).map_err(|e| CertError::parse(format!("{kind} {name}"), e))?;
+    Ok(extract(&live))
 }
 
 /// Reads `tls.crt`, `tls.key` and (if present) `ca.crt` from `dir`.
@@ -161,36 +269,71 @@ pub fn write_dir(dir: &Path, bundle: &CertBundle) -> Result<(), CertError> {
     Ok(())
 }
 
-/// Patches `ca_pem` as `caBundle` into every target that lacks it. Returns how
-/// many objects were patched (0 in the steady state). A target that does not
-/// exist yet is skipped: the next refresh tries again.
+/// What one injection pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Objects patched (0 in the steady state).
+    pub patched: usize,
+    /// Objects left alone because they carry a newer bundle than ours
+    /// ([`crate::injection::supersedes`]); only counted under [`Newer::Yield`].
+    pub superseded: usize,
+}
+
+/// Patches `ca_pem` as `caBundle` into every target that lacks it. A target
+/// that does not exist yet is skipped: the next refresh tries again.
 pub async fn inject_ca_bundle(
     client: &Client,
     targets: &InjectionTargets,
     ca_pem: &str,
-) -> Result<usize, CertError> {
+    newer: Newer,
+) -> Result<Injected, CertError> {
     let ca = encode_ca_bundle(ca_pem);
-    let mut patched = 0;
+    let yielding = newer == Newer::Yield;
+    let mut out = Injected::default();
+    let mut add = |(patched, superseded): (bool, bool)| {
+        out.patched += usize::from(patched);
+        out.superseded += usize::from(superseded && yielding);
+    };
     if let Some(name) = &targets.validating {
         let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| webhook_configuration_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| webhook_configuration_patch(v, &ca, newer),
+            |v| webhook_configuration_superseded(v, &ca),
+        )
+        .await?);
     }
     if let Some(name) = &targets.mutating {
         let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| webhook_configuration_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| webhook_configuration_patch(v, &ca, newer),
+            |v| webhook_configuration_superseded(v, &ca),
+        )
+        .await?);
     }
     for name in &targets.crds {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-        patched += patch_one(&api, name, |v| crd_conversion_patch(v, &ca)).await?;
+        add(patch_one(
+            &api,
+            name,
+            |v| crd_conversion_patch(v, &ca, newer),
+            |v| crd_superseded(v, &ca),
+        )
+        .await?);
     }
-    Ok(patched)
+    Ok(out)
 }
 
+/// (patched, carries a newer bundle than ours)
 async fn patch_one<K>(
     api: &Api<K>,
     name: &str,
     plan: impl Fn(&serde_json::Value) -> json_patch::Patch,
-) -> Result<usize, CertError>
+    superseded: impl Fn(&serde_json::Value) -> bool,
+) -> Result<(bool, bool), CertError>
 where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     K::DynamicType: Default,
@@ -202,19 +345,20 @@ where
         .map_err(|e| CertError::kube(format!("get {kind} {name}"), e))?
     else {
         tracing::warn!(%kind, %name, "caBundle target does not exist (yet)");
-        return Ok(0);
+        return Ok((false, false));
     };
     let live =
         serde_json::to_value(&live).map_err(|e| CertError::parse(format!("{kind} {name}"), e))?;
+    let newer = superseded(&live);
     let patch = plan(&live);
     if patch.0.is_empty() {
-        return Ok(0);
+        return Ok((false, newer));
     }
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
         .map_err(|e| CertError::kube(format!("patch caBundle into {kind} {name}"), e))?;
     tracing::info!(%kind, %name, "caBundle injected");
-    Ok(1)
+    Ok((true, newer))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use emqx_certs::keeper::CertKeeper;
 use emqx_certs::mode::InjectionTargets;
+use emqx_certs::recovery::OVERLAP_WINDOW;
 use emqx_certs::rotation::{RotationPlan, parse_validity};
 use emqx_certs::{CertBundle, CertMode, CertResolver, ServiceIdentity, authority};
 use http::{Method, Request, Response, StatusCode};
@@ -98,13 +99,17 @@ impl FakeApi {
                 let Some(current) = self.objects.get(&path) else {
                     return status(StatusCode::NOT_FOUND, "NotFound");
                 };
-                let given = obj["metadata"]["resourceVersion"].as_str();
+                let given = obj["metadata"]["resourceVersion"]
+                    .as_str()
+                    .map(str::to_owned);
+                let given = given.as_deref();
                 if given.is_some() && given != current["metadata"]["resourceVersion"].as_str() {
                     return status(StatusCode::CONFLICT, "Conflict");
                 }
                 self.previous_secret = Some(current.clone());
                 self.bump(&mut obj);
-                self.writes.push(format!("replace {path}"));
+                self.writes
+                    .push(format!("replace {path} at {}", given.unwrap_or("<any>")));
                 self.objects.insert(path, obj.clone());
                 ok(&obj, StatusCode::OK)
             }
@@ -417,5 +422,266 @@ async fn missing_targets_are_skipped_and_retried_later() {
             .expect("again")
             .injected,
         1
+    );
+}
+
+/// The CA bundles (PEM) the API server trusts now, one per injection target.
+fn trusted_pems(api: &Arc<Mutex<FakeApi>>) -> Vec<String> {
+    ca_bundles(api)
+        .iter()
+        .map(|b| {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .unwrap_or_default();
+            String::from_utf8(bytes).unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Whether the API server, trusting `ca_bundle_pem`, accepts `leaf_pem`.
+fn accepts(ca_bundle_pem: &str, leaf_pem: &str) -> bool {
+    use x509_parser::prelude::*;
+    let (_, leaf) = parse_x509_pem(leaf_pem.as_bytes()).expect("leaf pem");
+    let leaf = leaf.parse_x509().expect("leaf");
+    Pem::iter_from_buffer(ca_bundle_pem.as_bytes())
+        .filter_map(Result::ok)
+        .any(|pem| {
+            pem.parse_x509()
+                .is_ok_and(|ca| leaf.verify_signature(Some(ca.public_key())).is_ok())
+        })
+}
+
+fn served(r: &CertResolver) -> String {
+    r.served_cert_pem().expect("serving")
+}
+
+fn delete_secret(api: &Arc<Mutex<FakeApi>>) {
+    api.lock().expect("lock").objects.remove(SECRET_PATH);
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_recreated_with_the_old_ca_trusted_until_every_replica_switched() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (b, served_b) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    b.refresh(now).await.expect("b adopts");
+    let old = stored_bundle(&api);
+
+    delete_secret(&api);
+    let r = a.refresh(now).await.expect("a recovers");
+    assert_eq!(r.plan, Some(RotationPlan::ReissueAll));
+    let new = stored_bundle(&api);
+    assert_ne!(new.cert_pem, old.cert_pem);
+    // b has not refreshed yet: it still serves the old leaf, and the API
+    // server must still accept it, while also accepting a's new leaf.
+    assert_eq!(served(&served_b), old.cert_pem);
+    for trusted in trusted_pems(&api) {
+        assert!(
+            accepts(&trusted, &served(&served_b)),
+            "b's old leaf rejected"
+        );
+        assert!(
+            accepts(&trusted, &served(&served_a)),
+            "a's new leaf rejected"
+        );
+    }
+    b.refresh(now).await.expect("b switches");
+    assert_eq!(served(&served_b), served(&served_a));
+
+    // Within the window nothing is written; after it, the old CA goes.
+    let before = writes(&api).len();
+    a.refresh(now + OVERLAP_WINDOW / 2)
+        .await
+        .expect("in window");
+    assert_eq!(writes(&api).len(), before, "{:?}", writes(&api));
+    a.refresh(now + OVERLAP_WINDOW).await.expect("window over");
+    for trusted in trusted_pems(&api) {
+        assert!(!accepts(&trusted, &old.cert_pem), "old CA still trusted");
+        assert!(accepts(&trusted, &served(&served_b)));
+    }
+    assert_eq!(
+        stored_bundle(&api)
+            .ca_pem
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn the_served_ca_is_kept_even_when_the_secret_and_every_ca_bundle_are_gone() {
+    let api = cluster();
+    let (a, _) = replica(&api);
+    let (b, served_b) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    b.refresh(now).await.expect("b adopts");
+    // Secret deleted and the configurations re-applied without caBundle
+    // (`helm upgrade`): only the replica's memory knows the old CA.
+    delete_secret(&api);
+    {
+        let mut api = api.lock().expect("lock");
+        api.objects.insert(
+            VWC.into(),
+            webhook_configuration("ValidatingWebhookConfiguration", "emqx-operator-validating"),
+        );
+        api.objects.insert(
+            MWC.into(),
+            webhook_configuration("MutatingWebhookConfiguration", "emqx-operator-mutating"),
+        );
+        api.objects
+            .insert(CRD_EMQX.into(), crd("emqxes.apps.emqx.io"));
+        api.objects
+            .insert(CRD_EE.into(), crd("emqxenterprises.apps.emqx.io"));
+    }
+    a.refresh(now).await.expect("a recovers");
+    for trusted in trusted_pems(&api) {
+        assert!(
+            accepts(&trusted, &served(&served_b)),
+            "b's old leaf rejected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_corrupt_secret_is_replaced_only_at_the_version_read_and_a_racing_replica_adopts() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (b, served_b) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    b.refresh(now).await.expect("b adopts");
+    let old = stored_bundle(&api);
+    // Someone garbles tls.crt and drops tls.key; ca.crt survives.
+    let rv = {
+        let mut api = api.lock().expect("lock");
+        let secret = api.objects.get_mut(SECRET_PATH).expect("secret");
+        secret["data"]["tls.crt"] = json!("bm90IGEgY2VydA==");
+        secret["data"]
+            .as_object_mut()
+            .expect("data")
+            .remove("tls.key");
+        secret["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("rv")
+            .to_owned()
+    };
+    a.refresh(now).await.expect("a replaces");
+    // b read the garbled Secret just before a's replace landed.
+    api.lock().expect("lock").stale_secret_once = true;
+    b.refresh(now).await.expect("b adopts a's");
+    let replaces: Vec<String> = writes(&api)
+        .into_iter()
+        .filter(|w| w.starts_with("replace"))
+        .collect();
+    assert_eq!(
+        replaces,
+        vec![format!("replace {SECRET_PATH} at {rv}")],
+        "one guarded replace, never an unconditional one"
+    );
+    assert_eq!(served(&served_a), served(&served_b));
+    assert_eq!(served(&served_a), stored_bundle(&api).cert_pem);
+    // ca.crt of the garbled Secret was what the API server trusted: kept.
+    assert!(stored_bundle(&api).ca_pem.ends_with(&old.ca_pem));
+}
+
+#[tokio::test]
+async fn hostile_ca_bundles_do_not_stop_recovery_and_are_not_kept() {
+    let api = cluster();
+    {
+        let mut api = api.lock().expect("lock");
+        let hook = &mut api.objects.get_mut(VWC).expect("vwc")["webhooks"][0]["clientConfig"];
+        // The API server only stores base64 (caBundle is bytes), but the
+        // bytes may be anything: here, not UTF-8.
+        hook["caBundle"] = json!("//79");
+        let garbage_pem = emqx_certs::injection::encode_ca_bundle(
+            &"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".repeat(1000),
+        );
+        let crd = &mut api.objects.get_mut(CRD_EMQX).expect("crd")["spec"]["conversion"]["webhook"]
+            ["clientConfig"];
+        crd["caBundle"] = json!(garbage_pem);
+    }
+    // Among the junk, one real CA the API server trusts (a previous
+    // installation's): it is kept, the junk is not.
+    let previous = authority::new_bundle(&identity(), SystemTime::now(), None).expect("previous");
+    {
+        let mut api = api.lock().expect("lock");
+        api.objects.get_mut(MWC).expect("mwc")["webhooks"][1]["clientConfig"]["caBundle"] =
+            json!(emqx_certs::injection::encode_ca_bundle(&previous.ca_pem));
+    }
+    let (a, served_a) = replica(&api);
+    a.refresh(SystemTime::now()).await.expect("recovers");
+    assert!(served_a.is_loaded());
+    let stored = stored_bundle(&api);
+    assert_eq!(stored.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+    assert!(stored.ca_pem.ends_with(&previous.ca_pem));
+    let expected = emqx_certs::injection::encode_ca_bundle(&stored.ca_pem);
+    assert!(ca_bundles(&api).iter().all(|b| *b == expected));
+}
+
+/// The Secret as stored now (JSON), to play it back later.
+fn secret_json(api: &Arc<Mutex<FakeApi>>) -> Value {
+    api.lock().expect("lock").objects[SECRET_PATH].clone()
+}
+
+#[tokio::test]
+async fn a_replica_with_a_stale_read_does_not_put_the_old_ca_bundle_back() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let (c, served_c) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    c.refresh(now).await.expect("c adopts");
+    let before = secret_json(&api);
+    delete_secret(&api);
+    a.refresh(now).await.expect("a recovers");
+    // c read the Secret just before it was deleted: it serves and injects
+    // what it read, which would drop the CA of a's new leaf.
+    {
+        let mut api = api.lock().expect("lock");
+        api.previous_secret = Some(before);
+        api.stale_secret_once = true;
+    }
+    c.refresh(now).await.expect("c, stale");
+    for trusted in trusted_pems(&api) {
+        assert!(
+            accepts(&trusted, &served(&served_a)),
+            "a's new leaf rejected"
+        );
+        assert!(
+            accepts(&trusted, &served(&served_c)),
+            "c's old leaf rejected"
+        );
+    }
+    c.refresh(now).await.expect("c, fresh");
+    assert_eq!(served(&served_c), served(&served_a));
+}
+
+#[tokio::test]
+async fn an_older_secret_restored_on_purpose_is_injected() {
+    let api = cluster();
+    let (a, served_a) = replica(&api);
+    let now = SystemTime::now();
+    a.refresh(now).await.expect("a creates");
+    let old = stored_bundle(&api);
+    let mut backup = secret_json(&api);
+    delete_secret(&api);
+    a.refresh(now).await.expect("a recovers");
+    // The admin restores the backup: the Secret is older than caBundle.
+    {
+        let mut api = api.lock().expect("lock");
+        backup["metadata"]["resourceVersion"] = json!("1000");
+        api.objects.insert(SECRET_PATH.into(), backup);
+    }
+    a.refresh(now).await.expect("a serves the restored pair");
+    assert_eq!(served(&served_a), old.cert_pem);
+    let expected = emqx_certs::injection::encode_ca_bundle(&old.ca_pem);
+    assert!(
+        ca_bundles(&api).iter().all(|b| *b == expected),
+        "{:?}",
+        trusted_pems(&api)
     );
 }
