@@ -396,6 +396,9 @@ mod tests {
                 max_body: 100
             })
         );
+        let lanes = |args: &[&str]| parse(args).request_limits().map(|l| l.small.max_bytes);
+        assert_eq!(lanes(&[]), Ok(64 * 1024));
+        assert_eq!(lanes(&["--small-review-bytes", "0"]), Ok(0));
         assert!(Args::try_parse_from(["emqx-webhook", "--cert-mode", "bogus"]).is_err());
         assert!(Args::try_parse_from(["emqx-webhook", "--listen", "nowhere"]).is_err());
     }
