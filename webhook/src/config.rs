@@ -8,7 +8,10 @@ use clap::{Parser, ValueEnum};
 use emqx_certs::mode::InjectionTargets;
 use emqx_certs::{CertMode, ServiceIdentity};
 
-use crate::intake::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_JSON_TOKENS, RequestLimits};
+use crate::intake::{
+    DEFAULT_BODY_LIMIT, DEFAULT_MAX_JSON_TOKENS, DEFAULT_SMALL_REVIEW_BYTES, RequestLimits,
+    SmallLane,
+};
 use crate::server::ConnectionLimits;
 
 /// Where the namespace comes from when neither flag nor env sets it.
@@ -119,6 +122,11 @@ pub struct Args {
     /// Reviews answered at once; more wait (up to the request timeout, then 503).
     #[arg(long, env = "WEBHOOK_MAX_CONCURRENT_REVIEWS", default_value_t = 2)]
     pub max_concurrent_reviews: usize,
+    /// Bodies up to this many bytes (declared, or sent so far) are reviewed
+    /// in a lane of their own, with its own budget and slots, so they never
+    /// wait behind large ones; 0 puts every review in one lane.
+    #[arg(long, env = "WEBHOOK_SMALL_REVIEW_BYTES", default_value_t = DEFAULT_SMALL_REVIEW_BYTES)]
+    pub small_review_bytes: usize,
     /// Seconds to receive a request body and get a review slot.
     #[arg(long, env = "WEBHOOK_REQUEST_TIMEOUT_SECONDS", default_value_t = 10)]
     pub request_timeout_seconds: u64,
@@ -241,6 +249,10 @@ impl Args {
             body_budget_bytes: self.body_budget_bytes,
             max_json_tokens: positive(self.max_json_tokens as u64, "--max-json-tokens")? as usize,
             json_token_budget: self.json_token_budget.max(self.max_json_tokens),
+            small: SmallLane {
+                max_bytes: self.small_review_bytes,
+                ..SmallLane::default()
+            },
         })
     }
 
@@ -384,6 +396,9 @@ mod tests {
                 max_body: 100
             })
         );
+        let lanes = |args: &[&str]| parse(args).request_limits().map(|l| l.small.max_bytes);
+        assert_eq!(lanes(&[]), Ok(64 * 1024));
+        assert_eq!(lanes(&["--small-review-bytes", "0"]), Ok(0));
         assert!(Args::try_parse_from(["emqx-webhook", "--cert-mode", "bogus"]).is_err());
         assert!(Args::try_parse_from(["emqx-webhook", "--listen", "nowhere"]).is_err());
     }

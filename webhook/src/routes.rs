@@ -131,7 +131,7 @@ impl Reviews {
                 return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
             }
         };
-        let Some(slot) = self.intake.slot(tokens, deadline).await else {
+        let Some(slot) = self.intake.slot(body.lane, tokens, deadline).await else {
             self.state.metrics.review_overloaded();
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

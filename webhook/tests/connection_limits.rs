@@ -2,7 +2,8 @@
 //! that say nothing are closed (h1 and h2), a flood of idle connections —
 //! from other addresses or from the client's own — does not keep a normal
 //! request from being answered, the health port answers during a flood,
-//! and concurrent reviews beyond the limit wait instead of failing.
+//! concurrent reviews beyond the limit wait instead of failing, and a
+//! normal review does not wait behind large bodies.
 //!
 //! Timing: the limits are short (see `support::test_limits`), the bounds
 //! here generous; what is asserted is that something happens, not how fast.
@@ -289,4 +290,59 @@ async fn a_chunked_body_over_the_limit_is_refused_with_413() {
         .expect("request");
     let resp = sender.send_request(req).await.expect("send");
     assert_eq!(resp.status(), 413);
+}
+
+/// A review whose body the client stops sending: it declares `declared`
+/// bytes, sends `sent` of them and holds the connection.
+async fn stalled_review(
+    server: &TlsServer,
+    source: Ipv4Addr,
+    declared: usize,
+    sent: usize,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut tls = tls_from(source, server.addr, b"http/1.1", &server.ca_pem)
+        .await
+        .expect("tls");
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: emqx-webhook.test.svc\r\nContent-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    tls.write_all(&vec![b' '; sent])
+        .await
+        .expect("part of the body");
+    tls.flush().await.expect("flush");
+    tls
+}
+
+#[tokio::test]
+async fn a_normal_review_is_answered_while_large_bodies_fill_their_budget() {
+    // The large lane's budget is one 256 KiB body: one stalled body holds
+    // it, a second waits for it.
+    let request_limits = RequestLimits {
+        max_body_bytes: 256 * 1024,
+        body_budget_bytes: 256 * 1024,
+        ..RequestLimits::default()
+    };
+    let server = TlsServer::start(limits(64, 16), request_limits).await;
+    let mut stalled = Vec::new();
+    for source in [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 3)] {
+        stalled.push(stalled_review(&server, source, 256 * 1024, 200 * 1024).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A normal review (the seed, a few KB) does not wait behind them: with
+    // one lane it waited until the request timeout (10 s) and got 408.
+    let seed = support::fixture("emqx-v2beta1-seed003");
+    let body = admission_body("normal", "UPDATE", &seed, Some(&seed), false);
+    let answered = tokio::time::timeout(
+        Duration::from_secs(5),
+        https_post(&server, "/validate", body),
+    )
+    .await;
+    assert!(
+        matches!(answered, Ok((200, _))),
+        "not answered while the large lane is full: {:?}",
+        answered.map(|(s, _)| s)
+    );
+    drop(stalled);
 }

@@ -8,9 +8,11 @@
 //! success rate, and the server's peak RSS (`VmHWM`).
 //!
 //! Run: `cargo build --release -p emqx-webhook --bins &&
-//! target/release/webhook-attack [--server PATH]` (default: the
-//! `emqx-webhook` next to this binary; give another build, e.g. of the base
-//! commit, to compare). Flooders connect from 127.0.0.2–127.0.0.9, normal
+//! target/release/webhook-attack [--server PATH] [--server-arg ARG]…
+//! [--only TEXT]` (default: the `emqx-webhook` next to this binary; give
+//! another build, e.g. of the base commit, to compare; `--server-arg` is
+//! passed to it, e.g. `--server-arg --small-review-bytes --server-arg 0` for
+//! one review lane; `--only` runs the attacks whose name contains TEXT). Flooders connect from 127.0.0.2–127.0.0.9, normal
 //! requests from 127.0.0.1, as a flooding pod and the apiserver would.
 //! Every attack is bounded in connections and time; the server is stopped
 //! with SIGTERM at the end.
@@ -411,13 +413,30 @@ fn worst_bodies_by_tokens(tokens: usize) -> Vec<(&'static str, &'static str, Vec
     ]
 }
 
-fn parse_args() -> anyhow::Result<(PathBuf, usize, usize)> {
+struct Args {
+    server: PathBuf,
+    max_body: usize,
+    max_tokens: usize,
+    server_args: Vec<String>,
+    only: Option<String>,
+}
+
+impl Args {
+    /// Whether the attack named `name` is run.
+    fn wanted(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+    }
+}
+
+fn parse_args() -> anyhow::Result<Args> {
     let mut server = std::env::current_exe()?
         .parent()
         .map(|d| d.join("emqx-webhook"))
         .context("no directory for the server binary")?;
     let mut max_body = MAX_BODY;
     let mut max_tokens = 32 * 1024;
+    let mut server_args = Vec::new();
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -426,17 +445,26 @@ fn parse_args() -> anyhow::Result<(PathBuf, usize, usize)> {
             "--max-json-tokens" => {
                 max_tokens = args.next().context("--max-json-tokens N")?.parse()?;
             }
+            "--server-arg" => server_args.push(args.next().context("--server-arg ARG")?),
+            "--only" => only = Some(args.next().context("--only TEXT")?),
             other => bail!(
-                "unknown argument {other}; usage: webhook-attack [--server PATH] [--max-body BYTES] [--max-json-tokens N]"
+                "unknown argument {other}; usage: webhook-attack [--server PATH] [--server-arg ARG]… [--only TEXT] [--max-body BYTES] [--max-json-tokens N]"
             ),
         }
     }
-    Ok((server, max_body, max_tokens))
+    Ok(Args {
+        server,
+        max_body,
+        max_tokens,
+        server_args,
+        only,
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let (server_bin, max_body, max_tokens) = parse_args()?;
+    let args = parse_args()?;
+    let (server_bin, max_body, max_tokens) = (args.server.clone(), args.max_body, args.max_tokens);
     if !server_bin.exists() {
         bail!("{} not found; build it first", server_bin.display());
     }
@@ -468,7 +496,8 @@ async fn main() -> anyhow::Result<()> {
         .arg("--cert-dir")
         .arg(&dir)
         .arg("--max-body-bytes")
-        .arg(max_body.to_string());
+        .arg(max_body.to_string())
+        .args(&args.server_args);
     if let Some(h) = health {
         cmd.args(["--health-listen", &h.to_string()]);
     }
@@ -525,13 +554,16 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     println!(
-        "emqx-webhook attack bench: {} (pid {pid}) on {addr}, probes on {}; max body {max_body} bytes",
+        "emqx-webhook attack bench: {} {} (pid {pid}) on {addr}, probes on {}; max body {max_body} bytes",
         server_bin.display(),
+        args.server_args.join(" "),
         health.map_or("the TLS port".to_owned(), |h| h.to_string()),
     );
     println!(
-        "per window: {} s, one normal request (fresh TLS + /validate UPDATE) every {} ms, failed if not 200 within {} s; probe /readyz every 500 ms, {} s timeout",
+        "per window: {} s, one normal request (fresh TLS + /validate UPDATE of the defaulted seed 003, {} bytes, {} JSON tokens) every {} ms, failed if not 200 within {} s; probe /readyz every 500 ms, {} s timeout",
         WINDOW.as_secs(),
+        target.normal_body.len(),
+        emqx_webhook::intake::json_tokens(&target.normal_body),
         NORMAL_EVERY.as_millis(),
         NORMAL_TIMEOUT.as_secs(),
         PROBE_TIMEOUT.as_secs()
@@ -542,88 +574,102 @@ async fn main() -> anyhow::Result<()> {
         "attack", "normal ok", "p50", "p99", "probes", "peak RSS"
     );
 
-    let w = measure(&target, |end, _| {
-        tokio::spawn(tokio::time::sleep_until(end.into()))
-    })
-    .await;
-    report("none", &w);
-
-    let w = measure(&target, |end, opened| {
-        flood(&target, 1100, end, opened, |t, src, _| async move {
-            let mut tls = tls_from(src, t.addr, &t.h1).await?;
-            until_closed(&mut tls).await;
-            Ok(())
+    if args.wanted("none") {
+        let w = measure(&target, |end, _| {
+            tokio::spawn(tokio::time::sleep_until(end.into()))
         })
-    })
-    .await;
-    report("1100 idle TLS conns, ALPN h1", &w);
+        .await;
+        report("none", &w);
+    }
 
-    let w = measure(&target, |end, opened| {
-        flood(&target, 1100, end, opened, |t, src, _| async move {
-            let mut tls = tls_from(src, t.addr, &t.h2).await?;
-            until_closed(&mut tls).await;
-            Ok(())
+    if args.wanted("1100 idle TLS conns, ALPN h1") {
+        let w = measure(&target, |end, opened| {
+            flood(&target, 1100, end, opened, |t, src, _| async move {
+                let mut tls = tls_from(src, t.addr, &t.h1).await?;
+                until_closed(&mut tls).await;
+                Ok(())
+            })
         })
-    })
-    .await;
-    report("1100 idle TLS conns, ALPN h2", &w);
+        .await;
+        report("1100 idle TLS conns, ALPN h1", &w);
+    }
 
-    let w = measure(&target, |end, opened| {
-        flood(&target, 2000, end, opened, |t, src, _| async move {
-            let mut tcp = tcp_from(src, t.addr).await?;
-            until_closed(&mut tcp).await;
-            Ok(())
+    if args.wanted("1100 idle TLS conns, ALPN h2") {
+        let w = measure(&target, |end, opened| {
+            flood(&target, 1100, end, opened, |t, src, _| async move {
+                let mut tls = tls_from(src, t.addr, &t.h2).await?;
+                until_closed(&mut tls).await;
+                Ok(())
+            })
         })
-    })
-    .await;
-    report("2000 idle TCP conns", &w);
+        .await;
+        report("1100 idle TLS conns, ALPN h2", &w);
+    }
 
-    let w = measure(&target, |end, opened| {
-        flood(&target, 1100, end, opened, |t, src, end| async move {
-            let mut tls = tls_from(src, t.addr, &t.h1).await?;
-            tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
-                .await?;
-            // One header byte every 500 ms until the server gives up.
-            while Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                tls.write_all(b"X").await?;
-            }
-            Ok(())
+    if args.wanted("2000 idle TCP conns") {
+        let w = measure(&target, |end, opened| {
+            flood(&target, 2000, end, opened, |t, src, _| async move {
+                let mut tcp = tcp_from(src, t.addr).await?;
+                until_closed(&mut tcp).await;
+                Ok(())
+            })
         })
-    })
-    .await;
-    report("1100 slow-header conns", &w);
+        .await;
+        report("2000 idle TCP conns", &w);
+    }
 
-    println!();
-    println!("worst bodies (env: [{{}}, …]) at the limit, one at a time, peak RSS of each:");
-    let bodies = worst_bodies(max_body);
+    if args.wanted("1100 slow-header conns") {
+        let w = measure(&target, |end, opened| {
+            flood(&target, 1100, end, opened, |t, src, end| async move {
+                let mut tls = tls_from(src, t.addr, &t.h1).await?;
+                tls.write_all(b"POST /validate HTTP/1.1\r\nHost: x\r\n")
+                    .await?;
+                // One header byte every 500 ms until the server gives up.
+                while Instant::now() < end {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tls.write_all(b"X").await?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+        report("1100 slow-header conns", &w);
+    }
+
     let by_tokens = worst_bodies_by_tokens(max_tokens);
-    for (heading, set) in [
-        ("at the byte limit", &bodies),
-        ("at the JSON token limit", &by_tokens),
-    ] {
-        println!("  {heading}:");
-        for (name, path, body) in set {
-            reset_peak(pid);
-            let before = status_kib(pid, "VmRSS:");
-            let started = Instant::now();
-            let status =
-                tokio::time::timeout(BODY_TIMEOUT, post(&target, path, Bytes::from(body.clone())))
-                    .await
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {BODY_TIMEOUT:?}")));
-            let peak = status_kib(pid, "VmHWM:");
-            println!(
-                "  {name:<18} {:>8} bytes → {:<10} in {:>8.1} ms; RSS before {:>6} MiB, peak {:>6} MiB (+{:.0}× the body)",
-                body.len(),
-                match &status {
-                    Ok(s) => format!("HTTP {s}"),
-                    Err(_) => "no answer".to_owned(),
-                },
-                started.elapsed().as_secs_f64() * 1000.0,
-                mib(before),
-                mib(peak),
-                peak.saturating_sub(before) as f64 * 1024.0 / body.len() as f64,
-            );
+    if args.wanted("worst bodies one at a time") {
+        println!();
+        println!("worst bodies (env: [{{}}, …]) at the limit, one at a time, peak RSS of each:");
+        let bodies = worst_bodies(max_body);
+        for (heading, set) in [
+            ("at the byte limit", &bodies),
+            ("at the JSON token limit", &by_tokens),
+        ] {
+            println!("  {heading}:");
+            for (name, path, body) in set {
+                reset_peak(pid);
+                let before = status_kib(pid, "VmRSS:");
+                let started = Instant::now();
+                let status = tokio::time::timeout(
+                    BODY_TIMEOUT,
+                    post(&target, path, Bytes::from(body.clone())),
+                )
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {BODY_TIMEOUT:?}")));
+                let peak = status_kib(pid, "VmHWM:");
+                println!(
+                    "  {name:<18} {:>8} bytes → {:<10} in {:>8.1} ms; RSS before {:>6} MiB, peak {:>6} MiB (+{:.0}× the body)",
+                    body.len(),
+                    match &status {
+                        Ok(s) => format!("HTTP {s}"),
+                        Err(_) => "no answer".to_owned(),
+                    },
+                    started.elapsed().as_secs_f64() * 1000.0,
+                    mib(before),
+                    mib(peak),
+                    peak.saturating_sub(before) as f64 * 1024.0 / body.len() as f64,
+                );
+            }
         }
     }
     // The worst review that is answered (not refused): at the token limit.
@@ -634,29 +680,33 @@ async fn main() -> anyhow::Result<()> {
             .map(|(_, _, b)| b.clone())
             .unwrap_or_default(),
     );
-    let w = measure(&target, |end, opened| {
-        let target = target.clone();
-        tokio::spawn(async move {
-            let mut workers = Vec::new();
-            for _ in 0..8 {
-                let (target, big, opened) = (target.clone(), big.clone(), opened.clone());
-                workers.push(tokio::spawn(async move {
-                    while Instant::now() < end {
-                        opened.fetch_add(1, Ordering::Relaxed);
-                        let body = Bytes::from(big.as_ref().clone());
-                        let _ =
-                            tokio::time::timeout_at(end.into(), post(&target, "/convert", body))
-                                .await;
-                    }
-                }));
-            }
-            for w in workers {
-                let _ = w.await;
-            }
+    if args.wanted("8 concurrent worst /convert") {
+        let w = measure(&target, |end, opened| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut workers = Vec::new();
+                for _ in 0..8 {
+                    let (target, big, opened) = (target.clone(), big.clone(), opened.clone());
+                    workers.push(tokio::spawn(async move {
+                        while Instant::now() < end {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            let body = Bytes::from(big.as_ref().clone());
+                            let _ = tokio::time::timeout_at(
+                                end.into(),
+                                post(&target, "/convert", body),
+                            )
+                            .await;
+                        }
+                    }));
+                }
+                for w in workers {
+                    let _ = w.await;
+                }
+            })
         })
-    })
-    .await;
-    report("8 concurrent worst /convert", &w);
+        .await;
+        report("8 concurrent worst /convert", &w);
+    }
 
     // Few values, many bytes: 3 MiB of `spec.config.data`, under the token
     // limit, so each is read whole (the body budget is what bounds them).
@@ -665,29 +715,34 @@ async fn main() -> anyhow::Result<()> {
         obj["spec"]["config"] = json!({"data": "x".repeat(max_body.saturating_sub(1024))});
         Arc::new(admission(&obj, None))
     };
-    let w = measure(&target, |end, opened| {
-        let target = target.clone();
-        tokio::spawn(async move {
-            let mut workers = Vec::new();
-            for _ in 0..8 {
-                let (target, body, opened) = (target.clone(), string_body.clone(), opened.clone());
-                workers.push(tokio::spawn(async move {
-                    while Instant::now() < end {
-                        opened.fetch_add(1, Ordering::Relaxed);
-                        let body = Bytes::from(body.as_ref().clone());
-                        let _ =
-                            tokio::time::timeout_at(end.into(), post(&target, "/validate", body))
-                                .await;
-                    }
-                }));
-            }
-            for w in workers {
-                let _ = w.await;
-            }
+    if args.wanted("8 concurrent 3 MiB string bodies") {
+        let w = measure(&target, |end, opened| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut workers = Vec::new();
+                for _ in 0..8 {
+                    let (target, body, opened) =
+                        (target.clone(), string_body.clone(), opened.clone());
+                    workers.push(tokio::spawn(async move {
+                        while Instant::now() < end {
+                            opened.fetch_add(1, Ordering::Relaxed);
+                            let body = Bytes::from(body.as_ref().clone());
+                            let _ = tokio::time::timeout_at(
+                                end.into(),
+                                post(&target, "/validate", body),
+                            )
+                            .await;
+                        }
+                    }));
+                }
+                for w in workers {
+                    let _ = w.await;
+                }
+            })
         })
-    })
-    .await;
-    report("8 concurrent 3 MiB string bodies", &w);
+        .await;
+        report("8 concurrent 3 MiB string bodies", &w);
+    }
     let alive = matches!(
         std::fs::read_to_string(format!("/proc/{pid}/status")),
         Ok(s) if !s.contains("State:\tZ")
