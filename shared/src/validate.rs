@@ -460,17 +460,10 @@ pub fn validate_v1beta4(
         // A v1beta4 object is served as a v2beta1 one whose core pods get
         // this env (`convert.rs`), so the same names are the operator's here;
         // the image decides the list exactly as the renderer sees it.
-        let image = crate::image::join_image(&crate::image::ImageParts {
-            registry: container.image.registry.clone(),
-            repository: container.image.repository.clone(),
-            prefix: container.image.prefix.clone(),
-            version: container.image.version.clone(),
-            suffix: container.image.suffix.clone(),
-        });
         warn_overrides_in(
             &mut c,
             &format!("{container_path}.env"),
-            crate::image::is_emqx4(&image),
+            crate::image::is_emqx4(&container.image.reference()),
             crate::names::DbRole::Core,
             container.env.as_deref(),
         );
