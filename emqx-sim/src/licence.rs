@@ -35,8 +35,8 @@ use base64::engine::general_purpose::STANDARD;
 use crate::hocon_paths;
 use crate::version::BrokerVersion;
 
-/// Where EMQX reads its local configuration.
-pub const EMQX_CONF: &str = "/opt/emqx/etc/emqx.conf";
+/// Where EMQX reads its local configuration (one constant for the crate).
+pub use crate::config::EMQX_CONF;
 /// The environment variable that overrides `license.key`.
 pub const LICENSE_KEY_ENV: &str = "EMQX_LICENSE__KEY";
 

@@ -11,7 +11,7 @@
 //! `key = "value"` line per entry), the EMQX container's fields ↔ the core
 //! template's, status nodes/evacuations/revision ↔ their v2 counterparts.
 
-use crate::image::{ImageParts, join_image, split_image};
+use crate::image::split_image;
 use crate::{v1beta4, v2alpha2, v2beta1};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::collections::BTreeMap;
@@ -258,13 +258,7 @@ impl From<v1beta4::EmqxEnterprise> for v2beta1::EmqxEnterprise {
             spec: none_if_default(core_spec),
         });
         let emqx = v2beta1::EMQXSpec {
-            image: join_image(&ImageParts {
-                registry: image.registry,
-                repository: image.repository,
-                prefix: image.prefix,
-                version: image.version,
-                suffix: image.suffix,
-            }),
+            image: image.reference(),
             image_pull_policy: image.pull_policy,
             image_pull_secrets: pod.image_pull_secrets,
             service_account_name: pod.service_account_name,

@@ -328,6 +328,20 @@ pub struct EmqxImage {
     pub pull_policy: Option<String>,
 }
 
+impl EmqxImage {
+    /// The image as one reference, as the v2beta1 object it is served as
+    /// carries it (`convert.rs`) and as the renderer sees it.
+    pub fn reference(&self) -> String {
+        crate::image::join_image(&crate::image::ImageParts {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            prefix: self.prefix.clone(),
+            version: self.version.clone(),
+            suffix: self.suffix.clone(),
+        })
+    }
+}
+
 fn pull_policy_default_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = pull_policy_schema(generator);
     schema.insert("default".into(), serde_json::json!("IfNotPresent"));

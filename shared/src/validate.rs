@@ -136,27 +136,14 @@ pub fn validate_hub(
         0,
         MAX_HISTORY,
     );
-    check_rollout(
+    check_templates(
         &mut c,
+        &spec.image,
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
         spec.update_strategy.as_ref(),
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
-    check_replicant_support(&mut c, &spec.image, spec.replicant_template.as_ref());
-    warn_env_overrides(
-        &mut c,
-        &spec.image,
-        spec.core_template.as_ref(),
-        spec.replicant_template.as_ref(),
-    );
-    if let Some(w) = crate::licence::spec_warning(
-        &spec.image,
-        spec.config.as_ref().and_then(|c| c.data.as_deref()),
-        spec.core_template.as_ref(),
-        spec.replicant_template.as_ref(),
-    ) {
-        c.warn(w);
-    }
     check_v2_tail(
         &mut c,
         spec.update_strategy.as_ref(),
@@ -208,27 +195,14 @@ pub fn validate_v2alpha2(
         spec.config.as_ref().and_then(|c| c.data.as_deref()),
     );
     check_cluster_domain(&mut c, spec.cluster_domain.as_deref());
-    check_rollout(
+    check_templates(
         &mut c,
+        &spec.image,
+        spec.config.as_ref().and_then(|c| c.data.as_deref()),
         spec.update_strategy.as_ref(),
         spec.core_template.as_ref(),
         spec.replicant_template.as_ref(),
     );
-    check_replicant_support(&mut c, &spec.image, spec.replicant_template.as_ref());
-    warn_env_overrides(
-        &mut c,
-        &spec.image,
-        spec.core_template.as_ref(),
-        spec.replicant_template.as_ref(),
-    );
-    if let Some(w) = crate::licence::spec_warning(
-        &spec.image,
-        spec.config.as_ref().and_then(|c| c.data.as_deref()),
-        spec.core_template.as_ref(),
-        spec.replicant_template.as_ref(),
-    ) {
-        c.warn(w);
-    }
     check_v2_tail(
         &mut c,
         spec.update_strategy.as_ref(),
@@ -237,6 +211,25 @@ pub fn validate_v2alpha2(
         (spec.bootstrap_api_keys.as_ref(), &spec.image),
     );
     c.verdict
+}
+
+/// What v2beta1 and v2alpha2 check of their pod templates (same types), in
+/// this order: the rollout settings, replicant support of the image, env
+/// that overrides the operator's, and the licence the nodes get.
+fn check_templates(
+    c: &mut Checker,
+    image: &str,
+    config_data: Option<&str>,
+    update_strategy: Option<&v2beta1::UpdateStrategy>,
+    core: Option<&v2beta1::EMQXCoreTemplate>,
+    replicant: Option<&v2beta1::EMQXReplicantTemplate>,
+) {
+    check_rollout(c, update_strategy, core, replicant);
+    check_replicant_support(c, image, replicant);
+    warn_env_overrides(c, image, core, replicant);
+    if let Some(w) = crate::licence::spec_warning(image, config_data, core, replicant) {
+        c.warn(w);
+    }
 }
 
 /// `node.cookie` in `spec.config.data` becomes the cluster's cookie when
@@ -460,17 +453,10 @@ pub fn validate_v1beta4(
         // A v1beta4 object is served as a v2beta1 one whose core pods get
         // this env (`convert.rs`), so the same names are the operator's here;
         // the image decides the list exactly as the renderer sees it.
-        let image = crate::image::join_image(&crate::image::ImageParts {
-            registry: container.image.registry.clone(),
-            repository: container.image.repository.clone(),
-            prefix: container.image.prefix.clone(),
-            version: container.image.version.clone(),
-            suffix: container.image.suffix.clone(),
-        });
         warn_overrides_in(
             &mut c,
             &format!("{container_path}.env"),
-            crate::image::is_emqx4(&image),
+            crate::image::is_emqx4(&container.image.reference()),
             crate::names::DbRole::Core,
             container.env.as_deref(),
         );

@@ -85,29 +85,24 @@ pub fn effective(mqtt_port: u16, http_port: u16) -> Value {
         }
         json!({ "default": m })
     };
+    // The dashboard's two listeners differ only in their port (0: off).
+    let dashboard_listener = |bind: u16| {
+        json!({
+            "bind": bind,
+            "backlog": 1024,
+            "inet6": false,
+            "ipv6_v6only": false,
+            "max_connections": 512,
+            "num_acceptors": 2,
+            "proxy_header": false,
+            "send_timeout": "10s"
+        })
+    };
     json!({
         "dashboard": {
             "listeners": {
-                "http": {
-                    "bind": http_port,
-                    "backlog": 1024,
-                    "inet6": false,
-                    "ipv6_v6only": false,
-                    "max_connections": 512,
-                    "num_acceptors": 2,
-                    "proxy_header": false,
-                    "send_timeout": "10s"
-                },
-                "https": {
-                    "bind": 0,
-                    "backlog": 1024,
-                    "inet6": false,
-                    "ipv6_v6only": false,
-                    "max_connections": 512,
-                    "num_acceptors": 2,
-                    "proxy_header": false,
-                    "send_timeout": "10s"
-                }
+                "http": dashboard_listener(http_port),
+                "https": dashboard_listener(0)
             },
             "default_username": "admin",
             "token_expired_time": "60m"
