@@ -220,6 +220,8 @@ pub struct Table {
     slots: Mutex<HashMap<u64, Slot>>,
     max_total: usize,
     max_per_peer: usize,
+    /// Notified when the last connection leaves.
+    drained: Notify,
 }
 
 /// What happened to a new connection.
@@ -249,6 +251,7 @@ impl Table {
             slots: Mutex::new(HashMap::new()),
             max_total,
             max_per_peer: max_per_peer.min(max_total),
+            drained: Notify::new(),
         }
     }
 
@@ -303,7 +306,31 @@ impl Table {
 
     /// Forgets a connection that has ended.
     pub fn leave(&self, id: u64) {
-        self.lock().remove(&id);
+        let mut slots = self.lock();
+        slots.remove(&id);
+        if slots.is_empty() {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Shutdown: asks every connection to close ([`Table::close_all`]) and
+    /// waits, at most `grace`, until every one has left. False when the
+    /// grace ran out first.
+    pub async fn close_all_and_wait(&self, grace: Duration) -> bool {
+        self.close_all();
+        let all_left = async {
+            loop {
+                // Registered before the check: a `leave` between the check
+                // and the wait still wakes it.
+                let mut drained = std::pin::pin!(self.drained.notified());
+                drained.as_mut().enable();
+                if self.is_empty() {
+                    return;
+                }
+                drained.await;
+            }
+        };
+        tokio::time::timeout(grace, all_left).await.is_ok()
     }
 
     /// Asks every connection to close (shutdown).
@@ -438,5 +465,35 @@ mod tests {
         assert!(activity.idle_since().is_none());
         drop(guard);
         assert!(activity.idle_since().is_some());
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_last_connection_and_no_longer_than_the_grace() {
+        let table = Arc::new(Table::new(4, 4));
+        assert!(table.close_all_and_wait(Duration::from_secs(1)).await);
+        let Joined::Accepted { id, close, .. } = table.join(ip(1)) else {
+            unreachable!("refused");
+        };
+        // The connection's task: leaves once asked to close, a while later.
+        let task = {
+            let table = table.clone();
+            tokio::spawn(async move {
+                close.notified().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                table.leave(id);
+            })
+        };
+        let started = Instant::now();
+        assert!(table.close_all_and_wait(Duration::from_secs(10)).await);
+        assert!(
+            started.elapsed() >= Duration::from_millis(100),
+            "did not wait"
+        );
+        task.await.expect("task");
+        // One that never leaves: the grace ends the wait.
+        let Joined::Accepted { .. } = table.join(ip(2)) else {
+            unreachable!("refused");
+        };
+        assert!(!table.close_all_and_wait(Duration::from_millis(200)).await);
     }
 }

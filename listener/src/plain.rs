@@ -80,7 +80,6 @@ pub async fn serve(
         limits.max_connections,
         limits.max_connections_per_peer,
     ));
-    let drained = Arc::new(Notify::new());
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -113,29 +112,14 @@ pub async fn serve(
                 (id, activity, close)
             }
         };
-        let (table, drained, app, events) =
-            (table.clone(), drained.clone(), app.clone(), events.clone());
+        let (table, app, events) = (table.clone(), app.clone(), events.clone());
         tokio::spawn(async move {
             serve_connection(stream, app, limits, &activity, &close, &*events).await;
             table.leave(id);
-            if table.is_empty() {
-                drained.notify_waiters();
-            }
         });
     }
     drop(tcp);
-    table.close_all();
-    let all_closed = async {
-        while !table.is_empty() {
-            // Re-checked at least every 100 ms: a notification sent between
-            // the check and the wait would otherwise be missed.
-            let _ = tokio::time::timeout(Duration::from_millis(100), drained.notified()).await;
-        }
-    };
-    if tokio::time::timeout(limits.shutdown_grace, all_closed)
-        .await
-        .is_err()
-    {
+    if !table.close_all_and_wait(limits.shutdown_grace).await {
         tracing::warn!("admin listener: shutdown grace over; closing remaining connections");
     }
 }

@@ -18,8 +18,8 @@ use kube::{Api, Client};
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
 
-/// Applies the base objects and creates the Secrets that are missing;
-/// returns the operator's API secret.
+/// Applies the base objects and creates the Secrets that are missing (the
+/// pass reads the operator's API secret beforehand: [`operator_secret`]).
 ///
 /// `adopted`: the cluster runs a Go-created revision taken over as it is
 /// ([`crate::go_operator`]). Its ConfigMap, headless Service and PDBs are
@@ -41,7 +41,7 @@ pub async fn ensure(
     adopted: bool,
     source: &SecretSource,
     created: &CreatedSecrets,
-) -> Result<String, Error> {
+) -> Result<(), Error> {
     let cluster = &rendered.cluster;
     if !adopted {
         apply_base_objects(client, rendered).await?;
@@ -84,18 +84,18 @@ impl CreatedSecrets {
 
 /// Creates the node-cookie and bootstrap-API-key Secrets with values
 /// derived from the operator's key, never reading a Secret: one that exists
-/// (409) is left as it is. Returns the operator's API secret.
+/// (409) is left as it is.
 async fn create_derived_secrets(
     client: &Client,
     cluster: &Cluster<'_>,
     key: &OperatorKey,
     created: &CreatedSecrets,
-) -> Result<String, Error> {
+) -> Result<(), Error> {
+    if created.contains(cluster.uid) {
+        return Ok(());
+    }
     let derive = |purpose| derive(key, purpose, cluster.namespace, cluster.name, cluster.uid);
     let operator_secret = derive(Purpose::OperatorApiSecret);
-    if created.contains(cluster.uid) {
-        return Ok(operator_secret);
-    }
     // Nothing is read in this mode, so keys behind a `secretRef` cannot be
     // honoured: refused with the field named before anything is written.
     bootstrap::refuse_secret_refs(cluster.spec)?;
@@ -124,7 +124,7 @@ async fn create_derived_secrets(
     )
     .await?;
     created.insert(cluster.uid);
-    Ok(operator_secret)
+    Ok(())
 }
 
 async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<(), Error> {
@@ -153,9 +153,8 @@ async fn apply_base_objects(client: &Client, rendered: &Rendered<'_>) -> Result<
     Ok(())
 }
 
-/// Creates the node-cookie and bootstrap-API-key Secrets if missing;
-/// returns the operator's API secret.
-async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String, Error> {
+/// Creates the node-cookie and bootstrap-API-key Secrets if missing.
+async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<(), Error> {
     let ns = cluster.namespace;
     let secrets = Api::<Secret>::namespaced(client.clone(), ns);
     let cookie = names::node_cookie_secret_name(cluster.name);
@@ -165,31 +164,27 @@ async fn ensure_secrets(client: &Client, cluster: &Cluster<'_>) -> Result<String
         create_secret(&secrets, cluster, &cookie, names::NODE_COOKIE_KEY, value).await?;
     }
     let bootstrap = names::bootstrap_api_key_secret_name(cluster.name);
-    let existing = secrets.get_opt(&bootstrap).await?;
-    let file = match existing
-        .as_ref()
-        .and_then(|s| s.data.as_ref()?.get(names::BOOTSTRAP_API_KEY_KEY).cloned())
-    {
-        Some(data) => String::from_utf8_lossy(&data.0).into_owned(),
-        None => {
-            // Created once; EMQX reads it at boot, so it never changes after.
-            let referenced = read_referenced(&secrets, cluster.spec).await?;
-            let secret = Alphanumeric
-                .sample_string(&mut rand::rng(), 64)
-                .to_lowercase();
-            let file = bootstrap::bootstrap_file(cluster.spec, &secret, &referenced)?;
-            create_secret(
-                &secrets,
-                cluster,
-                &bootstrap,
-                names::BOOTSTRAP_API_KEY_KEY,
-                file.clone(),
-            )
-            .await?;
-            file
-        }
-    };
-    Ok(operator_secret_in(&file))
+    let has_file = secrets.get_opt(&bootstrap).await?.is_some_and(|s| {
+        s.data
+            .is_some_and(|d| d.contains_key(names::BOOTSTRAP_API_KEY_KEY))
+    });
+    if !has_file {
+        // Created once; EMQX reads it at boot, so it never changes after.
+        let referenced = read_referenced(&secrets, cluster.spec).await?;
+        let secret = Alphanumeric
+            .sample_string(&mut rand::rng(), 64)
+            .to_lowercase();
+        let file = bootstrap::bootstrap_file(cluster.spec, &secret, &referenced)?;
+        create_secret(
+            &secrets,
+            cluster,
+            &bootstrap,
+            names::BOOTSTRAP_API_KEY_KEY,
+            file,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Reads the Secret entries the `secretRef` keys name (in the cluster's

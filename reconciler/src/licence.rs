@@ -21,6 +21,7 @@
 //! blame the licence. The message says what it rests on, so a reader can
 //! tell.
 
+use crate::decide::WaitReason;
 use crate::explain::Explained;
 use emqx_crd::licence::{SpecLicence, has_single_node_licence};
 
@@ -83,10 +84,14 @@ pub fn explain(explained: Option<Explained>, limit: Option<&NodeLimit>) -> Optio
     let (Some(explained), Some(limit)) = (explained.clone(), limit) else {
         return explained;
     };
-    let waits_for_nodes = matches!(
-        explained.reason,
-        "WaitingForNewNodes" | "CreatingNodes" | "WaitingForNodes" | "WaitingForCoreNodes"
-    );
+    let waits_for_nodes = [
+        WaitReason::WaitingForNewNodes,
+        WaitReason::CreatingNodes,
+        WaitReason::WaitingForNodes,
+        WaitReason::WaitingForCoreNodes,
+    ]
+    .iter()
+    .any(|r| r.as_str() == explained.reason);
     if !waits_for_nodes {
         return Some(explained);
     }

@@ -173,6 +173,25 @@ impl Reconciler {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
     }
+
+    /// Sends SIGTERM and returns the exit status, which must come within
+    /// 8 s (`what` names the case in the failure); prints how long it took.
+    async fn sigterm_and_wait(&mut self, what: &str) -> std::process::ExitStatus {
+        self.sigterm();
+        let signalled = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(8),
+                "{what}: still running 8 s after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        eprintln!("{what}: exited {:?} after SIGTERM", signalled.elapsed());
+        status
+    }
 }
 
 impl Drop for Reconciler {
@@ -319,20 +338,8 @@ async fn sigterm_stops_it_promptly_with_the_apiserver_unreachable() {
         // A probe connection held open must not hold up the exit either.
         let _held = connect(ip(21), reconciler.admin).await.expect("connect");
         tokio::time::sleep(Duration::from_secs(2)).await;
-        reconciler.sigterm();
-        let signalled = Instant::now();
-        let status = loop {
-            if let Some(status) = reconciler.child.try_wait().expect("wait") {
-                break status;
-            }
-            assert!(
-                signalled.elapsed() < Duration::from_secs(8),
-                "{extra:?}: still running 8 s after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let status = reconciler.sigterm_and_wait(&format!("{extra:?}")).await;
         assert!(status.success(), "{extra:?}: exit status {status}");
-        eprintln!("{extra:?}: exited {:?} after SIGTERM", signalled.elapsed());
     }
 }
 
@@ -378,18 +385,8 @@ async fn sigterm_stops_a_leader_promptly_when_the_apiserver_stops_answering() {
     }
     // Renewals now hang; the controllers' lists hang from the start.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    reconciler.sigterm();
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = reconciler.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(8),
-            "a leader still running 8 s after SIGTERM (handing back the Lease hung?)"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = reconciler
+        .sigterm_and_wait("a leader (handing back the Lease hung?)")
+        .await;
     assert!(status.success(), "exit status {status}");
-    eprintln!("leader exited {:?} after SIGTERM", signalled.elapsed());
 }

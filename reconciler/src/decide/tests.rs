@@ -1025,6 +1025,19 @@ fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
     let waiting = decide(&spec("a", 3), &obs);
     assert!(!has(&waiting, |a| matches!(a, Action::MarkServing { .. })));
     assert!(waiting.requeue_after_s.is_some(), "no poll: {waiting:?}");
+    // Where nothing else polls (new replicants waiting for the cores, the
+    // gated one among them), the gated pod's own poll brings the next pass.
+    let mut with_replicants = spec("a", 3);
+    with_replicants.replicant = Some(RoleSpec {
+        revision: "r".into(),
+        replicas: 2,
+    });
+    let held = decide(&with_replicants, &obs);
+    assert_eq!(
+        held.wait.as_ref().map(|w| w.reason.as_str()),
+        Some("WaitingForCoreNodes")
+    );
+    assert_eq!(held.requeue_after_s, Some(2), "{held:?}");
     // EMQX unreachable: the same.
     let mut unreachable = obs.clone();
     unreachable.emqx = None;
