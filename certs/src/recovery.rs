@@ -121,7 +121,8 @@ pub enum Decision {
 
 /// The rotation the Secret as read calls for: an absent or unreadable Secret
 /// needs a new CA. The keeper asks this first, to gather the CAs clients
-/// trust (API reads) only when a new CA is coming.
+/// trust (API reads) only when a new CA is coming, and hands it to
+/// [`decide`].
 pub fn rotation_for(
     now: SystemTime,
     read: &SecretRead,
@@ -133,14 +134,15 @@ pub fn rotation_for(
     }
 }
 
-/// Decides the write for `read` at `now`. `trusted_elsewhere` is the PEM text
-/// of every CA bundle clients may trust besides the Secret: what this replica
-/// serves and every injected `caBundle` (hostile: anything may be in there).
-/// It is only looked at when a new CA is made.
+/// Decides the write for `read` at `now`; `plan` is [`rotation_for`] of the
+/// same `now` and `read`. `trusted_elsewhere` is the PEM text of every CA
+/// bundle clients may trust besides the Secret: what this replica serves and
+/// every injected `caBundle` (hostile: anything may be in there). It is only
+/// looked at when a new CA is made.
 pub fn decide(
     now: SystemTime,
     read: &SecretRead,
-    identity: &ServiceIdentity,
+    plan: RotationPlan,
     trusted_elsewhere: &[String],
 ) -> Result<Decision, CertError> {
     let new_ca = |guard: Guard, secret_cas: Option<&str>| {
@@ -171,7 +173,6 @@ pub fn decide(
             overlap_until,
         }))
     };
-    let plan = plan_rotation(now, &stored.bundle, identity);
     if plan == RotationPlan::ReissueAll {
         return new_ca(
             replace_guard(&stored.resource_version)?,
@@ -259,6 +260,21 @@ mod tests {
     use crate::authority::new_bundle;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    /// [`super::decide`] with the plan the keeper hands it.
+    fn decide(
+        now: SystemTime,
+        read: &SecretRead,
+        identity: &ServiceIdentity,
+        trusted_elsewhere: &[String],
+    ) -> Result<Decision, CertError> {
+        super::decide(
+            now,
+            read,
+            rotation_for(now, read, identity),
+            trusted_elsewhere,
+        )
+    }
 
     fn id() -> ServiceIdentity {
         ServiceIdentity {
