@@ -499,6 +499,30 @@ mod tests {
         assert_eq!(w.overlap_until, Some(until));
     }
 
+    /// The window's reasoning (module doc, README: "every replica re-reads
+    /// the Secret at least hourly") rests on the chart's largest refresh
+    /// period: raising it there must fail here.
+    #[test]
+    fn the_window_holds_six_of_the_longest_refresh_period_the_chart_allows() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/emqx-operator/values.schema.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("chart schema"))
+                .expect("schema is JSON");
+        let longest = schema
+            .pointer(
+                "/properties/webhook/properties/certificates/properties/refreshSeconds/maximum",
+            )
+            .and_then(serde_json::Value::as_u64)
+            .expect("refreshSeconds has a maximum");
+        assert!(
+            OVERLAP_WINDOW >= Duration::from_secs(6 * longest),
+            "window {OVERLAP_WINDOW:?}, chart allows refreshes every {longest} s"
+        );
+    }
+
     #[test]
     fn deadlines_round_trip_and_garbage_is_none() {
         let t = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
