@@ -101,7 +101,7 @@ impl CertKeeper {
                 } else {
                     Vec::new()
                 };
-                let decision = recovery::decide(now, &read, identity, &trusted)?;
+                let decision = recovery::decide(now, &read, plan, &trusted)?;
                 let (stored, written) = match (decision, read) {
                     (Decision::Serve, SecretRead::Readable(stored)) => (stored, None),
                     (Decision::Serve, _) => {

@@ -121,7 +121,8 @@ pub enum Decision {
 
 /// The rotation the Secret as read calls for: an absent or unreadable Secret
 /// needs a new CA. The keeper asks this first, to gather the CAs clients
-/// trust (API reads) only when a new CA is coming.
+/// trust (API reads) only when a new CA is coming, and hands it to
+/// [`decide`].
 pub fn rotation_for(
     now: SystemTime,
     read: &SecretRead,
@@ -133,14 +134,15 @@ pub fn rotation_for(
     }
 }
 
-/// Decides the write for `read` at `now`. `trusted_elsewhere` is the PEM text
-/// of every CA bundle clients may trust besides the Secret: what this replica
-/// serves and every injected `caBundle` (hostile: anything may be in there).
-/// It is only looked at when a new CA is made.
+/// Decides the write for `read` at `now`; `plan` is [`rotation_for`] of the
+/// same `now` and `read`. `trusted_elsewhere` is the PEM text of every CA
+/// bundle clients may trust besides the Secret: what this replica serves and
+/// every injected `caBundle` (hostile: anything may be in there). It is only
+/// looked at when a new CA is made.
 pub fn decide(
     now: SystemTime,
     read: &SecretRead,
-    identity: &ServiceIdentity,
+    plan: RotationPlan,
     trusted_elsewhere: &[String],
 ) -> Result<Decision, CertError> {
     let new_ca = |guard: Guard, secret_cas: Option<&str>| {
@@ -171,7 +173,6 @@ pub fn decide(
             overlap_until,
         }))
     };
-    let plan = plan_rotation(now, &stored.bundle, identity);
     if plan == RotationPlan::ReissueAll {
         return new_ca(
             replace_guard(&stored.resource_version)?,
@@ -259,6 +260,21 @@ mod tests {
     use crate::authority::new_bundle;
 
     const DAY: Duration = Duration::from_secs(86_400);
+
+    /// [`super::decide`] with the plan the keeper hands it.
+    fn decide(
+        now: SystemTime,
+        read: &SecretRead,
+        identity: &ServiceIdentity,
+        trusted_elsewhere: &[String],
+    ) -> Result<Decision, CertError> {
+        super::decide(
+            now,
+            read,
+            rotation_for(now, read, identity),
+            trusted_elsewhere,
+        )
+    }
 
     fn id() -> ServiceIdentity {
         ServiceIdentity {
@@ -481,6 +497,30 @@ mod tests {
             "a mismatched tls.key is repaired"
         );
         assert_eq!(w.overlap_until, Some(until));
+    }
+
+    /// The window's reasoning (module doc, README: "every replica re-reads
+    /// the Secret at least hourly") rests on the chart's largest refresh
+    /// period: raising it there must fail here.
+    #[test]
+    fn the_window_holds_six_of_the_longest_refresh_period_the_chart_allows() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../charts/emqx-operator/values.schema.json"
+        );
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("chart schema"))
+                .expect("schema is JSON");
+        let longest = schema
+            .pointer(
+                "/properties/webhook/properties/certificates/properties/refreshSeconds/maximum",
+            )
+            .and_then(serde_json::Value::as_u64)
+            .expect("refreshSeconds has a maximum");
+        assert!(
+            OVERLAP_WINDOW >= Duration::from_secs(6 * longest),
+            "window {OVERLAP_WINDOW:?}, chart allows refreshes every {longest} s"
+        );
     }
 
     #[test]

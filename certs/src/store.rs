@@ -213,17 +213,33 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     K::DynamicType: Default,
 {
+    Ok(live_json(api, name)
+        .await?
+        .map(|(_, live)| extract(&live))
+        .unwrap_or_default())
+}
+
+/// Object `name` as JSON with its kind (for messages); `None` if it does
+/// not exist.
+async fn live_json<K>(
+    api: &Api<K>,
+    name: &str,
+) -> Result<Option<(String, serde_json::Value)>, CertError>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    K::DynamicType: Default,
+{
     let kind = K::kind(&K::DynamicType::default()).to_string();
     let Some(live) = api
         .get_opt(name)
         .await
         .map_err(|e| CertError::kube(format!("get {kind} {name}"), e))?
     else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let live =
         serde_json::to_value(&live).map_err(|e| CertError::parse(format!("{kind} {name}"), e))?;
-    Ok(extract(&live))
+    Ok(Some((kind, live)))
 }
 
 /// Reads `tls.crt`, `tls.key` and (if present) `ca.crt` from `dir`.
@@ -338,17 +354,11 @@ where
     K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     K::DynamicType: Default,
 {
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let Some(live) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| CertError::kube(format!("get {kind} {name}"), e))?
-    else {
+    let Some((kind, live)) = live_json(api, name).await? else {
+        let kind = K::kind(&K::DynamicType::default()).to_string();
         tracing::warn!(%kind, %name, "caBundle target does not exist (yet)");
         return Ok((false, false));
     };
-    let live =
-        serde_json::to_value(&live).map_err(|e| CertError::parse(format!("{kind} {name}"), e))?;
     let newer = superseded(&live);
     let patch = plan(&live);
     if patch.0.is_empty() {

@@ -210,6 +210,9 @@ pub struct ReceivedBody {
     pub bytes: Vec<u8>,
     /// The lane whose budget it holds, and whose slot it takes.
     pub lane: Lane,
+    /// Its JSON structural tokens ([`json_tokens`]), counted as it arrived
+    /// and at most `max_json_tokens`: what its review slot holds.
+    pub tokens: usize,
     _budget: Option<OwnedSemaphorePermit>,
 }
 
@@ -401,18 +404,9 @@ impl Intake {
         Ok(ReceivedBody {
             bytes,
             lane,
+            tokens: tokens.count(),
             _budget: permit,
         })
-    }
-
-    /// Checks the number of JSON values in `body`.
-    pub fn check_size(&self, body: &[u8]) -> Result<usize, BodyError> {
-        let tokens = json_tokens(body);
-        let limit = self.limits.max_json_tokens;
-        if tokens > limit {
-            return Err(BodyError::TooManyValues { tokens, limit });
-        }
-        Ok(tokens)
     }
 
     /// A review slot of `lane` holding `tokens` of its budget, or `None` if
@@ -541,8 +535,7 @@ mod tests {
             .await
             .expect("small body while the large lane is full");
         assert_eq!(small.lane, Lane::Small);
-        let tokens = i.check_size(&small.bytes).expect("tokens");
-        let slot = i.slot(small.lane, tokens, soon()).await;
+        let slot = i.slot(small.lane, small.tokens, soon()).await;
         assert!(slot.is_some(), "no small slot while the large lane is full");
         assert!(started.elapsed() < Duration::from_millis(300));
         assert!(!waiting.is_finished(), "the large lane was not full");
@@ -659,16 +652,17 @@ mod tests {
         assert_eq!(split.count(), json_tokens(br#"["a\",b",{"#));
     }
 
-    #[test]
-    fn tokens_bound_the_values_and_ignore_strings() {
+    #[tokio::test]
+    async fn tokens_bound_the_values_and_ignore_strings() {
         assert_eq!(json_tokens(b"{}"), 2);
         assert_eq!(json_tokens(br#"[{},{},{}]"#), 7);
         assert_eq!(json_tokens(br#"{"a":"{[,\"]}","b":[1,2]}"#), 5);
         let i = intake(1000, 1000);
-        assert_eq!(i.check_size(b"[1,2]").ok(), Some(3));
+        let got = i.receive(Body::from("[1,2]"), None, soon()).await;
+        assert_eq!(got.ok().map(|b| b.tokens), Some(3));
         let many = format!("[{}]", vec!["{}"; 200].join(","));
         assert!(matches!(
-            i.check_size(many.as_bytes()),
+            i.receive(Body::from(many), None, soon()).await,
             Err(BodyError::TooManyValues { limit: 100, .. })
         ));
     }

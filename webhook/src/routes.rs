@@ -122,16 +122,8 @@ impl Reviews {
                 return (status, e.to_string()).into_response();
             }
         };
-        let tokens = match self.intake.check_size(&body.bytes) {
-            Ok(tokens) => tokens,
-            Err(e) => {
-                self.state
-                    .metrics
-                    .observe(endpoint, KindLabel::Unknown, Outcome::BadRequest, 0.0);
-                return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
-            }
-        };
-        let Some(slot) = self.intake.slot(body.lane, tokens, deadline).await else {
+        // Its tokens were counted, and refused over the limit, as it arrived.
+        let Some(slot) = self.intake.slot(body.lane, body.tokens, deadline).await else {
             self.state.metrics.review_overloaded();
             return (
                 StatusCode::SERVICE_UNAVAILABLE,

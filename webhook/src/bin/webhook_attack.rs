@@ -259,6 +259,35 @@ fn flooder(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, 2 + (i % 8) as u8)
 }
 
+/// `workers` clients posting `body` to `path` back to back until `end`, each
+/// on a fresh TLS connection from 127.0.0.1.
+fn posting(
+    target: &Target,
+    workers: usize,
+    path: &'static str,
+    body: Arc<Vec<u8>>,
+    end: Instant,
+    opened: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    let target = target.clone();
+    tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..workers {
+            let (target, body, opened) = (target.clone(), body.clone(), opened.clone());
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < end {
+                    opened.fetch_add(1, Ordering::Relaxed);
+                    let body = Bytes::from(body.as_ref().clone());
+                    let _ = tokio::time::timeout_at(end.into(), post(&target, path, body)).await;
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    })
+}
+
 /// `workers` connections kept open until `end`: each opens, does `hold`
 /// until the server closes it, and opens again (after a short pause, so a
 /// server refusing at once does not make the flooder spin).
@@ -682,27 +711,7 @@ async fn main() -> anyhow::Result<()> {
     );
     if args.wanted("8 concurrent worst /convert") {
         let w = measure(&target, |end, opened| {
-            let target = target.clone();
-            tokio::spawn(async move {
-                let mut workers = Vec::new();
-                for _ in 0..8 {
-                    let (target, big, opened) = (target.clone(), big.clone(), opened.clone());
-                    workers.push(tokio::spawn(async move {
-                        while Instant::now() < end {
-                            opened.fetch_add(1, Ordering::Relaxed);
-                            let body = Bytes::from(big.as_ref().clone());
-                            let _ = tokio::time::timeout_at(
-                                end.into(),
-                                post(&target, "/convert", body),
-                            )
-                            .await;
-                        }
-                    }));
-                }
-                for w in workers {
-                    let _ = w.await;
-                }
-            })
+            posting(&target, 8, "/convert", big, end, opened)
         })
         .await;
         report("8 concurrent worst /convert", &w);
@@ -717,28 +726,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.wanted("8 concurrent 3 MiB string bodies") {
         let w = measure(&target, |end, opened| {
-            let target = target.clone();
-            tokio::spawn(async move {
-                let mut workers = Vec::new();
-                for _ in 0..8 {
-                    let (target, body, opened) =
-                        (target.clone(), string_body.clone(), opened.clone());
-                    workers.push(tokio::spawn(async move {
-                        while Instant::now() < end {
-                            opened.fetch_add(1, Ordering::Relaxed);
-                            let body = Bytes::from(body.as_ref().clone());
-                            let _ = tokio::time::timeout_at(
-                                end.into(),
-                                post(&target, "/validate", body),
-                            )
-                            .await;
-                        }
-                    }));
-                }
-                for w in workers {
-                    let _ = w.await;
-                }
-            })
+            posting(&target, 8, "/validate", string_body, end, opened)
         })
         .await;
         report("8 concurrent 3 MiB string bodies", &w);
