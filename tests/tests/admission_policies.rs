@@ -60,6 +60,41 @@ async fn client_as(sandbox: &Sandbox, account: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
+async fn create_namespaces(admin: &Client, names: &[&str]) {
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for name in names {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns"),
+            )
+            .await
+            .expect("namespace");
+    }
+}
+
+/// `helm template` of these chart `templates` with `values` arguments, piped
+/// to `kubectl apply`; returns the rendered YAML.
+async fn apply_templates(sandbox: &Sandbox, values: &[&str], templates: &[&str]) -> String {
+    let mut helm = sandbox.helm();
+    helm.args(["template", RELEASE])
+        .arg(chart_dir())
+        .args(["--namespace", NAMESPACE])
+        .args(values);
+    for template in templates {
+        helm.args(["--show-only", template]);
+    }
+    let rendered = run(helm, None, LIMIT).await.expect("helm");
+    assert!(rendered.success, "{}", rendered.stderr);
+    let mut kubectl = sandbox.kubectl();
+    kubectl.args(["apply", "-f", "-"]);
+    let applied = run(kubectl, Some(rendered.stdout.as_bytes()), LIMIT)
+        .await
+        .expect("kubectl");
+    assert!(applied.success, "{}", applied.stderr);
+    rendered.stdout
+}
+
 fn pod(name: &str, labels: serde_json::Value) -> Pod {
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default", "labels": labels,
@@ -89,38 +124,22 @@ async fn each_account_may_make_only_the_changes_it_needs() {
         .expect("sandbox");
     let admin = sandbox.client();
     sandbox::operator::install_crds(&admin).await.expect("CRDs");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": NAMESPACE}})).expect("ns"),
-        )
-        .await
-        .expect("namespace");
+    create_namespaces(&admin, &[NAMESPACE]).await;
     // The chart's accounts, RBAC, policies and webhook configurations (no
     // Deployments: the calls are made here, with the accounts' tokens).
-    let mut helm = sandbox.helm();
-    helm.args(["template", RELEASE])
-        .arg(chart_dir())
-        .args(["--namespace", NAMESPACE]);
-    for template in [
-        "templates/admission-policies.yaml",
-        "templates/reconciler/serviceaccount.yaml",
-        "templates/reconciler/rbac.yaml",
-        "templates/webhook/serviceaccount.yaml",
-        "templates/webhook/rbac.yaml",
-        "templates/webhook/configurations.yaml",
-    ] {
-        helm.args(["--show-only", template]);
-    }
-    let rendered = run(helm, None, LIMIT).await.expect("helm");
-    assert!(rendered.success, "{}", rendered.stderr);
-    let mut kubectl = sandbox.kubectl();
-    kubectl.args(["apply", "-f", "-"]);
-    let applied = run(kubectl, Some(rendered.stdout.as_bytes()), LIMIT)
-        .await
-        .expect("kubectl");
-    assert!(applied.success, "{}", applied.stderr);
+    apply_templates(
+        &sandbox,
+        &[],
+        &[
+            "templates/admission-policies.yaml",
+            "templates/reconciler/serviceaccount.yaml",
+            "templates/reconciler/rbac.yaml",
+            "templates/webhook/serviceaccount.yaml",
+            "templates/webhook/rbac.yaml",
+            "templates/webhook/configurations.yaml",
+        ],
+    )
+    .await;
 
     let admin_pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let emqx_labels =
@@ -406,36 +425,17 @@ async fn watched_namespaces_get_roles_and_nothing_else_is_reachable() {
         .await
         .expect("sandbox");
     let admin = sandbox.client();
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    for name in [NAMESPACE, "team-a", "team-b", "team-c"] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns"),
-            )
-            .await
-            .expect("namespace");
-    }
-    let mut helm = sandbox.helm();
-    helm.args(["template", RELEASE])
-        .arg(chart_dir())
-        .args(["--namespace", NAMESPACE])
-        .args(["--set", "reconciler.watchNamespaces={team-a,team-b}"])
-        .args(["--show-only", "templates/reconciler/serviceaccount.yaml"])
-        .args(["--show-only", "templates/reconciler/rbac.yaml"]);
-    let rendered = run(helm, None, LIMIT).await.expect("helm");
-    assert!(rendered.success, "{}", rendered.stderr);
-    assert!(
-        !rendered.stdout.contains("ClusterRole"),
-        "{}",
-        rendered.stdout
-    );
-    let mut kubectl = sandbox.kubectl();
-    kubectl.args(["apply", "-f", "-"]);
-    let applied = run(kubectl, Some(rendered.stdout.as_bytes()), LIMIT)
-        .await
-        .expect("kubectl");
-    assert!(applied.success, "{}", applied.stderr);
+    create_namespaces(&admin, &[NAMESPACE, "team-a", "team-b", "team-c"]).await;
+    let rendered = apply_templates(
+        &sandbox,
+        &["--set", "reconciler.watchNamespaces={team-a,team-b}"],
+        &[
+            "templates/reconciler/serviceaccount.yaml",
+            "templates/reconciler/rbac.yaml",
+        ],
+    )
+    .await;
+    assert!(!rendered.contains("ClusterRole"), "{rendered}");
 
     let reconciler = client_as(&sandbox, &format!("{RELEASE}-reconciler")).await;
     for ns in ["team-a", "team-b"] {

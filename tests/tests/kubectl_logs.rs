@@ -1,9 +1,10 @@
 //! `kubectl logs` against the sandbox, through the real apiserver to the
 //! simulated kubelet's HTTPS API: the chart's webhook pod (`-c` picks the
 //! container) and an EMQX pod (its console, in EMQX 5's line format),
-//! `--tail`, `--previous` refused as a kubelet refuses it, and `-f` that ends
-//! when the pod stops. Straight to the kubelet's port: no client certificate
-//! is a 401, bad queries get the kubelet's own refusals.
+//! `--tail`, `--limit-bytes`, `--previous` refused as a kubelet refuses
+//! it, and `-f` that ends when the pod stops. Straight to the kubelet's
+//! port: no client certificate is a 401, bad queries get the kubelet's own
+//! refusals.
 
 mod support;
 
@@ -192,6 +193,23 @@ async fn kubectl_logs_reads_project_and_emqx_containers() {
     let last_two: Vec<&str> = file.lines().rev().take(2).collect::<Vec<_>>();
     let got: Vec<&str> = out.stdout.lines().rev().collect();
     assert_eq!(got, last_two, "--tail=2 of:\n{file}");
+
+    // --limit-bytes: the first bytes of the same log, cut mid-line.
+    let out = kubectl(
+        sandbox,
+        &[
+            "logs",
+            "-n",
+            &namespace,
+            &core_name,
+            "-c",
+            &container,
+            "--limit-bytes=10",
+        ],
+    )
+    .await;
+    assert!(out.success, "{}", out.stderr);
+    assert_eq!(out.stdout, file[..10], "--limit-bytes=10 of:\n{file}");
 
     // --previous of a container that never restarted: the kubelet's refusal.
     let out = kubectl(

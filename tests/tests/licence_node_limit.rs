@@ -3,7 +3,8 @@
 //! `emqx_license_app.erl` at 6.0.1/6.2.2, played by `emqx_sim::licence`),
 //! its pod restarting again and again. The upgrade cannot finish, and the
 //! object's conditions must say why, naming the node, instead of a bare
-//! "waiting for new nodes"; the old node keeps serving.
+//! "waiting for new nodes"; the old node keeps serving, and `kubectl logs
+//! --previous` shows the new node's last instance.
 
 #![allow(clippy::panic, clippy::unwrap_used)]
 
@@ -11,7 +12,8 @@ mod support;
 
 use std::time::Duration;
 
-use sandbox::seed_003::{NAME, Seed003};
+use sandbox::operator::chart::run;
+use sandbox::seed_003::{NAME, NAMESPACE, Seed003};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,6 +69,34 @@ async fn new_nodes_dying_of_the_single_node_licence_are_named() {
             "blamed the old node {node}: {found}"
         );
     }
+    // `kubectl logs --previous` of a new pod: the instance that booted,
+    // joined and was shut down.
+    let new_pod = stage
+        .pods()
+        .await
+        .expect("pods")
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .find(|name| !old_nodes.contains_key(name))
+        .expect("a new pod");
+    let previous = support::wait_for(
+        "the previous instance's log",
+        Duration::from_secs(60),
+        || async {
+            let mut kubectl = stage.sandbox.kubectl();
+            kubectl.args(["logs", "-n", NAMESPACE, &new_pod, "--previous"]);
+            let out = run(kubectl, None, Duration::from_secs(30))
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if out.success {
+                Ok(out.stdout)
+            } else {
+                Err(out.stderr)
+            }
+        },
+    )
+    .await;
+    assert!(previous.contains(" is running now!\n"), "{previous}");
     // The old node still runs: nothing was taken from the clients.
     let running = stage.nodes();
     for (pod, node) in &old_nodes {

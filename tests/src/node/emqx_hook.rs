@@ -289,24 +289,19 @@ impl PodHook for EmqxHook {
         let node = EmqxNode::start(config)
             .await
             .with_context(|| format!("starting the EMQX node of pod {key}"))?;
-        // A node that halted at boot (the licence) still printed its boot.
+        // A node that halted at boot (the licence) still printed its boot,
+        // but is no running node of the table.
         let console = start_console(&node, log_path(&ctx.pod_dir, &ctx.container.name));
-        if node.halted().is_some() {
-            return Ok(Box::new(RunningEmqx {
-                key,
-                node,
-                table: self.nodes.clone(),
-                console,
-            }));
+        if node.halted().is_none() {
+            lock(&self.nodes).insert(
+                key.clone(),
+                NodeHandle {
+                    node_name: node.name().to_owned(),
+                    faults: node.faults_handle(),
+                    cluster: node.cluster().clone(),
+                },
+            );
         }
-        lock(&self.nodes).insert(
-            key.clone(),
-            NodeHandle {
-                node_name: node.name().to_owned(),
-                faults: node.faults_handle(),
-                cluster: node.cluster().clone(),
-            },
-        );
         Ok(Box::new(RunningEmqx {
             key,
             node,
