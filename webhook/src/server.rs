@@ -119,7 +119,6 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>, shutdown: impl Fut
         limits.max_connections,
         limits.max_connections_per_peer,
     ));
-    let drained = Arc::new(Notify::new());
     let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
     h1.http1()
         .timer(TokioTimer::new())
@@ -176,9 +175,8 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>, shutdown: impl Fut
             close,
             metrics: metrics.clone(),
         };
-        let (table, drained, transport, app, builders) = (
+        let (table, transport, app, builders) = (
             table.clone(),
-            drained.clone(),
             transport.clone(),
             app.clone(),
             builders.clone(),
@@ -187,9 +185,6 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>, shutdown: impl Fut
             conn.run(stream, transport, app, &builders).await;
             table.leave(id);
             conn.metrics.connection_closed(name);
-            if table.is_empty() {
-                drained.notify_waiters();
-            }
         });
     }
     drop(tcp);
@@ -198,18 +193,9 @@ pub async fn serve(listener: Listener, metrics: Arc<Metrics>, shutdown: impl Fut
         open = table.len(),
         "stopped accepting; draining connections"
     );
-    table.close_all();
-    let all_closed = async {
-        while !table.is_empty() {
-            // Re-checked at least every 100 ms: a notification sent between
-            // the check and the wait would otherwise be missed.
-            let _ = tokio::time::timeout(Duration::from_millis(100), drained.notified()).await;
-        }
-    };
-    if tokio::time::timeout(limits.shutdown_grace, all_closed)
-        .await
-        .is_err()
-    {
+    // Closes every connection and waits for them to leave (the table
+    // signals when the last one does), at most the grace period.
+    if !table.close_all_and_wait(limits.shutdown_grace).await {
         tracing::warn!(
             listener = name.as_str(),
             "shutdown grace period over; closing remaining connections"
