@@ -198,10 +198,13 @@ impl Sandbox {
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
         let prefix = format!("{namespace}_{pod}_");
         let pods = self.state_dir()?.join("pods");
+        // A pod re-created under the same name (a StatefulSet's) has one
+        // directory per instance: the newest is the current (or last) one.
         let dir = std::fs::read_dir(pods)
             .ok()?
             .filter_map(Result::ok)
-            .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))?;
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+            .max_by_key(|entry| entry.metadata().and_then(|m| m.modified()).ok())?;
         std::fs::read_to_string(crate::node::pod_process::log_path(&dir.path(), container)).ok()
     }
 

@@ -91,14 +91,18 @@ impl std::fmt::Display for AuditedWrite {
 }
 
 /// The writes recorded in `log` so far (a missing log is no writes). A line
-/// that is not an audit event is an error naming its line number.
+/// that is not an audit event is an error naming its line number. The log is
+/// read while the apiserver appends to it, so a last line without its
+/// newline is an event still being written and is left for the next read.
 pub fn read_writes(log: &Path) -> Result<Vec<AuditedWrite>> {
     let text = match std::fs::read_to_string(log) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
     };
-    text.lines()
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    complete
+        .lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
@@ -152,5 +156,19 @@ mod tests {
         );
         assert!(parse_event("{}").is_err(), "no timestamp");
         assert!(parse_event("not json").is_err());
+    }
+
+    /// The apiserver appends while tests read: the event it is still writing
+    /// is not an error, and a broken complete line still is.
+    #[test]
+    fn an_event_still_being_written_is_left_for_the_next_read() {
+        let line = r#"{"verb":"create","user":{"username":"u"},"objectRef":{"resource":"leases","namespace":"n","name":"l"},"responseStatus":{"code":201},"stageTimestamp":"2026-12-02T07:40:14Z"}"#;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, format!("{line}\n{}", &line[..40])).expect("write");
+        let writes = read_writes(&log).expect("the complete line reads");
+        assert_eq!(writes.len(), 1);
+        std::fs::write(&log, format!("{}\n{line}\n", &line[..40])).expect("write");
+        assert!(read_writes(&log).is_err(), "a broken complete line");
     }
 }
