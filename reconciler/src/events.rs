@@ -61,6 +61,19 @@ fn subject(step: &Action) -> Option<String> {
     })
 }
 
+/// The warning for user keys that cannot go into the bootstrap file: the
+/// user must fix the Secret or the spec, so it is said on the object, not
+/// only in the operator's log.
+pub fn bootstrap_key_refused(refused: &crate::bootstrap::KeyError) -> Note {
+    Note {
+        type_: EventType::Warning,
+        reason: "InvalidBootstrapAPIKey",
+        action: "CreateBootstrapSecret".to_owned(),
+        note: refused.to_string(),
+        related: None,
+    }
+}
+
 /// The Events of a pass, in the order things happened. `sets` are the sets
 /// observed before acting.
 pub fn notes(cluster: &Cluster<'_>, sets: &[NodeSet], outcome: &Outcome) -> Vec<Note> {

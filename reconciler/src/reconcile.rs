@@ -71,18 +71,8 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         .await
         {
             if let Error::BootstrapKey(refused) = &error {
-                // The user must act (fix the Secret or the spec): say so on
-                // the object, not only in the operator's log.
-                let event = kube::runtime::events::Event {
-                    type_: kube::runtime::events::EventType::Warning,
-                    reason: "InvalidBootstrapAPIKey".into(),
-                    note: Some(refused.to_string().chars().take(1000).collect()),
-                    action: "CreateBootstrapSecret".into(),
-                    secondary: None,
-                };
-                if let Err(e) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
-                    tracing::warn!(error = %e, "event not recorded");
-                }
+                let note = crate::events::bootstrap_key_refused(refused);
+                crate::report::publish(ctx, &object.object_ref(&()), note).await;
             }
             return Err(error);
         }

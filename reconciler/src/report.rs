@@ -16,6 +16,7 @@ use crate::observed::Memory;
 use crate::render::Cluster;
 use crate::status;
 use crate::v1beta4_conditions;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::Event;
 use kube::{Api, Client, ResourceExt};
@@ -33,16 +34,7 @@ pub async fn report<K: ClusterKind>(
 ) -> Result<(), Error> {
     let reference = object.object_ref(&());
     for note in events::notes(cluster, &obs.observed.sets, outcome) {
-        let event = Event {
-            type_: note.type_,
-            reason: note.reason.to_owned(),
-            note: Some(note.note.chars().take(1000).collect()),
-            action: note.action,
-            secondary: note.related,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, "event not recorded");
-        }
+        publish(ctx, &reference, note).await;
     }
 
     let mut memory = obs.observed.memory.clone();
@@ -109,6 +101,21 @@ pub async fn report<K: ClusterKind>(
             .await?;
     }
     Ok(())
+}
+
+/// Records one Event about the object at `reference`; a failure is logged,
+/// never fails the pass.
+pub async fn publish(ctx: &Context, reference: &ObjectReference, note: events::Note) {
+    let event = Event {
+        type_: note.type_,
+        reason: note.reason.to_owned(),
+        note: Some(note.note.chars().take(1000).collect()),
+        action: note.action,
+        secondary: note.related,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, reference).await {
+        tracing::warn!(%error, "event not recorded");
+    }
 }
 
 /// Writes the memory annotation when it changed ([`memory::needs_write`];
