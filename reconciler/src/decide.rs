@@ -523,7 +523,16 @@ impl<'a> Pass<'a> {
                 .iter()
                 .flat_map(|s| &s.pods)
                 .any(|p| p.node == member.node);
-            if !has_pod {
+            // A core pod deleted by hand or by a drained Kubernetes node is
+            // recreated by its StatefulSet under the same name: between the
+            // old pod's removal and the new one's creation, no pod has the
+            // node. Force-leaving it then would either drop its schema copy
+            // (it restarts with data of a cluster that forgot it) or, if the
+            // new pod already joined, make it leave the cluster and run
+            // alone (mria 0.8.18 `mria.erl` `force_leave/1`: a running node
+            // is asked to `leave`).
+            let returning = self.obs.sets.iter().any(|s| s.brings_back(&member.node));
+            if !has_pod && !returning {
                 self.actions.push(Action::ForceLeave {
                     node: member.node.clone(),
                 });

@@ -128,6 +128,33 @@ pub struct NodeSet {
     pub pods: Vec<Pod>,
 }
 
+impl NodeSet {
+    /// Whether this set's controller brings `node` back when its pod is
+    /// gone: a StatefulSet recreates every ordinal below its replicas under
+    /// the same pod name, so the same EMQX node name (`…@<pod>.<headless
+    /// service>…`, [`crate::render::node_name`]). ReplicaSet pods get new
+    /// names (and replicant nodes are named by pod IP), so nothing is
+    /// brought back by name.
+    pub fn brings_back(&self, node: &str) -> bool {
+        if self.role != Role::Core {
+            return false;
+        }
+        let Some((_, host)) = node.split_once('@') else {
+            return false;
+        };
+        let pod = host.split('.').next().unwrap_or(host);
+        pod.strip_prefix(self.name.as_str())
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|ordinal| {
+                ordinal
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|o| o.to_string() == ordinal)
+            })
+            .is_some_and(|ordinal| ordinal < self.replicas)
+    }
+}
+
 /// EMQX evacuation states, as `global_status` spells them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EvacuationState {
@@ -250,7 +277,7 @@ pub struct Observed {
 
 #[cfg(test)]
 mod tests {
-    use super::Pod;
+    use super::{NodeSet, Pod, Role};
 
     fn pod(ready: bool, containers_ready: bool, serving_gate: Option<bool>) -> Pod {
         Pod {
@@ -278,5 +305,39 @@ mod tests {
         let mut going = pod(true, true, Some(true));
         going.terminating = true;
         assert!(!going.answers_api());
+    }
+
+    #[test]
+    fn a_statefulset_brings_back_its_ordinals_below_replicas_only() {
+        let set = |role, replicas| NodeSet {
+            name: "probe-core-57b88cb8f".into(),
+            role,
+            revision: "57b88cb8f".into(),
+            replicas,
+            created_at: 0,
+            pods: Vec::new(),
+        };
+        let core = set(Role::Core, 3);
+        let v5 = |pod: &str| format!("emqx@{pod}.probe-headless.default.svc.cluster.local");
+        assert!(core.brings_back(&v5("probe-core-57b88cb8f-0")));
+        assert!(core.brings_back(&v5("probe-core-57b88cb8f-2")));
+        assert!(
+            !core.brings_back(&v5("probe-core-57b88cb8f-3")),
+            "beyond replicas"
+        );
+        assert!(
+            !core.brings_back(&v5("probe-core-57b88cb8f-01")),
+            "not a pod name"
+        );
+        assert!(
+            !core.brings_back(&v5("probe-core-57b88cb8fx-1")),
+            "another set"
+        );
+        assert!(!core.brings_back(&v5("probe-core-57b88cb8f")));
+        assert!(!core.brings_back("probe-core-57b88cb8f-1"), "no node name");
+        // EMQX 4.4 names nodes `<cluster>@<pod>.<headless>`.
+        assert!(core.brings_back("probe@probe-core-57b88cb8f-1.probe-headless.default.svc"));
+        assert!(!set(Role::Core, 0).brings_back(&v5("probe-core-57b88cb8f-0")));
+        assert!(!set(Role::Replicant, 3).brings_back(&v5("probe-core-57b88cb8f-0")));
     }
 }

@@ -365,6 +365,39 @@ fn a_stopped_node_without_a_pod_is_force_left() {
 }
 
 #[test]
+fn a_core_pod_its_statefulset_recreates_is_not_force_left() {
+    // Pod 1 of the desired set was deleted (a node drained, say): its
+    // StatefulSet is making it again under the same name, and its EMQX node
+    // shows as stopped until the new pod boots.
+    let mut set = core_set("b", 3, 0, true);
+    set.pods.retain(|p| p.ordinal != Some(1));
+    let mut obs = observed(100, vec![set], "b");
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.members.push(Member {
+            node: node("emqx-core-b", 1),
+            running: false,
+        });
+    }
+    let d = decide(&spec("b", 3), &obs);
+    assert!(
+        !has(&d, |a| matches!(a, Action::ForceLeave { .. })),
+        "{:?}",
+        d.actions
+    );
+
+    // Beyond the set's replicas (scaled down), the same node is gone for
+    // good and leaves the cluster.
+    if let Some(set) = obs.sets.first_mut() {
+        set.replicas = 1;
+    }
+    let d = decide(&spec("b", 1), &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::ForceLeave { node: n } if *n == node("emqx-core-b", 1))
+    ));
+}
+
+#[test]
 fn without_the_evacuation_api_the_node_is_drained_by_the_clock() {
     let mut obs = switched(100);
     if let Some(emqx) = obs.emqx.as_mut() {
