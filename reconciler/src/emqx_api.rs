@@ -52,7 +52,9 @@ pub enum EmqxError {
     #[error(
         "EMQX refused the operator's API key: {0} (a bootstrap Secret written by the Go \
          operator or by an operator before derived keys needs the chart's \
-         reconciler.readClusterSecrets=true)"
+         reconciler.readClusterSecrets=true; if the chart's operator key Secret was \
+         regenerated, e.g. by helm template or Argo CD, running nodes still hold keys \
+         derived from the old one until they restart)"
     )]
     Unauthorized(String),
     /// Any other non-success answer, with EMQX's own code and message.
