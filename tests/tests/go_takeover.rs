@@ -420,12 +420,26 @@ async fn restart_go_pods(sandbox: &Sandbox, hook: &EmqxHook, ordinals: &[u32]) {
         }
     })
     .await;
+    let writes = reconciler_writes(sandbox, deleted_at);
+    // The StatefulSet recreates each pod under its name, so its EMQX node
+    // comes back: force-leaving it in between makes the new node leave the
+    // cluster (mria 0.8.18 `force_leave/1`), and it never becomes Ready.
+    let force_left: Vec<String> = writes
+        .iter()
+        .filter(|w| w.resource == "events")
+        .filter(|w| w.body.as_ref().is_some_and(|b| b["reason"] == "ForceLeave"))
+        .map(|w| format!("{w} {}", w.body.clone().unwrap_or_default()))
+        .collect();
+    assert!(
+        force_left.is_empty(),
+        "a restarting Go pod's node was force-left: {force_left:#?}"
+    );
     if ready.is_err() {
         dump_reconciler_logs(sandbox).await;
         eprintln!("EMQX members: {:?}", hook.cluster().map(|c| c.summaries()));
     }
     ready.expect("the restarted pods Ready");
-    let marked: Vec<AuditedWrite> = reconciler_writes(sandbox, deleted_at)
+    let marked: Vec<AuditedWrite> = writes
         .into_iter()
         .filter(|w| w.target() == "pods/status")
         .collect();
