@@ -110,7 +110,11 @@ async fn assert_held(f: &Stage, new: &str, clients: &MqttLoad) {
         Some(f.revision.as_str()),
         "the listeners Service moved before the promotion"
     );
-    assert!(f.evacuated_nodes().is_empty(), "{:?}", f.evacuated_nodes());
+    // No node that holds clients was evacuated (an abort drains the empty
+    // new ones through evacuation).
+    let old = format!("{NAME}-core-{}-", f.revision);
+    let evacuated = f.evacuated_nodes();
+    assert!(!evacuated.iter().any(|n| n.contains(&old)), "{evacuated:?}");
     assert_eq!(disconnects(clients), 0, "a client was disconnected");
     let emqx = f.get().await.expect("get EMQX");
     let progressing = condition(&emqx, "Progressing").expect("Progressing");
@@ -146,6 +150,7 @@ async fn a_manual_upgrade_waits_for_its_promotion_then_finishes() {
         .expect("patch EMQX");
     tokio::time::sleep(Duration::from_secs(8)).await;
     assert_held(&f, &new, &clients).await;
+    assert!(f.evacuated_nodes().is_empty(), "{:?}", f.evacuated_nodes());
     let emqx = f.get().await.expect("get EMQX");
     let message = condition(&emqx, "AwaitingPromotion")
         .filter(|c| c.status == "True")
@@ -198,7 +203,8 @@ async fn a_manual_upgrade_waits_for_its_promotion_then_finishes() {
 /// Abort while awaiting the promotion: the Services stay on the old
 /// revision, the new set is scaled to zero (no third set), no client is
 /// disconnected, `Progressing=False` with reason `UpgradeAborted` and one
-/// Event; it stays so while the annotation names the revision.
+/// Event; it stays so while the annotation names the revision, and removing
+/// it (a retry) brings the same new set back to await its promotion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
     let mut f = manual_with_clients().await;
@@ -322,6 +328,22 @@ async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
     );
     assert_eq!(f.count_events("UpgradeAborted").await.expect("events"), 1);
     assert_eq!(disconnects(&clients), 0, "a client was disconnected");
+
+    // Retry: the annotation removed, the same new set comes back and waits
+    // for its promotion again.
+    f.patch(json!({"metadata": {"annotations": {ABORT: null}}}))
+        .await
+        .expect("patch EMQX");
+    f.wait_object("AwaitingPromotion again", Duration::from_secs(120), |e| {
+        condition(e, "AwaitingPromotion")
+            .filter(|c| c.status == "True")
+            .ok_or_else(|| format!("conditions {:?}", e.status.as_ref().map(|s| &s.conditions)))
+    })
+    .await
+    .expect("wait");
+    assert!(!is_true(&f.get().await.expect("get EMQX"), "Aborted"));
+    assert_held(&f, &new, &clients).await;
+    assert_eq!(f.count_events("CreateNewSet").await.expect("events"), 1);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = clients.finish(Duration::from_secs(20)).await;
