@@ -149,7 +149,9 @@ async fn act_one(
         // Kept by the report, which writes the memory once per pass.
         Action::RecordNewNodesReady { .. }
         | Action::RecordDrainStart { .. }
-        | Action::RecordProgress { .. } => {}
+        | Action::RecordProgress { .. }
+        | Action::RecordAbort { .. }
+        | Action::ClearAbort => {}
         Action::MarkForDeletion { pod } => {
             let patch = json!({"metadata": {"annotations": {names::ANNOTATION_POD_DELETION_COST: VICTIM_DELETION_COST}}});
             Api::<Pod>::namespaced(client, ns)

@@ -21,7 +21,8 @@
 //! The flow (seed 002's state diagram):
 //! 1. create the new core set, then (cores ready) the new replicant set;
 //! 2. wait until every new pod is ready *and* joined to the EMQX cluster;
-//! 3. wait `initialDelaySeconds`;
+//! 3. with `promotion: Manual`, wait for the promote annotation naming the
+//!    revision ([`Phase::AwaitingPromotion`]); then wait `initialDelaySeconds`;
 //! 4. point the listeners and dashboard Services at the new revision;
 //! 5. drain old nodes one at a time, replicants before cores, oldest set
 //!    first: evacuate through EMQX, and only once the evacuation reached
@@ -29,11 +30,17 @@
 //! 6. `force_leave` stopped nodes whose pods are gone;
 //! 7. with every old set at zero: the new revision is current and `Ready`;
 //!    delete zero sets beyond `revisionHistoryLimit`.
+//!
+//! An abort (the abort annotation naming the desired revision) runs the
+//! same flow towards the old sets instead ([`rollback_spec`]), as a revert
+//! of the spec would: traffic stays on or goes back to them, the new sets
+//! drain and are scaled away, and no third set is created.
 
 use crate::observed::{
-    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, Seconds, Services, Spec,
-    Strategy,
+    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, RoleSpec, Seconds, Services,
+    Spec, Strategy,
 };
+use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PROMOTE};
 
 /// One thing the shell must do, in order. The shell stops at the first
 /// failure; the next pass re-derives what is still to do.
@@ -86,6 +93,15 @@ pub enum Action {
     DeleteSet { name: String },
     /// Remember a new progress marker (resets the progress deadline).
     RecordProgress { marker: String, at: Seconds },
+    /// Remember that the upgrade to `revision` is aborted, back to
+    /// `back_to` (revision keys, [`Spec::revision_key`]): its Event is told
+    /// once per abort.
+    RecordAbort {
+        revision: Revision,
+        back_to: Revision,
+    },
+    /// Forget an abort that is no longer in force (a retry, or a new spec).
+    ClearAbort,
 }
 
 /// Where the cluster stands; becomes the `Progressing`/`Ready` conditions.
@@ -96,12 +112,19 @@ pub enum Phase {
     Creating,
     /// New sets exist; waiting for their pods to be ready and joined.
     WaitingForNewNodes,
+    /// New nodes ready and joined, no client moved: `promotion: Manual`
+    /// waits for the promote annotation naming this revision.
+    AwaitingPromotion,
     /// New nodes ready; `initialDelaySeconds` running.
     InitialDelay,
     /// Old nodes are being drained.
     Evacuating,
     /// Only the desired revision runs, all ready.
     Ready,
+    /// The upgrade to the desired revision is aborted by annotation: the
+    /// old nodes serve (or are being returned to), the new ones are scaled
+    /// away.
+    Aborted,
 }
 
 /// Why the cluster waits; [`WaitReason::as_str`] is the condition reason.
@@ -115,12 +138,14 @@ pub enum WaitReason {
     /// and the error.
     EmqxApiUnavailable,
     WaitingForNewNodes,
+    AwaitingPromotion,
     InitialDelay,
     WaitingForPodTermination,
     EvacuatingNode,
     NoRecipients,
     DrainingWithoutEvacuation,
     RemovingOldNode,
+    UpgradeAborted,
 }
 
 impl WaitReason {
@@ -139,6 +164,8 @@ impl WaitReason {
             WaitReason::NoRecipients => "NoRecipients",
             WaitReason::DrainingWithoutEvacuation => "DrainingWithoutEvacuation",
             WaitReason::RemovingOldNode => "RemovingOldNode",
+            WaitReason::AwaitingPromotion => "AwaitingPromotion",
+            WaitReason::UpgradeAborted => "UpgradeAborted",
         }
     }
 }
@@ -202,9 +229,106 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
             requeue_after_s: None,
         };
     }
+    if let Some(rollback) = rollback_spec(spec, obs) {
+        return aborted(spec, &rollback, obs);
+    }
     let mut pass = Pass::new(spec, obs);
     pass.run();
-    pass.finish()
+    let mut decision = pass.finish();
+    if obs.memory.aborted.is_some() {
+        decision.actions.push(Action::ClearAbort);
+    }
+    decision
+}
+
+/// The spec an abort works towards, when the abort annotation names the
+/// desired revision and an old set still runs (after a finished upgrade
+/// there is nothing to go back to, and the annotation is ignored):
+/// each role's old set is desired again, so the new sets become the old
+/// ones and drain as in a revert of the spec, and no third set is made.
+/// Replica counts stay the spec's: a partly drained old set is scaled back.
+pub fn rollback_spec(spec: &Spec, obs: &Observed) -> Option<Spec> {
+    let key = spec.revision_key();
+    if spec.abort.as_deref() != Some(key.as_str()) {
+        return None;
+    }
+    let services = effective_services(spec, obs);
+    let selected = |set: &NodeSet| {
+        services
+            .listeners
+            .as_ref()
+            .is_some_and(|(role, rev)| *role == set.role && *rev == set.revision)
+            || (set.role == Role::Core && services.dashboard.as_ref() == Some(&set.revision))
+    };
+    // The old set a Service still selects is where the clients are; else
+    // the largest, then the newest.
+    let target = |role: Role| {
+        obs.sets
+            .iter()
+            .filter(|s| s.role == role && s.is_old(spec))
+            .max_by_key(|s| (selected(s), s.replicas, s.created_at, s.name.clone()))
+    };
+    let (core, replicant) = (target(Role::Core), target(Role::Replicant));
+    if core.is_none() && replicant.is_none() {
+        return None;
+    }
+    // A role the upgrade did not change (only the other template did)
+    // keeps its one set.
+    let mut rollback = Spec {
+        core: RoleSpec {
+            revision: core.map_or_else(|| spec.core.revision.clone(), |s| s.revision.clone()),
+            replicas: spec.core.replicas,
+        },
+        replicant: match replicant {
+            Some(set) => Some(RoleSpec {
+                revision: set.revision.clone(),
+                replicas: spec.replicant.as_ref().map_or(set.replicas, |r| r.replicas),
+            }),
+            None => spec.replicant.clone(),
+        },
+        manual_promotion: false,
+        promote: None,
+        abort: None,
+        ..spec.clone()
+    };
+    // Traffic that never left the old nodes needs no warm-up delay before
+    // the new ones drain; traffic going back to them does.
+    if traffic_on_desired(&rollback, obs) {
+        rollback.strategy.initial_delay_s = 0;
+    }
+    Some(rollback)
+}
+
+/// An aborted upgrade: the pass runs towards `rollback`, and the decision
+/// says so, whatever step it is at.
+fn aborted(spec: &Spec, rollback: &Spec, obs: &Observed) -> Decision {
+    let mut pass = Pass::new(rollback, obs);
+    pass.run();
+    let mut decision = pass.finish();
+    let revision = spec.revision_key();
+    let back_to = rollback.revision_key();
+    if obs.memory.aborted.as_ref() != Some(&revision) {
+        decision.actions.push(Action::RecordAbort {
+            revision: revision.clone(),
+            back_to: back_to.clone(),
+        });
+    }
+    let (now, timed) = match &decision.wait {
+        Some(wait) => (format!("going back: {}", wait.message), wait.timed),
+        None => (
+            "the old nodes serve every client and the new ones are scaled away".to_owned(),
+            false,
+        ),
+    };
+    decision.phase = Phase::Aborted;
+    decision.wait = Some(Wait {
+        reason: WaitReason::UpgradeAborted,
+        message: format!(
+            "the upgrade to revision {revision} is aborted by annotation {ANNOTATION_ABORT}; traffic is kept on revision {back_to}: {now}. Remove the annotation to retry, or change the spec"
+        ),
+        timed,
+    });
+    decision
 }
 
 /// Where the Services point, with a disabled Service counted as pointed at
@@ -628,6 +752,9 @@ impl<'a> Pass<'a> {
             self.requeue_after_s = Some(POLL_S * 2);
             return;
         }
+        if self.awaiting_promotion() {
+            return;
+        }
         if !self.initial_delay_passed() {
             return;
         }
@@ -675,15 +802,41 @@ impl<'a> Pass<'a> {
         rest
     }
 
-    fn revision_key(&self) -> Revision {
-        match &self.spec.replicant {
-            Some(r) => format!("{}/{}", self.spec.core.revision, r.revision),
-            None => self.spec.core.revision.clone(),
+    /// `promotion: Manual`: the new nodes are in and no client moved;
+    /// traffic waits for the promote annotation naming this revision (one
+    /// left from an earlier upgrade names another, and promotes nothing).
+    /// Once the listeners Service selects the new revision the switch is
+    /// done, and the upgrade goes on whatever the annotation says now.
+    fn awaiting_promotion(&mut self) -> bool {
+        if !self.spec.manual_promotion {
+            return false;
         }
+        let key = self.spec.revision_key();
+        if self.spec.promote.as_deref() == Some(key.as_str()) {
+            return false;
+        }
+        let (listeners, _) = desired_services(self.spec);
+        if self.spec.listeners_service && self.services.listeners.as_ref() == Some(&listeners) {
+            return false;
+        }
+        self.phase = Phase::AwaitingPromotion;
+        let stale = match &self.spec.promote {
+            Some(other) => format!(" ({ANNOTATION_PROMOTE} names {other}, not this revision)"),
+            None => String::new(),
+        };
+        self.wait(
+            WaitReason::AwaitingPromotion,
+            format!(
+                "new nodes of revision {key} are ready and joined and no client has moved{stale}; annotate {ANNOTATION_PROMOTE}={key} to move traffic to them, or {ANNOTATION_ABORT}={key} to go back to the old nodes"
+            ),
+        );
+        // Membership is not watched; the annotation is.
+        self.requeue_after_s = Some(30);
+        true
     }
 
     fn initial_delay_passed(&mut self) -> bool {
-        let key = self.revision_key();
+        let key = self.spec.revision_key();
         let now = self.obs.now;
         let ready_at = match &self.obs.memory.new_nodes_ready_at {
             Some((rev, at)) if *rev == key => *at,
@@ -915,7 +1068,11 @@ impl<'a> Pass<'a> {
         let at_rest = self.wait.is_none() && self.actions.is_empty();
         let stalled = match &self.obs.memory.progress {
             Some((last, since)) if *last == marker => {
-                let waiting = self.wait.as_ref().is_some_and(|w| !w.timed);
+                // Waiting for the user to promote is no stall either.
+                let waiting = self
+                    .wait
+                    .as_ref()
+                    .is_some_and(|w| !w.timed && w.reason != WaitReason::AwaitingPromotion);
                 waiting && now.saturating_sub(*since) > self.spec.progress_deadline_s
             }
             // Nothing recorded and nothing under way: a cluster that never

@@ -55,9 +55,11 @@ fn subject(step: &Action) -> Option<String> {
         | Action::RecordDrainStart { node, .. }
         | Action::ForceLeave { node } => node.clone(),
         Action::RemoveOldNode { set, node, .. } => node.clone().unwrap_or_else(|| set.clone()),
-        Action::RecordNewNodesReady { revision, .. } => revision.clone(),
+        Action::RecordNewNodesReady { revision, .. } | Action::RecordAbort { revision, .. } => {
+            revision.clone()
+        }
         Action::MarkForDeletion { pod } | Action::MarkServing { pod } => pod.clone(),
-        Action::RecordProgress { .. } => return None,
+        Action::RecordProgress { .. } | Action::ClearAbort => return None,
     })
 }
 
@@ -140,7 +142,15 @@ fn done(step: &Action, effect: &Effect, sets: &[NodeSet]) -> Option<(&'static st
         ),
         Action::RecordNewNodesReady { .. }
         | Action::RecordProgress { .. }
+        | Action::ClearAbort
         | Action::MarkForDeletion { .. } => return None,
+        Action::RecordAbort { revision, back_to } => (
+            "UpgradeAborted",
+            format!(
+                "the upgrade to revision {revision} is aborted by annotation {}: traffic stays on revision {back_to} and the new nodes are scaled away",
+                names::ANNOTATION_ABORT
+            ),
+        ),
         Action::StartEvacuation {
             node,
             migrate_to,
@@ -257,7 +267,9 @@ fn related_object(
         Action::MarkServing { pod } => Some(object("Pod", "v1", pod)),
         Action::RecordNewNodesReady { .. }
         | Action::MarkForDeletion { .. }
-        | Action::RecordProgress { .. } => None,
+        | Action::RecordProgress { .. }
+        | Action::RecordAbort { .. }
+        | Action::ClearAbort => None,
     }
 }
 
@@ -443,6 +455,31 @@ mod tests {
         assert!(to_c.note.contains("revision c"), "{}", to_c.note);
         // The same step told twice is still one series.
         assert_eq!(series_key(&switch("c")), series_key(&to_c));
+
+        // An abort is told once per revision, naming both; forgetting it
+        // tells nothing.
+        let abort = |revision: &str| {
+            one(
+                Action::RecordAbort {
+                    revision: revision.into(),
+                    back_to: "a".into(),
+                },
+                Effect::Done,
+            )
+        };
+        let (of_b, of_c) = (abort("b"), abort("c"));
+        assert_eq!(of_b.reason, "UpgradeAborted");
+        assert_ne!(series_key(&of_b), series_key(&of_c));
+        assert!(
+            of_c.note.contains("revision c") && of_c.note.contains("revision a"),
+            "{}",
+            of_c.note
+        );
+        let outcome = Outcome {
+            done: vec![(Action::ClearAbort, Effect::Done)],
+            failed: None,
+        };
+        assert!(notes(&cluster, &sets(), &outcome).is_empty());
 
         // Long node names stay within the API server's bound on action.
         let long = leave(&format!("emqx@{}", "n".repeat(200)));

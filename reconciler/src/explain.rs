@@ -109,7 +109,9 @@ pub fn describe(step: &Action) -> String {
         ),
         Action::RecordNewNodesReady { .. }
         | Action::RecordDrainStart { .. }
-        | Action::RecordProgress { .. } => "recording progress".to_owned(),
+        | Action::RecordProgress { .. }
+        | Action::RecordAbort { .. }
+        | Action::ClearAbort => "recording progress".to_owned(),
         Action::MarkForDeletion { pod } => format!("marking pod {pod} for deletion"),
         Action::MarkServing { pod } => format!("setting pod {pod} on-serving"),
         Action::StartEvacuation { node, .. } => format!("starting the evacuation of node {node}"),
@@ -176,6 +178,9 @@ mod tests {
             revision_history_limit: 1,
             listeners_service: true,
             dashboard_service: true,
+            manual_promotion: false,
+            promote: None,
+            abort: None,
         }
     }
 

@@ -174,6 +174,9 @@ pub fn desired_spec(
         revision_history_limit: usize::try_from(cluster.spec.revision_history_limit()).unwrap_or(0),
         listeners_service: rendered.listeners_enabled(),
         dashboard_service: rendered.dashboard_enabled(),
+        manual_promotion: settings.manual_promotion,
+        promote: memory::promote(annotations),
+        abort: memory::abort(annotations),
     }
 }
 

@@ -17,6 +17,7 @@
 
 use crate::decide::Action;
 use crate::observed::{Drain, Memory, Seconds};
+pub use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PROMOTE};
 use std::collections::BTreeMap;
 
 /// Where [`Memory`] is kept on the object (JSON).
@@ -67,6 +68,12 @@ pub fn record(memory: &mut Memory, action: &Action) {
         Action::RecordProgress { marker, at } => {
             memory.progress = Some((marker.clone(), *at));
         }
+        Action::RecordAbort { revision, .. } => {
+            memory.aborted = Some(revision.clone());
+        }
+        Action::ClearAbort => {
+            memory.aborted = None;
+        }
         _ => {}
     }
 }
@@ -76,6 +83,23 @@ pub fn paused(annotations: Option<&BTreeMap<String, String>>) -> bool {
     annotations
         .and_then(|a| a.get(ANNOTATION_PAUSED))
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The revision the promote annotation names (`None` when absent or blank).
+pub fn promote(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
+    named_revision(annotations, ANNOTATION_PROMOTE)
+}
+
+/// The revision the abort annotation names (`None` when absent or blank).
+pub fn abort(annotations: Option<&BTreeMap<String, String>>) -> Option<String> {
+    named_revision(annotations, ANNOTATION_ABORT)
+}
+
+fn named_revision(annotations: Option<&BTreeMap<String, String>>, key: &str) -> Option<String> {
+    annotations
+        .and_then(|a| a.get(key))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 /// The progress deadline, from the annotation or the default.
@@ -103,6 +127,7 @@ mod tests {
                 started_at: 120,
             }),
             progress: Some(("Evacuating|x".into(), 130)),
+            aborted: Some("def".into()),
         };
         let annotations = with(ANNOTATION_PROGRESS, &store(&memory));
         assert_eq!(load(Some(&annotations)), memory);
@@ -169,5 +194,20 @@ mod tests {
             600
         );
         assert_eq!(progress_deadline(None), 600);
+    }
+
+    #[test]
+    fn promote_and_abort_name_a_revision() {
+        assert_eq!(
+            promote(Some(&with(ANNOTATION_PROMOTE, " 5d87d4c6bd\n"))),
+            Some("5d87d4c6bd".into())
+        );
+        assert_eq!(promote(Some(&with(ANNOTATION_PROMOTE, "  "))), None);
+        assert_eq!(promote(Some(&with(ANNOTATION_ABORT, "x"))), None);
+        assert_eq!(
+            abort(Some(&with(ANNOTATION_ABORT, "a/b"))),
+            Some("a/b".into())
+        );
+        assert_eq!(abort(None), None);
     }
 }

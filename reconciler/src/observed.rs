@@ -57,6 +57,14 @@ pub struct Spec {
     pub listeners_service: bool,
     /// The dashboard Service is enabled.
     pub dashboard_service: bool,
+    /// `updateStrategy.promotion: Manual`: an upgrade stops before the
+    /// Service switch until [`Spec::promote`] names its revision.
+    pub manual_promotion: bool,
+    /// The revision the `apps.emqx.io/promote` annotation names, if any
+    /// (compared with [`Spec::revision_key`]).
+    pub promote: Option<Revision>,
+    /// The revision the `apps.emqx.io/abort` annotation names, if any.
+    pub abort: Option<Revision>,
 }
 
 impl Spec {
@@ -65,6 +73,16 @@ impl Spec {
         match &self.replicant {
             Some(r) if r.replicas > 0 => Role::Replicant,
             _ => Role::Core,
+        }
+    }
+
+    /// The desired revision as the promote and abort annotations name it:
+    /// the core revision, or `core/replicant` with replicants (a change of
+    /// either template is an upgrade of its own).
+    pub fn revision_key(&self) -> Revision {
+        match &self.replicant {
+            Some(r) => format!("{}/{}", self.core.revision, r.revision),
+            None => self.core.revision.clone(),
         }
     }
 
@@ -262,6 +280,10 @@ pub struct Memory {
     /// The last progress marker and when it was first seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<(String, Seconds)>,
+    /// The revision whose upgrade is aborted, once its `UpgradeAborted`
+    /// Event was told (so it is told once per abort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Revision>,
 }
 
 /// Everything `decide` looks at.

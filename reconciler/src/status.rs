@@ -3,7 +3,7 @@
 //! reports them, and the evacuation progress copied from `global_status`.
 //! Pure; the shell writes the result with server-side apply.
 
-use crate::decide::{Decision, Phase};
+use crate::decide::{Decision, Phase, WaitReason};
 use crate::explain::Explained;
 use crate::json_subset;
 use crate::observed::{NodeSet, Role, Seconds, Spec};
@@ -14,8 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types in the order the `Status` printer column should find them:
 /// it shows the first `True` one, so the most telling comes first.
-pub const CONDITION_ORDER: [&str; 10] = [
+pub const CONDITION_ORDER: [&str; 12] = [
     "Paused",
+    AWAITING_PROMOTION,
+    ABORTED,
     condition::READY,
     "Progressing",
     condition::AVAILABLE,
@@ -26,6 +28,13 @@ pub const CONDITION_ORDER: [&str; 10] = [
     condition::INITIALIZED,
     "EvacuationUnsupported",
 ];
+
+/// Condition type, True while an upgrade with `promotion: Manual` waits
+/// to be promoted (so `kubectl get` shows it in the `Status` column).
+pub const AWAITING_PROMOTION: &str = "AwaitingPromotion";
+/// Condition type, True while the upgrade to the desired revision is
+/// aborted by annotation.
+pub const ABORTED: &str = "Aborted";
 
 /// Everything the status is computed from.
 #[derive(Debug)]
@@ -193,6 +202,31 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
         // Not "Idle": an upgrade may be held half-way (as a Deployment's
         // `DeploymentPaused`).
         want("Progressing", false, "Paused", wait_message.clone())
+    } else if d.phase == Phase::AwaitingPromotion {
+        // Held for the user, as a pause is: not progressing, not stalled.
+        want(
+            "Progressing",
+            false,
+            WaitReason::AwaitingPromotion.as_str(),
+            wait_message.clone(),
+        )
+    } else if d.phase == Phase::Aborted {
+        // An abort stays until the spec changes or the user retries: the
+        // reason says aborted even while the new nodes are still draining.
+        let message = if d.stalled {
+            format!(
+                "{wait_message} (no progress for over {}s)",
+                input.spec.progress_deadline_s
+            )
+        } else {
+            wait_message.clone()
+        };
+        want(
+            "Progressing",
+            false,
+            WaitReason::UpgradeAborted.as_str(),
+            message,
+        )
     } else if d.stalled {
         want(
             "Progressing",
@@ -217,6 +251,22 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
     });
     if d.phase == Phase::Paused {
         wants.push(want("Paused", true, "Paused", wait_message.clone()));
+    }
+    if d.phase == Phase::AwaitingPromotion {
+        wants.push(want(
+            AWAITING_PROMOTION,
+            true,
+            WaitReason::AwaitingPromotion.as_str(),
+            wait_message.clone(),
+        ));
+    }
+    if d.phase == Phase::Aborted {
+        wants.push(want(
+            ABORTED,
+            true,
+            WaitReason::UpgradeAborted.as_str(),
+            wait_message.clone(),
+        ));
     }
     if input.evacuation_unsupported {
         wants.push(want(

@@ -281,6 +281,11 @@ impl From<v1beta4::EmqxEnterprise> for v2beta1::EmqxEnterprise {
                 type_: Some("Recreate".to_owned()),
                 initial_delay_seconds: b.initial_delay_seconds,
                 evacuation_strategy: b.evacuation_strategy,
+                // What the Go operator does, and what the hub's default
+                // says: so a defaulted v2beta1 strategy converts to v1beta4
+                // and back without a conversion-data entry, and only
+                // `Manual` (which v1beta4 cannot say) is stashed.
+                promotion: Some(v2beta1::PROMOTION_AUTOMATIC.to_owned()),
             }),
             core_template,
             replicant_template: None,

@@ -39,6 +39,8 @@ pub struct BlueGreenSettings {
     pub conn_evict_rate: i32,
     /// Sessions evicted per second.
     pub sess_evict_rate: i32,
+    /// `promotion: Manual`: traffic moves only when the user promotes.
+    pub manual_promotion: bool,
 }
 
 // The limits are small constants; the conversions cannot truncate.
@@ -47,7 +49,7 @@ const RATE: i32 = RATE_DEFAULT as i32;
 
 impl EMQXSpec {
     /// The blue-green settings with the CRD's defaults (10 s, 10 s, 1000/s,
-    /// 1000/s) where absent.
+    /// 1000/s, `Automatic`) where absent.
     pub fn blue_green(&self) -> BlueGreenSettings {
         let strategy = self.update_strategy.clone().unwrap_or_default();
         let evacuation = strategy.evacuation_strategy.unwrap_or_default();
@@ -56,6 +58,8 @@ impl EMQXSpec {
             wait_takeover: evacuation.wait_takeover.unwrap_or(DELAY),
             conn_evict_rate: evacuation.conn_evict_rate.unwrap_or(RATE),
             sess_evict_rate: evacuation.sess_evict_rate.unwrap_or(RATE),
+            manual_promotion: strategy.promotion.as_deref()
+                == Some(crate::v2beta1::PROMOTION_MANUAL),
         }
     }
 
@@ -109,6 +113,7 @@ mod tests {
             json!({"image": "emqx:5.8.0"}),
             json!({"image": "emqx:5.8.0", "updateStrategy": {}}),
             json!({"image": "emqx:5.8.0", "updateStrategy": {"initialDelaySeconds": 5}}),
+            json!({"image": "emqx:5.8.0", "updateStrategy": {"promotion": "Manual"}}),
             json!({"image": "emqx:5.8.0", "updateStrategy": {"evacuationStrategy": {"connEvictRate": 7}}}),
             json!({"image": "emqx:5.8.0", "coreTemplate": {}, "replicantTemplate": {"spec": {}}}),
             json!({"image": "emqx:5.8.0", "coreTemplate": {"spec": {"replicas": 5}}}),
@@ -137,6 +142,12 @@ mod tests {
                 evacuation.sess_evict_rate,
                 "{spec}"
             );
+            assert_eq!(
+                settings.manual_promotion,
+                explicit.promotion.as_deref() == Some("Manual"),
+                "{spec}"
+            );
+            assert!(explicit.promotion.is_some(), "defaulted: {spec}");
             assert_eq!(raw.spec.blue_green(), defaulted.spec.blue_green(), "{spec}");
             // Where the schema fills replicas, the helper agrees with it.
             if let Some(replicas) = defaulted

@@ -19,6 +19,17 @@ pub const LABEL_POD_TEMPLATE_HASH: &str = "apps.emqx.io/pod-template-hash";
 pub const ANNOTATION_CONVERSION_DATA: &str = "apps.emqx.io/conversion-data";
 /// Annotation: last `config.data` applied to EMQX.
 pub const ANNOTATION_LAST_EMQX_CONFIGURATION: &str = "apps.emqx.io/last-emqx-configuration";
+/// Annotation on the cluster: the revision (`status.coreNodesStatus.
+/// updateRevision`, or `core/replicant` revisions with replicants) whose
+/// upgrade with `updateStrategy.promotion: Manual` may move traffic. Naming
+/// the revision keeps an annotation left from one upgrade from promoting
+/// the next.
+pub const ANNOTATION_PROMOTE: &str = "apps.emqx.io/promote";
+/// Annotation on the cluster: the revision whose upgrade is aborted. Traffic
+/// stays on (or goes back to) the old nodes and the new ones are scaled
+/// away, until the spec asks for another revision or the annotation is
+/// removed (a retry).
+pub const ANNOTATION_ABORT: &str = "apps.emqx.io/abort";
 /// Pod annotation choosing the replicant ReplicaSet removes next.
 pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// Pod readiness gate that switches traffic.

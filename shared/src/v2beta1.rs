@@ -222,10 +222,29 @@ pub struct UpdateStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "evacuation_strategy_schema")]
     pub evacuation_strategy: Option<EvacuationStrategy>,
+    /// `Automatic`: traffic moves as soon as the new nodes are ready and
+    /// joined and `initialDelaySeconds` passed. `Manual`: the upgrade stops
+    /// before the Service switch (condition `AwaitingPromotion`) until the
+    /// object is annotated `apps.emqx.io/promote=<revision>`;
+    /// `apps.emqx.io/abort=<revision>` goes back to the old nodes instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "promotion_schema")]
+    pub promotion: Option<String>,
 }
 
 fn update_type_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "enum": ["Recreate"], "default": "Recreate"})
+}
+
+/// The values of `updateStrategy.promotion`.
+pub const PROMOTIONS: &[&str] = &[PROMOTION_AUTOMATIC, PROMOTION_MANUAL];
+/// `updateStrategy.promotion`: traffic moves without asking (the default).
+pub const PROMOTION_AUTOMATIC: &str = "Automatic";
+/// `updateStrategy.promotion`: traffic moves when the user promotes.
+pub const PROMOTION_MANUAL: &str = "Manual";
+
+fn promotion_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "enum": PROMOTIONS, "default": PROMOTION_AUTOMATIC})
 }
 
 pub(crate) fn initial_delay_schema(_: &mut SchemaGenerator) -> Schema {

@@ -319,6 +319,11 @@ fn check_rollout(
             strategy.type_.as_deref(),
             &["Recreate"],
         );
+        c.one_of(
+            "spec.updateStrategy.promotion",
+            strategy.promotion.as_deref(),
+            v2beta1::PROMOTIONS,
+        );
         check_evacuation(
             c,
             "spec.updateStrategy",
@@ -943,6 +948,31 @@ mod tests {
                 .any(|e| e.path == "spec.bootstrapAPIKeys[0].secret"),
             "{:?}",
             v.errors
+        );
+    }
+
+    #[test]
+    fn an_unknown_promotion_names_the_field_and_the_values() {
+        let mut spec = hub("emqx/emqx:5.8.0");
+        for ok in ["Automatic", "Manual"] {
+            spec.update_strategy = Some(v2beta1::UpdateStrategy {
+                promotion: Some(ok.into()),
+                ..Default::default()
+            });
+            assert!(validate_hub(&spec, None, None, false).allowed(), "{ok}");
+        }
+        spec.update_strategy = Some(v2beta1::UpdateStrategy {
+            promotion: Some("manual".into()),
+            ..Default::default()
+        });
+        let v = validate_hub(&spec, None, None, false);
+        assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+        assert_eq!(v.errors[0].path, "spec.updateStrategy.promotion");
+        assert!(
+            v.errors[0].message.contains("Automatic, Manual")
+                && v.errors[0].message.contains("\"manual\""),
+            "{}",
+            v.errors[0].message
         );
     }
 

@@ -95,12 +95,15 @@ fn update_strategy() -> impl Strategy<Value = Value> {
         of(Just("Recreate")),
         of(0i32..=86_400),
         of(evacuation_strategy()),
+        // v1beta4 cannot say `Manual`: it travels in the conversion data.
+        of(prop_oneof![Just("Automatic"), Just("Manual")]),
     )
-        .prop_map(|(t, d, e)| {
+        .prop_map(|(t, d, e, p)| {
             obj(vec![
                 ("type", t.map(Value::from)),
                 ("initialDelaySeconds", d.map(Value::from)),
                 ("evacuationStrategy", e),
+                ("promotion", p.map(Value::from)),
             ])
         })
 }
@@ -1072,4 +1075,40 @@ fn an_edit_made_through_the_other_version_survives_the_way_back() {
         prop_assert_eq!(&image["version"], &json!("4.4.19"));
         Ok(())
     });
+}
+
+#[test]
+fn manual_promotion_survives_a_trip_through_v1beta4() {
+    // v1beta4 has no promotion field: `Manual` travels in the conversion
+    // data, and the default `Automatic` needs no entry at all.
+    let object = |promotion: &str| {
+        json!({
+            "apiVersion": "apps.emqx.io/v2beta1",
+            "kind": "EmqxEnterprise",
+            "metadata": {"name": "ee", "namespace": "default"},
+            "spec": {
+                "image": "emqx/emqx-ee:4.4.19",
+                "updateStrategy": {"type": "Recreate", "initialDelaySeconds": 5, "promotion": promotion}
+            }
+        })
+    };
+    let manual = object("Manual");
+    let stored = convert_object(&manual, "apps.emqx.io/v1beta4").expect("to v1beta4");
+    assert!(stored["spec"]["blueGreenUpdate"].get("promotion").is_none());
+    let stash = stored["metadata"]["annotations"]["apps.emqx.io/conversion-data"]
+        .as_str()
+        .expect("conversion data");
+    assert!(stash.contains("/spec/updateStrategy/promotion"), "{stash}");
+    let back = convert_object(&stored, "apps.emqx.io/v2beta1").expect("to v2beta1");
+    assert_eq!(back, manual);
+
+    let automatic = object("Automatic");
+    let stored = convert_object(&automatic, "apps.emqx.io/v1beta4").expect("to v1beta4");
+    assert!(
+        stored["metadata"].get("annotations").is_none(),
+        "{}",
+        stored["metadata"]
+    );
+    let back = convert_object(&stored, "apps.emqx.io/v2beta1").expect("to v2beta1");
+    assert_eq!(back, automatic);
 }

@@ -26,6 +26,9 @@ fn spec(core_rev: &str, replicas: u32) -> Spec {
         revision_history_limit: 1,
         listeners_service: true,
         dashboard_service: true,
+        manual_promotion: false,
+        promote: None,
+        abort: None,
     }
 }
 
@@ -473,6 +476,316 @@ fn reverting_reuses_the_old_set_and_stops_its_evacuation() {
     ));
 }
 
+fn manual(core_rev: &str) -> Spec {
+    Spec {
+        manual_promotion: true,
+        ..spec(core_rev, 3)
+    }
+}
+
+/// a serves, b's nodes are ready and joined, no client moved.
+fn new_nodes_in(now: Seconds) -> Observed {
+    observed(
+        now,
+        vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)],
+        "a",
+    )
+}
+
+fn reason(d: &Decision) -> Option<&'static str> {
+    d.wait.as_ref().map(|w| w.reason.as_str())
+}
+
+#[test]
+fn manual_promotion_stops_before_the_switch() {
+    let s = manual("b");
+    // Not before the new nodes are in.
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, false)];
+    let d = decide(&s, &observed(100, sets, "a"));
+    assert_eq!(d.phase, Phase::WaitingForNewNodes);
+
+    let d = decide(&s, &new_nodes_in(100));
+    assert_eq!(d.phase, Phase::AwaitingPromotion);
+    assert_eq!(reason(&d), Some("AwaitingPromotion"));
+    let message = &d.wait.as_ref().expect("a wait").message;
+    assert!(
+        message.contains("apps.emqx.io/promote=b") && message.contains("apps.emqx.io/abort=b"),
+        "{message}"
+    );
+    assert!(
+        !has(&d, |a| matches!(
+            a,
+            Action::PointServices { .. }
+                | Action::StartEvacuation { .. }
+                | Action::RemoveOldNode { .. }
+                | Action::RecordNewNodesReady { .. }
+        )),
+        "{:?}",
+        d.actions
+    );
+    // An automatic upgrade in the same state goes on to its initial delay.
+    let d = decide(&spec("b", 3), &new_nodes_in(100));
+    assert_eq!(d.phase, Phase::InitialDelay);
+}
+
+#[test]
+fn waiting_for_the_promotion_is_no_stall() {
+    let s = manual("b");
+    let mut obs = new_nodes_in(100);
+    let d = decide(&s, &obs);
+    let Some(Action::RecordProgress { marker, .. }) = d
+        .actions
+        .iter()
+        .find(|a| matches!(a, Action::RecordProgress { .. }))
+    else {
+        panic!("{:?}", d.actions)
+    };
+    obs.memory.progress = Some((marker.clone(), 100));
+    obs.now = 100 + s.progress_deadline_s * 10;
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::AwaitingPromotion);
+    assert!(!d.stalled);
+}
+
+#[test]
+fn promoting_the_desired_revision_continues_the_upgrade() {
+    let mut s = manual("b");
+    s.promote = Some("b".into());
+    let mut obs = new_nodes_in(100);
+    let d = decide(&s, &obs);
+    assert_eq!(
+        d.phase,
+        Phase::InitialDelay,
+        "the delay counts from the promotion"
+    );
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordNewNodesReady { at: 100, .. }
+    )));
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 100));
+    obs.now = 110;
+    let d = decide(&s, &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::PointServices { listeners, .. } if listeners.1 == "b")
+    ));
+    // After the switch, the annotation removed does not hold the drain.
+    let mut s = manual("b");
+    s.promote = None;
+    let d = decide(&s, &switched(200));
+    assert_eq!(d.phase, Phase::Evacuating);
+    assert!(has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+}
+
+#[test]
+fn a_stale_promote_annotation_promotes_nothing() {
+    let mut s = manual("b");
+    // Left from the upgrade to a.
+    s.promote = Some("a".into());
+    let d = decide(&s, &new_nodes_in(100));
+    assert_eq!(d.phase, Phase::AwaitingPromotion);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::PointServices { .. } | Action::RecordNewNodesReady { .. }
+    )));
+    let message = &d.wait.as_ref().expect("a wait").message;
+    assert!(message.contains("names a, not this revision"), "{message}");
+    // With replicants the key names both revisions: the core one alone is stale.
+    let mut s = manual("b");
+    s.replicant = Some(RoleSpec {
+        revision: "rb".into(),
+        replicas: 0,
+    });
+    assert_eq!(s.revision_key(), "b/rb");
+    s.promote = Some("b".into());
+    let mut obs = new_nodes_in(100);
+    obs.sets.push(NodeSet {
+        name: "emqx-replicant-rb".into(),
+        role: Role::Replicant,
+        revision: "rb".into(),
+        replicas: 0,
+        created_at: 50,
+        pods: Vec::new(),
+    });
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::AwaitingPromotion);
+    s.promote = Some("b/rb".into());
+    assert_eq!(decide(&s, &obs).phase, Phase::InitialDelay);
+}
+
+#[test]
+fn an_abort_before_the_switch_scales_the_new_set_away_and_keeps_traffic() {
+    let mut s = manual("b");
+    s.abort = Some("b".into());
+    let d = decide(&s, &new_nodes_in(100));
+    assert_eq!(d.phase, Phase::Aborted);
+    assert_eq!(reason(&d), Some("UpgradeAborted"));
+    assert!(
+        !has(&d, |a| matches!(
+            a,
+            Action::CreateSet { .. } | Action::PointServices { .. } | Action::ScaleSet { .. }
+        )),
+        "{:?}",
+        d.actions
+    );
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordAbort { revision, back_to } if revision == "b" && back_to == "a"
+    )));
+    // The new nodes drain as old ones would, to the old nodes, at once
+    // (traffic never left the old nodes: no initial delay).
+    let start = d.actions.iter().find_map(|a| match a {
+        Action::StartEvacuation {
+            node, migrate_to, ..
+        } => Some((node.clone(), migrate_to.clone())),
+        _ => None,
+    });
+    let (victim, to) = start.expect("an evacuation of a new node");
+    assert_eq!(victim, node("emqx-core-b", 2));
+    assert!(to.iter().all(|n| n.contains("emqx-core-a")), "{to:?}");
+    let message = &d.wait.as_ref().expect("a wait").message;
+    assert!(
+        message.contains("aborted") && message.contains("revision a"),
+        "{message}"
+    );
+
+    // Drained: only the old set runs; the abort stays, telling its Event once.
+    let mut obs = observed(
+        300,
+        vec![core_set("a", 3, 0, true), core_set("b", 0, 50, true)],
+        "a",
+    );
+    obs.memory.aborted = Some("b".into());
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::Aborted);
+    assert!(
+        d.actions.iter().all(|a| matches!(
+            a,
+            Action::RecordProgress { .. } | Action::RecordNewNodesReady { .. }
+        )),
+        "{:?}",
+        d.actions
+    );
+    // Without manual promotion an abort works the same.
+    let mut automatic = spec("b", 3);
+    automatic.abort = Some("b".into());
+    assert_eq!(decide(&automatic, &obs).phase, Phase::Aborted);
+}
+
+#[test]
+fn an_abort_after_the_switch_scales_the_old_set_back_and_returns_traffic() {
+    // a → b switched, a-2 already removed.
+    let mut obs = switched(100);
+    obs.sets[0].replicas = 2;
+    obs.sets[0].pods.truncate(2);
+    let mut s = spec("b", 3);
+    s.abort = Some("b".into());
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::Aborted);
+    assert!(
+        !has(&d, |a| matches!(a, Action::CreateSet { .. })),
+        "no third set"
+    );
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::ScaleSet { name, from: 2, to: 3 } if name == "emqx-core-a")
+    ));
+    // Once the old set is whole again, traffic goes back to it, after the
+    // initial delay its restarted nodes get like any new ones.
+    let mut obs = switched(100);
+    obs.memory.new_nodes_ready_at = Some(("a".into(), 0));
+    let d = decide(&s, &obs);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::PointServices { listeners, dashboard } if listeners.1 == "a" && dashboard == "a")
+    ));
+    assert!(!has(&d, |a| matches!(a, Action::StartEvacuation { .. })));
+}
+
+#[test]
+fn an_abort_of_a_replicant_only_change_keeps_the_cores() {
+    let replicants = |rev: &str, created_at: Seconds| {
+        let mut set = core_set(rev, 2, created_at, true);
+        set.role = Role::Replicant;
+        set.name = format!("emqx-replicant-{rev}");
+        for pod in &mut set.pods {
+            pod.ordinal = None;
+            pod.name = pod.name.replace("core", "replicant");
+            pod.node = pod.node.replace("core", "replicant");
+        }
+        set
+    };
+    let mut s = spec("a", 3);
+    s.replicant = Some(RoleSpec {
+        revision: "rb".into(),
+        replicas: 2,
+    });
+    s.abort = Some("a/rb".into());
+    let mut obs = observed(
+        100,
+        vec![
+            core_set("a", 3, 0, true),
+            replicants("ra", 0),
+            replicants("rb", 50),
+        ],
+        "a",
+    );
+    obs.services.listeners = Some((Role::Replicant, "ra".into()));
+    let rollback = rollback_spec(&s, &obs).expect("an abort in force");
+    assert_eq!(rollback.revision_key(), "a/ra");
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::Aborted);
+    let evacuated: Vec<&str> = d
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartEvacuation { node, .. } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evacuated.len(), 1, "{:?}", d.actions);
+    assert!(evacuated[0].contains("emqx-replicant-rb"), "{evacuated:?}");
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { set, .. } | Action::ScaleSet { name: set, .. } if set.contains("core")
+    )));
+}
+
+#[test]
+fn removing_the_abort_or_a_new_revision_resumes() {
+    let aborted = || {
+        let mut obs = observed(
+            300,
+            vec![core_set("a", 3, 0, true), core_set("b", 0, 50, true)],
+            "a",
+        );
+        obs.memory.aborted = Some("b".into());
+        obs
+    };
+    // Retry: the annotation removed.
+    let d = decide(&manual("b"), &aborted());
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::ScaleSet { from: 0, to: 3, .. }
+    )));
+    assert!(has(&d, |a| matches!(a, Action::ClearAbort)));
+    assert_ne!(d.phase, Phase::Aborted);
+    // The spec moved on to c: the abort of b is stale.
+    let mut s = manual("c");
+    s.abort = Some("b".into());
+    let d = decide(&s, &aborted());
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::CreateSet { revision, .. } if revision == "c")
+    ));
+    assert_ne!(d.phase, Phase::Aborted);
+    // A finished upgrade has nothing to go back to: the annotation is ignored.
+    let mut s = spec("b", 3);
+    s.abort = Some("b".into());
+    let d = decide(&s, &observed(300, vec![core_set("b", 3, 50, true)], "b"));
+    assert_eq!(d.phase, Phase::Ready);
+}
+
 fn removals(d: &Decision) -> Vec<(&str, u32)> {
     d.actions
         .iter()
@@ -821,6 +1134,9 @@ impl World {
             Action::RecordProgress { marker, at } => {
                 self.memory.progress = Some((marker.clone(), *at));
             }
+            Action::RecordAbort { .. } | Action::ClearAbort => {
+                crate::memory::record(&mut self.memory, action);
+            }
         }
         Ok(())
     }
@@ -987,6 +1303,97 @@ fn run_upgrade(w: &mut World, spec: &Spec, crash: &[(usize, usize)], max_steps: 
         w.tick();
     }
     panic!("no convergence in {max_steps} steps: {:#?}", w.observe());
+}
+
+/// Runs decide → apply → tick until `until` holds for the decision.
+fn run_until(
+    w: &mut World,
+    spec: &Spec,
+    max_steps: usize,
+    until: impl Fn(&Decision, &World) -> bool,
+) -> Decision {
+    for _ in 0..max_steps {
+        let d = decide(spec, &w.observe());
+        for a in &d.actions {
+            assert!(
+                !matches!(a, Action::CreateSet { revision, .. } if revision == "a"),
+                "a set of the old revision created again: {a:?}"
+            );
+            if w.apply(a).is_err() {
+                break;
+            }
+        }
+        if until(&d, w) {
+            return d;
+        }
+        w.tick();
+    }
+    panic!("not reached in {max_steps} steps: {:#?}", w.observe());
+}
+
+#[test]
+fn a_manual_upgrade_waits_in_the_model_and_an_abort_goes_back_without_a_third_set() {
+    let (mut w, mut spec) = world(3, None, 250, true, 2);
+    spec.core.revision = "b".into();
+    spec.manual_promotion = true;
+    let waiting = run_until(&mut w, &spec, 300, |d, _| {
+        d.phase == Phase::AwaitingPromotion
+    });
+    // Long after, still waiting: nothing moved, no client was touched.
+    w.now += 3600;
+    let later = decide(&spec, &w.observe());
+    assert_eq!(later.phase, Phase::AwaitingPromotion, "{later:?}");
+    assert!(!later.stalled, "waiting for the user is no stall");
+    assert_eq!(later.wait, waiting.wait);
+    assert_eq!(w.services.listeners, Some((Role::Core, "a".to_string())));
+    assert_eq!(w.starts, 0, "no evacuation before the promotion");
+
+    spec.abort = Some("b".into());
+    let done = run_until(&mut w, &spec, 500, |d, w| {
+        d.wait
+            .as_ref()
+            .is_some_and(|wait| wait.message.contains("scaled away"))
+            && w.sets
+                .iter()
+                .all(|s| s.revision == "a" || s.pods.is_empty())
+            && w.members.iter().all(|m| m.node.contains("emqx-core-a"))
+    });
+    assert_eq!(done.phase, Phase::Aborted);
+    assert_eq!(w.services.listeners, Some((Role::Core, "a".to_string())));
+    assert_eq!(w.memory.aborted.as_deref(), Some("b"));
+    let names: Vec<(&str, u32)> = w
+        .sets
+        .iter()
+        .map(|s| (s.name.as_str(), s.replicas))
+        .collect();
+    assert_eq!(
+        names,
+        [("emqx-core-a", 3), ("emqx-core-b", 0)],
+        "no third set"
+    );
+    assert!(w.members.iter().all(|m| m.node.contains("emqx-core-a")));
+    // The abort holds: more passes change nothing in the cluster.
+    w.tick();
+    let held = decide(&spec, &w.observe());
+    assert_eq!(held.phase, Phase::Aborted);
+    assert!(
+        held.actions
+            .iter()
+            .all(|a| matches!(a, Action::RecordProgress { .. })),
+        "{:?}",
+        held.actions
+    );
+
+    // A retry (the annotation removed) brings the new nodes back and waits
+    // for the promotion again; promoting finishes the upgrade.
+    spec.abort = None;
+    run_until(&mut w, &spec, 300, |d, _| {
+        d.phase == Phase::AwaitingPromotion
+    });
+    assert_eq!(w.memory.aborted, None);
+    spec.promote = Some("b".into());
+    run_upgrade(&mut w, &spec, &[], 500);
+    assert_eq!(w.services.listeners, Some((Role::Core, "b".to_string())));
 }
 
 #[test]

@@ -23,6 +23,9 @@ fn spec(rev: &str) -> Spec {
         revision_history_limit: 3,
         listeners_service: true,
         dashboard_service: true,
+        manual_promotion: false,
+        promote: None,
+        abort: None,
     }
 }
 
@@ -379,4 +382,76 @@ fn an_empty_field_another_manager_left_is_no_change() {
         c.status = "False".into();
     }
     assert!(!unchanged(Some(&older), &ours));
+}
+
+/// The conditions of a held state, by type: (status, reason).
+fn held(
+    phase: Phase,
+    reason: &'static str,
+    stalled: bool,
+) -> (EMQXStatus, Vec<(String, String, String)>) {
+    let s = spec("b");
+    let sets = [set("a", 2, 2, 1), set("b", 2, 2, 2)];
+    let (mut d, d_wait) = decision(phase, Some((reason, "held: see the message")));
+    d.stalled = stalled;
+    let out = status(&StatusInput {
+        generation: 1,
+        now: 100,
+        spec: &s,
+        sets: &sets,
+        decision: &d,
+        wait: d_wait.as_ref(),
+        traffic_on_desired: false,
+        nodes: None,
+        evacuations: None,
+        evacuation_unsupported: false,
+        previous: None,
+    });
+    let all = out
+        .conditions
+        .iter()
+        .flatten()
+        .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+        .collect();
+    (out, all)
+}
+
+#[test]
+fn awaiting_promotion_and_an_abort_are_shown_first_and_are_not_progress() {
+    let find = |all: &[(String, String, String)], t: &str| {
+        all.iter()
+            .find(|(type_, ..)| type_ == t)
+            .map(|(_, status, reason)| (status.clone(), reason.clone()))
+    };
+    let (out, all) = held(Phase::AwaitingPromotion, "AwaitingPromotion", false);
+    assert_eq!(first_true(&out).as_deref(), Some("AwaitingPromotion"));
+    assert_eq!(
+        find(&all, "Progressing"),
+        Some(("False".into(), "AwaitingPromotion".into()))
+    );
+    assert_eq!(
+        find(&all, "Ready"),
+        Some(("False".into(), "AwaitingPromotion".into()))
+    );
+    assert_eq!(find(&all, "Aborted"), None);
+
+    // Aborted wins over a stall, which its message still tells.
+    let (out, all) = held(Phase::Aborted, "UpgradeAborted", true);
+    assert_eq!(first_true(&out).as_deref(), Some("Aborted"));
+    assert_eq!(
+        find(&all, "Progressing"),
+        Some(("False".into(), "UpgradeAborted".into()))
+    );
+    let progressing = out
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Progressing")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        progressing.contains("no progress for over 600s"),
+        "{progressing}"
+    );
+    assert_eq!(find(&all, "AwaitingPromotion"), None);
 }
