@@ -15,6 +15,10 @@ pub const EVENT_CONTROLLER: &str = "emqx-operator";
 /// The one field manager every write uses.
 pub const FIELD_MANAGER: &str = "emqx-operator";
 
+/// How often a Ready cluster is looked at again when nothing it watches
+/// changes (`--resync-seconds`): the steady-state EMQX polling interval.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+
 /// Shared by the passes of both kinds.
 pub struct Context {
     pub client: Client,
@@ -26,6 +30,8 @@ pub struct Context {
     pub secret_source: SecretSource,
     /// Clusters whose Secrets are known to exist (derived values only).
     pub created_secrets: CreatedSecrets,
+    /// The pause before a Ready cluster's next pass ([`DEFAULT_RESYNC`]).
+    pub resync: Duration,
 }
 
 impl Context {
@@ -50,7 +56,14 @@ impl Context {
             emqx_timeout,
             secret_source: SecretSource::Read,
             created_secrets: CreatedSecrets::default(),
+            resync: DEFAULT_RESYNC,
         }
+    }
+
+    /// The same context with Ready clusters looked at every `resync`.
+    pub fn with_resync(mut self, resync: Duration) -> Context {
+        self.resync = resync;
+        self
     }
 
     /// The same context with Secrets' values from `source`.
