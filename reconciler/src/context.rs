@@ -19,6 +19,9 @@ pub const FIELD_MANAGER: &str = "emqx-operator";
 /// changes (`--resync-seconds`): the steady-state EMQX polling interval.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 
+/// How many passes run at once by default (`--max-concurrent-passes`).
+pub const DEFAULT_CONCURRENT_PASSES: u16 = 16;
+
 /// Shared by the passes of both kinds.
 pub struct Context {
     pub client: Client,
@@ -32,6 +35,8 @@ pub struct Context {
     pub created_secrets: CreatedSecrets,
     /// The pause before a Ready cluster's next pass ([`DEFAULT_RESYNC`]).
     pub resync: Duration,
+    /// Passes running at once, per controller (0: unbounded).
+    pub concurrent_passes: u16,
 }
 
 impl Context {
@@ -57,7 +62,15 @@ impl Context {
             secret_source: SecretSource::Read,
             created_secrets: CreatedSecrets::default(),
             resync: DEFAULT_RESYNC,
+            concurrent_passes: DEFAULT_CONCURRENT_PASSES,
         }
+    }
+
+    /// The same context with at most `passes` passes at once per
+    /// controller (0: unbounded).
+    pub fn with_concurrent_passes(mut self, passes: u16) -> Context {
+        self.concurrent_passes = passes;
+        self
     }
 
     /// The same context with Ready clusters looked at every `resync`.

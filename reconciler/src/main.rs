@@ -91,6 +91,15 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     resync_seconds: u64,
+    /// Passes that run at once, per kind and namespace (0: no bound). A
+    /// pass is a few API reads and EMQX calls; a bound keeps the memory of
+    /// many clusters created (or relisted) at once from piling up.
+    #[arg(
+        long,
+        env = "RECONCILER_MAX_CONCURRENT_PASSES",
+        default_value_t = emqx_reconciler::context::DEFAULT_CONCURRENT_PASSES
+    )]
+    max_concurrent_passes: u16,
     /// Also reconcile EmqxEnterprise objects (read as v2beta1 through the
     /// conversion webhook).
     #[arg(long, env = "RECONCILER_ENTERPRISE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -188,7 +197,8 @@ async fn main() -> anyhow::Result<()> {
             Duration::from_secs(args.emqx_timeout_seconds),
         )
         .with_secret_source(secret_source)
-        .with_resync(Duration::from_secs(args.resync_seconds)),
+        .with_resync(Duration::from_secs(args.resync_seconds))
+        .with_concurrent_passes(args.max_concurrent_passes),
     );
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
     // One controller per kind and namespace (`None`: all namespaces).
