@@ -14,7 +14,7 @@ use super::cluster::{BrokerCluster, EvacuationEvent};
 use super::config::NodeConfig;
 use super::faults::Faults;
 use super::mqtt::listener::accept_loop;
-use super::rest::{self, api::ApiContext};
+use super::rest::{self, api::ApiContext, calls::ApiCalls};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,7 @@ pub struct EmqxNode {
     config: Arc<NodeConfig>,
     cluster: Arc<BrokerCluster>,
     faults: Arc<Faults>,
+    calls: Arc<ApiCalls>,
     http_addr: SocketAddr,
     mqtt_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -75,10 +76,12 @@ impl EmqxNode {
         let faults = Arc::new(Faults::default());
         cluster.register_faults(&config.node_name, faults.clone());
         let (shutdown, rx) = watch::channel(false);
+        let calls = Arc::new(ApiCalls::default());
         let ctx = ApiContext {
             config: config.clone(),
             cluster: cluster.clone(),
             faults: faults.clone(),
+            calls: calls.clone(),
         };
         let tasks = vec![
             tokio::spawn(rest::serve(http, ctx, rx.clone())),
@@ -95,6 +98,7 @@ impl EmqxNode {
             config,
             cluster,
             faults,
+            calls,
             http_addr,
             mqtt_addr,
             shutdown,
@@ -144,12 +148,17 @@ impl EmqxNode {
         &self.faults
     }
 
-    /// The cluster this node belongs to.
     /// The node's fault switches, shareable with whoever injects faults.
     pub fn faults_handle(&self) -> Arc<Faults> {
         self.faults.clone()
     }
 
+    /// The count of management API calls this node served (not probes).
+    pub fn api_calls(&self) -> Arc<ApiCalls> {
+        self.calls.clone()
+    }
+
+    /// The cluster this node belongs to.
     pub fn cluster(&self) -> &Arc<BrokerCluster> {
         &self.cluster
     }

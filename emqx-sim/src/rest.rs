@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod calls;
 pub mod configs;
 pub mod global_status;
 pub mod payload;

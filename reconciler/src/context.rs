@@ -15,6 +15,13 @@ pub const EVENT_CONTROLLER: &str = "emqx-operator";
 /// The one field manager every write uses.
 pub const FIELD_MANAGER: &str = "emqx-operator";
 
+/// How often a Ready cluster is looked at again when nothing it watches
+/// changes (`--resync-seconds`): the steady-state EMQX polling interval.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+
+/// How many passes run at once by default (`--max-concurrent-passes`).
+pub const DEFAULT_CONCURRENT_PASSES: u16 = 16;
+
 /// Shared by the passes of both kinds.
 pub struct Context {
     pub client: Client,
@@ -26,6 +33,10 @@ pub struct Context {
     pub secret_source: SecretSource,
     /// Clusters whose Secrets are known to exist (derived values only).
     pub created_secrets: CreatedSecrets,
+    /// The pause before a Ready cluster's next pass ([`DEFAULT_RESYNC`]).
+    pub resync: Duration,
+    /// Passes running at once, per controller (0: unbounded).
+    pub concurrent_passes: u16,
 }
 
 impl Context {
@@ -50,7 +61,22 @@ impl Context {
             emqx_timeout,
             secret_source: SecretSource::Read,
             created_secrets: CreatedSecrets::default(),
+            resync: DEFAULT_RESYNC,
+            concurrent_passes: DEFAULT_CONCURRENT_PASSES,
         }
+    }
+
+    /// The same context with at most `passes` passes at once per
+    /// controller (0: unbounded).
+    pub fn with_concurrent_passes(mut self, passes: u16) -> Context {
+        self.concurrent_passes = passes;
+        self
+    }
+
+    /// The same context with Ready clusters looked at every `resync`.
+    pub fn with_resync(mut self, resync: Duration) -> Context {
+        self.resync = resync;
+        self
     }
 
     /// The same context with Secrets' values from `source`.

@@ -79,6 +79,27 @@ struct Args {
     /// Timeout of every EMQX API call, in seconds.
     #[arg(long, env = "RECONCILER_EMQX_TIMEOUT_SECONDS", default_value_t = 5)]
     emqx_timeout_seconds: u64,
+    /// Seconds between passes over a Ready cluster when nothing it watches
+    /// changes: the steady-state polling of each cluster's EMQX API (two
+    /// calls per pass) and its objects (a few reads). Upgrades poll on their
+    /// own, shorter schedule. Longer means less load with many clusters,
+    /// and a later look at a membership change EMQX makes on its own.
+    #[arg(
+        long,
+        env = "RECONCILER_RESYNC_SECONDS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=86_400)
+    )]
+    resync_seconds: u64,
+    /// Passes that run at once, per kind and namespace (0: no bound). A
+    /// pass is a few API reads and EMQX calls; a bound keeps the memory of
+    /// many clusters created (or relisted) at once from piling up.
+    #[arg(
+        long,
+        env = "RECONCILER_MAX_CONCURRENT_PASSES",
+        default_value_t = emqx_reconciler::context::DEFAULT_CONCURRENT_PASSES
+    )]
+    max_concurrent_passes: u16,
     /// Also reconcile EmqxEnterprise objects (read as v2beta1 through the
     /// conversion webhook).
     #[arg(long, env = "RECONCILER_ENTERPRISE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -175,7 +196,9 @@ async fn main() -> anyhow::Result<()> {
             metrics.clone(),
             Duration::from_secs(args.emqx_timeout_seconds),
         )
-        .with_secret_source(secret_source),
+        .with_secret_source(secret_source)
+        .with_resync(Duration::from_secs(args.resync_seconds))
+        .with_concurrent_passes(args.max_concurrent_passes),
     );
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
     // One controller per kind and namespace (`None`: all namespaces).

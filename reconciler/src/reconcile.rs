@@ -12,7 +12,7 @@
 //! on the object.
 
 use crate::context::Context;
-use crate::decide::decide;
+use crate::decide::{Phase, decide};
 use crate::error::Error;
 use crate::kind::ClusterKind;
 use crate::metrics::ClusterLabels;
@@ -119,8 +119,39 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
     if let Some(failed) = outcome.failed {
         return Err(failed.error);
     }
-    Ok(match decision.requeue_after_s {
-        Some(s) => Action::requeue(Duration::from_secs(s)),
-        None => Action::await_change(),
-    })
+    Ok(
+        match requeue_after(decision.phase, decision.requeue_after_s, ctx.resync) {
+            Some(after) => Action::requeue(after),
+            None => Action::await_change(),
+        },
+    )
+}
+
+/// When the next pass runs without a watched change. A Ready cluster is
+/// looked at every `resync` (`--resync-seconds`): EMQX membership is not
+/// watched, so this is the steady-state polling of EMQX's API (two calls
+/// per pass) and of the cluster's objects. Every other phase keeps the
+/// pause `decide` chose, which follows the upgrade's own timing.
+pub fn requeue_after(phase: Phase, decided_s: Option<u64>, resync: Duration) -> Option<Duration> {
+    match phase {
+        Phase::Ready => Some(resync),
+        _ => decided_s.map(Duration::from_secs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_clusters_resync_at_the_configured_interval_others_as_decided() {
+        let resync = Duration::from_secs(300);
+        assert_eq!(requeue_after(Phase::Ready, Some(30), resync), Some(resync));
+        assert_eq!(requeue_after(Phase::Ready, None, resync), Some(resync));
+        assert_eq!(
+            requeue_after(Phase::Evacuating, Some(1), resync),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(requeue_after(Phase::Paused, None, resync), None);
+    }
 }

@@ -47,7 +47,12 @@ pub async fn run<K: ClusterKind>(
     let (objects, stateful_sets, replica_sets, pods) = api(client);
     let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
     let metrics = ctx.metrics.clone();
+    // Bounded concurrency: many clusters created at once (or a relist of
+    // all of them) would otherwise run every pass at the same moment, and
+    // the memory of that peak stays with the process.
+    let config = controller::Config::default().concurrency(ctx.concurrent_passes);
     Controller::new(objects, watcher::Config::default())
+        .with_config(config)
         .owns(stateful_sets, owned.clone())
         .owns(replica_sets, owned.clone())
         // Pod readiness and termination drive the upgrade; pods are owned by

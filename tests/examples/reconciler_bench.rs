@@ -1,25 +1,42 @@
 //! Benchmarks of the real `emqx-reconciler` binary against the sandbox
-//! (issue 6, item 7). Prints figures; asserts nothing.
+//! (issue 6, item 7; issue 16, item 2). Prints figures; asserts nothing.
 //!
-//! `cargo run --release -p sandbox --example reconciler_bench -- [--clusters 200] [--full]`
+//! `cargo run --release -p sandbox --example reconciler_bench -- [--clusters 200] [--only-scale] [--full]`
 //!
-//! The reconciler runs as a host process with the sandbox's admin
-//! kubeconfig (leader election on, as deployed); the simulated EMQX nodes
-//! live in this process (`EmqxHook`), so their memory is not the
-//! reconciler's. In order:
+//! The reconciler runs as a host process with leader election on and an
+//! operator key (no Secret read back), as the chart deploys it, logged in
+//! as its own ServiceAccount (cluster-admin) so that
+//! the apiserver's audit log tells its requests from the sandbox's (the
+//! kubelet, the service proxy and this program use the admin certificate).
+//! The simulated EMQX nodes live in this process (`EmqxHook`), so their
+//! memory is not the reconciler's. In order:
 //!
-//! 1. **Upgrade wall time against its floor**: one cluster (2 cores and 400
-//!    MQTT clients by default; `--full`: 3 cores, 3,000 clients), `kubectl
-//!    patch ... imagePullPolicy`, timed to `Ready` on the new revision.
-//!    Floor = `initialDelaySeconds` + Σ per old node (connections /
-//!    `connEvictRate` + `waitTakeover` + sessions / `sessEvictRate`).
-//! 2. **Resident memory** (VmRSS of the reconciler process) managing
-//!    `--clusters` idle one-core clusters, sampled every second.
-//! 3. **API writes per minute at steady state**: the API server's own
-//!    `apiserver_request_total` counters (every verb but GET, LIST, WATCH)
-//!    over `--window-seconds`, by verb and resource.
-//! 4. **Spec change → new set created**: `--changes` clusters patched one
-//!    after another; the time until a watch sees the new StatefulSet.
+//! 1. **Upgrade wall time against its floor** (skipped with `--only-scale`):
+//!    one cluster (2 cores and 400 MQTT clients by default; `--full`: 3
+//!    cores, 3,000 clients), `kubectl patch ... imagePullPolicy`, timed to
+//!    `Ready` on the new revision. Floor = `initialDelaySeconds` + Σ per old
+//!    node (connections / `connEvictRate` + `waitTakeover` + sessions /
+//!    `sessEvictRate`).
+//! 2. **`--clusters` idle one-core clusters created → all Ready**, each
+//!    with its listeners, dashboard and headless Services.
+//! 3. **Resident memory** (VmRSS of the reconciler process), sampled every
+//!    second, median.
+//! 4. **Steady state** over `--window-seconds`: the reconciler's CPU
+//!    seconds per minute (`/proc/<pid>/stat` utime + stime); its API
+//!    requests per minute by verb, reads and watches included (the audit
+//!    log's events of its user); EMQX REST calls per minute per cluster
+//!    (the simulated nodes' counters of management API calls; readiness
+//!    probes are not calls); writes per minute of every writer
+//!    (`apiserver_request_total`).
+//! 5. **Spec change → new set**: `--changes` clusters patched one after
+//!    another, each while every other cluster is idle (the previous one is
+//!    Ready on its new revision first); the time until a watch sees the
+//!    new StatefulSet, and until the cluster is Ready on it.
+//!
+//! The steady-state EMQX polling is one pass per Ready cluster every
+//! `--resync-seconds` of the reconciler (default 30; chart value
+//! `reconciler.resyncSeconds`), two REST calls a pass (`nodes`,
+//! `load_rebalance/global_status`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -37,31 +54,42 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::control_plane::audit;
+use sandbox::control_plane::process;
 use sandbox::operator::install_crds;
 use sandbox::operator::project_binary;
+use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
 use sandbox::seed_003::{listeners_endpoint, seed_003_manifest, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
 const NS: &str = "default";
 
+/// The reconciler's ServiceAccount (in [`NS`]).
+const ACCOUNT: &str = "emqx-reconciler-bench";
+
 #[derive(Parser, Debug)]
 struct Args {
-    /// Idle clusters for the memory and steady-state write figures.
+    /// Idle clusters for the memory and steady-state figures.
     #[arg(long, default_value_t = 200)]
     clusters: usize,
-    /// Steady-state window for counting writes (≥ 60 s).
-    #[arg(long, default_value_t = 60)]
+    /// Steady-state window (≥ 60 s; at least two resync intervals make the
+    /// per-minute figures whole passes).
+    #[arg(long, default_value_t = 120)]
     window_seconds: u64,
-    /// Spec changes timed to their new set.
-    #[arg(long, default_value_t = 20)]
+    /// Spec changes timed to their new set (each waits for the cluster's
+    /// upgrade to finish, about a minute, before the next).
+    #[arg(long, default_value_t = 5)]
     changes: usize,
     /// The full upgrade run: 3 cores, 3,000 clients.
     #[arg(long)]
     full: bool,
-    /// Skip the upgrade part.
+    /// Only the scale figures: skip the upgrade part.
+    #[arg(long, alias = "skip-upgrade")]
+    only_scale: bool,
+    /// The reconciler's `--resync-seconds` (its default when not given).
     #[arg(long)]
-    skip_upgrade: bool,
+    resync_seconds: Option<u64>,
     /// `connEvictRate` and `sessEvictRate` of the upgraded cluster.
     #[arg(long, default_value_t = 100)]
     evict_rate: u32,
@@ -88,7 +116,12 @@ impl Drop for Reconciler {
 }
 
 impl Reconciler {
-    fn start(binary: &Path, sandbox: &Sandbox) -> Result<Reconciler> {
+    fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        sandbox: &Sandbox,
+        resync_seconds: Option<u64>,
+    ) -> Result<Reconciler> {
         let port = project_binary::free_port()?;
         let log_dir = sandbox
             .state_dir()
@@ -96,8 +129,20 @@ impl Reconciler {
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join("emqx-reconciler.log");
         let log = std::fs::File::create(&log_path)?;
-        let child = Command::new(binary)
-            .env("KUBECONFIG", sandbox.kubeconfig())
+        // As the chart deploys it: cookies and API secrets derived from an
+        // operator key, so no Secret is read back.
+        let key_path = log_dir.join("operator.key");
+        let key: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        std::fs::write(&key_path, key)?;
+        let mut command = Command::new(binary);
+        command.arg(format!("--operator-key-file={}", key_path.display()));
+        if let Some(resync) = resync_seconds {
+            command.arg(format!("--resync-seconds={resync}"));
+        }
+        let child = command
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn")
             .args([
                 "--metrics-addr",
@@ -124,7 +169,11 @@ impl Reconciler {
     }
 
     fn rss_kib(&self) -> Option<u64> {
-        sandbox::control_plane::process::rss_kib(self.child.id())
+        process::rss_kib(self.child.id())
+    }
+
+    fn cpu_ticks(&self) -> Option<u64> {
+        process::cpu_ticks(self.child.id())
     }
 
     async fn reconciles(&self) -> Option<f64> {
@@ -377,17 +426,12 @@ async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
     let names: Vec<String> = (0..args.clusters).map(|i| format!("idle-{i:03}")).collect();
     let started = Instant::now();
     for name in &names {
-        let mut object = cluster_manifest(
+        let object = cluster_manifest(
             name,
             1,
             json!({"type": "Recreate", "initialDelaySeconds": 0,
                    "evacuationStrategy": {"waitTakeover": 0, "connEvictRate": 1000, "sessEvictRate": 1000}}),
         )?;
-        // The sandbox's ClusterIP range is a /24: 200 listeners Services fit,
-        // 200 more dashboard Services would not (their creation would fail
-        // and be retried every pass, which is not an idle cluster).
-        object.spec.dashboard_service_template =
-            Some(serde_json::from_value(json!({"enabled": false}))?);
         api.create(&PostParams::default(), &object).await?;
     }
     let deadline = started + Duration::from_secs(1800);
@@ -410,7 +454,7 @@ async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!(
-        "== {} idle clusters Ready {:.1} s after their creation",
+        "== {} idle clusters (1 core each; listeners, dashboard and headless Services) created -> all Ready: {:.1} s",
         names.len(),
         started.elapsed().as_secs_f64()
     );
@@ -436,20 +480,119 @@ async fn memory_part(reconciler: &Reconciler, clusters: usize) -> Result<()> {
     Ok(())
 }
 
-async fn writes_part(args: &Args, sandbox: &Sandbox, reconciler: &Reconciler) -> Result<()> {
+/// The byte offset just past the last complete line of the audit log now:
+/// where a window's events start.
+fn audit_log_end(log: &Path) -> Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return Ok(0);
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(1 << 20);
+    file.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail)?;
+    let tail = &tail[..usize::try_from(len - start)?.min(tail.len())];
+    Ok(tail
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(start, |i| start + i as u64 + 1))
+}
+
+/// The management API calls every simulated node of the idle clusters has
+/// served so far.
+fn emqx_calls(hook: &EmqxHook) -> emqx_sim::rest::calls::ApiCallCount {
+    let mut sum = emqx_sim::rest::calls::ApiCallCount::default();
+    for (pod, node) in hook.nodes() {
+        if pod.starts_with(&format!("{NS}/idle-")) {
+            let count = node.api_calls.count();
+            sum.reads += count.reads;
+            sum.writes += count.writes;
+        }
+    }
+    sum
+}
+
+async fn steady_state_part(
+    args: &Args,
+    sandbox: &Sandbox,
+    hook: &EmqxHook,
+    reconciler: &Reconciler,
+) -> Result<()> {
     let client = sandbox.client();
+    let log = sandbox.audit_log().context("no audit log")?;
+    let user = service_account_user(NS, ACCOUNT);
     let window = Duration::from_secs(args.window_seconds.max(60));
+
     let before = write_counts(&client).await?;
     let passes_before = reconciler.reconciles().await.unwrap_or(0.0);
+    let ticks_before = reconciler.cpu_ticks().context("reconciler gone")?;
+    let calls_before = emqx_calls(hook);
+    let offset = audit_log_end(&log)?;
+    let from = chrono::Utc::now();
     tokio::time::sleep(window).await;
+    let to = chrono::Utc::now();
+    let ticks = reconciler.cpu_ticks().context("reconciler gone")? - ticks_before;
+    let calls_after = emqx_calls(hook);
     let after = write_counts(&client).await?;
     let passes = reconciler.reconciles().await.unwrap_or(0.0) - passes_before;
     let minutes = window.as_secs_f64() / 60.0;
+    let (requests, _) = audit::read_requests_from(&log, offset)?;
+
     println!(
-        "== API writes at steady state over {:.0} s ({passes:.0} reconcile passes in the window):",
-        window.as_secs_f64()
+        "== steady state over {:.0} s, {} idle clusters ({passes:.0} reconcile passes in the window, {:.1} per cluster per minute)",
+        window.as_secs_f64(),
+        args.clusters,
+        passes / args.clusters.max(1) as f64 / minutes
     );
-    let (mut total, mut leases) = (0.0, 0.0);
+    let cpu = ticks as f64 / process::clock_ticks_per_second() as f64;
+    println!(
+        "reconciler CPU: {:.2} s per minute ({:.1} % of one core)",
+        cpu / minutes,
+        cpu / window.as_secs_f64() * 100.0
+    );
+
+    let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
+    let mut by_target: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.user == user && r.at >= from && r.at <= to)
+    {
+        *by_verb.entry(r.verb.clone()).or_default() += 1;
+        *by_target.entry((r.verb.clone(), r.target())).or_default() += 1;
+    }
+    let total: u64 = by_verb.values().sum();
+    println!(
+        "reconciler API requests per minute (audit log, user {user}): {:.1} in all; by verb: {}",
+        total as f64 / minutes,
+        by_verb
+            .iter()
+            .map(|(v, n)| format!("{v} {:.1}", *n as f64 / minutes))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for ((verb, target), n) in &by_target {
+        println!("  {verb:>7} {target:<40} {:.1}/min", *n as f64 / minutes);
+    }
+    let (lease_writes, object_writes): (Vec<_>, Vec<_>) = requests
+        .iter()
+        .filter(|r| r.user == user && r.at >= from && r.at <= to && r.is_write())
+        .partition(|r| r.resource == "leases");
+    println!(
+        "reconciler writes per minute: {:.1} (target 0), besides its leader election's Lease renewals {:.1}",
+        object_writes.len() as f64 / minutes,
+        lease_writes.len() as f64 / minutes
+    );
+
+    let reads = calls_after.reads.saturating_sub(calls_before.reads);
+    let writes = calls_after.writes.saturating_sub(calls_before.writes);
+    let per_cluster = (reads + writes) as f64 / args.clusters.max(1) as f64 / minutes;
+    println!(
+        "EMQX REST calls per minute per cluster: {per_cluster:.2} ({reads} reads, {writes} writes in all; readiness probes not counted)"
+    );
+
+    println!("API writes of every writer (apiserver_request_total):");
+    let (mut all, mut leases) = (0.0, 0.0);
     for (key, value) in &after {
         let delta = value - before.get(key).copied().unwrap_or(0.0);
         if delta > 0.0 {
@@ -457,18 +600,18 @@ async fn writes_part(args: &Args, sandbox: &Sandbox, reconciler: &Reconciler) ->
             if key.1.starts_with("leases") {
                 leases += delta;
             } else {
-                total += delta;
+                all += delta;
             }
         }
     }
     println!(
         "writes per minute, all writers, Leases excluded: {:.1}; Lease writes per minute (leader election renewals, the simulated node's heartbeat): {:.1}",
-        total / minutes,
+        all / minutes,
         leases / minutes
     );
     // What the reconciler warned about (it runs with RUST_LOG=warn).
-    let log = std::fs::read_to_string(&reconciler.log).unwrap_or_default();
-    let warnings: Vec<&str> = log.lines().collect();
+    let text = std::fs::read_to_string(&reconciler.log).unwrap_or_default();
+    let warnings: Vec<&str> = text.lines().collect();
     println!("reconciler log: {} warning lines; last 10:", warnings.len());
     for line in warnings.iter().rev().take(10).rev() {
         println!("  {}", line.chars().take(400).collect::<String>());
@@ -506,6 +649,7 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
     // The watch lists what exists first.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut latencies = Vec::new();
+    let mut to_ready = Vec::new();
     for name in names.iter().take(args.changes) {
         let prefix = format!("{name}-core-");
         let before: BTreeSet<String> = sets
@@ -515,6 +659,7 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
             .iter()
             .map(ResourceExt::name_any)
             .collect();
+        let old_revision = update_revision(&api.get(name).await?);
         let t0 = Instant::now();
         api.patch(
             name,
@@ -539,17 +684,31 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         latencies.push(created.saturating_duration_since(t0).as_secs_f64() * 1000.0);
+        // The next change comes when this cluster is idle again, so that each
+        // is timed while every other cluster is idle.
+        wait_ready(
+            &api,
+            name,
+            old_revision.as_deref(),
+            Duration::from_secs(300),
+        )
+        .await?;
+        to_ready.push(t0.elapsed().as_secs_f64());
     }
     watch.abort();
     let n = latencies.len();
+    let all: Vec<i64> = latencies.iter().map(|l| l.round() as i64).collect();
     let p50 = percentile(&mut latencies, 0.5);
     let p99 = percentile(&mut latencies, 0.99);
     println!(
-        "== spec change -> new StatefulSet seen by a watch, over {n} changes: p50 {p50:.0} ms, p99 {p99:.0} ms (all: {:?})",
-        latencies
-            .iter()
-            .map(|l| l.round() as i64)
-            .collect::<Vec<_>>()
+        "== spec change on one cluster while the other {} are idle -> new StatefulSet seen by a watch, over {n} changes: p50 {p50:.0} ms, p99 {p99:.0} ms (all: {all:?})",
+        names.len().saturating_sub(1)
+    );
+    let all: Vec<String> = to_ready.iter().map(|t| format!("{t:.1}")).collect();
+    println!(
+        "   -> Ready on the new revision (1 core, no clients, initialDelaySeconds 0): median {:.1} s (all: {})",
+        median(&mut to_ready),
+        all.join(", ")
     );
     Ok(())
 }
@@ -562,21 +721,29 @@ async fn main() -> Result<()> {
     })
     .await??;
     let hook = EmqxHook::new();
-    let sandbox = Sandbox::start(SandboxOptions::default().hook(hook.clone())).await?;
+    let options = SandboxOptions::default()
+        .hook(hook.clone())
+        .audit_requests_of(service_account_user(NS, ACCOUNT));
+    let sandbox = Sandbox::start(options).await?;
     let result = async {
         install_crds(&sandbox.client()).await?;
-        let reconciler = Reconciler::start(&binary, &sandbox)?;
+        let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;
+        let reconciler =
+            Reconciler::start(&binary, &login.kubeconfig, &sandbox, args.resync_seconds)?;
         println!(
-            "reconciler: {} (pid {})",
+            "reconciler: {} (pid {}, user {}, --resync-seconds {})",
             binary.display(),
-            reconciler.child.id()
+            reconciler.child.id(),
+            login.user,
+            args.resync_seconds
+                .map_or_else(|| "default".to_owned(), |s| s.to_string())
         );
-        if !args.skip_upgrade {
+        if !args.only_scale {
             upgrade_part(&args, &sandbox, &hook).await?;
         }
         let names = idle_clusters(&args, &sandbox).await?;
         memory_part(&reconciler, args.clusters).await?;
-        writes_part(&args, &sandbox, &reconciler).await?;
+        steady_state_part(&args, &sandbox, &hook, &reconciler).await?;
         create_latency_part(&args, &sandbox, &names).await?;
         anyhow::Ok(())
     }

@@ -95,13 +95,15 @@ impl std::fmt::Debug for ControlPlane {
 impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until
     /// the apiserver is ready. `audit_writes`: the apiserver logs every write
-    /// ([`audit`], in `logs/`).
+    /// ([`audit`], in `logs/`); `audit_readers`: and every request of these
+    /// users (a non-empty list turns the log on too).
     pub async fn start(
         binaries: &Binaries,
         plan: AddressPlan,
         state: &Path,
         records: &Path,
         audit_writes: bool,
+        audit_readers: &[String],
     ) -> Result<ControlPlane> {
         let ip = plan.control_plane();
         let pki_dir = state.join("pki");
@@ -194,8 +196,12 @@ impl ControlPlane {
             &format!("--cert-dir={}", pki_dir.display()),
             "--v=1",
         ]);
-        if audit_writes {
-            apiserver.args(audit::apiserver_args(&pki_dir, &audit::log_path(&logs))?);
+        if audit_writes || !audit_readers.is_empty() {
+            apiserver.args(audit::apiserver_args(
+                &pki_dir,
+                &audit::log_path(&logs),
+                audit_readers,
+            )?);
         }
         processes.push(Supervised::start(
             "kube-apiserver",

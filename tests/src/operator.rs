@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod project_binary;
+pub mod service_account_login;
 pub mod webhook_process;
 
 use std::path::PathBuf;
@@ -85,15 +86,33 @@ impl InProcessReconciler {
         Self::start_kind::<EMQX>(client, namespace)
     }
 
+    /// Starts the `EMQX` controller for `namespace`, passing over Ready
+    /// clusters every `resync` (the reconciler's `--resync-seconds`).
+    pub fn start_with_resync(
+        client: Client,
+        namespace: &str,
+        resync: Duration,
+    ) -> InProcessReconciler {
+        Self::start_context::<EMQX>(client, namespace, |ctx| ctx.with_resync(resync))
+    }
+
     /// Starts the controller of kind `K` (`EMQX` or `EmqxEnterprise`, read
     /// as the v2beta1 hub) for `namespace`.
     pub fn start_kind<K: ClusterKind>(client: Client, namespace: &str) -> InProcessReconciler {
-        let ctx = Arc::new(Context::new(
+        Self::start_context::<K>(client, namespace, |ctx| ctx)
+    }
+
+    fn start_context<K: ClusterKind>(
+        client: Client,
+        namespace: &str,
+        configure: impl FnOnce(Context) -> Context,
+    ) -> InProcessReconciler {
+        let ctx = Arc::new(configure(Context::new(
             client.clone(),
             "sandbox",
             Arc::new(Metrics::default()),
             Duration::from_secs(5),
-        ));
+        )));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown: Shutdown = async move {
             let _ = stopped.await;

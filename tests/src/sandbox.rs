@@ -29,6 +29,9 @@ pub struct SandboxOptions {
     pub hooks: Vec<Arc<dyn PodHook>>,
     /// The apiserver logs every write ([`Sandbox::audited_writes`]).
     pub audit_writes: bool,
+    /// Users whose every request (reads and watches too) the apiserver logs
+    /// ([`Sandbox::audited_requests`]); writes of everyone are logged too.
+    pub audit_readers: Vec<String>,
 }
 
 impl SandboxOptions {
@@ -48,6 +51,13 @@ impl SandboxOptions {
     /// Has the apiserver log every write, for [`Sandbox::audited_writes`].
     pub fn audit_writes(mut self) -> Self {
         self.audit_writes = true;
+        self
+    }
+
+    /// Has the apiserver log every request of `user` (and every write), for
+    /// [`Sandbox::audited_requests`]: e.g. `system:serviceaccount:ns:name`.
+    pub fn audit_requests_of(mut self, user: impl Into<String>) -> Self {
+        self.audit_readers.push(user.into());
         self
     }
 }
@@ -89,6 +99,7 @@ impl Sandbox {
             state.path(),
             &slot.dir,
             options.audit_writes,
+            &options.audit_readers,
         )
         .await?;
         let client = control_plane.client.clone();
@@ -159,6 +170,14 @@ impl Sandbox {
         &self.kubeconfig
     }
 
+    /// The cluster CA (PEM), for kubeconfigs of other users.
+    pub fn ca_pem(&self) -> String {
+        self.control_plane
+            .as_ref()
+            .map(|c| c.pki.ca_pem.clone())
+            .unwrap_or_default()
+    }
+
     /// The apiserver URL.
     pub fn server(&self) -> String {
         self.control_plane
@@ -187,6 +206,22 @@ impl Sandbox {
     pub fn audited_writes(&self) -> Result<Vec<AuditedWrite>> {
         match self.state_dir() {
             Some(state) => audit::read_writes(&audit::log_path(&state.join("logs"))),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The apiserver's audit log, if the sandbox keeps its state (read it
+    /// in pieces with [`audit::read_requests_from`]).
+    pub fn audit_log(&self) -> Option<PathBuf> {
+        self.state_dir()
+            .map(|state| audit::log_path(&state.join("logs")))
+    }
+
+    /// Every logged request so far, oldest first: the writes, and every
+    /// request of the users named by [`SandboxOptions::audit_requests_of`].
+    pub fn audited_requests(&self) -> Result<Vec<AuditedWrite>> {
+        match self.state_dir() {
+            Some(state) => audit::read_requests(&audit::log_path(&state.join("logs"))),
             None => Ok(Vec::new()),
         }
     }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::auth::authorize;
+use super::calls::ApiCalls;
 use super::global_status;
 use super::payload;
 use super::reply::{self, node_error};
@@ -31,6 +32,8 @@ pub struct ApiContext {
     pub cluster: Arc<BrokerCluster>,
     /// Its fault switches.
     pub faults: Arc<Faults>,
+    /// The API calls it received.
+    pub calls: Arc<ApiCalls>,
 }
 
 impl ApiContext {
@@ -48,6 +51,7 @@ pub async fn handle(State(ctx): State<ApiContext>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().unwrap_or("").to_string();
+    ctx.calls.record(&parts.method, &path);
     if path == "/status" || (ctx.v5() && path == "/api/v5/status") {
         return status(&ctx, &query);
     }

@@ -4,8 +4,11 @@
 //! that reached the apiserver is there, whoever made it.
 //!
 //! The policy records create, update, patch and delete requests with their
-//! request body (level `Request`), once their response is complete; reads
-//! and watches are not recorded.
+//! request body (level `Request`), once their response is complete. Reads
+//! and watches are recorded only for the users a test names
+//! ([`apiserver_args`]), once each as it arrives (stage `RequestReceived`,
+//! level `Metadata`), so that a benchmark can count every request of one
+//! component by verb, watches included.
 
 use std::path::{Path, PathBuf};
 
@@ -13,21 +16,44 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-/// The audit policy: writes with their request body, nothing else.
-const POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+/// The audit verbs of writes.
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+/// The audit policy: writes with their request body; every other request of
+/// `readers` without bodies, as it arrives; nothing else. The first rule a
+/// request matches decides, so a reader's write is logged once, as a write.
+fn policy(readers: &[String]) -> Result<String> {
+    let mut policy = format!(
+        r#"apiVersion: audit.k8s.io/v1
 kind: Policy
-omitStages: ["RequestReceived", "ResponseStarted", "Panic"]
+omitStages: ["Panic"]
 rules:
 - level: Request
-  verbs: ["create", "update", "patch", "delete", "deletecollection"]
-- level: None
-"#;
+  verbs: {}
+  omitStages: ["RequestReceived", "ResponseStarted"]
+"#,
+        serde_json::to_string(&WRITE_VERBS)?
+    );
+    if !readers.is_empty() {
+        policy.push_str(&format!(
+            r#"- level: Metadata
+  users: {}
+  omitStages: ["ResponseStarted", "ResponseComplete"]
+"#,
+            serde_json::to_string(readers)?
+        ));
+    }
+    policy.push_str("- level: None\n");
+    Ok(policy)
+}
 
-/// Writes the policy into `dir` and returns kube-apiserver's flags for a
-/// JSON log at `log`.
-pub fn apiserver_args(dir: &Path, log: &Path) -> Result<Vec<String>> {
-    let policy = dir.join("audit-policy.yaml");
-    std::fs::write(&policy, POLICY).with_context(|| format!("writing {}", policy.display()))?;
+/// Writes the policy (writes of everyone, every request of `readers`) into
+/// `dir` and returns kube-apiserver's flags for a JSON log at `log`.
+pub fn apiserver_args(dir: &Path, log: &Path, readers: &[String]) -> Result<Vec<String>> {
+    let policy_path = dir.join("audit-policy.yaml");
+    std::fs::write(&policy_path, policy(readers)?)
+        .with_context(|| format!("writing {}", policy_path.display()))?;
+    let policy = policy_path;
     Ok(vec![
         format!("--audit-policy-file={}", policy.display()),
         format!("--audit-log-path={}", log.display()),
@@ -42,14 +68,16 @@ pub fn log_path(logs: &Path) -> PathBuf {
     logs.join("kube-apiserver-audit.log")
 }
 
-/// One write the apiserver completed.
+/// One request in the audit log: a write the apiserver completed, or a
+/// request of a reader as it arrived.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditedWrite {
-    /// When the response was complete.
+    /// When the response was complete (a reader's request: when it arrived).
     pub at: DateTime<Utc>,
     /// Who wrote (`system:serviceaccount:<ns>:<name>` for a ServiceAccount).
     pub user: String,
-    /// `create`, `update`, `patch`, `delete`, `deletecollection`.
+    /// `create`, `update`, `patch`, `delete`, `deletecollection`; for a
+    /// reader also `get`, `list`, `watch`.
     pub verb: String,
     /// The resource (`pods`, `statefulsets`, `emqxes`, ...).
     pub resource: String,
@@ -66,6 +94,11 @@ pub struct AuditedWrite {
 }
 
 impl AuditedWrite {
+    /// Whether the request was a write.
+    pub fn is_write(&self) -> bool {
+        WRITE_VERBS.contains(&self.verb.as_str())
+    }
+
     /// `resource` or `resource/subresource`.
     pub fn target(&self) -> String {
         match &self.subresource {
@@ -90,25 +123,57 @@ impl std::fmt::Display for AuditedWrite {
     }
 }
 
-/// The writes recorded in `log` so far (a missing log is no writes). A line
-/// that is not an audit event is an error naming its line number. The log is
-/// read while the apiserver appends to it, so a last line without its
-/// newline is an event still being written and is left for the next read.
+/// The writes recorded in `log` so far (a missing log is no writes); see
+/// [`read_requests`].
 pub fn read_writes(log: &Path) -> Result<Vec<AuditedWrite>> {
-    let text = match std::fs::read_to_string(log) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let mut requests = read_requests(log)?;
+    requests.retain(AuditedWrite::is_write);
+    Ok(requests)
+}
+
+/// Every request recorded in `log` so far: the writes, and the readers'
+/// reads (a missing log is none). A line that is not an audit event is an
+/// error naming its line number. The log is read while the apiserver
+/// appends to it, so a last line without its newline is an event still
+/// being written and is left for the next read.
+pub fn read_requests(log: &Path) -> Result<Vec<AuditedWrite>> {
+    Ok(read_requests_from(log, 0)?.0)
+}
+
+/// The requests logged from byte `offset` of `log` on (as
+/// [`read_requests`]), and the offset to read on from next time: a
+/// benchmark reads the growing log of a long run in pieces. Errors name the
+/// line's byte offset.
+pub fn read_requests_from(log: &Path, offset: u64) -> Result<(Vec<AuditedWrite>, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(log) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
         Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
     };
-    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
-    complete
-        .lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| {
-            parse_event(line).with_context(|| format!("{} line {}", log.display(), i + 1))
-        })
-        .collect()
+    file.seek(SeekFrom::Start(offset))
+        .with_context(|| format!("seeking {} to {offset}", log.display()))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", log.display()))?;
+    let complete = bytes
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |end| end + 1);
+    let mut requests = Vec::new();
+    let mut at = offset;
+    for line in bytes[..complete].split_inclusive(|b| *b == b'\n') {
+        let start = at;
+        at += line.len() as u64;
+        let line = std::str::from_utf8(line)
+            .with_context(|| format!("{} at byte {start}: not UTF-8", log.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        requests
+            .push(parse_event(line).with_context(|| format!("{} at byte {start}", log.display()))?);
+    }
+    Ok((requests, offset + complete as u64))
 }
 
 fn parse_event(line: &str) -> Result<AuditedWrite> {
@@ -170,5 +235,43 @@ mod tests {
         assert_eq!(writes.len(), 1);
         std::fs::write(&log, format!("{}\n{line}\n", &line[..40])).expect("write");
         assert!(read_writes(&log).is_err(), "a broken complete line");
+    }
+
+    #[test]
+    fn reads_are_requests_but_not_writes() {
+        let read = r#"{"verb":"list","stage":"RequestReceived","user":{"username":"r"},"objectRef":{"resource":"pods","namespace":"n"},"stageTimestamp":"2026-12-02T07:40:14Z"}"#;
+        let write = r#"{"verb":"patch","stage":"ResponseComplete","user":{"username":"r"},"objectRef":{"resource":"emqxes","namespace":"n","name":"e","subresource":"status"},"responseStatus":{"code":200},"stageTimestamp":"2026-12-02T07:40:15Z"}"#;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("audit.log");
+        std::fs::write(&log, format!("{read}\n{write}\n")).expect("write");
+        let requests = read_requests(&log).expect("requests");
+        assert_eq!(
+            requests.iter().map(|r| r.verb.as_str()).collect::<Vec<_>>(),
+            ["list", "patch"]
+        );
+        let writes = read_writes(&log).expect("writes");
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].target(), "emqxes/status");
+        // Read on from where the first line ends.
+        let (rest, end) = read_requests_from(&log, read.len() as u64 + 1).expect("rest");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].verb, "patch");
+        assert_eq!(end, std::fs::metadata(&log).expect("len").len());
+    }
+
+    #[test]
+    fn the_policy_logs_readers_only_when_named() {
+        let writes_only = policy(&[]).expect("policy");
+        assert!(!writes_only.contains("Metadata"), "{writes_only}");
+        let with_reader = policy(&["system:serviceaccount:ns:r".into()]).expect("policy");
+        assert!(
+            with_reader.contains(r#"users: ["system:serviceaccount:ns:r"]"#),
+            "{with_reader}"
+        );
+        // The write rule comes first: a reader's write is logged as a write.
+        let write_rule = with_reader.find("level: Request").expect("write rule");
+        let read_rule = with_reader.find("level: Metadata").expect("read rule");
+        assert!(write_rule < read_rule);
+        assert!(with_reader.trim_end().ends_with("- level: None"));
     }
 }

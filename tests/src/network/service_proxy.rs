@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn frontends_for_every_loopback_cluster_ip_port() {
         let s = service(
-            "127.96.0.10",
+            "127.164.0.10",
             json!([{"name": "mqtt", "port": 1883, "targetPort": "mqtt"}, {"port": 80}]),
         );
         let f = frontends(&s, &PLAN);
@@ -337,10 +337,10 @@ mod tests {
         assert!(frontends(&service("None", json!([{"port": 80}])), &PLAN).is_empty());
         assert!(frontends(&service("10.0.0.10", json!([{"port": 80}])), &PLAN).is_empty());
         assert!(
-            frontends(&service("127.96.1.10", json!([{"port": 80}])), &PLAN).is_empty(),
+            frontends(&service("127.165.0.10", json!([{"port": 80}])), &PLAN).is_empty(),
             "another sandbox's range"
         );
-        let udp = service("127.96.0.10", json!([{"port": 53, "protocol": "UDP"}]));
+        let udp = service("127.164.0.10", json!([{"port": 53, "protocol": "UDP"}]));
         assert!(frontends(&udp, &PLAN).is_empty());
     }
 

@@ -58,6 +58,8 @@ pub struct NodeHandle {
     pub node_name: String,
     pub faults: Arc<emqx_sim::faults::Faults>,
     pub cluster: Arc<BrokerCluster>,
+    /// The management API calls the node served (the operator's polling).
+    pub api_calls: Arc<emqx_sim::rest::calls::ApiCalls>,
 }
 
 impl EmqxHook {
@@ -299,6 +301,7 @@ impl PodHook for EmqxHook {
                     node_name: node.name().to_owned(),
                     faults: node.faults_handle(),
                     cluster: node.cluster().clone(),
+                    api_calls: node.api_calls(),
                 },
             );
         }
