@@ -423,6 +423,32 @@ impl Stage {
             .items)
     }
 
+    /// Names of the StatefulSets of [`NAMESPACE`] (the core sets).
+    pub async fn stateful_set_names(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .stateful_sets()
+            .await?
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect())
+    }
+
+    /// The pods of the core StatefulSet of `revision`.
+    pub async fn core_pods(&self, revision: &str) -> Result<Vec<Pod>> {
+        let prefix = format!("{NAME}-core-{revision}-");
+        Ok(self
+            .pods()
+            .await?
+            .into_iter()
+            .filter(|p| {
+                p.metadata
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .collect())
+    }
+
     /// `spec.replicas` of the core StatefulSet of `revision`, if it exists.
     pub async fn core_set_replicas(&self, revision: &str) -> Result<Option<i32>> {
         let name = format!("{NAME}-core-{revision}");

@@ -19,16 +19,6 @@ use support::wait_for;
 const PAUSED: &str = "apps.emqx.io/reconcile-paused";
 const DEADLINE: &str = "apps.emqx.io/progress-deadline-seconds";
 
-/// Names of the core StatefulSets that exist.
-async fn core_sets(f: &Stage) -> BTreeSet<String> {
-    f.stateful_sets()
-        .await
-        .expect("list StatefulSets")
-        .into_iter()
-        .filter_map(|s| s.metadata.name)
-        .collect()
-}
-
 /// Waits until the old core set has been scaled down by one: traffic moved,
 /// one old node was evacuated and removed, the rest still runs.
 async fn wait_first_removal(f: &Stage, replicas_before: i32) {
@@ -388,7 +378,7 @@ async fn a_bad_image_strands_nothing_and_a_corrected_spec_completes() {
     assert_eq!(core.current_revision.as_deref(), Some(fixed.as_str()));
     assert_eq!(core.ready_replicas, Some(2));
     wait_for("old sets deleted", Duration::from_secs(30), || async {
-        let sets = core_sets(&f).await;
+        let sets = f.stateful_set_names().await.expect("list StatefulSets");
         let want = BTreeSet::from([format!("{NAME}-core-{fixed}")]);
         if sets == want {
             Ok(())
@@ -481,7 +471,7 @@ async fn reverting_mid_upgrade_returns_to_the_old_set() {
     assert_eq!(core.current_revision.as_deref(), Some(f.revision.as_str()));
     assert_eq!(core.ready_replicas, Some(2));
     assert_eq!(
-        core_sets(&f).await,
+        f.stateful_set_names().await.expect("list StatefulSets"),
         BTreeSet::from([
             format!("{NAME}-core-{}", f.revision),
             format!("{NAME}-core-{new}")

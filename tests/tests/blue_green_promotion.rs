@@ -42,33 +42,6 @@ fn disconnects(load: &MqttLoad) -> usize {
         .sum()
 }
 
-/// Names of the core StatefulSets that exist.
-async fn core_sets(f: &Stage) -> BTreeSet<String> {
-    f.stateful_sets()
-        .await
-        .expect("list StatefulSets")
-        .into_iter()
-        .filter_map(|s| s.metadata.name)
-        .collect()
-}
-
-/// Ready pods of the core set of `revision`.
-async fn ready_pods(f: &Stage, revision: &str) -> usize {
-    let prefix = format!("{NAME}-core-{revision}-");
-    f.pods()
-        .await
-        .expect("list pods")
-        .iter()
-        .filter(|p| {
-            p.metadata
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(&prefix))
-        })
-        .filter(|p| support::is_ready(p))
-        .count()
-}
-
 /// Starts the upgrade (a pod-template change) and waits for the visible
 /// `AwaitingPromotion` state; returns the new revision and the condition.
 async fn upgrade_until_awaiting(f: &Stage) -> (String, Condition) {
@@ -98,7 +71,12 @@ async fn upgrade_until_awaiting(f: &Stage) -> (String, Condition) {
 /// What must hold while the upgrade awaits its promotion: the new nodes are
 /// ready and joined, the Services and every client stay on the old ones.
 async fn assert_held(f: &Stage, new: &str, clients: &MqttLoad) {
-    assert_eq!(ready_pods(f, new).await, 2, "new nodes ready");
+    let ready = f.core_pods(new).await.expect("list pods");
+    assert_eq!(
+        ready.iter().filter(|p| support::is_ready(p)).count(),
+        2,
+        "new nodes ready"
+    );
     let members = f.cluster().expect("a running EMQX node").summaries();
     let joined = members
         .iter()
@@ -234,19 +212,7 @@ async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
         Duration::from_secs(120),
         || async {
             let replicas = f.core_set_replicas(&new).await.expect("list StatefulSets");
-            let prefix = format!("{NAME}-core-{new}-");
-            let pods = f
-                .pods()
-                .await
-                .expect("list pods")
-                .iter()
-                .filter(|p| {
-                    p.metadata
-                        .name
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with(&prefix))
-                })
-                .count();
+            let pods = f.core_pods(&new).await.expect("list pods").len();
             if replicas == Some(0) && pods == 0 {
                 Ok(())
             } else {
@@ -282,7 +248,7 @@ async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
         Some(2)
     );
     assert_eq!(
-        core_sets(&f).await,
+        f.stateful_set_names().await.expect("list StatefulSets"),
         BTreeSet::from([
             format!("{NAME}-core-{}", f.revision),
             format!("{NAME}-core-{new}")

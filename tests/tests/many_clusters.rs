@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use sandbox::control_plane::kubeconfig;
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
 use sandbox::operator::{InProcessReconciler, install_crds};
-use sandbox::seed_003::seed_003_manifest;
+use sandbox::seed_003::{is_true, seed_003_manifest};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;
@@ -46,13 +46,6 @@ fn cluster(name: &str) -> EMQX {
         }),
     );
     serde_json::from_value(object).expect("an EMQX object")
-}
-
-fn is_ready(emqx: &EMQX) -> bool {
-    emqx.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Management API calls served so far, by cluster (`<name>-core-…` pods).
@@ -111,7 +104,7 @@ async fn twenty_clusters_become_ready_and_the_steady_state_reads_but_never_write
             let not_ready: Vec<String> = list
                 .items
                 .iter()
-                .filter(|e| !is_ready(e))
+                .filter(|e| !is_true(e, "Ready"))
                 .map(ResourceExt::name_any)
                 .collect();
             if list.items.len() == CLUSTERS && not_ready.is_empty() {
