@@ -17,13 +17,11 @@
 
 use crate::decide::Action;
 use crate::observed::{Drain, Memory, Seconds};
-pub use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PROMOTE};
+pub use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE};
 use std::collections::BTreeMap;
 
 /// Where [`Memory`] is kept on the object (JSON).
 pub const ANNOTATION_PROGRESS: &str = "apps.emqx.io/blue-green-progress";
-/// `"true"` pauses reconciliation: the operator observes and reports only.
-pub const ANNOTATION_PAUSED: &str = "apps.emqx.io/reconcile-paused";
 /// Seconds without progress after which an upgrade is reported stalled.
 pub const ANNOTATION_PROGRESS_DEADLINE: &str = "apps.emqx.io/progress-deadline-seconds";
 /// Default progress deadline, as a Deployment's.

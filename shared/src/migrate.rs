@@ -337,3 +337,66 @@ mod tests {
         assert!(migrate_v1beta4(&obj, &MigrateOptions::default()).is_err());
     }
 }
+
+/// What the `migrate` command line (`emqx-migrate`, `kubectl emqx migrate`)
+/// prints and returns for one input document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliOutcome {
+    /// The migrated manifest (YAML), for stdout; empty on failure.
+    pub stdout: String,
+    /// Lines for stderr: fields not migrated, notes, errors.
+    pub stderr: Vec<String>,
+    /// 0 migrated, 1 unreadable or unwritable, 2 cannot migrate, 3 `--strict`
+    /// with fields left behind.
+    pub exit: u8,
+}
+
+/// Input larger than this is refused: a manifest is a few KiB.
+pub const MAX_CLI_INPUT: usize = 4 << 20;
+
+/// Migrates one YAML document, as the command line does (`program` prefixes
+/// its error lines).
+pub fn run_cli(program: &str, input: &str, options: &MigrateOptions, strict: bool) -> CliOutcome {
+    let fail = |exit: u8, line: String| CliOutcome {
+        stdout: String::new(),
+        stderr: vec![line],
+        exit,
+    };
+    if input.len() > MAX_CLI_INPUT {
+        return fail(
+            1,
+            format!("{program}: input larger than {MAX_CLI_INPUT} bytes"),
+        );
+    }
+    let object: Value = match serde_saphyr::from_str(input) {
+        Ok(object) => object,
+        Err(e) => return fail(1, format!("{program}: stdin is not one YAML document: {e}")),
+    };
+    let migration = match migrate_v1beta4(&object, options) {
+        Ok(migration) => migration,
+        Err(e) => return fail(2, format!("{program}: cannot migrate: {e}")),
+    };
+    let stdout = match serde_saphyr::to_string(&migration.object) {
+        Ok(yaml) => yaml,
+        Err(e) => return fail(1, format!("{program}: writing YAML: {e}")),
+    };
+    let mut stderr: Vec<String> = migration
+        .unmapped
+        .iter()
+        .map(|f| format!("not migrated: {}: {}", f.path, f.reason))
+        .chain(migration.notes.iter().map(|n| format!("note: {n}")))
+        .collect();
+    let mut exit = 0;
+    if strict && !migration.unmapped.is_empty() {
+        stderr.push(format!(
+            "{program}: --strict: {} field(s) not migrated",
+            migration.unmapped.len()
+        ));
+        exit = 3;
+    }
+    CliOutcome {
+        stdout,
+        stderr,
+        exit,
+    }
+}

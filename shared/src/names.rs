@@ -30,6 +30,9 @@ pub const ANNOTATION_PROMOTE: &str = "apps.emqx.io/promote";
 /// away, until the spec asks for another revision or the annotation is
 /// removed (a retry).
 pub const ANNOTATION_ABORT: &str = "apps.emqx.io/abort";
+/// Annotation on the cluster: `"true"` pauses reconciliation; the
+/// operator observes and reports only.
+pub const ANNOTATION_PAUSED: &str = "apps.emqx.io/reconcile-paused";
 /// Pod annotation choosing the replicant ReplicaSet removes next.
 pub const ANNOTATION_POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// Pod readiness gate that switches traffic.

@@ -4,7 +4,7 @@
 //! stderr (and make `--strict` fail).
 
 use clap::Parser;
-use emqx_crd::migrate::{MigrateOptions, migrate_v1beta4};
+use emqx_crd::migrate::{MAX_CLI_INPUT, MigrateOptions, run_cli};
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -23,61 +23,24 @@ struct Args {
     strict: bool,
 }
 
-/// Input larger than this is refused: a manifest is a few KiB.
-const MAX_INPUT: u64 = 4 << 20;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut input = String::new();
     if let Err(e) = std::io::stdin()
-        .take(MAX_INPUT + 1)
+        .take(MAX_CLI_INPUT as u64 + 1)
         .read_to_string(&mut input)
     {
         eprintln!("emqx-migrate: reading stdin: {e}");
         return ExitCode::FAILURE;
     }
-    if input.len() as u64 > MAX_INPUT {
-        eprintln!("emqx-migrate: input larger than {MAX_INPUT} bytes");
-        return ExitCode::FAILURE;
-    }
-    let object: serde_json::Value = match serde_saphyr::from_str(&input) {
-        Ok(object) => object,
-        Err(e) => {
-            eprintln!("emqx-migrate: stdin is not one YAML document: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let options = MigrateOptions {
         image: args.image,
         name: args.name,
     };
-    let migration = match migrate_v1beta4(&object, &options) {
-        Ok(migration) => migration,
-        Err(e) => {
-            eprintln!("emqx-migrate: cannot migrate: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let yaml = match serde_saphyr::to_string(&migration.object) {
-        Ok(yaml) => yaml,
-        Err(e) => {
-            eprintln!("emqx-migrate: writing YAML: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    print!("{yaml}");
-    for field in &migration.unmapped {
-        eprintln!("not migrated: {}: {}", field.path, field.reason);
+    let outcome = run_cli("emqx-migrate", &input, &options, args.strict);
+    print!("{}", outcome.stdout);
+    for line in &outcome.stderr {
+        eprintln!("{line}");
     }
-    for note in &migration.notes {
-        eprintln!("note: {note}");
-    }
-    if args.strict && !migration.unmapped.is_empty() {
-        eprintln!(
-            "emqx-migrate: --strict: {} field(s) not migrated",
-            migration.unmapped.len()
-        );
-        return ExitCode::from(3);
-    }
-    ExitCode::SUCCESS
+    ExitCode::from(outcome.exit)
 }
