@@ -12,6 +12,7 @@ pub mod emqx_hook;
 pub mod kubelet;
 pub mod kubelet_server;
 pub mod log_book;
+pub mod pod_container;
 pub mod pod_env;
 pub mod pod_hook;
 pub mod pod_process;
