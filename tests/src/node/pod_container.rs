@@ -532,3 +532,144 @@ impl Drop for RunningContainer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A pod as the chart's webhook Deployment makes it (security contexts
+    /// from charts/emqx-operator/values.yaml).
+    fn chart_pod(pod_sc: serde_json::Value, container_sc: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "w-1", "namespace": "ops", "uid": "0123456789"},
+            "spec": {
+                "securityContext": pod_sc,
+                "containers": [{
+                    "name": "webhook",
+                    "image": "emqx-operator/emqx-webhook:0.1.0",
+                    "command": ["/emqx-webhook"],
+                    "args": ["--listen=$(POD_IP):9443", "--literal=$$(POD_IP)"],
+                    "securityContext": container_sc,
+                }],
+            },
+        }))
+        .expect("pod")
+    }
+
+    fn arguments_of(pod: &Pod, image_user: &str) -> Result<Vec<String>, ConfigError> {
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        let env = vec![("POD_IP".to_string(), "127.100.0.3".to_string())];
+        let mounts = vec![
+            BindMount {
+                host: PathBuf::from("/s/pods/p/volumes/kube-api-access-x"),
+                path: SERVICE_ACCOUNT_DIR.into(),
+                read_only: true,
+            },
+            BindMount {
+                host: PathBuf::from("/s/pods/p/volumes/scratch"),
+                path: "/scratch".into(),
+                read_only: false,
+            },
+        ];
+        run_arguments(&RunInput {
+            pod,
+            container,
+            image: "emqx-operator/emqx-webhook:0.1.0",
+            image_user,
+            env: &env,
+            mounts: &mounts,
+            name: "sandbox0-ops-w-1-webhook-01234567-0",
+            hostname: "w-1",
+            labels: &[(PID_LABEL.to_string(), "42".to_string())],
+        })
+    }
+
+    #[test]
+    fn the_chart_s_security_context_becomes_podman_flags() {
+        let pod = chart_pod(
+            json!({"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 2000}),
+            json!({"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                   "capabilities": {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}}),
+        );
+        let args = arguments_of(&pod, "65532:65532").expect("runs");
+        for flag in [
+            "--user=65532:65532",
+            "--group-add=2000",
+            "--read-only",
+            "--read-only-tmpfs=false",
+            "--security-opt=no-new-privileges",
+            "--cap-drop=all",
+            "--cap-add=CAP_NET_BIND_SERVICE",
+            "--network=host",
+            "--pull=never",
+            "--env-host=false",
+            "--env=POD_IP=127.100.0.3",
+            "--label=io.emqx-operator.sandbox.pid=42",
+            "--volume=/s/pods/p/volumes/kube-api-access-x:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+            "--volume=/s/pods/p/volumes/scratch:/scratch:rw",
+            "--entrypoint=[\"/emqx-webhook\"]",
+        ] {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing in {args:?}");
+        }
+        // The image, then the args ($(VAR) expanded, $$ a literal $).
+        let image = args
+            .iter()
+            .position(|a| a == "emqx-operator/emqx-webhook:0.1.0")
+            .expect("image");
+        assert_eq!(
+            args[image + 1..],
+            ["--listen=127.100.0.3:9443", "--literal=$(POD_IP)"]
+        );
+        assert!(!args.iter().any(|a| a.contains("KUBECONFIG")), "{args:?}");
+    }
+
+    #[test]
+    fn the_container_s_fields_win_over_the_pod_s() {
+        let pod = chart_pod(
+            json!({"runAsUser": 1000, "runAsGroup": 1000}),
+            json!({"runAsUser": 65532}),
+        );
+        let args = arguments_of(&pod, "").expect("runs");
+        assert!(args.iter().any(|a| a == "--user=65532:1000"), "{args:?}");
+        // Without a readOnlyRootFilesystem the root is writable.
+        assert!(!args.iter().any(|a| a == "--read-only"), "{args:?}");
+    }
+
+    #[test]
+    fn run_as_non_root_is_checked_as_the_kubelet_checks_it() {
+        // runAsUser 0 with runAsNonRoot: refused, whatever the image.
+        let pod = chart_pod(json!({"runAsNonRoot": true, "runAsUser": 0}), json!({}));
+        let err = arguments_of(&pod, "65532:65532").expect_err("refused");
+        assert_eq!(
+            err.0,
+            "container's runAsUser breaks non-root policy (pod: \"w-1_ops(0123456789)\", container: webhook)"
+        );
+        // No runAsUser: the image's user decides; root (or none) is refused.
+        let pod = chart_pod(json!({}), json!({"runAsNonRoot": true}));
+        for root in ["", "0", "0:0"] {
+            let err = arguments_of(&pod, root).expect_err("refused");
+            assert!(
+                err.0.starts_with("container has runAsNonRoot and image will run as root"),
+                "{root:?}: {err}"
+            );
+        }
+        let err = arguments_of(&pod, "nonroot").expect_err("refused");
+        assert!(err.0.contains("non-numeric user (nonroot)"), "{err}");
+        assert!(arguments_of(&pod, "65532:65532").is_ok());
+        // The container's runAsNonRoot=false wins over the pod's true.
+        let pod = chart_pod(json!({"runAsNonRoot": true}), json!({"runAsNonRoot": false}));
+        assert!(arguments_of(&pod, "0").is_ok());
+    }
+
+    #[test]
+    fn the_kubernetes_service_variables_are_the_kubelet_s() {
+        let env: BTreeMap<String, String> =
+            kubelet_env("127.164.0.1", 443, "w-1").into_iter().collect();
+        assert_eq!(env["KUBERNETES_SERVICE_HOST"], "127.164.0.1");
+        assert_eq!(env["KUBERNETES_SERVICE_PORT"], "443");
+        assert_eq!(env["KUBERNETES_PORT"], "tcp://127.164.0.1:443");
+        assert_eq!(env["KUBERNETES_PORT_443_TCP_ADDR"], "127.164.0.1");
+        assert_eq!(env["HOSTNAME"], "w-1");
+    }
+}
