@@ -86,7 +86,9 @@ async fn chart_pods_run_hardened_and_use_their_in_cluster_configuration() {
     let mut started = Vec::new();
     for (component, container) in [("webhook", "webhook"), ("reconciler", "reconciler")] {
         let list = pods
-            .list(&ListParams::default().labels(&format!("app.kubernetes.io/component={component}")))
+            .list(
+                &ListParams::default().labels(&format!("app.kubernetes.io/component={component}")),
+            )
             .await
             .expect("pods");
         assert!(!list.items.is_empty(), "no {component} pod");
@@ -100,9 +102,16 @@ async fn chart_pods_run_hardened_and_use_their_in_cluster_configuration() {
                 .as_array()
                 .map(Vec::len)
                 .unwrap_or(0);
-            assert!(dropped >= 14, "{what}: dropped {:?}", found["HostConfig"]["CapDrop"]);
+            assert!(
+                dropped >= 14,
+                "{what}: dropped {:?}",
+                found["HostConfig"]["CapDrop"]
+            );
             let added = &found["HostConfig"]["CapAdd"];
-            assert!(added.as_array().is_none_or(Vec::is_empty), "{what}: {added}");
+            assert!(
+                added.as_array().is_none_or(Vec::is_empty),
+                "{what}: {added}"
+            );
             let options = found["HostConfig"]["SecurityOpt"].to_string();
             assert!(options.contains("no-new-privileges"), "{what}: {options}");
             let env: Vec<String> = found["Config"]["Env"]
@@ -139,7 +148,10 @@ async fn chart_pods_run_hardened_and_use_their_in_cluster_configuration() {
         let exists = podman
             .output(&["container", "exists", &name])
             .expect("podman container exists");
-        assert!(!exists.status.success(), "{name} left after the sandbox stopped");
+        assert!(
+            !exists.status.success(),
+            "{name} left after the sandbox stopped"
+        );
     }
 }
 
@@ -176,12 +188,19 @@ async fn run_as_non_root_refuses_root_and_runs_65532() {
     let pp = PostParams::default();
     pods.create(
         &pp,
-        &webhook_pod("as-root", json!({"runAsNonRoot": true, "runAsUser": 0}), json!({})),
+        &webhook_pod(
+            "as-root",
+            json!({"runAsNonRoot": true, "runAsUser": 0}),
+            json!({}),
+        ),
     )
     .await
     .expect("create as-root");
     for (name, security) in [
-        ("as-65532", json!({"runAsNonRoot": true, "runAsUser": 65532})),
+        (
+            "as-65532",
+            json!({"runAsNonRoot": true, "runAsUser": 65532}),
+        ),
         ("as-image-user", json!({"runAsNonRoot": true})),
     ] {
         pods.create(&pp, &webhook_pod(name, security, json!({})))
@@ -210,13 +229,17 @@ async fn run_as_non_root_refuses_root_and_runs_65532() {
         "{message}"
     );
     for name in ["as-65532", "as-image-user"] {
-        wait_for(&format!("{name} Succeeded"), Duration::from_secs(60), || async {
-            let pod = pods.get(name).await.map_err(|e| e.to_string())?;
-            match pod.status.and_then(|s| s.phase).as_deref() {
-                Some("Succeeded") => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
+        wait_for(
+            &format!("{name} Succeeded"),
+            Duration::from_secs(60),
+            || async {
+                let pod = pods.get(name).await.map_err(|e| e.to_string())?;
+                match pod.status.and_then(|s| s.phase).as_deref() {
+                    Some("Succeeded") => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
         .await;
         let log = sandbox
             .container_log("default", name, "webhook")
@@ -225,10 +248,7 @@ async fn run_as_non_root_refuses_root_and_runs_65532() {
     }
     // Still refused, never started.
     let pod = pods.get("as-root").await.expect("as-root");
-    assert_eq!(
-        pod.status.and_then(|s| s.phase).as_deref(),
-        Some("Pending")
-    );
+    assert_eq!(pod.status.and_then(|s| s.phase).as_deref(), Some("Pending"));
     sandbox.stop().await.expect("sandbox stops");
 }
 

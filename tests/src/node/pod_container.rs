@@ -97,7 +97,10 @@ pub struct Effective {
 
 /// Pod-level fields overridden by the container's, as the kubelet's
 /// `DetermineEffectiveSecurityContext` does.
-pub fn effective(pod: Option<&PodSecurityContext>, container: Option<&SecurityContext>) -> Effective {
+pub fn effective(
+    pod: Option<&PodSecurityContext>,
+    container: Option<&SecurityContext>,
+) -> Effective {
     Effective {
         run_as_user: container
             .and_then(|c| c.run_as_user)
@@ -228,11 +231,12 @@ pub fn run_arguments(input: &RunInput<'_>) -> Result<Vec<String>, ConfigError> {
         (None, None) => {}
     }
     // The kubelet adds fsGroup and supplementalGroups to the process's groups.
-    for group in pod_sc
-        .and_then(|p| p.fs_group)
-        .into_iter()
-        .chain(pod_sc.and_then(|p| p.supplemental_groups.clone()).into_iter().flatten())
-    {
+    for group in pod_sc.and_then(|p| p.fs_group).into_iter().chain(
+        pod_sc
+            .and_then(|p| p.supplemental_groups.clone())
+            .into_iter()
+            .flatten(),
+    ) {
         out.push(format!("--group-add={group}"));
     }
     if let Some(sc) = container_sc {
@@ -265,18 +269,26 @@ pub fn run_arguments(input: &RunInput<'_>) -> Result<Vec<String>, ConfigError> {
             if mount.read_only { "ro" } else { "rw" }
         ));
     }
-    if let Some(dir) = input.container.working_dir.as_deref().filter(|d| !d.is_empty()) {
+    if let Some(dir) = input
+        .container
+        .working_dir
+        .as_deref()
+        .filter(|d| !d.is_empty())
+    {
         out.push(format!("--workdir={dir}"));
     }
     let vars: BTreeMap<String, String> = input.env.iter().cloned().collect();
-    let expanded = |list: &[String]| -> Vec<String> { list.iter().map(|a| expand(a, &vars)).collect() };
+    let expanded =
+        |list: &[String]| -> Vec<String> { list.iter().map(|a| expand(a, &vars)).collect() };
     if let Some(command) = input.container.command.as_deref().filter(|c| !c.is_empty()) {
         // A JSON array: the command exactly, no shell.
         let json = serde_json::to_string(&expanded(command)).unwrap_or_default();
         out.push(format!("--entrypoint={json}"));
     }
     out.push(input.image.into());
-    out.extend(expanded(input.container.args.as_deref().unwrap_or_default()));
+    out.extend(expanded(
+        input.container.args.as_deref().unwrap_or_default(),
+    ));
     Ok(out)
 }
 
@@ -650,7 +662,8 @@ mod tests {
         for root in ["", "0", "0:0"] {
             let err = arguments_of(&pod, root).expect_err("refused");
             assert!(
-                err.0.starts_with("container has runAsNonRoot and image will run as root"),
+                err.0
+                    .starts_with("container has runAsNonRoot and image will run as root"),
                 "{root:?}: {err}"
             );
         }
@@ -658,7 +671,10 @@ mod tests {
         assert!(err.0.contains("non-numeric user (nonroot)"), "{err}");
         assert!(arguments_of(&pod, "65532:65532").is_ok());
         // The container's runAsNonRoot=false wins over the pod's true.
-        let pod = chart_pod(json!({"runAsNonRoot": true}), json!({"runAsNonRoot": false}));
+        let pod = chart_pod(
+            json!({"runAsNonRoot": true}),
+            json!({"runAsNonRoot": false}),
+        );
         assert!(arguments_of(&pod, "0").is_ok());
     }
 

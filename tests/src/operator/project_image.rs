@@ -30,7 +30,10 @@ impl OperatorImages {
 /// images. Blocking: call it from `spawn_blocking` in async code.
 pub fn build_operator_images() -> Result<OperatorImages> {
     let out = emqx_images::default_out();
-    eprintln!("building the chart's images with images/build in {}", out.display());
+    eprintln!(
+        "building the chart's images with images/build in {}",
+        out.display()
+    );
     let images = emqx_images::build(&out)?;
     Ok(OperatorImages { out, images })
 }
