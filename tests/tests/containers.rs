@@ -6,6 +6,8 @@
 //! nothing works); `runAsNonRoot` refuses a container that would run as
 //! root, as the kubelet refuses it.
 
+#![allow(clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
