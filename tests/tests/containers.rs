@@ -61,7 +61,8 @@ fn inspect(podman: &Podman, sandbox: &Sandbox, pod: &str, container: &str) -> Va
 /// `KUBECONFIG` but with the `kubernetes` Service's address, and every
 /// apiserver request of theirs made as their own ServiceAccount. (That
 /// they also serve and reconcile so: kubectl_logs and chart run seed 003
-/// to Ready through these containers.)
+/// to Ready through these containers.) A SIGKILLed container exits 137 and
+/// is restarted (restartCount 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chart_pods_run_hardened_and_use_their_in_cluster_configuration() {
     support::init_tracing();
@@ -134,6 +135,60 @@ async fn chart_pods_run_hardened_and_use_their_in_cluster_configuration() {
             );
         }
     }
+    // A container whose process is SIGKILLed exits 137 and is restarted by
+    // the pod's restart policy, as on a node.
+    let reconciler = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=reconciler"))
+        .await
+        .expect("pods")
+        .items
+        .remove(0)
+        .name_any();
+    let key = format!("{NAMESPACE}/{reconciler}/reconciler");
+    let pid = sandbox
+        .pids()
+        .into_iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, pid)| pid)
+        .unwrap_or_else(|| panic!("no pid for {key} in {:?}", sandbox.pids()));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        cmdline.starts_with("/emqx-reconciler"),
+        "{pid}: {cmdline:?}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    wait_for(
+        "the reconciler restarted",
+        Duration::from_secs(60),
+        || async {
+            let pod = pods.get(&reconciler).await.map_err(|e| e.to_string())?;
+            let status = pod
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|c| c.into_iter().next())
+                .ok_or("no container status")?;
+            let code = status
+                .last_state
+                .and_then(|s| s.terminated)
+                .map(|t| t.exit_code);
+            match (
+                status.restart_count,
+                code,
+                status.state.and_then(|s| s.running),
+            ) {
+                (1, Some(137), Some(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    wait_operator_available(&client, Duration::from_secs(60))
+        .await
+        .expect("operator available again");
     // Their requests arrive as their ServiceAccounts: the token of the
     // projected volume, through the kubernetes Service.
     let requests = sandbox.audited_requests().expect("audit log");
