@@ -44,6 +44,12 @@ pub const SLOT_LABEL: &str = "io.emqx-operator.sandbox.slot";
 /// in-cluster configuration reads).
 pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
+/// The images this process has loaded: digest → the image's `User`.
+static LOADED: std::sync::LazyLock<Mutex<HashMap<String, String>>> =
+    std::sync::LazyLock::new(Mutex::default);
+/// Held while loading.
+static LOADING: Mutex<()> = Mutex::new(());
+
 /// A pod spec the kubelet refuses to turn into a container (the status
 /// reason `CreateContainerConfigError`, as the kubelet reports it).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -310,8 +316,8 @@ pub struct ContainerRuntime {
     podman: Podman,
     /// Repository (no tag) → image.
     images: BTreeMap<String, Image>,
-    /// Repository → the image's `User`, once loaded.
-    loaded: Mutex<HashMap<String, String>>,
+    /// Digest → the image's `User`, once loaded (shared by the process).
+    loaded: &'static Mutex<HashMap<String, String>>,
     /// The sandbox's slot, for names and labels.
     slot: u32,
 }
@@ -325,7 +331,7 @@ impl ContainerRuntime {
                 .iter()
                 .map(|i| (repository(&i.reference).to_owned(), i.clone()))
                 .collect(),
-            loaded: Mutex::default(),
+            loaded: &LOADED,
             slot,
         }
     }
@@ -335,10 +341,16 @@ impl ContainerRuntime {
         self.images.get(repository)
     }
 
-    /// Loads the image's archive into podman's storage (once per sandbox)
-    /// and returns the image's configured user.
+    /// Loads the image's archive into podman's storage (once per process and
+    /// digest: the sandboxes of one test binary share it) and returns the
+    /// image's configured user.
     pub fn ensure_loaded(&self, image: &Image) -> Result<String> {
-        let key = repository(&image.reference).to_owned();
+        let key = image.digest.clone();
+        if let Some(user) = self.loaded.lock().ok().and_then(|l| l.get(&key).cloned()) {
+            return Ok(user);
+        }
+        // One load at a time per process; the others then find it loaded.
+        let _one = LOADING.lock();
         if let Some(user) = self.loaded.lock().ok().and_then(|l| l.get(&key).cloned()) {
             return Ok(user);
         }
@@ -368,18 +380,10 @@ impl ContainerRuntime {
         else {
             return;
         };
-        for line in list.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(id), Some(pid)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            let alive = pid
-                .parse::<u32>()
-                .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
-            if !alive {
-                eprintln!("[sandbox] removing leftover container {id} of process {pid}");
-                let _ = self.podman.output(&["rm", "--force", "--time", "0", id]);
-            }
+        let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+        for (id, pid) in leftovers(&list, alive) {
+            eprintln!("[sandbox] removing leftover container {id} of process {pid}");
+            let _ = self.podman.output(&["rm", "--force", "--time", "0", &id]);
         }
     }
 
@@ -466,6 +470,20 @@ impl ContainerRuntime {
         }
         bail!("container {name} did not start within 30 s")
     }
+}
+
+/// From `podman ps` lines `ID PID`, the containers whose process is gone
+/// (an unreadable pid is a container of nobody alive).
+pub fn leftovers(list: &str, alive: impl Fn(u32) -> bool) -> Vec<(String, String)> {
+    list.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let id = fields.next()?;
+            let pid = fields.next().unwrap_or_default();
+            let running = pid.parse::<u32>().is_ok_and(&alive);
+            (!running).then(|| (id.to_owned(), pid.to_owned()))
+        })
+        .collect()
 }
 
 /// The repository of an image reference (`a/b:1.0` → `a/b`).
@@ -676,6 +694,20 @@ mod tests {
             json!({"runAsNonRoot": false}),
         );
         assert!(arguments_of(&pod, "0").is_ok());
+    }
+
+    #[test]
+    fn only_containers_of_gone_processes_are_leftovers() {
+        let list = "aaa 100\nbbb 200\nccc <no value>\n";
+        let gone = leftovers(list, |pid| pid == 100);
+        assert_eq!(
+            gone,
+            [
+                ("bbb".to_string(), "200".to_string()),
+                ("ccc".to_string(), "<no".to_string())
+            ]
+        );
+        assert!(leftovers("", |_| false).is_empty());
     }
 
     #[test]
