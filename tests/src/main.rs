@@ -1,8 +1,8 @@
 //! The main job on a machine without a cluster: seed 003's tutorial, end to
 //! end. Starts the sandbox (real etcd, kube-apiserver and
 //! kube-controller-manager; simulated node and EMQX), installs the operator
-//! with helm (the webhook and the reconciler run as pods, played by this
-//! workspace's binaries), applies seed 003's `EMQX` object with three cores,
+//! with helm (the webhook and the reconciler run as pods: podman containers
+//! from `images/build`'s images), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
 //! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
 //! the connections-per-node plot (PNG, SVG), the CSV and a summary.

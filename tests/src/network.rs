@@ -3,4 +3,5 @@
 //! makes ClusterIPs reach the endpoints their EndpointSlices name.
 
 pub mod addresses;
+pub mod kubernetes_endpoints;
 pub mod service_proxy;

@@ -15,8 +15,10 @@ use crate::control_plane::audit::{self, AuditedWrite};
 use crate::control_plane::binaries::{Binaries, ensure_built_async};
 use crate::control_plane::process::{end_leftovers, rss_kib};
 use crate::network::addresses::{AddressPlan, SlotLock, acquire_slot};
+use crate::network::kubernetes_endpoints;
 use crate::network::service_proxy::ServiceProxy;
 use crate::node::kubelet::{Kubelet, KubeletConfig};
+use crate::node::pod_container::ContainerRuntime;
 use crate::node::pod_hook::PodHook;
 
 /// How to start a sandbox.
@@ -25,6 +27,11 @@ pub struct SandboxOptions {
     /// Image repository (no tag) → binary to run for containers of that image,
     /// e.g. `emqx-operator/emqx-webhook` → `target/debug/emqx-webhook`.
     pub project_binaries: BTreeMap<String, PathBuf>,
+    /// The project's images (and the images' output folder, whose podman
+    /// storage runs them): containers of these images run as podman
+    /// containers (see [`crate::node::pod_container`]); asked before
+    /// `project_binaries`.
+    pub project_images: Option<(PathBuf, Vec<emqx_images::Image>)>,
     /// Hooks for other images (asked in order, before `project_binaries`).
     pub hooks: Vec<Arc<dyn PodHook>>,
     /// The apiserver logs every write ([`Sandbox::audited_writes`]).
@@ -39,6 +46,13 @@ impl SandboxOptions {
     pub fn project_binary(mut self, image_repository: &str, binary: impl Into<PathBuf>) -> Self {
         self.project_binaries
             .insert(image_repository.to_string(), binary.into());
+        self
+    }
+
+    /// Runs containers of `images` (made by `images/build` in `out`) as
+    /// podman containers.
+    pub fn project_images(mut self, out: &Path, images: Vec<emqx_images::Image>) -> Self {
+        self.project_images = Some((out.to_path_buf(), images));
         self
     }
 
@@ -93,6 +107,23 @@ impl Sandbox {
             .prefix(&format!("emqx-operator-sandbox-{}-", plan.slot))
             .tempdir()
             .context("creating the sandbox state directory")?;
+        // The pods' volumes live under it, and a container's user (65532)
+        // must reach them: traversable and readable like /var/lib/kubelet,
+        // where the files' own modes (0644 by default) decide.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(state.path(), std::fs::Permissions::from_mode(0o755))
+                .context("opening the sandbox state directory to containers' users")?;
+        }
+        let containers = match options.project_images {
+            Some((out, images)) => {
+                let runtime = Arc::new(ContainerRuntime::new(&out, &images, u32::from(plan.slot)));
+                let sweeper = runtime.clone();
+                tokio::task::spawn_blocking(move || sweeper.remove_leftovers()).await?;
+                Some(runtime)
+            }
+            None => None,
+        };
         let control_plane = ControlPlane::start(
             &binaries,
             plan,
@@ -103,6 +134,12 @@ impl Sandbox {
         )
         .await?;
         let client = control_plane.client.clone();
+        kubernetes_endpoints::publish(
+            &client,
+            plan.control_plane(),
+            crate::control_plane::APISERVER_PORT,
+        )
+        .await?;
         let kubelet = Kubelet::start(KubeletConfig {
             node_name: NODE_NAME.into(),
             plan,
@@ -113,6 +150,7 @@ impl Sandbox {
             ca_pem: control_plane.pki.ca_pem.clone(),
             serving: control_plane.pki.kubelet.clone(),
             project_binaries: options.project_binaries,
+            containers,
             hooks: options.hooks,
         })
         .await?;

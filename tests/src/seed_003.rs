@@ -28,7 +28,7 @@ use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use serde_json::{Value, json};
 
 use crate::operator::chart::{helm_upgrade_install, wait_operator_available};
-use crate::operator::project_binary::build_operator_binaries;
+use crate::operator::project_image::build_operator_images;
 use crate::operator::{InProcessReconciler, install_crds};
 use crate::{EmqxHook, Sandbox, SandboxOptions};
 
@@ -220,10 +220,12 @@ impl Seed003 {
         let hook = EmqxHook::new();
         let mut options = SandboxOptions::default().hook(hook.clone());
         if self.operator == Operator::Chart {
-            let binaries = tokio::task::spawn_blocking(build_operator_binaries)
+            // The chart's path: the operator's pods run as podman
+            // containers from images/build's images.
+            let images = tokio::task::spawn_blocking(build_operator_images)
                 .await
-                .context("build task")??;
-            options = binaries.options(options);
+                .context("image build task")??;
+            options = images.options(options);
         }
         let sandbox = Sandbox::start(options).await?;
         let client = sandbox.client();

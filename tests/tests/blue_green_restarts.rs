@@ -7,6 +7,11 @@
 //!
 //! The kill instants come from a seeded RNG; the seed is printed and can be
 //! replayed with `RESTARTS_SEED=<n>`.
+//!
+//! A host process, not the chart's container: no helm install here, and a
+//! SIGKILL-and-start every ~2 s stays cheap without podman's per-start
+//! container setup. (The chart's path runs as containers in `chart`,
+//! `kubectl_logs`, `containers`, `go_takeover` and the demo.)
 
 #![allow(clippy::panic, clippy::unwrap_used)]
 

@@ -30,7 +30,7 @@ use sandbox::operator::chart::{
     NAMESPACE as OPERATOR_NAMESPACE, helm_upgrade_install, run, wait_operator_available,
 };
 use sandbox::operator::install_crds;
-use sandbox::operator::project_binary::build_operator_binaries;
+use sandbox::operator::project_image::build_operator_images;
 use sandbox::seed_003::{condition, connect_clients, load, ready_on};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -503,12 +503,14 @@ fn ready_by_us(emqx: &EMQX) -> Result<String, String> {
 async fn go_created_cluster_is_taken_over_without_touching_a_broker() {
     support::init_tracing();
     let started = Instant::now();
-    let binaries = tokio::task::spawn_blocking(build_operator_binaries)
+    // The chart's path: the operator's pods are podman containers from
+    // images/build's images.
+    let images = tokio::task::spawn_blocking(build_operator_images)
         .await
-        .expect("build task")
-        .expect("operator binaries");
+        .expect("image build task")
+        .expect("operator images");
     let hook = EmqxHook::new();
-    let options = binaries.options(SandboxOptions::default().hook(hook.clone()).audit_writes());
+    let options = images.options(SandboxOptions::default().hook(hook.clone()).audit_writes());
     let sandbox = Sandbox::start(options).await.expect("sandbox starts");
     let client = sandbox.client();
     let emqx_api: Api<EMQX> = Api::namespaced(client.clone(), NS);

@@ -7,6 +7,10 @@
 //! never 1 at once. The leader steps down (exits) at its renew deadline,
 //! and the standby takes over only after the lease duration has passed on
 //! its own clock since it last saw a renewal.
+//!
+//! Host processes, not the chart's containers: each replica must reach the
+//! apiserver through the test's freezable proxy (a kubeconfig naming it),
+//! which in-cluster configuration cannot be pointed at.
 
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 

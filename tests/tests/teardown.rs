@@ -1,5 +1,6 @@
 //! After `stop()`, no process of the sandbox remains (control plane and pod
-//! processes) and its state directory is gone.
+//! processes) and its state directory is gone. (The project's images as
+//! containers: `containers.rs` checks that none is left after `stop()`.)
 
 mod support;
 

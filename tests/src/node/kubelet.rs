@@ -26,6 +26,10 @@ use crate::network::addresses::{AddressPlan, PodIpPool};
 use crate::node::capacity::{NODE_CPU, NODE_MEMORY_BYTES};
 use crate::node::kubelet_server::{self, KUBELET_PORT, KubeletServer};
 use crate::node::log_book::LogBook;
+use crate::node::pod_container::{
+    BindMount, ConfigError, ContainerRuntime, RunInput, RunningContainer, kubelet_env,
+    run_arguments,
+};
 use crate::node::pod_env::{ObjectData, PodAddresses, image_repository, resolve_env};
 use crate::node::pod_hook::{PodContext, PodHook, RunningPod};
 use crate::node::pod_process::{
@@ -61,6 +65,9 @@ pub struct KubeletConfig {
     pub serving: CertPair,
     /// Image repository → binary.
     pub project_binaries: BTreeMap<String, PathBuf>,
+    /// The project's images, run as podman containers (asked before
+    /// `project_binaries`).
+    pub containers: Option<Arc<ContainerRuntime>>,
     /// Hooks, asked in order.
     pub hooks: Vec<Arc<dyn PodHook>>,
 }
@@ -316,6 +323,7 @@ async fn bind(client: &kube::Client, pod: &Pod, node: &str) -> Result<()> {
 /// How one container is played.
 enum Runner {
     Process(ProcessContainer),
+    Container(RunningContainer),
     Hook(Box<dyn RunningPod>),
     Inert,
 }
@@ -437,6 +445,50 @@ async fn start_container(
         };
         return Ok(Runner::Hook(hook.start(ctx).await?));
     }
+    if let Some(runtime) = &config.containers
+        && let Some(project_image) = runtime.image(image_repository(&image)).cloned()
+    {
+        let loader = runtime.clone();
+        let to_load = project_image.clone();
+        let image_user = tokio::task::spawn_blocking(move || loader.ensure_loaded(&to_load))
+            .await
+            .context("image load task")??;
+        let mut env = env_list;
+        env.extend(kubelet_env(
+            &config.plan.kubernetes_service().to_string(),
+            443,
+            &hostname,
+        ));
+        let mut binds = Vec::new();
+        for mount in container.volume_mounts.iter().flatten() {
+            let path = mount.mount_path.trim_end_matches('/').to_string();
+            if let Some(host) = container_mounts.get(&path) {
+                binds.push(BindMount {
+                    host: host.clone(),
+                    path,
+                    read_only: mount.read_only == Some(true),
+                });
+            }
+        }
+        let start = START_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = runtime.name(pod, &container.name, start);
+        let labels = runtime.labels();
+        let args = run_arguments(&RunInput {
+            pod,
+            container,
+            image: &project_image.reference,
+            image_user: &image_user,
+            env: &env,
+            mounts: &binds,
+            name: &name,
+            hostname: &hostname,
+            labels: &labels,
+        })?;
+        let running = runtime
+            .start(&name, &args, &log_path(pod_dir, &container.name))
+            .await?;
+        return Ok(Runner::Container(running));
+    }
     if let Some(binary) = config.project_binaries.get(image_repository(&image)) {
         let env_map: BTreeMap<String, String> = env_list.iter().cloned().collect();
         let mut env: Vec<(String, String)> = env_list
@@ -467,6 +519,9 @@ async fn start_container(
     }
     Ok(Runner::Inert)
 }
+
+/// Numbers container starts, so a restarted container gets a new name.
+static START_SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 fn pod_key(pod: &Pod) -> String {
     format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
@@ -587,13 +642,16 @@ async fn pod_worker(
             // Exits.
             let exit = match &mut slot.runner {
                 Some(Runner::Process(p)) => p.exit_code(),
+                Some(Runner::Container(c)) => c.exit_code(),
                 Some(Runner::Hook(h)) => h.exit_code(),
                 _ => None,
             };
             if let Some(code) = exit {
                 book.stopped(&namespace, &name, &uid, &slot.spec.name);
-                if let Some(Runner::Process(p)) = slot.runner.take() {
-                    p.stop(Duration::ZERO).await;
+                match slot.runner.take() {
+                    Some(Runner::Process(p)) => p.stop(Duration::ZERO).await,
+                    Some(Runner::Container(c)) => c.stop(Duration::ZERO).await,
+                    _ => {}
                 }
                 if let Ok(mut p) = processes.lock() {
                     p.remove(&format!("{key}/{}", slot.spec.name));
@@ -630,9 +688,12 @@ async fn pod_worker(
                         .await
                     {
                         Ok(runner) => {
-                            if let Runner::Process(p) = &runner
-                                && let (Some(pid), Ok(mut map)) = (p.pid(), processes.lock())
-                            {
+                            let pid = match &runner {
+                                Runner::Process(p) => p.pid(),
+                                Runner::Container(c) => c.pid(),
+                                _ => None,
+                            };
+                            if let (Some(pid), Ok(mut map)) = (pid, processes.lock()) {
                                 map.insert(format!("{key}/{}", slot.spec.name), pid);
                             }
                             if slot.view.last_terminated.is_some() {
@@ -652,10 +713,15 @@ async fn pod_worker(
                         }
                         Err(e) => {
                             book.stopped(&namespace, &name, &uid, &slot.spec.name);
-                            slot.view.phase = ContainerPhase::Waiting(
-                                "CreateContainerError".into(),
-                                format!("{e:#}"),
-                            );
+                            // A spec the kubelet refuses (runAsNonRoot) is a
+                            // configuration error, not a runtime one.
+                            let reason = if e.downcast_ref::<ConfigError>().is_some() {
+                                "CreateContainerConfigError"
+                            } else {
+                                "CreateContainerError"
+                            };
+                            slot.view.phase =
+                                ContainerPhase::Waiting(reason.into(), format!("{e:#}"));
                             slot.restart_at = Some(now + Duration::from_secs(2));
                             slot.last_error = Some(format!("{e:#}"));
                         }
@@ -733,6 +799,7 @@ async fn pod_worker(
         }
         match slot.runner {
             Some(Runner::Process(p)) => p.stop(grace).await,
+            Some(Runner::Container(c)) => c.stop(grace).await,
             Some(Runner::Hook(h)) => h.stop(grace).await,
             _ => {}
         }

@@ -1,5 +1,7 @@
-//! Containers whose image is one of this project's binaries run as real
-//! processes.
+//! Containers whose image is mapped to a binary run as real host processes:
+//! test programs (`sandbox-probe`) and the tests that run the operator's
+//! binaries as processes for speed or to SIGKILL them. (The chart's own path
+//! runs the images as containers: [`crate::node::pod_container`].)
 //!
 //! - The image repository (`emqx-operator/emqx-webhook`) maps to a binary path
 //!   ([`crate::SandboxOptions::project_binaries`]). The process is that binary;

@@ -8,9 +8,14 @@
 //! every [`REFRESH_INTERVAL`], so changed Secrets and ConfigMaps (rotated
 //! certificates) reach running processes without a restart.
 //!
-//! Processes cannot see these directories at the container's `mountPath`
-//! (there are no mount namespaces); see [`crate::node::pod_process`] for how paths
-//! are handed to them.
+//! Containers of the project's images see these directories bind-mounted at
+//! their `mountPath` ([`crate::node::pod_container`]). Host processes cannot
+//! (there are no mount namespaces); see [`crate::node::pod_process`] for how
+//! paths are handed to them. Files get the volume's `defaultMode` (0644
+//! unless set; item modes are not applied) and, with a pod `fsGroup`, that
+//! group with the owner's read bit, directories 0755, under a state directory
+//! any user may traverse: a container's user 65532 reads its Secrets and
+//! token exactly when a kubelet would let it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -229,6 +234,12 @@ pub async fn materialise(
     ca_pem: &str,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let fs_group = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
     let mut dirs = BTreeMap::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let name = volume.name.as_str();
@@ -333,16 +344,57 @@ pub async fn materialise(
                 files.push((path, value.into_bytes()));
             }
         }
+        let mode = default_mode(volume);
         for (relative, bytes) in files {
             let path = dir.join(relative);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             write_atomically(&path, &bytes)?;
+            apply_ownership(&path, mode, fs_group)?;
         }
         dirs.insert(name.to_string(), dir);
     }
     Ok(dirs)
+}
+
+/// The volume's `defaultMode` (Kubernetes' default 0644). Item modes
+/// (`items[].mode`) are not applied.
+pub fn default_mode(volume: &k8s_openapi::api::core::v1::Volume) -> u32 {
+    volume
+        .secret
+        .as_ref()
+        .and_then(|s| s.default_mode)
+        .or(volume.config_map.as_ref().and_then(|c| c.default_mode))
+        .or(volume.projected.as_ref().and_then(|p| p.default_mode))
+        .or(volume.downward_api.as_ref().and_then(|d| d.default_mode))
+        .and_then(|m| u32::try_from(m).ok())
+        .map_or(0o644, |m| m & 0o777)
+}
+
+/// The file's mode with `fsGroup` applied as the kubelet's
+/// `SetVolumeOwnership` applies it: the group may read what the owner may.
+pub fn mode_with_fs_group(mode: u32, fs_group: Option<u32>) -> u32 {
+    match fs_group {
+        Some(_) => mode | ((mode & 0o400) >> 3),
+        None => mode,
+    }
+}
+
+/// Sets a volume file's mode (`defaultMode`) and, with an `fsGroup`, its
+/// group, so a container user reads it exactly when the kubelet would let it.
+fn apply_ownership(path: &Path, mode: u32, fs_group: Option<u32>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(group) = fs_group {
+        std::os::unix::fs::chown(path, None, Some(group))
+            .with_context(|| format!("fsGroup {group} on {}", path.display()))?;
+    }
+    std::fs::set_permissions(
+        path,
+        std::fs::Permissions::from_mode(mode_with_fs_group(mode, fs_group)),
+    )
+    .with_context(|| format!("mode of {}", path.display()))?;
+    Ok(())
 }
 
 /// Replaces `path` by a complete new file (write + rename), so a process that
@@ -387,6 +439,22 @@ pub fn mounts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_mode_and_fs_group_decide_who_reads() {
+        let volume: k8s_openapi::api::core::v1::Volume =
+            serde_json::from_value(serde_json::json!({"name": "v", "secret": {"secretName": "s"}}))
+                .expect("volume");
+        assert_eq!(default_mode(&volume), 0o644);
+        let volume: k8s_openapi::api::core::v1::Volume = serde_json::from_value(
+            serde_json::json!({"name": "v", "secret": {"secretName": "s", "defaultMode": 0o400}}),
+        )
+        .expect("volume");
+        assert_eq!(default_mode(&volume), 0o400);
+        assert_eq!(mode_with_fs_group(0o400, None), 0o400);
+        assert_eq!(mode_with_fs_group(0o400, Some(2000)), 0o440);
+        assert_eq!(mode_with_fs_group(0o644, Some(2000)), 0o644);
+    }
 
     #[test]
     fn item_paths_cannot_escape_the_volume() {

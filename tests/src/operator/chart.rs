@@ -1,9 +1,10 @@
-//! The operator as users install it: the Helm chart `charts/emqx-operator`,
-//! with its two images played by this workspace's binaries. The sandbox's
-//! kubelet runs a container whose image repository is
-//! [`WEBHOOK_IMAGE`] or [`RECONCILER_IMAGE`] as the binary built by cargo,
-//! so `helm install` brings up real `emqx-webhook` and `emqx-reconciler`
-//! processes with the chart's flags, ServiceAccounts and RBAC.
+//! The operator as users install it: the Helm chart `charts/emqx-operator`.
+//! With [`crate::operator::project_image::OperatorImages`] the sandbox's
+//! kubelet runs a container whose image repository is [`WEBHOOK_IMAGE`] or
+//! [`RECONCILER_IMAGE`] as a podman container of `images/build`'s image, so
+//! `helm install` brings up real `emqx-webhook` and `emqx-reconciler`
+//! containers with the chart's flags, securityContext, ServiceAccounts and
+//! RBAC, on their in-cluster configuration.
 
 use std::path::PathBuf;
 use std::time::Duration;
