@@ -543,13 +543,17 @@ async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
     // counts an authentication failure.
     n.faults().set_refuse_connect(true);
     for (i, protocol) in [Protocol::V5, Protocol::V311].into_iter().enumerate() {
-        let mut c = MqttClient::new(&format!("bad-{i}"), n.mqtt_addr(), settings(protocol, true), 4);
+        let mut c = MqttClient::new(
+            &format!("bad-{i}"),
+            n.mqtt_addr(),
+            settings(protocol, true),
+            4,
+        );
         let r = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
         match r {
-            Ok(Polled::Refused(code)) => assert!(
-                code.contains("BadUserNamePassword"),
-                "{protocol:?}: {code}"
-            ),
+            Ok(Polled::Refused(code)) => {
+                assert!(code.contains("BadUserNamePassword"), "{protocol:?}: {code}")
+            }
             other => panic!("{protocol:?}: expected a refusal, got {other:?}"),
         }
     }
@@ -583,5 +587,8 @@ async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
     let (_back, session_present) = Probe::connect("dropped", n.mqtt_addr(), s).await;
     assert!(session_present, "the dropped client's session survives");
     let m = metrics_of(&n).await;
-    assert_eq!(m["packets.connack.error"], 2, "drops are no CONNACK errors: {m}");
+    assert_eq!(
+        m["packets.connack.error"], 2,
+        "drops are no CONNACK errors: {m}"
+    );
 }

@@ -1037,7 +1037,11 @@ mod tests {
             v.errors[0].path,
             "spec.updateStrategy.guard.connectionRecovery.minPercent"
         );
-        assert!(v.errors[0].message.contains("1..=100"), "{}", v.errors[0].message);
+        assert!(
+            v.errors[0].message.contains("1..=100"),
+            "{}",
+            v.errors[0].message
+        );
         spec.update_strategy = Some(with(101, 4, 0));
         let paths: Vec<String> = validate_hub(&spec, None, None, false)
             .errors

@@ -148,7 +148,9 @@ pub async fn serve(
             redeliver
         }
     };
-    let drop_at = faults.drop_after_connack().map(|after| Instant::now() + after);
+    let drop_at = faults
+        .drop_after_connack()
+        .map(|after| Instant::now() + after);
     let result = run(
         &mut conn,
         &node,

@@ -95,7 +95,10 @@ pub fn counters(n: &NodeSummary) -> Map<String, Value> {
         ("session.discarded", c.session_discarded),
         ("messages.received", c.messages_received),
     ];
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), json!(v))).collect()
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect()
 }
 
 /// Sum of per-node stats (`?aggregate=true`).
