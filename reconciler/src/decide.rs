@@ -832,7 +832,9 @@ impl<'a> Pass<'a> {
         if !self.initial_delay_passed() {
             return;
         }
-        self.arm_guard();
+        if !self.arm_guard() {
+            return;
+        }
         if self.point_services_if_needed() {
             // Evictions start on a later pass, after the switch is observed.
             self.phase = Phase::Evacuating;
@@ -861,11 +863,13 @@ impl<'a> Pass<'a> {
     }
 
     /// Arms the upgrade guard with the figures before any client moved,
-    /// once per upgrade (a pass that finds it unarmed after the switch, the
-    /// figures having been unreadable, arms it then).
-    fn arm_guard(&mut self) {
+    /// once per upgrade. Traffic does not move before it is armed: without
+    /// EMQX's figures this pass the switch waits (false). An upgrade found
+    /// switched and unarmed (begun by a reconciler without the guard) is
+    /// armed with the figures of then.
+    fn arm_guard(&mut self) -> bool {
         if self.spec.guard.is_none() {
-            return;
+            return true;
         }
         let key = self.spec.revision_key();
         if self
@@ -875,11 +879,25 @@ impl<'a> Pass<'a> {
             .as_ref()
             .is_some_and(|g| g.revision == key)
         {
-            return;
+            return true;
         }
         let figures = self.obs.emqx.as_ref().and_then(|e| e.figures.as_ref());
-        if let Some(arm) = guard::arm(&key, figures, &self.new_nodes(), self.obs.now) {
-            self.actions.push(arm);
+        match guard::arm(&key, figures, &self.new_nodes(), self.obs.now) {
+            Some(arm) => {
+                self.actions.push(arm);
+                true
+            }
+            None if traffic_on_desired(self.spec, self.obs) => true,
+            None => {
+                self.phase = Phase::InitialDelay;
+                self.wait(
+                    WaitReason::InitialDelay,
+                    "upgrade guard: waiting for EMQX's connection figures before traffic moves"
+                        .into(),
+                );
+                self.requeue_after_s = Some(POLL_S);
+                false
+            }
         }
     }
 

@@ -179,11 +179,16 @@ pub fn desired_spec(
         manual_promotion: settings.manual_promotion,
         promote: memory::promote(annotations),
         abort: memory::abort(annotations),
-        guard: settings.guard.map(|g| GuardSpec {
-            min_percent: u64::try_from(g.min_percent).unwrap_or(0),
-            window_s: secs(g.window_seconds),
-            max_failures_per_minute: u64::try_from(g.max_failures_per_minute).unwrap_or(0),
-        }),
+        // EMQX 4.4 has no live-connection figure (see `guard_figures`): the
+        // guard cannot watch it, and is off (README, "The upgrade guard").
+        guard: settings
+            .guard
+            .filter(|_| cluster.api() == emqx_api::ApiGeneration::V5)
+            .map(|g| GuardSpec {
+                min_percent: u64::try_from(g.min_percent).unwrap_or(0),
+                window_s: secs(g.window_seconds),
+                max_failures_per_minute: u64::try_from(g.max_failures_per_minute).unwrap_or(0),
+            }),
     }
 }
 
@@ -349,7 +354,7 @@ async fn guard_figures(
     nodes: &[emqx_api::NodeInfo],
 ) -> Option<Figures> {
     let upgrading = live.iter().any(|s| s.view.is_old(spec));
-    if spec.guard.is_none() || !upgrading || client.api() != emqx_api::ApiGeneration::V5 {
+    if spec.guard.is_none() || !upgrading {
         return None;
     }
     let live_connections = nodes

@@ -1823,3 +1823,18 @@ fn a_retry_or_a_new_spec_resumes_with_a_fresh_guard() {
         |a| matches!(a, Action::ArmGuard { revision, .. } if revision == "c")
     ));
 }
+
+#[test]
+fn traffic_waits_for_the_figures_that_arm_the_guard() {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut obs = observed(200, sets, "a");
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 0));
+    // EMQX's metrics not read this pass: no switch.
+    let d = decide(&guarded("b"), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(!has(&d, |a| matches!(a, Action::ArmGuard { .. })));
+    assert_eq!(d.requeue_after_s, Some(1));
+    // Guard off: the switch does not wait for them.
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
+}
