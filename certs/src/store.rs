@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::bundle::{CA_CRT, TLS_CRT, TLS_KEY};
 use crate::injection::{
@@ -24,6 +24,26 @@ use crate::recovery::{
     Guard, OVERLAP_UNTIL_ANNOTATION, SecretRead, format_deadline, parse_deadline,
 };
 use crate::{CertBundle, CertError};
+
+/// A CustomResourceDefinition as far as `caBundle` injection reads it: its
+/// metadata and `spec.conversion`. Each refresh reads both CRDs; ours are
+/// ~250 KB of JSON each, mostly OpenAPI schema, and deserializing all of it
+/// into k8s-openapi's types (then into a `serde_json::Value`) allocated
+/// megabytes every `refreshSeconds` that the allocator kept. Fields not
+/// named here are skipped by serde without being built.
+#[derive(Resource, Clone, Debug, Serialize, Deserialize)]
+#[resource(inherit = CustomResourceDefinition)]
+pub struct CrdConversion {
+    pub metadata: ObjectMeta,
+    pub spec: CrdConversionSpec,
+}
+
+/// `spec.conversion` of a CustomResourceDefinition, as JSON.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CrdConversionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversion: Option<serde_json::Value>,
+}
 
 /// A bundle read from a Secret with the `resourceVersion` it was read at, so a
 /// rotation can replace exactly that version.
@@ -198,7 +218,7 @@ pub async fn injected_ca_bundles(
         out.extend(live_bundles(&api, name, injected_in_webhook_configuration).await?);
     }
     for name in &targets.crds {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let api: Api<CrdConversion> = Api::all(client.clone());
         out.extend(live_bundles(&api, name, injected_in_crd).await?);
     }
     Ok(out)
@@ -331,7 +351,7 @@ pub async fn inject_ca_bundle(
         .await?);
     }
     for name in &targets.crds {
-        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let api: Api<CrdConversion> = Api::all(client.clone());
         add(patch_one(
             &api,
             name,
@@ -375,6 +395,44 @@ where
 mod tests {
     use super::*;
     use crate::{ServiceIdentity, authority};
+
+    #[test]
+    fn the_partial_crd_keeps_what_injection_reads_and_drops_the_schemas() {
+        let crd = serde_json::json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "emqxes.apps.emqx.io", "resourceVersion": "7"},
+            "spec": {
+                "group": "apps.emqx.io",
+                "names": {"kind": "EMQX", "plural": "emqxes"},
+                "scope": "Namespaced",
+                "versions": [{"name": "v2beta1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+                "conversion": {"strategy": "Webhook", "webhook": {
+                    "conversionReviewVersions": ["v1"],
+                    "clientConfig": {"service": {"name": "w", "namespace": "n", "path": "/convert"}}}}
+            }
+        });
+        let partial: CrdConversion = serde_json::from_value(crd.clone()).expect("deserializes");
+        let seen = serde_json::to_value(&partial).expect("serializes");
+        assert!(seen.pointer("/spec/versions").is_none(), "{seen}");
+        assert_eq!(seen.pointer("/metadata/resourceVersion"), Some(&"7".into()));
+        // Injection plans the same patch from the partial view as from the
+        // whole object.
+        let ca = encode_ca_bundle("-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n");
+        let from_partial = crd_conversion_patch(&seen, &ca, Newer::Yield);
+        assert!(!from_partial.0.is_empty());
+        assert_eq!(from_partial, crd_conversion_patch(&crd, &ca, Newer::Yield));
+        assert_eq!(
+            <CrdConversion as Resource>::kind(&()),
+            "CustomResourceDefinition"
+        );
+        assert_eq!(
+            <CrdConversion as Resource>::url_path(&(), None),
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        );
+    }
 
     #[test]
     fn a_directory_round_trips_and_missing_files_are_named() {

@@ -145,6 +145,22 @@ pub enum Phase {
     Aborted,
 }
 
+impl Phase {
+    /// The phase's name, as the metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Paused => "Paused",
+            Phase::Creating => "Creating",
+            Phase::WaitingForNewNodes => "WaitingForNewNodes",
+            Phase::AwaitingPromotion => "AwaitingPromotion",
+            Phase::InitialDelay => "InitialDelay",
+            Phase::Evacuating => "Evacuating",
+            Phase::Ready => "Ready",
+            Phase::Aborted => "Aborted",
+        }
+    }
+}
+
 /// Why the cluster waits; [`WaitReason::as_str`] is the condition reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitReason {

@@ -29,6 +29,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// Every value [`Error::label`] gives, so the error counter can start
+    /// each series at zero: a rate over a series that appears with its
+    /// first error misses that error, and a dashboard shows nothing where
+    /// it should show 0.
+    pub const LABELS: [&'static str; 6] = [
+        "kube",
+        "emqx",
+        "object",
+        "render",
+        "set_gone",
+        "bootstrap_key",
+    ];
+
     /// The `error` label of the error counter.
     pub fn label(&self) -> &'static str {
         match self {
@@ -60,5 +73,22 @@ mod tests {
         ];
         let labels: Vec<&str> = errors.iter().map(Error::label).collect();
         assert_eq!(labels, ["emqx", "object", "render", "set_gone"]);
+        for label in labels {
+            assert!(Error::LABELS.contains(&label), "{label} not in LABELS");
+        }
+    }
+
+    #[test]
+    fn error_series_start_at_zero_for_every_label() {
+        let metrics = crate::metrics::Metrics::default();
+        metrics.start_kind("EMQX");
+        let text = metrics.encode();
+        for label in Error::LABELS {
+            let series = format!(
+                "emqx_reconciler_reconcile_errors_total{{kind=\"EMQX\",error=\"{label}\"}} 0"
+            );
+            assert!(text.contains(&series), "{series} missing:\n{text}");
+        }
+        assert!(text.contains("emqx_reconciler_reconciles_total{kind=\"EMQX\"} 0"));
     }
 }

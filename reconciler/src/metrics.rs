@@ -41,6 +41,23 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// A node's series, with the revision of the set its pod belongs to (empty
+/// for a node in no pod of ours), so a dashboard can tell old from new.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct RevisionNodeLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub node: String,
+    pub revision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub namespace: String,
+    pub cluster: String,
+    pub phase: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub reason: String,
@@ -56,6 +73,13 @@ pub struct Metrics {
     pub upgrading: Family<ClusterLabels, Gauge>,
     /// Connections plus sessions left on a node under evacuation.
     pub evacuation_remaining: Family<NodeLabels, Gauge>,
+    /// Each EMQX node's connections and sessions as EMQX reports them.
+    pub node_connections: Family<RevisionNodeLabels, Gauge>,
+    pub node_sessions: Family<RevisionNodeLabels, Gauge>,
+    /// 1 for the phase a cluster is in; the other phases have no series.
+    pub phase: Family<PhaseLabels, Gauge>,
+    /// 1 while a cluster has made no progress for its progress deadline.
+    pub stalled: Family<ClusterLabels, Gauge>,
     /// 1 while this replica holds the Lease and its controllers run.
     pub leader: Gauge,
     /// Admin-port connections closed by the listener's limits, by reason.
@@ -67,8 +91,39 @@ pub struct Metrics {
     pub guard_connect_failures_per_minute: Family<ClusterLabels, FloatGauge>,
     /// Upgrades the guard aborted.
     pub guard_trips: Family<ClusterLabels, Counter>,
-    /// The nodes of each cluster that have an `evacuation_remaining` series.
-    series: Mutex<BTreeMap<ClusterLabels, BTreeSet<String>>>,
+    /// The per-node and per-phase series each cluster has, to remove the
+    /// ones a pass no longer reports.
+    series: Mutex<BTreeMap<ClusterLabels, ClusterSeries>>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterSeries {
+    evacuating: BTreeSet<String>,
+    nodes: BTreeSet<RevisionNodeLabels>,
+    phase: Option<String>,
+}
+
+/// What one pass tells the metrics about a cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterFigures<'a> {
+    /// Sets of an older revision still exist.
+    pub upgrading: bool,
+    pub phase: &'a str,
+    pub stalled: bool,
+    /// Node and connections plus sessions left; `None`: EMQX unreadable.
+    pub evacuations: Option<&'a [(String, u64)]>,
+    /// Every node EMQX lists; `None`: EMQX unreadable.
+    pub nodes: Option<&'a [NodeFigures]>,
+}
+
+/// One EMQX node as `GET /nodes` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFigures {
+    pub node: String,
+    /// The revision of the set whose pod runs it; empty when none of ours.
+    pub revision: String,
+    pub connections: i64,
+    pub sessions: i64,
 }
 
 impl Default for Metrics {
@@ -83,6 +138,10 @@ impl Default for Metrics {
         });
         let upgrading = Family::<ClusterLabels, Gauge>::default();
         let evacuation_remaining = Family::<NodeLabels, Gauge>::default();
+        let node_connections = Family::<RevisionNodeLabels, Gauge>::default();
+        let node_sessions = Family::<RevisionNodeLabels, Gauge>::default();
+        let phase = Family::<PhaseLabels, Gauge>::default();
+        let stalled = Family::<ClusterLabels, Gauge>::default();
         let leader = Gauge::default();
         let admin_dropped = Family::<DropLabels, Counter>::default();
         let guard_connections_percent = Family::<ClusterLabels, FloatGauge>::default();
@@ -125,6 +184,27 @@ impl Default for Metrics {
             evacuation_remaining.clone(),
         );
         registry.register(
+            "node_connections",
+            "Connections of an EMQX node (EMQX's live_connections; 4.4: connections)",
+            node_connections.clone(),
+        );
+        registry.register(
+            "node_sessions",
+            "Sessions of an EMQX node (EMQX's `connections` of GET /nodes)",
+            node_sessions.clone(),
+        );
+        registry.register(
+            "phase",
+            "1 for the phase a cluster is in (Creating, WaitingForNewNodes, \
+             AwaitingPromotion, InitialDelay, Evacuating, Ready, Aborted, Paused)",
+            phase.clone(),
+        );
+        registry.register(
+            "upgrade_stalled",
+            "1 while a cluster has made no progress for its progress deadline",
+            stalled.clone(),
+        );
+        registry.register(
             "leader",
             "1 while this replica holds the Lease and reconciles",
             leader.clone(),
@@ -142,6 +222,10 @@ impl Default for Metrics {
             duration,
             upgrading,
             evacuation_remaining,
+            node_connections,
+            node_sessions,
+            phase,
+            stalled,
             leader,
             admin_dropped,
             guard_connections_percent,
@@ -187,35 +271,78 @@ impl emqx_listener::plain::ConnectionEvents for Metrics {
 }
 
 impl Metrics {
-    /// Sets a cluster's gauges from one pass: whether it upgrades, and the
-    /// evacuations EMQX reports (node, connections plus sessions left). A
-    /// node's series that this pass does not report is removed; `None` (EMQX
-    /// could not be read) leaves them as they are.
-    pub fn record_cluster(
-        &self,
-        cluster: &ClusterLabels,
-        upgrading: bool,
-        evacuations: Option<&[(String, u64)]>,
-    ) {
+    /// Sets a cluster's gauges from one pass: whether it upgrades, its
+    /// phase, the nodes and the evacuations EMQX reports. A node's series that
+    /// this pass does not report is removed; `None` (EMQX could not be read)
+    /// leaves them as they are.
+    pub fn record_cluster(&self, cluster: &ClusterLabels, figures: ClusterFigures<'_>) {
         self.upgrading
             .get_or_create(cluster)
-            .set(i64::from(upgrading));
-        let Some(evacuations) = evacuations else {
-            return;
-        };
-        let now: BTreeSet<String> = evacuations.iter().map(|(n, _)| n.clone()).collect();
-        for (node, remaining) in evacuations {
-            self.evacuation_remaining
-                .get_or_create(&node_labels(cluster, node))
-                .set(i64::try_from(*remaining).unwrap_or(i64::MAX));
-        }
+            .set(i64::from(figures.upgrading));
+        self.stalled
+            .get_or_create(cluster)
+            .set(i64::from(figures.stalled));
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = series
-            .insert(cluster.clone(), now.clone())
-            .unwrap_or_default();
-        for gone in before.difference(&now) {
-            self.evacuation_remaining
-                .remove(&node_labels(cluster, gone));
+        let known = series.entry(cluster.clone()).or_default();
+        if known.phase.as_deref() != Some(figures.phase) {
+            if let Some(before) = known.phase.take() {
+                self.phase.remove(&phase_labels(cluster, &before));
+            }
+            known.phase = Some(figures.phase.to_owned());
+        }
+        self.phase
+            .get_or_create(&phase_labels(cluster, figures.phase))
+            .set(1);
+        if let Some(evacuations) = figures.evacuations {
+            let now: BTreeSet<String> = evacuations.iter().map(|(n, _)| n.clone()).collect();
+            for (node, remaining) in evacuations {
+                self.evacuation_remaining
+                    .get_or_create(&node_labels(cluster, node))
+                    .set(i64::try_from(*remaining).unwrap_or(i64::MAX));
+            }
+            for gone in known.evacuating.difference(&now) {
+                self.evacuation_remaining
+                    .remove(&node_labels(cluster, gone));
+            }
+            known.evacuating = now;
+        }
+        if let Some(nodes) = figures.nodes {
+            let mut now = BTreeSet::new();
+            for node in nodes {
+                let labels = RevisionNodeLabels {
+                    namespace: cluster.namespace.clone(),
+                    cluster: cluster.cluster.clone(),
+                    node: node.node.clone(),
+                    revision: node.revision.clone(),
+                };
+                self.node_connections
+                    .get_or_create(&labels)
+                    .set(node.connections);
+                self.node_sessions.get_or_create(&labels).set(node.sessions);
+                now.insert(labels);
+            }
+            for gone in known.nodes.difference(&now) {
+                self.node_connections.remove(gone);
+                self.node_sessions.remove(gone);
+            }
+            known.nodes = now;
+        }
+    }
+
+    /// Starts the pass and error counters of a kind at zero, one error
+    /// series per [`crate::error::Error::LABELS`].
+    pub fn start_kind(&self, kind: &str) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        self.reconciles.get_or_create(&labels).inc_by(0);
+        for error in crate::error::Error::LABELS {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    kind: kind.to_owned(),
+                    error: error.to_owned(),
+                })
+                .inc_by(0);
         }
     }
 
@@ -248,10 +375,19 @@ impl Metrics {
         self.guard_connections_percent.remove(cluster);
         self.guard_connect_failures_per_minute.remove(cluster);
         self.guard_trips.remove(cluster);
+        self.stalled.remove(cluster);
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
-        for node in series.remove(cluster).unwrap_or_default() {
+        let known = series.remove(cluster).unwrap_or_default();
+        for node in known.evacuating {
             self.evacuation_remaining
                 .remove(&node_labels(cluster, &node));
+        }
+        for labels in known.nodes {
+            self.node_connections.remove(&labels);
+            self.node_sessions.remove(&labels);
+        }
+        if let Some(phase) = known.phase {
+            self.phase.remove(&phase_labels(cluster, &phase));
         }
     }
 
@@ -264,6 +400,14 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+fn phase_labels(cluster: &ClusterLabels, phase: &str) -> PhaseLabels {
+    PhaseLabels {
+        namespace: cluster.namespace.clone(),
+        cluster: cluster.cluster.clone(),
+        phase: phase.to_owned(),
     }
 }
 
@@ -286,26 +430,72 @@ mod tests {
         }
     }
 
+    fn figures<'a>(
+        phase: &'a str,
+        evacuations: Option<&'a [(String, u64)]>,
+        nodes: Option<&'a [NodeFigures]>,
+    ) -> ClusterFigures<'a> {
+        ClusterFigures {
+            upgrading: true,
+            phase,
+            stalled: false,
+            evacuations,
+            nodes,
+        }
+    }
+
+    fn node(name: &str, revision: &str, connections: i64) -> NodeFigures {
+        NodeFigures {
+            node: name.into(),
+            revision: revision.into(),
+            connections,
+            sessions: connections + 1,
+        }
+    }
+
     #[test]
     fn series_of_departed_nodes_and_clusters_are_removed() {
         let m = Metrics::default();
         let (a, b) = (cluster("a"), cluster("b"));
+        let a_nodes = [node("emqx@a-0", "old", 5), node("emqx@a-1", "old", 6)];
         m.record_cluster(
             &a,
-            true,
-            Some(&[("emqx@a-0".into(), 7), ("emqx@a-1".into(), 9)]),
+            figures(
+                "Evacuating",
+                Some(&[("emqx@a-0".into(), 7), ("emqx@a-1".into(), 9)]),
+                Some(&a_nodes),
+            ),
         );
-        m.record_cluster(&b, true, Some(&[("emqx@b-0".into(), 3)]));
+        m.record_cluster(
+            &b,
+            figures("Evacuating", Some(&[("emqx@b-0".into(), 3)]), None),
+        );
         // EMQX unreadable for a pass: nothing is known to be gone.
-        m.record_cluster(&a, true, None);
-        assert!(m.encode().contains("node=\"emqx@a-1\"} 9"));
+        m.record_cluster(&a, figures("Evacuating", None, None));
         let text = m.encode();
         assert!(text.contains("node=\"emqx@a-1\"} 9"), "{text}");
-        // emqx@a-1 finished and left: its series goes.
-        m.record_cluster(&a, true, Some(&[("emqx@a-0".into(), 2)]));
+        assert!(
+            text.contains(
+                "emqx_reconciler_node_connections{namespace=\"default\",cluster=\"a\",node=\"emqx@a-1\",revision=\"old\"} 6"
+            ),
+            "{text}"
+        );
+        // emqx@a-1 finished and left: its series go.
+        m.record_cluster(
+            &a,
+            figures(
+                "Evacuating",
+                Some(&[("emqx@a-0".into(), 2)]),
+                Some(&a_nodes[..1]),
+            ),
+        );
         let text = m.encode();
         assert!(!text.contains("emqx@a-1"), "stale node series:\n{text}");
         assert!(text.contains("node=\"emqx@a-0\"} 2"), "{text}");
+        assert!(
+            text.contains("node=\"emqx@a-0\",revision=\"old\"} 6"),
+            "sessions of emqx@a-0:\n{text}"
+        );
         // Cluster a was deleted: none of its series stays; b's do.
         m.forget_cluster(&a);
         let text = m.encode();
@@ -343,6 +533,34 @@ mod tests {
         assert!(text.contains("guard_trips_total{"), "{text}");
         m.forget_cluster(&a);
         assert!(!m.encode().contains("cluster=\"a\""));
+    }
+
+    #[test]
+    fn only_the_current_phase_has_a_series() {
+        let m = Metrics::default();
+        let a = cluster("a");
+        m.record_cluster(&a, figures("Evacuating", None, None));
+        m.record_cluster(
+            &a,
+            ClusterFigures {
+                stalled: true,
+                ..figures("Aborted", None, None)
+            },
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "emqx_reconciler_phase{namespace=\"default\",cluster=\"a\",phase=\"Aborted\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("phase=\"Evacuating\""), "{text}");
+        assert!(
+            text.contains("emqx_reconciler_upgrade_stalled{namespace=\"default\",cluster=\"a\"} 1"),
+            "{text}"
+        );
+        m.forget_cluster(&a);
+        assert!(!m.encode().contains("cluster=\"a\""), "{}", m.encode());
     }
 
     #[test]

@@ -11,11 +11,12 @@ use crate::explain;
 use crate::gather::Observation;
 use crate::kind::ClusterKind;
 use crate::memory;
-use crate::metrics::ClusterLabels;
-use crate::observed::Memory;
+use crate::metrics::{ClusterFigures, ClusterLabels, NodeFigures};
+use crate::observed::{Memory, NodeSet, Role};
 use crate::render::Cluster;
 use crate::status;
 use crate::v1beta4_conditions;
+use emqx_crd::v2beta1::EMQXNode;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::Event;
@@ -61,10 +62,19 @@ pub async fn report<K: ClusterKind>(
         namespace: cluster.namespace.to_owned(),
         cluster: cluster.name.to_owned(),
     };
+    let nodes: Option<Vec<NodeFigures>> = obs
+        .nodes
+        .as_ref()
+        .map(|nodes| node_figures(&obs.observed.sets, nodes));
     ctx.metrics.record_cluster(
         &labels,
-        obs.observed.sets.iter().any(|s| s.is_old(spec)),
-        evacuations.as_deref(),
+        ClusterFigures {
+            upgrading: obs.observed.sets.iter().any(|s| s.is_old(spec)),
+            phase: decision.phase.as_str(),
+            stalled: decision.stalled,
+            evacuations: evacuations.as_deref(),
+            nodes: nodes.as_deref(),
+        },
     );
     ctx.metrics.record_guard(&labels, decision.guard.as_ref());
     if tripped.is_some() {
@@ -113,6 +123,31 @@ pub async fn report<K: ClusterKind>(
             .await?;
     }
     Ok(())
+}
+
+/// Each node EMQX lists, with the revision of the set whose pod runs it.
+/// EMQX 5.x's `connections` counts sessions (connected or not) and
+/// `live_connections` the connected clients; 4.4 lists only `connections`,
+/// which then stands for both.
+fn node_figures(sets: &[NodeSet], nodes: &[(Role, EMQXNode)]) -> Vec<NodeFigures> {
+    nodes
+        .iter()
+        .filter_map(|(_, n)| {
+            let node = n.node.clone()?;
+            let revision = sets
+                .iter()
+                .find(|s| s.pods.iter().any(|p| p.node == node))
+                .map(|s| s.revision.to_string())
+                .unwrap_or_default();
+            let sessions = n.connections.unwrap_or(0);
+            Some(NodeFigures {
+                node,
+                revision,
+                connections: n.live_connections.unwrap_or(sessions),
+                sessions,
+            })
+        })
+        .collect()
 }
 
 /// Records one Event about the object at `reference`; a failure is logged,

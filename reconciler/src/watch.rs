@@ -47,6 +47,7 @@ pub async fn run<K: ClusterKind>(
     let (objects, stateful_sets, replica_sets, pods) = api(client);
     let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
     let metrics = ctx.metrics.clone();
+    metrics.start_kind(&K::kind(&()));
     // Bounded concurrency: many clusters created at once (or a relist of
     // all of them) would otherwise run every pass at the same moment, and
     // the memory of that peak stays with the process.

@@ -4,6 +4,7 @@
 //! both binaries as pods, is the chart's own test (issue 7).
 
 pub mod chart;
+pub mod monitoring;
 pub mod project_binary;
 pub mod service_account_login;
 pub mod webhook_process;

@@ -4,7 +4,9 @@
 //! through the chart's Service (admission and CRD conversion), and the
 //! chart-installed reconciler carries out a blue-green upgrade; a `helm
 //! upgrade` of the operator does not upgrade running EMQX clusters; `helm
-//! uninstall` leaves the CRDs and the EMQX objects.
+//! uninstall` leaves the CRDs and the EMQX objects. Every metric and label
+//! the chart's Grafana dashboard and PrometheusRule query is in the pods'
+//! `/metrics` pages scraped while this runs.
 
 mod support;
 
@@ -19,6 +21,7 @@ use kube::{Api, ResourceExt};
 use sandbox::operator::chart::{
     NAMESPACE, RELEASE, chart_dir, helm_upgrade_install, run, wait_operator_available,
 };
+use sandbox::operator::monitoring::{self, Scraper};
 use sandbox::seed_003::{Operator, Pace, Seed003, ready_on, update_revision};
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
@@ -273,6 +276,10 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
         out.stderr
     );
 
+    // From here on the pods' /metrics pages are collected: the cluster's
+    // creation and upgrade make every series the dashboard shows appear.
+    let scraper = Scraper::start(client.clone(), NAMESPACE);
+
     // kubectl apply -f emqx-update.yaml: the chart's reconciler makes it Ready.
     let object = serde_json::to_vec(&stage.manifest).expect("json");
     let out = kubectl(sandbox, &["apply", "-f", "-"], Some(&object)).await;
@@ -324,6 +331,21 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
             "{node} still in the cluster: {members:?}"
         );
     }
+
+    // The chart's dashboard and alerts query only what the binaries export.
+    let (pages, read, errors) = scraper.stop();
+    assert!(read > 0, "no /metrics page could be read: {errors:?}");
+    let queries = monitoring::chart_queries(sandbox)
+        .await
+        .expect("the chart's monitoring renders");
+    let problems = monitoring::problems(&queries, &pages);
+    assert!(
+        problems.is_empty(),
+        "{} queries of the chart's dashboard and PrometheusRule use what {read} /metrics pages \
+         did not show:\n{}",
+        queries.len(),
+        problems.join("\n")
+    );
 
     // helm upgrade to a new operator version: new pods, new leader, and the
     // EMQX cluster is left alone (same revision, no new set, still Ready).
