@@ -49,6 +49,34 @@ pub struct Counters {
     pub connect_refused: u64,
     /// PUBLISH packets received from clients.
     pub messages_received: u64,
+    /// `packets.connack.sent`: every CONNACK.
+    pub connack_sent: u64,
+    /// `packets.connack.error`: CONNACKs with a reason code other than
+    /// success (an evacuating node's refusal included).
+    pub connack_error: u64,
+    /// `packets.connack.auth_error`: CONNACKs saying bad credentials or
+    /// not authorised (also counted in `connack_error`).
+    pub connack_auth_error: u64,
+    /// `authentication.failure`: CONNECTs whose authentication failed.
+    pub authentication_failure: u64,
+}
+
+/// A CONNACK a node sent, as EMQX's counters tell them apart
+/// (`do_inc_sent/1` in `apps/emqx/src/emqx_metrics.erl`, v5.8.9; the same
+/// in `src/emqx_metrics.erl` of v4.4.19).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnAckSent {
+    /// Reason code 0: `packets.connack.sent`.
+    Success,
+    /// Any refusal other than bad credentials or not authorised (an
+    /// evacuating node's, an unsupported protocol level):
+    /// `packets.connack.sent` and `packets.connack.error`.
+    Refused,
+    /// Authentication failed (`bad_username_or_password`):
+    /// `authentication.failure` (`emqx_access_control.erl`
+    /// `inc_authn_metrics/1`), `packets.connack.sent`, `.error` and
+    /// `.auth_error`.
+    BadCredentials,
 }
 
 /// One step of an evacuation, for tests and the recorder.

@@ -519,3 +519,76 @@ async fn server_reference_only_when_switched_on_and_mqtt_drop_fault() {
     n.faults().set_drop_mqtt(false);
     let (_p, _) = Probe::connect("served", n.mqtt_addr(), settings(Protocol::V5, true)).await;
 }
+
+/// Counters of `GET /api/v5/metrics` for `node`, as EMQX lists them per node.
+async fn metrics_of(n: &EmqxNode) -> Value {
+    let list = api_get(n, "/metrics").await;
+    list.as_array()
+        .and_then(|l| l.iter().find(|m| m["node"] == n.name()))
+        .cloned()
+        .unwrap_or_else(|| panic!("no entry for {} in {list}", n.name()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
+    let n = start("guardf", 10, 1).await;
+    // A good CONNECT: one CONNACK, no error.
+    let (_ok, _) = Probe::connect("fine", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+    let m = metrics_of(&n).await;
+    assert_eq!(m["packets.connack.sent"], 1, "{m}");
+    assert_eq!(m["packets.connack.error"], 0, "{m}");
+    assert_eq!(m["client.connected"], 1, "{m}");
+
+    // Refuse CONNECT: bad credentials in both protocols, counted as EMQX
+    // counts an authentication failure.
+    n.faults().set_refuse_connect(true);
+    for (i, protocol) in [Protocol::V5, Protocol::V311].into_iter().enumerate() {
+        let mut c = MqttClient::new(
+            &format!("bad-{i}"),
+            n.mqtt_addr(),
+            settings(protocol, true),
+            4,
+        );
+        let r = tokio::time::timeout(Duration::from_secs(5), c.poll()).await;
+        match r {
+            Ok(Polled::Refused(code)) => {
+                assert!(code.contains("BadUserNamePassword"), "{protocol:?}: {code}")
+            }
+            other => panic!("{protocol:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let m = metrics_of(&n).await;
+    assert_eq!(m["packets.connack.sent"], 3, "{m}");
+    assert_eq!(m["packets.connack.error"], 2, "{m}");
+    assert_eq!(m["packets.connack.auth_error"], 2, "{m}");
+    assert_eq!(m["authentication.failure"], 2, "{m}");
+    assert_eq!(m["client.connected"], 1, "no session opened: {m}");
+    let sum = api_get(&n, "/metrics?aggregate=true").await;
+    assert_eq!(sum["packets.connack.error"], 2, "{sum}");
+    assert!(sum.get("node").is_none(), "{sum}");
+    n.faults().set_refuse_connect(false);
+
+    // Accept, then drop 200 ms after CONNACK: the session stays.
+    n.faults()
+        .set_drop_after_connack(Some(Duration::from_millis(200)));
+    let s = settings(Protocol::V5, false);
+    let (mut dropped, _) = Probe::connect("dropped", n.mqtt_addr(), s).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match dropped.client.poll().await {
+                Polled::Failed(_) => return,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection must be dropped");
+    n.faults().set_drop_after_connack(None);
+    let (_back, session_present) = Probe::connect("dropped", n.mqtt_addr(), s).await;
+    assert!(session_present, "the dropped client's session survives");
+    let m = metrics_of(&n).await;
+    assert_eq!(
+        m["packets.connack.error"], 2,
+        "drops are no CONNACK errors: {m}"
+    );
+}

@@ -151,7 +151,13 @@ async fn act_one(
         | Action::RecordDrainStart { .. }
         | Action::RecordProgress { .. }
         | Action::RecordAbort { .. }
-        | Action::ClearAbort => {}
+        | Action::ClearAbort
+        | Action::ArmGuard { .. }
+        | Action::RecordEviction { .. }
+        | Action::RecordFailureWindow { .. }
+        // The abort annotation is written with the memory (`report`), in
+        // one patch.
+        | Action::TripGuard { .. } => {}
         Action::MarkForDeletion { pod } => {
             let patch = json!({"metadata": {"annotations": {names::ANNOTATION_POD_DELETION_COST: VICTIM_DELETION_COST}}});
             Api::<Pod>::namespaced(client, ns)

@@ -95,13 +95,31 @@ pub enum Action {
     RecordProgress { marker: String, at: Seconds },
     /// Remember that the upgrade to `revision` is aborted, back to
     /// `back_to` (revision keys, [`Spec::revision_key`]): its Event is told
-    /// once per abort.
+    /// once per abort. `why`: the upgrade guard's figures when it aborted.
     RecordAbort {
         revision: Revision,
         back_to: Revision,
+        why: Option<String>,
     },
-    /// Forget an abort that is no longer in force (a retry, or a new spec).
+    /// Forget an abort that is no longer in force (a retry, or a new spec),
+    /// and the guard's figures of that upgrade.
     ClearAbort,
+    /// Arm the upgrade guard for `revision` with the figures just before
+    /// the Service switch.
+    ArmGuard {
+        revision: Revision,
+        baseline: u64,
+        failures: u64,
+        at: Seconds,
+    },
+    /// Remember that `node`'s connection eviction was seen ended at `at`.
+    RecordEviction { node: String, at: Seconds },
+    /// Start a new failure window with the new nodes' refusals so far.
+    RecordFailureWindow { at: Seconds, count: u64 },
+    /// The guard aborts the upgrade to `revision`: the shell annotates the
+    /// object `apps.emqx.io/abort=<revision>` (so the user retries as after
+    /// any abort, by removing it) and remembers `message`.
+    TripGuard { revision: Revision, message: String },
 }
 
 /// Where the cluster stands; becomes the `Progressing`/`Ready` conditions.
@@ -198,7 +216,7 @@ pub struct Wait {
 }
 
 /// The output of one pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub phase: Phase,
     pub actions: Vec<Action>,
@@ -207,6 +225,8 @@ pub struct Decision {
     pub stalled: bool,
     /// Look again after this long even if nothing is watched to change.
     pub requeue_after_s: Option<Seconds>,
+    /// The upgrade guard's figures, while it watches an upgrade.
+    pub guard: Option<guard::Gauges>,
 }
 
 /// How often EMQX is polled while it does work we cannot watch.
@@ -243,13 +263,40 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
             }),
             stalled: false,
             requeue_after_s: None,
+            guard: None,
         };
     }
-    if let Some(rollback) = rollback_spec(spec, obs) {
-        return aborted(spec, &rollback, obs);
+    if let Some(mut rollback) = rollback_spec(spec, obs) {
+        let why = guard_trip(spec, obs);
+        if why.is_some() {
+            // The old nodes served moments ago: no warm-up before traffic
+            // goes back.
+            rollback.strategy.initial_delay_s = 0;
+        }
+        return aborted(spec, &rollback, obs, why);
     }
     let mut pass = Pass::new(spec, obs);
     pass.run();
+    if let Some(why) = pass.trip.take() {
+        let key = spec.revision_key();
+        let aborting = Spec {
+            abort: Some(key.clone()),
+            ..spec.clone()
+        };
+        if let Some(mut rollback) = rollback_spec(&aborting, obs) {
+            rollback.strategy.initial_delay_s = 0;
+            let mut decision = aborted(&aborting, &rollback, obs, Some(&why));
+            decision.actions.insert(
+                0,
+                Action::TripGuard {
+                    revision: key,
+                    message: why,
+                },
+            );
+            decision.guard = pass.gauges;
+            return decision;
+        }
+    }
     let mut decision = pass.finish();
     if obs.memory.aborted.is_some() {
         decision.actions.push(Action::ClearAbort);
@@ -305,6 +352,8 @@ pub fn rollback_spec(spec: &Spec, obs: &Observed) -> Option<Spec> {
         manual_promotion: false,
         promote: None,
         abort: None,
+        // Going back is not guarded: the old revision served before.
+        guard: None,
         ..spec.clone()
     };
     // Traffic that never left the old nodes needs no warm-up delay before
@@ -315,9 +364,18 @@ pub fn rollback_spec(spec: &Spec, obs: &Observed) -> Option<Spec> {
     Some(rollback)
 }
 
+/// Why the upgrade guard aborted the desired revision's upgrade, if it did.
+fn guard_trip<'a>(spec: &Spec, obs: &'a Observed) -> Option<&'a str> {
+    let guard = obs.memory.guard.as_ref()?;
+    (guard.revision == spec.revision_key())
+        .then_some(guard.tripped.as_deref())
+        .flatten()
+}
+
 /// An aborted upgrade: the pass runs towards `rollback`, and the decision
-/// says so, whatever step it is at.
-fn aborted(spec: &Spec, rollback: &Spec, obs: &Observed) -> Decision {
+/// says so, whatever step it is at. `why`: the guard's figures, when the
+/// guard aborted it.
+fn aborted(spec: &Spec, rollback: &Spec, obs: &Observed, why: Option<&str>) -> Decision {
     let mut pass = Pass::new(rollback, obs);
     pass.run();
     let mut decision = pass.finish();
@@ -327,6 +385,7 @@ fn aborted(spec: &Spec, rollback: &Spec, obs: &Observed) -> Decision {
         decision.actions.push(Action::RecordAbort {
             revision: revision.clone(),
             back_to: back_to.clone(),
+            why: why.map(str::to_owned),
         });
     }
     let (now, timed) = match &decision.wait {
@@ -337,10 +396,16 @@ fn aborted(spec: &Spec, rollback: &Spec, obs: &Observed) -> Decision {
         ),
     };
     decision.phase = Phase::Aborted;
+    let by = match why {
+        Some(why) => format!(
+            "by the upgrade guard ({why}), which set annotation {ANNOTATION_ABORT}={revision}"
+        ),
+        None => format!("by annotation {ANNOTATION_ABORT}"),
+    };
     decision.wait = Some(Wait {
         reason: WaitReason::UpgradeAborted,
         message: format!(
-            "the upgrade to revision {revision} is aborted by annotation {ANNOTATION_ABORT}; traffic is kept on revision {back_to}: {now}. Remove the annotation to retry, or change the spec"
+            "the upgrade to revision {revision} is aborted {by}; traffic is kept on revision {back_to}: {now}. Remove the annotation to retry, or change the spec"
         ),
         timed,
     });
@@ -435,6 +500,12 @@ struct Pass<'a> {
     phase: Phase,
     wait: Option<Wait>,
     requeue_after_s: Option<Seconds>,
+    /// The guard tripped: why, with the figures.
+    trip: Option<String>,
+    /// The guard's figures this pass.
+    gauges: Option<guard::Gauges>,
+    /// The guard holds the next node: seconds left and why.
+    guard_hold: Option<(Seconds, String)>,
 }
 
 impl<'a> Pass<'a> {
@@ -447,6 +518,9 @@ impl<'a> Pass<'a> {
             phase: Phase::Creating,
             wait: None,
             requeue_after_s: None,
+            trip: None,
+            gauges: None,
+            guard_hold: None,
         }
     }
 
@@ -774,6 +848,9 @@ impl<'a> Pass<'a> {
         if !self.initial_delay_passed() {
             return;
         }
+        if !self.arm_guard() {
+            return;
+        }
         if self.point_services_if_needed() {
             // Evictions start on a later pass, after the switch is observed.
             self.phase = Phase::Evacuating;
@@ -782,7 +859,93 @@ impl<'a> Pass<'a> {
         }
         self.phase = Phase::Evacuating;
         self.requeue_after_s = Some(POLL_S);
+        if self.judge_guard(&old) {
+            return;
+        }
         self.drain_next(&old, &emqx);
+    }
+
+    /// The nodes of `sets`' pods.
+    fn nodes_of<'s>(sets: impl IntoIterator<Item = &'s NodeSet>) -> Vec<String> {
+        sets.into_iter()
+            .flat_map(|s| &s.pods)
+            .map(|p| p.node.clone())
+            .collect()
+    }
+
+    /// The nodes of the desired revision.
+    fn new_nodes(&self) -> Vec<String> {
+        Self::nodes_of(self.obs.sets.iter().filter(|s| s.is_desired(self.spec)))
+    }
+
+    /// Arms the upgrade guard with the figures before any client moved,
+    /// once per upgrade. Traffic does not move before it is armed: without
+    /// EMQX's figures this pass the switch waits (false). An upgrade found
+    /// switched and unarmed (begun by a reconciler without the guard) is
+    /// armed with the figures of then.
+    fn arm_guard(&mut self) -> bool {
+        if self.spec.guard.is_none() {
+            return true;
+        }
+        let key = self.spec.revision_key();
+        if self
+            .obs
+            .memory
+            .guard
+            .as_ref()
+            .is_some_and(|g| g.revision == key)
+        {
+            return true;
+        }
+        let figures = self.obs.emqx.as_ref().and_then(|e| e.figures.as_ref());
+        match guard::arm(&key, figures, &self.new_nodes(), self.obs.now) {
+            Some(arm) => {
+                self.actions.push(arm);
+                true
+            }
+            None if traffic_on_desired(self.spec, self.obs) => true,
+            None => {
+                self.phase = Phase::InitialDelay;
+                self.wait(
+                    WaitReason::InitialDelay,
+                    "upgrade guard: waiting for EMQX's connection figures before traffic moves"
+                        .into(),
+                );
+                self.requeue_after_s = Some(POLL_S);
+                false
+            }
+        }
+    }
+
+    /// The guard's verdict after the switch: bookkeeping, the figures, a
+    /// trip (true: nothing else this pass) or a hold of the next node.
+    fn judge_guard(&mut self, old: &[&'a NodeSet]) -> bool {
+        let Some(spec) = &self.spec.guard else {
+            return false;
+        };
+        let key = self.spec.revision_key();
+        // A guard that tripped for this upgrade judges no more: past a retry
+        // its figures are forgotten (ClearAbort) and it is armed again at
+        // the next switch.
+        let Some(memory) = self
+            .obs
+            .memory
+            .guard
+            .as_ref()
+            .filter(|g| g.revision == key && g.tripped.is_none())
+        else {
+            return false;
+        };
+        let old_nodes = Self::nodes_of(old.iter().copied());
+        let verdict = guard::judge(spec, memory, self.obs, &old_nodes, &self.new_nodes());
+        self.actions.extend(verdict.actions);
+        self.gauges = verdict.gauges;
+        if let Some(why) = verdict.trip {
+            self.trip = Some(why);
+            return true;
+        }
+        self.guard_hold = verdict.hold_s;
+        false
     }
 
     /// An old set that no Service selects and that runs no node (no pod
@@ -902,6 +1065,13 @@ impl<'a> Pass<'a> {
                     set.name, pod.name
                 ),
             );
+            return;
+        }
+        // The clients of the last evicted node must be back before anything
+        // else moves (or the window ends and the guard trips).
+        if let Some((left, why)) = self.guard_hold.clone() {
+            self.timed_wait(WaitReason::EvacuatingNode, why, left);
+            self.requeue_after_s = Some(POLL_S);
             return;
         }
         // Never start a second evacuation while one runs, wherever it is.
@@ -1107,6 +1277,7 @@ impl<'a> Pass<'a> {
             wait: self.wait,
             stalled,
             requeue_after_s: self.requeue_after_s,
+            guard: self.gauges,
         }
     }
 }
@@ -1172,6 +1343,8 @@ pub fn state_name(state: EvacuationState) -> &'static str {
         EvacuationState::Prohibiting => "prohibiting",
     }
 }
+
+pub mod guard;
 
 #[cfg(test)]
 mod tests;

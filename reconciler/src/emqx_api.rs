@@ -427,6 +427,34 @@ pub fn members(nodes: &[NodeInfo]) -> Vec<Member> {
         .collect()
 }
 
+/// Interprets `GET /metrics` (5.x: one map per running node, `node` first,
+/// `apps/emqx_management/src/emqx_mgmt_api_metrics.erl` v5.8.9): each
+/// node's `packets.connack.error`, every CONNACK that was not a success
+/// (`do_inc_sent/1` in `apps/emqx/src/emqx_metrics.erl`). A node whose RPC
+/// failed is listed as `{node, reason}` without counters: left out.
+pub fn connack_errors(
+    api: ApiGeneration,
+    status: u16,
+    body: &[u8],
+) -> Result<std::collections::BTreeMap<String, u64>, EmqxError> {
+    const CALL: &str = "GET metrics";
+    let value = payload(api, CALL, status, body)?;
+    let list = value.as_array().ok_or_else(|| EmqxError::Malformed {
+        call: CALL,
+        detail: "not a list".into(),
+    })?;
+    Ok(list
+        .iter()
+        .filter_map(|entry| {
+            let node = entry.get("node")?.as_str()?;
+            // 4.4 nests the counters under `metrics`.
+            let counters = entry.get("metrics").unwrap_or(entry);
+            let errors = counters.get("packets.connack.error")?.as_u64()?;
+            Some((node.to_owned(), errors))
+        })
+        .collect())
+}
+
 /// Interprets `GET /load_rebalance/global_status`: the `evacuations` entries,
 /// each deserialised as `T` (the status type copied into the object).
 pub fn global_evacuations<T: serde::de::DeserializeOwned>(

@@ -144,6 +144,17 @@ impl EmqxClient {
         emqx_api::nodes(self.api, status, &body)
     }
 
+    /// `GET /metrics`: each running node's `packets.connack.error`.
+    pub async fn connack_errors(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, u64>, EmqxError> {
+        let path = format!("{}/metrics", self.api.prefix());
+        let (status, body) = self
+            .call("GET metrics", reqwest::Method::GET, &path, None)
+            .await?;
+        emqx_api::connack_errors(self.api, status, &body)
+    }
+
     /// `GET /load_rebalance/global_status`, evacuations as `T`. It may
     /// honestly take up to three of EMQX's 15 s RPC timeouts
     /// ([`emqx_api::global_status_timeout`]), so it gets that much more

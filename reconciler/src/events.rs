@@ -55,11 +55,15 @@ fn subject(step: &Action) -> Option<String> {
         | Action::RecordDrainStart { node, .. }
         | Action::ForceLeave { node } => node.clone(),
         Action::RemoveOldNode { set, node, .. } => node.clone().unwrap_or_else(|| set.clone()),
-        Action::RecordNewNodesReady { revision, .. } | Action::RecordAbort { revision, .. } => {
-            revision.clone()
-        }
+        Action::RecordNewNodesReady { revision, .. }
+        | Action::RecordAbort { revision, .. }
+        | Action::ArmGuard { revision, .. }
+        | Action::TripGuard { revision, .. } => revision.clone(),
+        Action::RecordEviction { node, .. } => node.clone(),
         Action::MarkForDeletion { pod } | Action::MarkServing { pod } => pod.clone(),
-        Action::RecordProgress { .. } | Action::ClearAbort => return None,
+        Action::RecordProgress { .. } | Action::ClearAbort | Action::RecordFailureWindow { .. } => {
+            return None;
+        }
     })
 }
 
@@ -143,11 +147,31 @@ fn done(step: &Action, effect: &Effect, sets: &[NodeSet]) -> Option<(&'static st
         Action::RecordNewNodesReady { .. }
         | Action::RecordProgress { .. }
         | Action::ClearAbort
-        | Action::MarkForDeletion { .. } => return None,
-        Action::RecordAbort { revision, back_to } => (
+        | Action::MarkForDeletion { .. }
+        | Action::ArmGuard { .. }
+        | Action::RecordEviction { .. }
+        | Action::RecordFailureWindow { .. }
+        // Told by the abort it starts (one Event).
+        | Action::TripGuard { .. } => return None,
+        Action::RecordAbort {
+            revision,
+            back_to,
+            why: None,
+        } => (
             "UpgradeAborted",
             format!(
                 "the upgrade to revision {revision} is aborted by annotation {}: traffic stays on revision {back_to} and the new nodes are scaled away",
+                names::ANNOTATION_ABORT
+            ),
+        ),
+        Action::RecordAbort {
+            revision,
+            back_to,
+            why: Some(why),
+        } => (
+            "UpgradeAborted",
+            format!(
+                "the upgrade guard aborted the upgrade to revision {revision}: {why}; evacuation stopped, traffic goes back to revision {back_to} and the new nodes are scaled away; remove annotation {}={revision} to retry",
                 names::ANNOTATION_ABORT
             ),
         ),
@@ -269,7 +293,11 @@ fn related_object(
         | Action::MarkForDeletion { .. }
         | Action::RecordProgress { .. }
         | Action::RecordAbort { .. }
-        | Action::ClearAbort => None,
+        | Action::ClearAbort
+        | Action::ArmGuard { .. }
+        | Action::RecordEviction { .. }
+        | Action::RecordFailureWindow { .. }
+        | Action::TripGuard { .. } => None,
     }
 }
 
@@ -463,6 +491,7 @@ mod tests {
                 Action::RecordAbort {
                     revision: revision.into(),
                     back_to: "a".into(),
+                    why: None,
                 },
                 Effect::Done,
             )

@@ -111,7 +111,11 @@ pub fn describe(step: &Action) -> String {
         | Action::RecordDrainStart { .. }
         | Action::RecordProgress { .. }
         | Action::RecordAbort { .. }
-        | Action::ClearAbort => "recording progress".to_owned(),
+        | Action::ClearAbort
+        | Action::ArmGuard { .. }
+        | Action::RecordEviction { .. }
+        | Action::RecordFailureWindow { .. }
+        | Action::TripGuard { .. } => "recording progress".to_owned(),
         Action::MarkForDeletion { pod } => format!("marking pod {pod} for deletion"),
         Action::MarkServing { pod } => format!("setting pod {pod} on-serving"),
         Action::StartEvacuation { node, .. } => format!("starting the evacuation of node {node}"),
@@ -181,6 +185,7 @@ mod tests {
             manual_promotion: false,
             promote: None,
             abort: None,
+            guard: None,
         }
     }
 
@@ -260,6 +265,7 @@ mod tests {
             wait: None,
             stalled: false,
             requeue_after_s: Some(30),
+            guard: None,
         };
         let failure = EmqxUnavailable {
             node: Some("emqx@x".into()),

@@ -13,7 +13,9 @@ use crate::go_operator;
 use crate::licence;
 use crate::live::{self, LiveSet};
 use crate::memory;
-use crate::observed::{EmqxView, Evacuation, Observed, Role, RoleSpec, Spec, Strategy};
+use crate::observed::{
+    EmqxView, Evacuation, Figures, GuardSpec, Observed, Role, RoleSpec, Spec, Strategy,
+};
 use crate::render::{OPERATOR_API_KEY, Rendered};
 use crate::revision;
 use crate::slow_nodes;
@@ -177,6 +179,16 @@ pub fn desired_spec(
         manual_promotion: settings.manual_promotion,
         promote: memory::promote(annotations),
         abort: memory::abort(annotations),
+        // EMQX 4.4 has no live-connection figure (see `guard_figures`): the
+        // guard cannot watch it, and is off (README, "The upgrade guard").
+        guard: settings
+            .guard
+            .filter(|_| cluster.api() == emqx_api::ApiGeneration::V5)
+            .map(|g| GuardSpec {
+                min_percent: u64::try_from(g.min_percent).unwrap_or(0),
+                window_s: secs(g.window_seconds),
+                max_failures_per_minute: u64::try_from(g.max_failures_per_minute).unwrap_or(0),
+            }),
     }
 }
 
@@ -314,16 +326,53 @@ async fn read_emqx(
         })
         .collect();
     let version = emqx_api::version_of(&nodes, &endpoint.node);
+    let figures = guard_figures(&client, spec, live, &nodes).await;
     Ok(EmqxRead {
         view: EmqxView {
             members: emqx_api::members(&nodes),
             evacuations: view_evacuations,
             evacuation_api,
+            figures,
         },
         nodes: status_nodes,
         evacuations,
         endpoint: EmqxEndpoint { client, version },
     })
+}
+
+/// The upgrade guard's figures, read only while it may watch an upgrade
+/// (the guard is on and an old set remains): live connections of every
+/// running node from the `GET /nodes` answer already read, and each node's
+/// refused CONNECTs from `GET /metrics` (one more call). EMQX 5.x only:
+/// 4.4's `connections` also counts sessions whose client is gone, which
+/// cannot show clients that did not come back. A failed read leaves the
+/// guard without figures for this pass: it neither trips nor arms.
+async fn guard_figures(
+    client: &EmqxClient,
+    spec: &Spec,
+    live: &[LiveSet],
+    nodes: &[emqx_api::NodeInfo],
+) -> Option<Figures> {
+    let upgrading = live.iter().any(|s| s.view.is_old(spec));
+    if spec.guard.is_none() || !upgrading {
+        return None;
+    }
+    let live_connections = nodes
+        .iter()
+        .filter(|n| n.is_running())
+        .filter_map(|n| n.live_connections)
+        .map(|c| u64::try_from(c).unwrap_or(0))
+        .sum();
+    match client.connack_errors().await {
+        Ok(connack_errors) => Some(Figures {
+            live_connections,
+            connack_errors,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "upgrade guard: EMQX's metrics not read this pass");
+            None
+        }
+    }
 }
 
 /// Every running node EMQX lists that runs in one of our pods, with the

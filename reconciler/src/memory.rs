@@ -16,7 +16,7 @@
 //! changed (a few times per upgrade step, never on an idle cluster).
 
 use crate::decide::Action;
-use crate::observed::{Drain, Memory, Seconds};
+use crate::observed::{Drain, GuardMemory, Memory, Seconds};
 pub use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE};
 use std::collections::BTreeMap;
 
@@ -71,6 +71,36 @@ pub fn record(memory: &mut Memory, action: &Action) {
         }
         Action::ClearAbort => {
             memory.aborted = None;
+            memory.guard = None;
+        }
+        Action::ArmGuard {
+            revision,
+            baseline,
+            failures,
+            at,
+        } => {
+            memory.guard = Some(GuardMemory {
+                revision: revision.clone(),
+                baseline: *baseline,
+                evicted: None,
+                failures: (*at, *failures),
+                tripped: None,
+            });
+        }
+        Action::RecordEviction { node, at } => {
+            if let Some(guard) = &mut memory.guard {
+                guard.evicted = Some((node.clone(), *at));
+            }
+        }
+        Action::RecordFailureWindow { at, count } => {
+            if let Some(guard) = &mut memory.guard {
+                guard.failures = (*at, *count);
+            }
+        }
+        Action::TripGuard { revision, message } => {
+            if let Some(guard) = memory.guard.as_mut().filter(|g| g.revision == *revision) {
+                guard.tripped = Some(message.clone());
+            }
         }
         _ => {}
     }
@@ -126,6 +156,13 @@ mod tests {
             }),
             progress: Some(("Evacuating|x".into(), 130)),
             aborted: Some("def".into()),
+            guard: Some(GuardMemory {
+                revision: "def".into(),
+                baseline: 1000,
+                evicted: Some(("emqx@b".into(), 140)),
+                failures: (135, 7),
+                tripped: Some("why".into()),
+            }),
         };
         let annotations = with(ANNOTATION_PROGRESS, &store(&memory));
         assert_eq!(load(Some(&annotations)), memory);

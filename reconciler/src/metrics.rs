@@ -11,7 +11,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
+
+/// A gauge of fractional values.
+pub type FloatGauge = Gauge<f64, AtomicU64>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -80,6 +84,13 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Admin-port connections closed by the listener's limits, by reason.
     pub admin_dropped: Family<DropLabels, Counter>,
+    /// The upgrade guard: live connections as a percent of the total before
+    /// the upgrade, while it watches one.
+    pub guard_connections_percent: Family<ClusterLabels, FloatGauge>,
+    /// The upgrade guard: refused CONNECTs of the new nodes per minute.
+    pub guard_connect_failures_per_minute: Family<ClusterLabels, FloatGauge>,
+    /// Upgrades the guard aborted.
+    pub guard_trips: Family<ClusterLabels, Counter>,
     /// The per-node and per-phase series each cluster has, to remove the
     /// ones a pass no longer reports.
     series: Mutex<BTreeMap<ClusterLabels, ClusterSeries>>,
@@ -133,6 +144,24 @@ impl Default for Metrics {
         let stalled = Family::<ClusterLabels, Gauge>::default();
         let leader = Gauge::default();
         let admin_dropped = Family::<DropLabels, Counter>::default();
+        let guard_connections_percent = Family::<ClusterLabels, FloatGauge>::default();
+        let guard_connect_failures_per_minute = Family::<ClusterLabels, FloatGauge>::default();
+        let guard_trips = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "guard_connections_percent",
+            "Live connections as a percent of the total before the upgrade, while the upgrade guard watches one",
+            guard_connections_percent.clone(),
+        );
+        registry.register(
+            "guard_connect_failures_per_minute",
+            "CONNACK errors of the new nodes per minute (packets.connack.error), while the upgrade guard watches an upgrade",
+            guard_connect_failures_per_minute.clone(),
+        );
+        registry.register(
+            "guard_trips",
+            "Upgrades aborted by the upgrade guard",
+            guard_trips.clone(),
+        );
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -199,6 +228,9 @@ impl Default for Metrics {
             stalled,
             leader,
             admin_dropped,
+            guard_connections_percent,
+            guard_connect_failures_per_minute,
+            guard_trips,
             series: Mutex::default(),
         }
     }
@@ -314,9 +346,35 @@ impl Metrics {
         }
     }
 
+    /// Sets the upgrade guard's gauges from a pass; `None` (no upgrade
+    /// watched) removes them, so they exist only while an upgrade runs.
+    pub fn record_guard(
+        &self,
+        cluster: &ClusterLabels,
+        gauges: Option<&crate::decide::guard::Gauges>,
+    ) {
+        match gauges {
+            Some(g) => {
+                self.guard_connections_percent
+                    .get_or_create(cluster)
+                    .set(g.connections_percent);
+                self.guard_connect_failures_per_minute
+                    .get_or_create(cluster)
+                    .set(g.failures_per_minute);
+            }
+            None => {
+                self.guard_connections_percent.remove(cluster);
+                self.guard_connect_failures_per_minute.remove(cluster);
+            }
+        }
+    }
+
     /// Removes every series of a cluster that no longer exists.
     pub fn forget_cluster(&self, cluster: &ClusterLabels) {
         self.upgrading.remove(cluster);
+        self.guard_connections_percent.remove(cluster);
+        self.guard_connect_failures_per_minute.remove(cluster);
+        self.guard_trips.remove(cluster);
         self.stalled.remove(cluster);
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let known = series.remove(cluster).unwrap_or_default();
@@ -447,6 +505,34 @@ mod tests {
         );
         assert!(text.contains("node=\"emqx@b-0\"} 3"), "{text}");
         assert!(text.contains("emqx_reconciler_upgrading{"), "{text}");
+    }
+
+    #[test]
+    fn guard_series_exist_while_watched_and_go_with_the_cluster() {
+        let m = Metrics::default();
+        let a = cluster("a");
+        m.record_guard(
+            &a,
+            Some(&crate::decide::guard::Gauges {
+                connections_percent: 31.2,
+                failures_per_minute: 120.0,
+            }),
+        );
+        m.guard_trips.get_or_create(&a).inc();
+        let text = m.encode();
+        for line in [
+            "emqx_reconciler_guard_connections_percent{namespace=\"default\",cluster=\"a\"} 31.2",
+            "emqx_reconciler_guard_connect_failures_per_minute{namespace=\"default\",cluster=\"a\"} 120.0",
+            "emqx_reconciler_guard_trips_total{namespace=\"default\",cluster=\"a\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        m.record_guard(&a, None);
+        let text = m.encode();
+        assert!(!text.contains("guard_connections_percent{"), "{text}");
+        assert!(text.contains("guard_trips_total{"), "{text}");
+        m.forget_cluster(&a);
+        assert!(!m.encode().contains("cluster=\"a\""));
     }
 
     #[test]

@@ -65,6 +65,20 @@ pub struct Spec {
     pub promote: Option<Revision>,
     /// The revision the `apps.emqx.io/abort` annotation names, if any.
     pub abort: Option<Revision>,
+    /// `updateStrategy.guard`; `None` when turned off.
+    pub guard: Option<GuardSpec>,
+}
+
+/// The upgrade guard's thresholds (`updateStrategy.guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardSpec {
+    /// The connection total must be back to this percent of the baseline…
+    pub min_percent: u64,
+    /// …this long after a node's connection eviction ended.
+    pub window_s: Seconds,
+    /// Most refused CONNECTs (`packets.connack.error`) of the new nodes per
+    /// minute.
+    pub max_failures_per_minute: u64,
 }
 
 impl Spec {
@@ -209,6 +223,18 @@ pub struct EmqxView {
     /// `false` on brokers without the node-evacuation API (open source ≤ 5.8,
     /// 4.4 open source): the documented fallback drains without it.
     pub evacuation_api: bool,
+    /// The guard's figures; `None` when they could not be read.
+    pub figures: Option<Figures>,
+}
+
+/// What the upgrade guard reads from EMQX (README, "The upgrade guard").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Clients connected now, summed over the running nodes
+    /// (`live_connections` of `GET /nodes`).
+    pub live_connections: u64,
+    /// `packets.connack.error` of each running node (`GET /metrics`).
+    pub connack_errors: std::collections::BTreeMap<String, u64>,
 }
 
 impl EmqxView {
@@ -284,6 +310,30 @@ pub struct Memory {
     /// Event was told (so it is told once per abort).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<Revision>,
+    /// The upgrade guard of the running upgrade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardMemory>,
+}
+
+/// What the upgrade guard keeps across passes and restarts: the figures
+/// before clients moved, the last eviction and the failure window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GuardMemory {
+    /// The upgrade (revision key) these figures belong to.
+    pub revision: Revision,
+    /// Clients connected just before the Service switch.
+    pub baseline: u64,
+    /// The last old node whose connection eviction ended, and when that was
+    /// first seen: `[node, at]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<(String, Seconds)>,
+    /// Start of the current failure window and the new nodes'
+    /// `packets.connack.error` sum then: `[at, count]`.
+    pub failures: (Seconds, u64),
+    /// Why the guard aborted this upgrade, once it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tripped: Option<String>,
 }
 
 /// Everything `decide` looks at.

@@ -42,7 +42,14 @@ pub async fn report<K: ClusterKind>(
     for (step, _) in &outcome.done {
         memory::record(&mut memory, step);
     }
-    write_memory(&ctx.client, object, &memory).await?;
+    // The guard's trip writes the abort annotation with the memory, in one
+    // patch: the next pass goes back as after any abort, and removing the
+    // annotation retries.
+    let tripped = outcome.done.iter().find_map(|(step, _)| match step {
+        decide::Action::TripGuard { revision, .. } => Some(revision.clone()),
+        _ => None,
+    });
+    write_memory(&ctx.client, object, &memory, tripped.as_deref()).await?;
 
     let spec = &obs.spec;
     let evacuations: Option<Vec<(String, u64)>> = obs.observed.emqx.as_ref().map(|e| {
@@ -51,15 +58,16 @@ pub async fn report<K: ClusterKind>(
             .map(|e| (e.node.clone(), e.remaining))
             .collect()
     });
+    let labels = ClusterLabels {
+        namespace: cluster.namespace.to_owned(),
+        cluster: cluster.name.to_owned(),
+    };
     let nodes: Option<Vec<NodeFigures>> = obs
         .nodes
         .as_ref()
         .map(|nodes| node_figures(&obs.observed.sets, nodes));
     ctx.metrics.record_cluster(
-        &ClusterLabels {
-            namespace: cluster.namespace.to_owned(),
-            cluster: cluster.name.to_owned(),
-        },
+        &labels,
         ClusterFigures {
             upgrading: obs.observed.sets.iter().any(|s| s.is_old(spec)),
             phase: decision.phase.as_str(),
@@ -68,6 +76,10 @@ pub async fn report<K: ClusterKind>(
             nodes: nodes.as_deref(),
         },
     );
+    ctx.metrics.record_guard(&labels, decision.guard.as_ref());
+    if tripped.is_some() {
+        ctx.metrics.guard_trips.get_or_create(&labels).inc();
+    }
 
     let wait = crate::licence::explain(
         explain::explain(
@@ -159,13 +171,19 @@ async fn write_memory<K: ClusterKind>(
     client: &Client,
     object: &K,
     memory: &Memory,
+    abort: Option<&str>,
 ) -> Result<(), Error> {
-    if !memory::needs_write(object.meta().annotations.as_ref(), memory) {
+    if !memory::needs_write(object.meta().annotations.as_ref(), memory) && abort.is_none() {
         return Ok(());
     }
     let value = memory::store(memory);
     let namespace = object.namespace().unwrap_or_default();
-    let patch = json!({"metadata": {"annotations": {memory::ANNOTATION_PROGRESS: value}}});
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(memory::ANNOTATION_PROGRESS.to_owned(), json!(value));
+    if let Some(revision) = abort {
+        annotations.insert(memory::ANNOTATION_ABORT.to_owned(), json!(revision));
+    }
+    let patch = json!({"metadata": {"annotations": annotations}});
     if let Some(version) = K::metadata_version() {
         let gvk = kube::api::GroupVersionKind::gvk(&K::group(&()), version, &K::kind(&()));
         let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, &K::plural(&()));

@@ -286,6 +286,9 @@ impl From<v1beta4::EmqxEnterprise> for v2beta1::EmqxEnterprise {
                 // and back without a conversion-data entry, and only
                 // `Manual` (which v1beta4 cannot say) is stashed.
                 promotion: Some(v2beta1::PROMOTION_AUTOMATIC.to_owned()),
+                // Likewise the guard's defaults: only a changed guard
+                // (which v1beta4 cannot say) is stashed.
+                guard: Some(crate::guard::Guard::defaulted()),
             }),
             core_template,
             replicant_template: None,

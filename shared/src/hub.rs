@@ -41,6 +41,8 @@ pub struct BlueGreenSettings {
     pub sess_evict_rate: i32,
     /// `promotion: Manual`: traffic moves only when the user promotes.
     pub manual_promotion: bool,
+    /// The upgrade guard's thresholds; `None` when `guard.enabled: false`.
+    pub guard: Option<crate::guard::GuardSettings>,
 }
 
 // The limits are small constants; the conversions cannot truncate.
@@ -60,6 +62,7 @@ impl EMQXSpec {
             sess_evict_rate: evacuation.sess_evict_rate.unwrap_or(RATE),
             manual_promotion: strategy.promotion.as_deref()
                 == Some(crate::v2beta1::PROMOTION_MANUAL),
+            guard: strategy.guard.unwrap_or_default().settings(),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod defaults;
 pub mod dynamic;
 pub mod edition;
 pub mod evacuation;
+pub mod guard;
 pub mod hocon;
 pub mod hub;
 pub mod image;

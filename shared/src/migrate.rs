@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(m.object["spec"]["coreTemplate"]["spec"]["replicas"], 3);
         assert_eq!(
             m.object["spec"]["updateStrategy"],
-            json!({"type": "Recreate", "initialDelaySeconds": 5, "evacuationStrategy": {"waitTakeover": 5, "connEvictRate": 10, "sessEvictRate": 10}, "promotion": "Automatic"})
+            json!({"type": "Recreate", "initialDelaySeconds": 5, "evacuationStrategy": {"waitTakeover": 5, "connEvictRate": 10, "sessEvictRate": 10}, "promotion": "Automatic", "guard": {"enabled": true, "connectionRecovery": {"minPercent": 80, "windowSeconds": 60}, "connectFailures": {"maxPerMinute": 60}}})
         );
         assert_eq!(
             m.object["spec"]["listenersServiceTemplate"]["spec"]["type"],

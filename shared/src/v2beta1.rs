@@ -230,6 +230,12 @@ pub struct UpdateStrategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "promotion_schema")]
     pub promotion: Option<String>,
+    /// Checks, from EMQX's own figures, that evicted clients come back and
+    /// that the new nodes do not refuse them; aborts the upgrade (as
+    /// `apps.emqx.io/abort` does) when they do not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::guard::guard_schema")]
+    pub guard: Option<crate::guard::Guard>,
 }
 
 fn update_type_schema(_: &mut SchemaGenerator) -> Schema {

@@ -330,6 +330,9 @@ fn check_rollout(
             strategy.initial_delay_seconds,
             strategy.evacuation_strategy.as_ref(),
         );
+        if let Some(guard) = &strategy.guard {
+            check_guard(c, guard);
+        }
     }
     if let Some(core) = core.and_then(|t| t.spec.as_ref()) {
         check_pod(c, "spec.coreTemplate.spec", &core.pod);
@@ -563,6 +566,36 @@ fn check_cluster_domain(c: &mut Checker, domain: Option<&str>) {
         c.error(
             "spec.clusterDomain",
             "must be a DNS domain such as cluster.local",
+        );
+    }
+}
+
+/// `updateStrategy.guard`: the same ranges as the CRD's `minimum`/`maximum`.
+fn check_guard(c: &mut Checker, guard: &crate::guard::Guard) {
+    use crate::guard::{
+        FAILURES_MAX, FAILURES_MIN, MIN_PERCENT_MAX, MIN_PERCENT_MIN, WINDOW_MAX, WINDOW_MIN,
+    };
+    const PATH: &str = "spec.updateStrategy.guard";
+    if let Some(r) = &guard.connection_recovery {
+        c.range(
+            &format!("{PATH}.connectionRecovery.minPercent"),
+            r.min_percent,
+            MIN_PERCENT_MIN,
+            MIN_PERCENT_MAX,
+        );
+        c.range(
+            &format!("{PATH}.connectionRecovery.windowSeconds"),
+            r.window_seconds,
+            WINDOW_MIN,
+            WINDOW_MAX,
+        );
+    }
+    if let Some(f) = &guard.connect_failures {
+        c.range(
+            &format!("{PATH}.connectFailures.maxPerMinute"),
+            f.max_per_minute,
+            FAILURES_MIN,
+            FAILURES_MAX,
         );
     }
 }
@@ -973,6 +1006,55 @@ mod tests {
                 && v.errors[0].message.contains("\"manual\""),
             "{}",
             v.errors[0].message
+        );
+    }
+
+    #[test]
+    fn guard_thresholds_out_of_range_name_the_field() {
+        use crate::guard::{ConnectFailures, ConnectionRecovery, Guard};
+        let mut spec = hub("emqx/emqx:5.8.0");
+        let with = |min_percent, window_seconds, max_per_minute| v2beta1::UpdateStrategy {
+            guard: Some(Guard {
+                enabled: Some(true),
+                connection_recovery: Some(ConnectionRecovery {
+                    min_percent: Some(min_percent),
+                    window_seconds: Some(window_seconds),
+                }),
+                connect_failures: Some(ConnectFailures {
+                    max_per_minute: Some(max_per_minute),
+                }),
+            }),
+            ..Default::default()
+        };
+        spec.update_strategy = Some(with(80, 60, 60));
+        assert!(validate_hub(&spec, None, None, false).allowed());
+        spec.update_strategy = Some(with(1, 5, 1));
+        assert!(validate_hub(&spec, None, None, false).allowed());
+        spec.update_strategy = Some(with(0, 60, 60));
+        let v = validate_hub(&spec, None, None, false);
+        assert_eq!(v.errors.len(), 1, "{:?}", v.errors);
+        assert_eq!(
+            v.errors[0].path,
+            "spec.updateStrategy.guard.connectionRecovery.minPercent"
+        );
+        assert!(
+            v.errors[0].message.contains("1..=100"),
+            "{}",
+            v.errors[0].message
+        );
+        spec.update_strategy = Some(with(101, 4, 0));
+        let paths: Vec<String> = validate_hub(&spec, None, None, false)
+            .errors
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.updateStrategy.guard.connectionRecovery.minPercent",
+                "spec.updateStrategy.guard.connectionRecovery.windowSeconds",
+                "spec.updateStrategy.guard.connectFailures.maxPerMinute",
+            ]
         );
     }
 

@@ -90,6 +90,33 @@ fn evacuation_strategy() -> impl Strategy<Value = Value> {
         })
 }
 
+/// v1beta4 has no guard: every part of it travels in the conversion data.
+fn guard() -> impl Strategy<Value = Value> {
+    (
+        of(any::<bool>()),
+        of((of(1i32..=100), of(5i32..=3_600))),
+        of(of(1i32..=1_000_000)),
+    )
+        .prop_map(|(enabled, recovery, failures)| {
+            obj(vec![
+                ("enabled", enabled.map(Value::from)),
+                (
+                    "connectionRecovery",
+                    recovery.map(|(p, w)| {
+                        obj(vec![
+                            ("minPercent", p.map(Value::from)),
+                            ("windowSeconds", w.map(Value::from)),
+                        ])
+                    }),
+                ),
+                (
+                    "connectFailures",
+                    failures.map(|m| obj(vec![("maxPerMinute", m.map(Value::from))])),
+                ),
+            ])
+        })
+}
+
 fn update_strategy() -> impl Strategy<Value = Value> {
     (
         of(Just("Recreate")),
@@ -97,13 +124,15 @@ fn update_strategy() -> impl Strategy<Value = Value> {
         of(evacuation_strategy()),
         // v1beta4 cannot say `Manual`: it travels in the conversion data.
         of(prop_oneof![Just("Automatic"), Just("Manual")]),
+        of(guard()),
     )
-        .prop_map(|(t, d, e, p)| {
+        .prop_map(|(t, d, e, p, g)| {
             obj(vec![
                 ("type", t.map(Value::from)),
                 ("initialDelaySeconds", d.map(Value::from)),
                 ("evacuationStrategy", e),
                 ("promotion", p.map(Value::from)),
+                ("guard", g),
             ])
         })
 }
@@ -1088,7 +1117,13 @@ fn manual_promotion_survives_a_trip_through_v1beta4() {
             "metadata": {"name": "ee", "namespace": "default"},
             "spec": {
                 "image": "emqx/emqx-ee:4.4.19",
-                "updateStrategy": {"type": "Recreate", "initialDelaySeconds": 5, "promotion": promotion}
+                // As defaulting leaves it: the guard's defaults convert back
+                // by themselves (see the next test).
+                "updateStrategy": {"type": "Recreate", "initialDelaySeconds": 5, "promotion": promotion, "guard": {
+                    "enabled": true,
+                    "connectionRecovery": {"minPercent": 80, "windowSeconds": 60},
+                    "connectFailures": {"maxPerMinute": 60}
+                }}
             }
         })
     };
@@ -1111,4 +1146,48 @@ fn manual_promotion_survives_a_trip_through_v1beta4() {
     );
     let back = convert_object(&stored, "apps.emqx.io/v2beta1").expect("to v2beta1");
     assert_eq!(back, automatic);
+}
+
+#[test]
+fn a_changed_guard_survives_a_trip_through_v1beta4() {
+    // v1beta4 has no guard: a changed one travels in the conversion data,
+    // the defaulted one needs no entry at all.
+    let object = |guard: Value| {
+        json!({
+            "apiVersion": "apps.emqx.io/v2beta1",
+            "kind": "EmqxEnterprise",
+            "metadata": {"name": "ee", "namespace": "default"},
+            "spec": {
+                "image": "emqx/emqx-ee:4.4.19",
+                "updateStrategy": {"type": "Recreate", "initialDelaySeconds": 5, "promotion": "Automatic", "guard": guard}
+            }
+        })
+    };
+    let changed = object(json!({
+        "enabled": false,
+        "connectionRecovery": {"minPercent": 95, "windowSeconds": 30},
+        "connectFailures": {"maxPerMinute": 7}
+    }));
+    let stored = convert_object(&changed, "apps.emqx.io/v1beta4").expect("to v1beta4");
+    assert!(stored["spec"]["blueGreenUpdate"].get("guard").is_none());
+    let stash = stored["metadata"]["annotations"]["apps.emqx.io/conversion-data"]
+        .as_str()
+        .expect("conversion data");
+    assert!(stash.contains("/spec/updateStrategy/guard"), "{stash}");
+    let back = convert_object(&stored, "apps.emqx.io/v2beta1").expect("to v2beta1");
+    assert_eq!(back, changed);
+
+    let defaulted = object(json!({
+        "enabled": true,
+        "connectionRecovery": {"minPercent": 80, "windowSeconds": 60},
+        "connectFailures": {"maxPerMinute": 60}
+    }));
+    let stored = convert_object(&defaulted, "apps.emqx.io/v1beta4").expect("to v1beta4");
+    assert!(
+        stored["metadata"].get("annotations").is_none(),
+        "{}",
+        stored["metadata"]
+    );
+    let back = convert_object(&stored, "apps.emqx.io/v2beta1").expect("to v2beta1");
+    assert_eq!(back, defaulted);
 }

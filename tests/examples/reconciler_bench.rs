@@ -17,6 +17,10 @@
 //!    `Ready` on the new revision. Floor = `initialDelaySeconds` + Σ per old
 //!    node (connections / `connEvictRate` + `waitTakeover` + sessions /
 //!    `sessEvictRate`).
+//!    `--guard-compare N` runs that upgrade `N` times with the upgrade guard
+//!    on and `N` times off (alternating, a fresh cluster each), prints both
+//!    medians of "new nodes ready → Ready" side by side and their ratio
+//!    (issue #15 item 6: on ≤ 1.02 × off), then stops.
 //! 2. **`--clusters` idle one-core clusters created → all Ready**, each
 //!    with its listeners, dashboard and headless Services.
 //! 3. **Resident memory** (VmRSS of the reconciler process), sampled every
@@ -99,6 +103,10 @@ struct Args {
     /// `initialDelaySeconds` of the upgraded cluster.
     #[arg(long, default_value_t = 10)]
     initial_delay: u32,
+    /// Upgrade guard on vs off: this many upgrades each, medians side by
+    /// side; nothing else runs.
+    #[arg(long)]
+    guard_compare: Option<usize>,
 }
 
 /// The reconciler binary as a child process, ended by its pid.
@@ -300,18 +308,63 @@ fn parse_labels(s: &str) -> HashMap<String, String> {
     out
 }
 
+/// `--guard-compare N`: N good upgrades with the guard on and N with it
+/// off, alternating; the medians of "new nodes ready → Ready".
+async fn guard_compare(
+    args: &Args,
+    sandbox: &Sandbox,
+    hook: &Arc<EmqxHook>,
+    n: usize,
+) -> Result<()> {
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for guard in [true, false] {
+            let name = format!("up-{}-{i}", if guard { "on" } else { "off" });
+            let (total, from_ready) = upgrade_once(args, sandbox, hook, &name, guard).await?;
+            let t = from_ready.unwrap_or(total);
+            if guard {
+                on.push(t)
+            } else {
+                off.push(t)
+            }
+            let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
+            api.delete(&name, &Default::default()).await?;
+        }
+    }
+    let (m_on, m_off) = (median(&mut on), median(&mut off));
+    println!("== upgrade guard on vs off ({n} upgrades each; new nodes ready -> Ready, s)");
+    println!("guard on : {on:.1?} median {m_on:.2}");
+    println!("guard off: {off:.1?} median {m_off:.2}");
+    println!("ratio on/off: {:.4}", m_on / m_off);
+    Ok(())
+}
+
 async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> Result<()> {
+    upgrade_once(args, sandbox, hook, "upgrade", true)
+        .await
+        .map(|_| ())
+}
+
+/// One upgrade of a fresh cluster `name`; returns patch → Ready and new
+/// nodes ready → Ready (seconds).
+async fn upgrade_once(
+    args: &Args,
+    sandbox: &Sandbox,
+    hook: &Arc<EmqxHook>,
+    name: &str,
+    guard: bool,
+) -> Result<(f64, Option<f64>)> {
     let (cores, clients) = if args.full { (3, 3000) } else { (2, 400) };
     let client = sandbox.client();
     let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
-    let name = "upgrade";
     let object = cluster_manifest(
         name,
         cores,
         json!({
             "type": "Recreate",
             "initialDelaySeconds": args.initial_delay,
-            "evacuationStrategy": {"waitTakeover": args.wait_takeover, "connEvictRate": args.evict_rate, "sessEvictRate": args.evict_rate}
+            "evacuationStrategy": {"waitTakeover": args.wait_takeover, "connEvictRate": args.evict_rate, "sessEvictRate": args.evict_rate},
+            "guard": {"enabled": guard}
         }),
     )?;
     api.create(&PostParams::default(), &object).await?;
@@ -404,8 +457,11 @@ async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> R
     let summary = mqtt_load::recorder::Summary::of(&report);
     let from_ready = new_ready_at.map(|t| total - t.as_secs_f64());
     println!(
-        "== upgrade wall time ({cores} cores, {clients} clients, connEvictRate=sessEvictRate={}, waitTakeover={}, initialDelaySeconds={})",
-        args.evict_rate, args.wait_takeover, args.initial_delay
+        "== upgrade wall time ({cores} cores, {clients} clients, connEvictRate=sessEvictRate={}, waitTakeover={}, initialDelaySeconds={}, guard {})",
+        args.evict_rate,
+        args.wait_takeover,
+        args.initial_delay,
+        if guard { "on" } else { "off" }
     );
     println!("connections per old node at the patch: {per_node:?}");
     println!("floor: {floor:.1} s");
@@ -418,7 +474,7 @@ async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> R
         );
     }
     println!("clients: {summary}");
-    Ok(())
+    Ok((total, from_ready))
 }
 
 async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
@@ -738,6 +794,9 @@ async fn main() -> Result<()> {
             args.resync_seconds
                 .map_or_else(|| "default".to_owned(), |s| s.to_string())
         );
+        if let Some(n) = args.guard_compare {
+            return guard_compare(&args, &sandbox, &hook, n).await;
+        }
         if !args.only_scale {
             upgrade_part(&args, &sandbox, &hook).await?;
         }

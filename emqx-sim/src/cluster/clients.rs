@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
-use super::{BrokerCluster, ConnectOutcome, State, update_max};
+use super::{BrokerCluster, ConnAckSent, ConnectOutcome, State, update_max};
 use crate::session::{Attachment, Message, MqttVersion, Session, ToConnection, topic_matches};
 
 impl BrokerCluster {
@@ -109,6 +109,25 @@ impl BrokerCluster {
         ConnectOutcome::Accepted {
             session_present: false,
             redeliver: Vec::new(),
+        }
+    }
+
+    /// Counts a CONNACK `node` sent ([`ConnAckSent`]).
+    pub fn count_connack(&self, node: &str, connack: ConnAckSent) {
+        let mut s = self.state();
+        let Some(m) = s.members.get_mut(node) else {
+            return;
+        };
+        let c = &mut m.counters;
+        c.connack_sent += 1;
+        match connack {
+            ConnAckSent::Success => {}
+            ConnAckSent::Refused => c.connack_error += 1,
+            ConnAckSent::BadCredentials => {
+                c.connack_error += 1;
+                c.connack_auth_error += 1;
+                c.authentication_failure += 1;
+            }
         }
     }
 

@@ -14,7 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout_at};
 
 use super::wire::{self, Incoming, Outgoing, WireError};
-use crate::cluster::{BrokerCluster, ConnectOutcome};
+use crate::cluster::{BrokerCluster, ConnAckSent, ConnectOutcome};
+use crate::faults::Faults;
 use crate::session::{Message, MqttVersion, ToConnection};
 
 /// Largest packet accepted (EMQX default `mqtt.max_packet_size` is 1 MB).
@@ -64,6 +65,7 @@ pub async fn serve(
     stream: TcpStream,
     node: String,
     cluster: Arc<BrokerCluster>,
+    faults: Arc<Faults>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
     let mut stream = stream;
@@ -77,6 +79,7 @@ pub async fn serve(
             Err(WireError::ProtocolLevel(_)) => {
                 let mut out = BytesMut::new();
                 wire::write(MqttVersion::V311, Outgoing::ConnAckBadProtocol, &mut out)?;
+                cluster.count_connack(&node, ConnAckSent::Refused);
                 stream.write_all(&out).await?;
                 return Err(ChannelEnd::Closed);
             }
@@ -112,10 +115,19 @@ pub async fn serve(
     } else {
         client_id
     };
+    if faults.refuse_connect() {
+        // Authentication runs before any session is opened
+        // (`emqx_channel.erl` `process_connect/2` after `authenticate/2`).
+        cluster.count_connack(&node, ConnAckSent::BadCredentials);
+        conn.send(Outgoing::ConnAckBadCredentials).await?;
+        let _ = conn.stream.shutdown().await;
+        return Err(ChannelEnd::Closed);
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     let outcome = cluster.connect(&node, &client_id, clean_start, expiry, version, conn_id, tx);
     let redeliver = match outcome {
         ConnectOutcome::Refused { server_reference } => {
+            cluster.count_connack(&node, ConnAckSent::Refused);
             conn.send(Outgoing::ConnAckUseAnotherServer { server_reference })
                 .await?;
             let _ = conn.stream.shutdown().await;
@@ -132,9 +144,13 @@ pub async fn serve(
                 cluster.disconnected(&node, &client_id, conn_id);
                 return Err(e);
             }
+            cluster.count_connack(&node, ConnAckSent::Success);
             redeliver
         }
     };
+    let drop_at = faults
+        .drop_after_connack()
+        .map(|after| Instant::now() + after);
     let result = run(
         &mut conn,
         &node,
@@ -143,6 +159,7 @@ pub async fn serve(
         conn_id,
         keep_alive,
         redeliver,
+        drop_at,
         &mut rx,
         &mut shutdown,
     )
@@ -177,6 +194,7 @@ async fn run(
     conn_id: u64,
     keep_alive: u16,
     redeliver: Vec<(u64, Message)>,
+    drop_at: Option<Instant>,
     rx: &mut mpsc::UnboundedReceiver<ToConnection>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
@@ -261,6 +279,11 @@ async fn run(
                 Some(ToConnection::Close) | None => return Err(ChannelEnd::Closed),
             },
             _ = sleep_until_opt(idle_deadline) => return Err(ChannelEnd::Timeout),
+            // The fault: the socket closes without a DISCONNECT.
+            _ = sleep_until_opt(drop_at) => {
+                let _ = conn.stream.shutdown().await;
+                return Err(ChannelEnd::Closed);
+            }
             _ = shutdown.changed() => return Err(ChannelEnd::Closed),
         }
     }

@@ -33,8 +33,9 @@ pub async fn accept_loop(
                 let node = node.clone();
                 let cluster = cluster.clone();
                 let shutdown = shutdown.clone();
+                let faults = faults.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = channel::serve(stream, node, cluster, shutdown).await {
+                    if let Err(e) = channel::serve(stream, node, cluster, faults, shutdown).await {
                         tracing::trace!(error = %e, "mqtt connection ended");
                     }
                 });

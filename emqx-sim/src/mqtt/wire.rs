@@ -79,6 +79,10 @@ pub enum Outgoing {
     },
     /// CONNACK refusing an unsupported protocol level.
     ConnAckBadProtocol,
+    /// CONNACK refusing bad credentials: MQTT 5 0x86 (Bad User Name or
+    /// Password), MQTT 3.1.1 return code 4, as EMQX maps
+    /// `bad_username_or_password` (`emqx_reason_codes.erl` `compat/2`).
+    ConnAckBadCredentials,
     /// PUBLISH.
     Publish {
         /// Topic.
@@ -350,6 +354,10 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
             v4::ConnectReturnCode::RefusedProtocolVersion,
             false,
         )),
+        Outgoing::ConnAckBadCredentials => v4::Packet::ConnAck(v4::ConnAck::new(
+            v4::ConnectReturnCode::BadUserNamePassword,
+            false,
+        )),
         Outgoing::Publish {
             topic,
             payload,
@@ -418,6 +426,11 @@ fn to_v5(packet: Outgoing) -> v5::Packet {
         Outgoing::ConnAckBadProtocol => v5::Packet::ConnAck(v5::ConnAck {
             session_present: false,
             code: v5::ConnectReturnCode::UnsupportedProtocolVersion,
+            properties: None,
+        }),
+        Outgoing::ConnAckBadCredentials => v5::Packet::ConnAck(v5::ConnAck {
+            session_present: false,
+            code: v5::ConnectReturnCode::BadUserNamePassword,
             properties: None,
         }),
         Outgoing::Publish {

@@ -279,6 +279,41 @@ fn dispatch(
                 ok(ctx, json!(per_node))
             }
         }
+        // 5.x: `apps/emqx_management/src/emqx_mgmt_api_metrics.erl`
+        // (v5.8.9): `aggregate=true` sums every node's counters into one
+        // map; otherwise one map per running node with its `node` first
+        // (`[{node, Node} | Result]`). 4.4 (`emqx_mgmt_api_metrics.erl`,
+        // v4.4.19): `[#{node, metrics}]` in the `{code, data}` envelope.
+        Endpoint::Metrics => {
+            let running: Vec<_> = cluster
+                .summaries()
+                .into_iter()
+                .filter(|n| n.running)
+                .collect();
+            if !ctx.v5() {
+                let data: Vec<Value> = running
+                    .iter()
+                    .map(|n| json!({"node": n.name, "metrics": payload::counters(n)}))
+                    .collect();
+                return ok(ctx, json!(data));
+            }
+            let per_node: Vec<_> = running.iter().map(payload::counters).collect();
+            if query.split('&').any(|q| q == "aggregate=true") {
+                ok(ctx, Value::Object(payload::aggregate(&per_node)))
+            } else {
+                let data: Vec<Value> = running
+                    .iter()
+                    .zip(per_node)
+                    .map(|(n, counters)| {
+                        let mut m = serde_json::Map::new();
+                        m.insert("node".into(), json!(n.name));
+                        m.extend(counters);
+                        Value::Object(m)
+                    })
+                    .collect();
+                ok(ctx, json!(data))
+            }
+        }
         Endpoint::Prometheus => prometheus(ctx, query, headers),
         Endpoint::Configs => super::configs::answer(ctx, query, headers),
         Endpoint::Listeners => {

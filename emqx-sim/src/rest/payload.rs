@@ -76,6 +76,31 @@ pub fn stats(n: &NodeSummary, cluster_sessions: u64) -> Map<String, Value> {
     m
 }
 
+/// One node's counters in `GET /metrics`, by EMQX's names
+/// (`emqx_metrics:all/0`, `apps/emqx/src/emqx_metrics.erl` v5.8.9; the
+/// same names in `src/emqx_metrics.erl` v4.4.19). Only what the simulator
+/// counts from real events; EMQX lists many more, all counters.
+pub fn counters(n: &NodeSummary) -> Map<String, Value> {
+    let c = &n.counters;
+    let pairs = [
+        ("client.connected", c.client_connected),
+        ("client.disconnected", c.client_disconnected),
+        ("packets.connack.sent", c.connack_sent),
+        ("packets.connack.error", c.connack_error),
+        ("packets.connack.auth_error", c.connack_auth_error),
+        ("authentication.failure", c.authentication_failure),
+        ("session.created", c.session_created),
+        ("session.resumed", c.session_resumed),
+        ("session.takenover", c.session_takenover),
+        ("session.discarded", c.session_discarded),
+        ("messages.received", c.messages_received),
+    ];
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect()
+}
+
 /// Sum of per-node stats (`?aggregate=true`).
 pub fn aggregate(per_node: &[Map<String, Value>]) -> Map<String, Value> {
     let mut out = Map::new();

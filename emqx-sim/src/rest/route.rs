@@ -18,6 +18,8 @@ pub enum Endpoint {
     ForceLeave(String),
     /// `GET /stats`.
     Stats,
+    /// `GET /metrics`: each running node's counters.
+    Metrics,
     /// `GET /prometheus/stats` (5.x).
     Prometheus,
     /// `GET /listeners` (4.4).
@@ -85,6 +87,7 @@ pub fn route(version: &BrokerVersion, edition: Edition, method: &Method, path: &
             false,
         ),
         ["stats"] => (Endpoint::Stats, Method::GET, false),
+        ["metrics"] => (Endpoint::Metrics, Method::GET, false),
         ["prometheus", "stats"] if v5 => (Endpoint::Prometheus, Method::GET, true),
         ["listeners"] if !v5 => (Endpoint::Listeners, Method::GET, false),
         ["configs"] if v5 => (Endpoint::Configs, Method::GET, false),

@@ -3,7 +3,10 @@
 //! check the safety rules on every step.
 
 use super::*;
-use crate::observed::{Drain, Evacuation, Member, Memory, RoleSpec, Services, Strategy};
+use crate::observed::{
+    Drain, Evacuation, Figures, GuardMemory, GuardSpec, Member, Memory, RoleSpec, Services,
+    Strategy,
+};
 use proptest::prelude::{ProptestConfig, any, prop_assert, proptest};
 
 const STRATEGY: Strategy = Strategy {
@@ -29,6 +32,7 @@ fn spec(core_rev: &str, replicas: u32) -> Spec {
         manual_promotion: false,
         promote: None,
         abort: None,
+        guard: None,
     }
 }
 
@@ -80,6 +84,7 @@ fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
             members,
             evacuations: Vec::new(),
             evacuation_api: true,
+            figures: None,
         }),
         services: Services {
             listeners: Some((Role::Core, listeners_rev.into())),
@@ -630,7 +635,7 @@ fn an_abort_before_the_switch_scales_the_new_set_away_and_keeps_traffic() {
     );
     assert!(has(&d, |a| matches!(
         a,
-        Action::RecordAbort { revision, back_to } if revision == "b" && back_to == "a"
+        Action::RecordAbort { revision, back_to, why: None } if revision == "b" && back_to == "a"
     )));
     // The new nodes drain as old ones would, to the old nodes, at once
     // (traffic never left the old nodes: no initial delay).
@@ -969,6 +974,7 @@ impl World {
                 members: self.members.clone(),
                 evacuations: self.evacuations.iter().map(|(e, _)| e.clone()).collect(),
                 evacuation_api: self.evacuation_api,
+                figures: None,
             }),
             services: self.services.clone(),
             memory: self.memory.clone(),
@@ -1134,7 +1140,12 @@ impl World {
             Action::RecordProgress { marker, at } => {
                 self.memory.progress = Some((marker.clone(), *at));
             }
-            Action::RecordAbort { .. } | Action::ClearAbort => {
+            Action::RecordAbort { .. }
+            | Action::ClearAbort
+            | Action::ArmGuard { .. }
+            | Action::RecordEviction { .. }
+            | Action::RecordFailureWindow { .. }
+            | Action::TripGuard { .. } => {
                 crate::memory::record(&mut self.memory, action);
             }
         }
@@ -1461,6 +1472,7 @@ fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
         members: members_of(&obs.sets),
         evacuations: Vec::new(),
         evacuation_api: true,
+        figures: None,
     });
     let waiting = decide(&spec("a", 3), &obs);
     assert!(!has(&waiting, |a| matches!(a, Action::MarkServing { .. })));
@@ -1503,4 +1515,326 @@ fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
     obs.sets[0].pods[1].ready = true;
     let steady = decide(&spec("a", 3), &obs);
     assert_eq!(steady.requeue_after_s, Some(30), "{steady:?}");
+}
+
+// The upgrade guard (`updateStrategy.guard`, `decide/guard.rs`).
+
+const GUARD: GuardSpec = GuardSpec {
+    min_percent: 80,
+    window_s: 60,
+    max_failures_per_minute: 60,
+};
+
+fn guarded(rev: &str) -> Spec {
+    Spec {
+        guard: Some(GUARD),
+        ..spec(rev, 3)
+    }
+}
+
+/// a → b switched; the guard armed at 1000 connections at t=100; EMQX
+/// shows `live` connections and `errors` refusals on b's nodes.
+fn watched(now: Seconds, live: u64, errors: u64) -> Observed {
+    let mut obs = switched(now);
+    let emqx = obs.emqx.as_mut().expect("emqx");
+    emqx.figures = Some(Figures {
+        live_connections: live,
+        connack_errors: (0..3)
+            .map(|i| (node("emqx-core-b", i), if i == 0 { errors } else { 0 }))
+            .chain([(node("emqx-core-a", 0), 500)])
+            .collect(),
+    });
+    obs.memory.guard = Some(GuardMemory {
+        revision: "b".into(),
+        baseline: 1000,
+        evicted: None,
+        failures: (100, 0),
+        tripped: None,
+    });
+    obs
+}
+
+/// a-2's connection eviction ended at t=110 (now waiting for takeover).
+fn evicted(mut obs: Observed, state: EvacuationState) -> Observed {
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 2),
+            state,
+            remaining: 10,
+        });
+    }
+    if let Some(g) = obs.memory.guard.as_mut() {
+        g.evicted = Some((node("emqx-core-a", 2), 110));
+    }
+    obs
+}
+
+fn trip_of(d: &Decision) -> Option<&str> {
+    d.actions.iter().find_map(|a| match a {
+        Action::TripGuard { message, .. } => Some(message.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn the_guard_is_armed_with_the_figures_before_the_switch() {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut obs = observed(200, sets, "a");
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 0));
+    let emqx = obs.emqx.as_mut().expect("emqx");
+    emqx.figures = Some(Figures {
+        live_connections: 1000,
+        connack_errors: [(node("emqx-core-b", 1), 3), (node("emqx-core-a", 1), 9)]
+            .into_iter()
+            .collect(),
+    });
+    let d = decide(&guarded("b"), &obs);
+    let arm = d
+        .actions
+        .iter()
+        .position(|a| {
+            matches!(a, Action::ArmGuard { revision, baseline: 1000, failures: 3, at: 200 } if revision == "b")
+        })
+        .expect("armed");
+    let switch = d
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::PointServices { .. }))
+        .expect("switch");
+    assert!(arm < switch, "{:?}", d.actions);
+    // Turned off: never armed.
+    let d = decide(&spec("b", 3), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::ArmGuard { .. })));
+}
+
+#[test]
+fn low_recovery_trips_after_the_window_not_before() {
+    // 312 of 1000 back, 30 s after a-2's eviction ended: wait, and start
+    // nothing else.
+    let obs = evicted(watched(140, 312, 0), EvacuationState::WaitingTakeover);
+    let d = decide(&guarded("b"), &obs);
+    assert_eq!(trip_of(&d), None);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
+    )));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(wait.message.contains("upgrade guard"), "{}", wait.message);
+    // Even with a-2 done (prohibiting), it is not removed yet.
+    let obs = evicted(watched(140, 312, 0), EvacuationState::Prohibiting);
+    let d = decide(&guarded("b"), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::RemoveOldNode { .. })));
+
+    // At the window's end: tripped, with the figures.
+    let obs = evicted(watched(170, 312, 0), EvacuationState::EvictingSessions);
+    let d = decide(&guarded("b"), &obs);
+    let why = trip_of(&d).expect("tripped");
+    assert!(
+        why.contains("312 of 1000")
+            && why.contains("31% < 80%")
+            && why.contains("60 s after evicting emqx@emqx-core-a-2"),
+        "{why}"
+    );
+    assert_eq!(d.phase, Phase::Aborted);
+    let wait = d.wait.as_ref().expect("a wait");
+    assert_eq!(wait.reason, WaitReason::UpgradeAborted);
+    assert!(wait.message.contains(why), "{}", wait.message);
+}
+
+#[test]
+fn clients_back_in_time_let_the_upgrade_go_on_at_once() {
+    // 900 of 1000 back 5 s after the eviction ended: a-2 is removed as
+    // soon as it is done, without waiting for the window.
+    let obs = evicted(watched(115, 900, 0), EvacuationState::Prohibiting);
+    let d = decide(&guarded("b"), &obs);
+    assert_eq!(trip_of(&d), None);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { from: 3, .. }
+    )));
+    // A dip while the next node's connections are being evicted (clients
+    // in flight) is not judged, window or not.
+    let mut obs = watched(300, 500, 0);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 1),
+            state: EvacuationState::EvictingConns,
+            remaining: 300,
+        });
+    }
+    if let Some(g) = obs.memory.guard.as_mut() {
+        g.evicted = Some((node("emqx-core-a", 2), 110));
+    }
+    assert_eq!(trip_of(&decide(&guarded("b"), &obs)), None);
+}
+
+#[test]
+fn refused_connects_on_the_new_nodes_trip_the_guard() {
+    // 61 refusals by b-0 within the first minute: tripped at once, even
+    // with every client still connected. a-0's refusals (an evacuating
+    // node's) are not the new nodes'.
+    let d = decide(&guarded("b"), &watched(120, 1000, 61));
+    let why = trip_of(&d).expect("tripped");
+    assert!(
+        why.contains("refused 61 CONNECTs in 20 s") && why.contains("> 60 per minute"),
+        "{why}"
+    );
+    // 60 is the limit, not over it.
+    let d = decide(&guarded("b"), &watched(120, 1000, 60));
+    assert_eq!(trip_of(&d), None);
+    assert_eq!(d.guard.map(|g| g.failures_per_minute), Some(60.0));
+    // Over two minutes the same 61 is a rate of 30.5 a minute, and the
+    // window starts again.
+    let d = decide(&guarded("b"), &watched(220, 1000, 61));
+    assert_eq!(trip_of(&d), None);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordFailureWindow { at: 220, count: 61 }
+    )));
+}
+
+#[test]
+fn a_disabled_guard_never_trips() {
+    for obs in [
+        evicted(watched(500, 10, 0), EvacuationState::Prohibiting),
+        watched(120, 1000, 10_000),
+    ] {
+        let d = decide(&spec("b", 3), &obs);
+        assert_eq!(trip_of(&d), None);
+        assert_ne!(d.phase, Phase::Aborted);
+        assert_eq!(d.guard, None);
+    }
+}
+
+#[test]
+fn a_trip_takes_the_abort_path() {
+    let obs = evicted(watched(170, 312, 0), EvacuationState::WaitingTakeover);
+    let d = decide(&guarded("b"), &obs);
+    assert!(matches!(
+        d.actions.first(),
+        Some(Action::TripGuard { revision, .. }) if revision == "b"
+    ));
+    // The running evacuation stops, traffic goes back at once (no initial
+    // delay: the old nodes served moments ago), no third set, nothing of
+    // the old set is scaled down, one abort remembered with the figures.
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::StopEvacuation { node: n } if *n == node("emqx-core-a", 2))
+    ));
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::PointServices { listeners, dashboard } if listeners.1 == "a" && dashboard == "a")
+    ));
+    assert!(!has(&d, |a| matches!(a, Action::CreateSet { .. })));
+    assert!(!has(
+        &d,
+        |a| matches!(a, Action::RemoveOldNode { set, .. } if set == "emqx-core-a")
+    ));
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::RecordAbort { revision, back_to, why: Some(_) } if revision == "b" && back_to == "a")
+    ));
+
+    // The next pass: the abort annotation the trip wrote is in force and
+    // the memory holds the figures; it goes on back, with the guard's words.
+    let mut obs = obs;
+    let mut memory = obs.memory.clone();
+    for a in &d.actions {
+        crate::memory::record(&mut memory, a);
+    }
+    obs.memory = memory;
+    obs.services.listeners = Some((Role::Core, "a".into()));
+    obs.services.dashboard = Some("a".into());
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.clear();
+    }
+    let mut s = guarded("b");
+    s.abort = Some("b".into());
+    let d = decide(&s, &obs);
+    assert_eq!(d.phase, Phase::Aborted);
+    assert_eq!(trip_of(&d), None, "tripped once");
+    assert!(
+        !has(&d, |a| matches!(a, Action::RecordAbort { .. })),
+        "one Event"
+    );
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("upgrade guard") && wait.message.contains("312 of 1000"),
+        "{}",
+        wait.message
+    );
+    // The new set drains back to the old nodes; the old set stays whole.
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::StartEvacuation { node: n, .. } if n.contains("emqx-core-b")
+    )));
+    assert!(!has(
+        &d,
+        |a| matches!(a, Action::RemoveOldNode { set, .. } if set == "emqx-core-a")
+    ));
+}
+
+#[test]
+fn a_retry_or_a_new_spec_resumes_with_a_fresh_guard() {
+    let mut obs = evicted(watched(170, 312, 0), EvacuationState::Prohibiting);
+    obs.memory.aborted = Some("b".into());
+    if let Some(g) = obs.memory.guard.as_mut() {
+        g.tripped = Some("connections 312 of 1000".into());
+    }
+    // The annotation removed (a retry): the abort and the guard's figures
+    // are forgotten...
+    let d = decide(&guarded("b"), &obs);
+    assert_ne!(d.phase, Phase::Aborted);
+    assert!(has(&d, |a| matches!(a, Action::ClearAbort)));
+    let mut memory = obs.memory.clone();
+    crate::memory::record(&mut memory, &Action::ClearAbort);
+    assert_eq!(memory.guard, None);
+    // ...so the next switch arms it again.
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut again = observed(300, sets, "a");
+    again.memory = memory;
+    again.memory.new_nodes_ready_at = Some(("b".into(), 0));
+    if let Some(emqx) = again.emqx.as_mut() {
+        emqx.figures = Some(Figures {
+            live_connections: 990,
+            connack_errors: Default::default(),
+        });
+    }
+    let d = decide(&guarded("b"), &again);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::ArmGuard { baseline: 990, .. }
+    )));
+    // A new revision while the abort annotation names b: the old memory is
+    // another upgrade's, and c is armed afresh.
+    let mut s = guarded("c");
+    s.abort = Some("b".into());
+    let sets = vec![core_set("a", 3, 0, true), core_set("c", 3, 60, true)];
+    let mut next = observed(400, sets, "a");
+    next.memory = obs.memory.clone();
+    next.memory.new_nodes_ready_at = Some(("c".into(), 0));
+    if let Some(emqx) = next.emqx.as_mut() {
+        emqx.figures = Some(Figures::default());
+    }
+    let d = decide(&s, &next);
+    assert_ne!(d.phase, Phase::Aborted);
+    assert!(has(
+        &d,
+        |a| matches!(a, Action::ArmGuard { revision, .. } if revision == "c")
+    ));
+}
+
+#[test]
+fn traffic_waits_for_the_figures_that_arm_the_guard() {
+    let sets = vec![core_set("a", 3, 0, true), core_set("b", 3, 50, true)];
+    let mut obs = observed(200, sets, "a");
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 0));
+    // EMQX's metrics not read this pass: no switch.
+    let d = decide(&guarded("b"), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert!(!has(&d, |a| matches!(a, Action::ArmGuard { .. })));
+    assert_eq!(d.requeue_after_s, Some(1));
+    // Guard off: the switch does not wait for them.
+    let d = decide(&spec("b", 3), &obs);
+    assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
 }

@@ -281,3 +281,22 @@ proptest! {
         let _ = force_leave_outcome(status, &body);
     }
 }
+
+#[test]
+fn connack_errors_per_node_in_both_generations() {
+    // 5.x: one map per node, `node` first; a node whose RPC failed is
+    // `{node, reason}` and is left out.
+    let v5 = br#"[{"node":"emqx@a","packets.connack.error":7,"packets.connack.sent":9},
+                 {"node":"emqx@b","reason":"timeout"}]"#;
+    let got = connack_errors(ApiGeneration::V5, 200, v5).expect("parsed");
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [("emqx@a".to_owned(), 7)]
+    );
+    // 4.4: `{code, data: [{node, metrics}]}`.
+    let v4 = br#"{"code":0,"data":[{"node":"emqx@a","metrics":{"packets.connack.error":3}}]}"#;
+    let got = connack_errors(ApiGeneration::V4, 200, v4).expect("parsed");
+    assert_eq!(got.get("emqx@a"), Some(&3));
+    assert!(connack_errors(ApiGeneration::V5, 200, br#"{"x":1}"#).is_err());
+    assert!(connack_errors(ApiGeneration::V5, 500, b"{}").is_err());
+}

@@ -112,6 +112,7 @@ fn observe(emqx: &EMQX, pods: &[Pod]) -> (crate::observed::Spec, Observed, bool)
             members,
             evacuations: Vec::new(),
             evacuation_api: true,
+            figures: None,
         }),
         services: live::services(Some(&listeners), Some(&dashboard)),
         memory: Memory::default(),

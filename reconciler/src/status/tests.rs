@@ -26,6 +26,7 @@ fn spec(rev: &str) -> Spec {
         manual_promotion: false,
         promote: None,
         abort: None,
+        guard: None,
     }
 }
 
@@ -60,6 +61,7 @@ fn decision(phase: Phase, wait: Option<(&'static str, &str)>) -> (Decision, Opti
         wait: None,
         stalled: false,
         requeue_after_s: None,
+        guard: None,
     };
     let explained = wait.map(|(reason, message)| Explained {
         reason,

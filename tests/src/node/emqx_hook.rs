@@ -291,6 +291,11 @@ impl PodHook for EmqxHook {
         let node = EmqxNode::start(config)
             .await
             .with_context(|| format!("starting the EMQX node of pod {key}"))?;
+        // An MQTT fault the pod's spec selects (`SIM_MQTT_FAULT`), as a bad
+        // configuration would arrive with a revision.
+        node.faults()
+            .apply_pod_env(&facts.env)
+            .with_context(|| format!("pod {key}"))?;
         // A node that halted at boot (the licence) still printed its boot,
         // but is no running node of the table.
         let console = start_console(&node, log_path(&ctx.pod_dir, &ctx.container.name));

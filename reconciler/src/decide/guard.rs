@@ -1,0 +1,184 @@
+//! The upgrade guard (`updateStrategy.guard`), pure: from EMQX's figures
+//! and what was remembered, whether the evicted clients came back and the
+//! new nodes accept them. [`crate::decide`] asks it once per pass of an
+//! upgrade past the Service switch, and holds the next node until the
+//! window after the last eviction has passed.
+//!
+//! - **Recovery**: within `windowSeconds` after a node's connection eviction
+//!   ended (its evacuation left `evicting_conns`), the cluster's live
+//!   connections must be back to at least `minPercent` of the total just
+//!   before the switch, and stay so while the upgrade runs (a dip during
+//!   the next node's eviction, clients in flight, is not judged). Until
+//!   they are back, the next node waits (nothing is removed or evicted), so
+//!   at most one node's clients are moved into nodes that lose them; once
+//!   they are back the upgrade goes on at once, so a good upgrade is not
+//!   slowed.
+//! - **Connect failures**: the new nodes' `packets.connack.error` (every
+//!   CONNACK that is not a success: bad credentials, not authorised, any
+//!   refusal) may grow by at most `maxPerMinute` within a minute's window.
+
+use super::Action;
+use crate::observed::{
+    EvacuationState, Figures, GuardMemory, GuardSpec, Observed, Revision, Seconds,
+};
+
+/// The failure window: one minute.
+const FAILURE_WINDOW_S: Seconds = 60;
+
+/// The guard's figures of this pass, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Gauges {
+    /// Live connections as a percent of the baseline.
+    pub connections_percent: f64,
+    /// Refused CONNECTs of the new nodes per minute in the current window.
+    pub failures_per_minute: f64,
+}
+
+/// What the guard says this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// Bookkeeping to record (arming, an eviction's end, a new window).
+    pub actions: Vec<Action>,
+    /// Why the upgrade must be aborted, with the figures.
+    pub trip: Option<String>,
+    /// The figures, once armed.
+    pub gauges: Option<Gauges>,
+    /// The clients of the last evicted node are not back yet and the
+    /// window still runs: seconds left and why; the next node waits.
+    pub hold_s: Option<(Seconds, String)>,
+}
+
+/// Sum of `packets.connack.error` over `nodes`.
+fn errors_of(figures: &Figures, nodes: &[String]) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|n| figures.connack_errors.get(n))
+        .sum()
+}
+
+/// Arms the guard for upgrade `revision` just before the Service switch:
+/// the connection total and the new nodes' refusals so far.
+pub fn arm(
+    revision: &Revision,
+    figures: Option<&Figures>,
+    new_nodes: &[String],
+    now: Seconds,
+) -> Option<Action> {
+    let figures = figures?;
+    Some(Action::ArmGuard {
+        revision: revision.clone(),
+        baseline: figures.live_connections,
+        failures: errors_of(figures, new_nodes),
+        at: now,
+    })
+}
+
+/// Judges one pass after the switch. `memory` is the guard's memory for
+/// this upgrade; `old_nodes` are the nodes of the old sets (whose
+/// evacuations end their connection eviction), `new_nodes` those of the
+/// desired sets.
+pub fn judge(
+    guard: &GuardSpec,
+    memory: &GuardMemory,
+    obs: &Observed,
+    old_nodes: &[String],
+    new_nodes: &[String],
+) -> Verdict {
+    let mut verdict = Verdict {
+        actions: Vec::new(),
+        trip: None,
+        gauges: None,
+        hold_s: None,
+    };
+    let Some(emqx) = &obs.emqx else {
+        return verdict;
+    };
+    let now = obs.now;
+    // The latest eviction that ended: an old node's evacuation past
+    // `evicting_conns`, first seen now unless remembered.
+    let ended = emqx.evacuations.iter().find(|e| {
+        old_nodes.contains(&e.node)
+            && !matches!(
+                e.state,
+                EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
+            )
+    });
+    let mut evicted = memory.evicted.clone();
+    if let Some(e) = ended
+        && evicted.as_ref().is_none_or(|(node, _)| *node != e.node)
+    {
+        evicted = Some((e.node.clone(), now));
+        verdict.actions.push(Action::RecordEviction {
+            node: e.node.clone(),
+            at: now,
+        });
+    }
+    let Some(figures) = &emqx.figures else {
+        return verdict;
+    };
+    let total = figures.live_connections;
+    let percent = if memory.baseline == 0 {
+        100.0
+    } else {
+        total as f64 * 100.0 / memory.baseline as f64
+    };
+    // Refusals in the current window, a counter that fell (a restarted
+    // node) starting a new one.
+    let errors = errors_of(figures, new_nodes);
+    let (since, at_start) = memory.failures;
+    let elapsed = now.saturating_sub(since);
+    let delta = errors.saturating_sub(at_start);
+    let per_minute = delta as f64 * 60.0 / elapsed.max(FAILURE_WINDOW_S) as f64;
+    if errors < at_start || elapsed >= FAILURE_WINDOW_S {
+        verdict.actions.push(Action::RecordFailureWindow {
+            at: now,
+            count: errors,
+        });
+    }
+    verdict.gauges = Some(Gauges {
+        connections_percent: percent,
+        failures_per_minute: per_minute,
+    });
+    if per_minute > guard.max_failures_per_minute as f64 {
+        verdict.trip = Some(format!(
+            "the new nodes refused {delta} CONNECTs in {elapsed} s ({per_minute:.0} per minute > {} per minute, packets.connack.error)",
+            guard.max_failures_per_minute
+        ));
+        return verdict;
+    }
+    // While a node's connections are being evicted its clients are in
+    // flight between nodes: a dip then says nothing yet.
+    let evicting = emqx.evacuations.iter().any(|e| {
+        old_nodes.contains(&e.node)
+            && matches!(
+                e.state,
+                EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
+            )
+    });
+    let Some((node, at)) = evicted else {
+        return verdict;
+    };
+    let low = total.saturating_mul(100) < memory.baseline.saturating_mul(guard.min_percent);
+    if evicting || !low {
+        return verdict;
+    }
+    let until = at.saturating_add(guard.window_s);
+    if now < until {
+        verdict.hold_s = Some((
+            until - now,
+            format!(
+                "upgrade guard: waiting {}s for the clients evicted from {node} to come back before the next node (connections {total} of {} before the upgrade, {percent:.0}%)",
+                until - now,
+                memory.baseline
+            ),
+        ));
+    } else if low {
+        verdict.trip = Some(format!(
+            "connections {total} of {} before the upgrade ({percent:.0}% < {}%) {} s after evicting {node}",
+            memory.baseline,
+            guard.min_percent,
+            now - at
+        ));
+    }
+    verdict
+}
