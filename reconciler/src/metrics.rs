@@ -282,6 +282,8 @@ impl Metrics {
         self.stalled
             .get_or_create(cluster)
             .set(i64::from(figures.stalled));
+        // From zero, so that a rate sees the first trip.
+        self.guard_trips.get_or_create(cluster).inc_by(0);
         let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let known = series.entry(cluster.clone()).or_default();
         if known.phase.as_deref() != Some(figures.phase) {
