@@ -4,7 +4,8 @@
 //! with the new nodes ready and joined and no client moved; promoting the
 //! revision finishes it (every client moved at most once), aborting it
 //! returns to the old revision with the new set scaled away and no client
-//! touched.
+//! touched. The promotion, the abort and the retry go through the real
+//! `kubectl emqx` plugin (its `status` screen is checked on the way).
 
 mod support;
 
@@ -20,6 +21,32 @@ use support::wait_for;
 const PROMOTE: &str = "apps.emqx.io/promote";
 const ABORT: &str = "apps.emqx.io/abort";
 const CLIENTS: usize = 60;
+
+/// Runs the `kubectl-emqx` binary with the sandbox's kubeconfig; its
+/// stdout, or a panic with its stderr.
+async fn kubectl_emqx(f: &Stage, args: &[&str]) -> String {
+    let binary = tokio::task::spawn_blocking(|| {
+        sandbox::operator::project_binary::build_workspace_binaries(&["kubectl-emqx"])
+    })
+    .await
+    .expect("build task")
+    .expect("kubectl-emqx builds")
+    .remove(0);
+    let out = tokio::process::Command::new(binary)
+        .args(args)
+        .args(["--namespace", "default"])
+        .env("KUBECONFIG", f.sandbox.kubeconfig())
+        .output()
+        .await
+        .expect("kubectl-emqx runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl emqx {args:?} failed: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
 
 /// Seed 003 with manual promotion, Ready, its clients connected.
 async fn manual_with_clients() -> Stage {
@@ -136,9 +163,15 @@ async fn a_manual_upgrade_waits_for_its_promotion_then_finishes() {
         .message;
     assert!(message.contains("not this revision"), "{message}");
 
-    f.patch(json!({"metadata": {"annotations": {PROMOTE: new}}}))
-        .await
-        .expect("patch EMQX");
+    // What an operator on call sees, then does.
+    let screen = kubectl_emqx(&f, &["status", NAME]).await;
+    assert!(
+        screen.contains("Status:     AwaitingPromotion")
+            && screen.contains(&format!("revision {} → {new}", f.revision)),
+        "{screen}"
+    );
+    let said = kubectl_emqx(&f, &["promote", NAME]).await;
+    assert!(said.contains(&new), "{said}");
     let done = f
         .wait_ready(Some(&f.revision), Duration::from_secs(180))
         .await
@@ -191,9 +224,8 @@ async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
     let (new, _) = upgrade_until_awaiting(&f).await;
     assert_held(&f, &new, &clients).await;
 
-    f.patch(json!({"metadata": {"annotations": {ABORT: new}}}))
-        .await
-        .expect("patch EMQX");
+    let said = kubectl_emqx(&f, &["abort", NAME]).await;
+    assert!(said.contains(&new), "{said}");
     let aborted = f
         .wait_object(
             "Progressing=False, UpgradeAborted",
@@ -297,9 +329,9 @@ async fn an_aborted_upgrade_returns_to_the_old_revision_and_moves_no_client() {
 
     // Retry: the annotation removed, the same new set comes back and waits
     // for its promotion again.
-    f.patch(json!({"metadata": {"annotations": {ABORT: null}}}))
-        .await
-        .expect("patch EMQX");
+    let screen = kubectl_emqx(&f, &["status", NAME]).await;
+    assert!(screen.contains("Status:     UpgradeAborted"), "{screen}");
+    kubectl_emqx(&f, &["retry", NAME]).await;
     f.wait_object("AwaitingPromotion again", Duration::from_secs(120), |e| {
         condition(e, "AwaitingPromotion")
             .filter(|c| c.status == "True")

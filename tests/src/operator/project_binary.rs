@@ -40,6 +40,17 @@ impl OperatorBinaries {
 /// `cargo run` programs run, so this nested build does not wait on the outer
 /// one; when nothing changed it takes about a second.
 pub fn build_operator_binaries() -> Result<OperatorBinaries> {
+    let paths = build_workspace_binaries(&["emqx-webhook", "emqx-reconciler"])?;
+    Ok(OperatorBinaries {
+        webhook: paths[0].clone(),
+        reconciler: paths[1].clone(),
+    })
+}
+
+/// Builds binaries of this workspace (each the package's binary of the same
+/// name) as [`build_operator_binaries`] does, and returns their paths in
+/// the order given.
+pub fn build_workspace_binaries(binaries: &[&str]) -> Result<Vec<PathBuf>> {
     let exe = std::env::current_exe().context("locating the running executable")?;
     let profile_dir = profile_dir(&exe)
         .with_context(|| format!("{} is not under a cargo target directory", exe.display()))?;
@@ -52,9 +63,8 @@ pub fn build_operator_binaries() -> Result<OperatorBinaries> {
         .parent()
         .context("profile directory without a parent")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "building emqx-webhook and emqx-reconciler ({profile} profile) for the chart's images"
-    );
+    let names = binaries.join(" and ");
+    eprintln!("building {names} ({profile} profile)");
     let mut build = std::process::Command::new(&cargo);
     // `cargo test` and `cargo run` hand the program the variables they hand
     // build scripts (CARGO_PKG_NAME, OUT_DIR, ...); build scripts such as
@@ -66,37 +76,27 @@ pub fn build_operator_binaries() -> Result<OperatorBinaries> {
             build.env_remove(name.as_ref());
         }
     }
+    build.args(["build", "--locked", "--quiet"]);
+    for binary in binaries {
+        build.args(["-p", binary]);
+    }
     let status = build
-        .args([
-            "build",
-            "--locked",
-            "--quiet",
-            "-p",
-            "emqx-webhook",
-            "-p",
-            "emqx-reconciler",
-            "--bins",
-            "--profile",
-            &profile,
-        ])
+        .args(["--bins", "--profile", &profile])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .with_context(|| format!("running {cargo:?}"))?;
     if !status.success() {
-        bail!("cargo build of emqx-webhook and emqx-reconciler failed ({status})");
+        bail!("cargo build of {names} failed ({status})");
     }
-    let binaries = OperatorBinaries {
-        webhook: profile_dir.join("emqx-webhook"),
-        reconciler: profile_dir.join("emqx-reconciler"),
-    };
-    for path in [&binaries.webhook, &binaries.reconciler] {
+    let paths: Vec<PathBuf> = binaries.iter().map(|b| profile_dir.join(b)).collect();
+    for path in &paths {
         if !path.is_file() {
             bail!("cargo built, but {} is missing", path.display());
         }
     }
-    Ok(binaries)
+    Ok(paths)
 }
 
 /// Prefixes of the variables cargo sets for one package's programs.
