@@ -11,20 +11,22 @@
 //!    sampled every second for `--seconds`, while a review of seed 003's
 //!    object (`kubectl apply --dry-run=server`, mutating and validating)
 //!    runs every 2 s.
-//! 2. **Standalone**: the same binary with a certificate directory
-//!    (`--cert-mode provided-dir`, no Kubernetes client), sampled the same
-//!    way while the same number of reviews is posted to it directly.
+//! 2. **Standalone**: the same image, run by podman as the chart runs it
+//!    (user 65532, read-only root, host network) but with a certificate
+//!    directory (`--cert-mode provided`, no Kubernetes client), sampled the
+//!    same way while the same number of reviews is posted to it directly.
 //!
 //! Medians per process, and the ratio in-cluster / standalone.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sandbox::operator::chart::NAMESPACE;
-use sandbox::operator::project_binary::build_operator_binaries;
+use sandbox::operator::project_image::build_operator_images;
 use sandbox::seed_003::{Operator, Seed003};
 
 #[derive(Parser, Debug)]
@@ -114,10 +116,17 @@ async fn main() -> Result<()> {
         .collect();
     stage.stop().await?;
 
-    // 2. Standalone, same binary, same number of reviews.
-    let binaries = tokio::task::spawn_blocking(build_operator_binaries).await??;
+    // 2. Standalone, same image, same number of reviews.
+    let images = tokio::task::spawn_blocking(build_operator_images).await??;
+    let image = images
+        .images
+        .iter()
+        .find(|i| i.binary == "emqx-webhook")
+        .context("no emqx-webhook image")?;
+    let podman = emqx_images::Podman::new(&images.out);
+    podman.load(image)?;
     let dir = tempfile::tempdir()?;
-    let standalone = standalone_rss(&binaries.webhook, dir.path(), window, reviews).await?;
+    let standalone = standalone_rss(&podman, &image.reference, dir.path(), window, reviews).await?;
 
     println!(
         "webhook resident memory, median (max) over {}s:",
@@ -143,10 +152,11 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Median and max VmRSS of the webhook serving a certificate directory,
-/// with `reviews` admission reviews posted to it over `window`.
+/// Median and max VmRSS of the webhook image serving a certificate
+/// directory, with `reviews` admission reviews posted to it over `window`.
 async fn standalone_rss(
-    binary: &Path,
+    podman: &emqx_images::Podman,
+    reference: &str,
     dir: &Path,
     window: Duration,
     reviews: u32,
@@ -159,23 +169,31 @@ async fn standalone_rss(
     };
     let bundle = emqx_certs::authority::new_bundle(&identity, std::time::SystemTime::now(), None)?;
     emqx_certs::store::write_dir(dir, &bundle)?;
+    // Readable by the image's user 65532.
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        std::fs::set_permissions(dir.join(file), std::fs::Permissions::from_mode(0o644))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     drop(listener);
-    let mut child: Child = Command::new(binary)
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--cert-mode",
-            "provided",
-            "--cert-dir",
-        ])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting the webhook")?;
-    let pid = child.id();
+    let volume = format!("{}:/certs:ro", dir.display());
+    let listen = format!("127.0.0.1:{port}");
+    let mut run: Vec<&str> = emqx_images::AS_THE_CHART_RUNS_IT.to_vec();
+    run.extend(["--network=host", "-v", &volume, reference]);
+    run.extend([
+        "--listen",
+        &listen,
+        "--cert-mode",
+        "provided",
+        "--cert-dir",
+        "/certs",
+    ]);
+    let container = podman.start(&run)?;
+    let pid: u32 = podman
+        .run(&["inspect", "--format", "{{.State.Pid}}", &container.id])?
+        .parse()
+        .context("the container's pid")?;
     let ca = dir.join("ca.crt");
     let review_file = dir.join("review.json");
     let review = serde_json::json!({
@@ -214,7 +232,6 @@ async fn standalone_rss(
         anyhow::Ok((median(samples), max))
     }
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(container);
     result
 }
