@@ -4,6 +4,7 @@
 use crate::base::CreatedSecrets;
 use crate::cluster_secrets::SecretSource;
 use crate::metrics::Metrics;
+use crate::upgrade_slots::UpgradeSlots;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Context {
     pub resync: Duration,
     /// Passes running at once, per controller (0: unbounded).
     pub concurrent_passes: u16,
+    /// Upgrades running at once, over every controller of this reconciler.
+    pub upgrade_slots: Arc<UpgradeSlots>,
 }
 
 impl Context {
@@ -63,6 +66,7 @@ impl Context {
             created_secrets: CreatedSecrets::default(),
             resync: DEFAULT_RESYNC,
             concurrent_passes: DEFAULT_CONCURRENT_PASSES,
+            upgrade_slots: Arc::new(UpgradeSlots::new(0)),
         }
     }
 
@@ -70,6 +74,12 @@ impl Context {
     /// controller (0: unbounded).
     pub fn with_concurrent_passes(mut self, passes: u16) -> Context {
         self.concurrent_passes = passes;
+        self
+    }
+
+    /// The same context with at most `limit` upgrades at once (0: no bound).
+    pub fn with_upgrade_limit(mut self, limit: usize) -> Context {
+        self.upgrade_slots = Arc::new(UpgradeSlots::new(limit));
         self
     }
 

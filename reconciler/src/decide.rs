@@ -143,6 +143,9 @@ pub enum Phase {
     /// old nodes serve (or are being returned to), the new ones are scaled
     /// away.
     Aborted,
+    /// An upgrade that may not start yet: `--max-concurrent-upgrades`
+    /// upgrades run ([`crate::upgrade_slots`]).
+    Queued,
 }
 
 impl Phase {
@@ -157,6 +160,7 @@ impl Phase {
             Phase::Evacuating => "Evacuating",
             Phase::Ready => "Ready",
             Phase::Aborted => "Aborted",
+            Phase::Queued => "Queued",
         }
     }
 }
@@ -180,6 +184,7 @@ pub enum WaitReason {
     DrainingWithoutEvacuation,
     RemovingOldNode,
     UpgradeAborted,
+    UpgradeQueued,
 }
 
 impl WaitReason {
@@ -200,6 +205,7 @@ impl WaitReason {
             WaitReason::RemovingOldNode => "RemovingOldNode",
             WaitReason::AwaitingPromotion => "AwaitingPromotion",
             WaitReason::UpgradeAborted => "UpgradeAborted",
+            WaitReason::UpgradeQueued => "UpgradeQueued",
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod report;
 pub mod revision;
 pub mod slow_nodes;
 pub mod status;
+pub mod upgrade_slots;
 pub mod v1beta4_conditions;
 pub mod v1beta4_template;
 pub mod watch;

@@ -100,6 +100,12 @@ struct Args {
         default_value_t = emqx_reconciler::context::DEFAULT_CONCURRENT_PASSES
     )]
     max_concurrent_passes: u16,
+    /// Upgrades that run at once over all clusters this replica reconciles
+    /// (0: no bound). A cluster whose upgrade may not start yet waits in
+    /// phase Queued (`Progressing=False`, reason `UpgradeQueued`); one that
+    /// has started always finishes.
+    #[arg(long, env = "RECONCILER_MAX_CONCURRENT_UPGRADES", default_value_t = 0)]
+    max_concurrent_upgrades: usize,
     /// Also reconcile EmqxEnterprise objects (read as v2beta1 through the
     /// conversion webhook).
     #[arg(long, env = "RECONCILER_ENTERPRISE", default_value_t = true, action = clap::ArgAction::Set)]
@@ -198,7 +204,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_secret_source(secret_source)
         .with_resync(Duration::from_secs(args.resync_seconds))
-        .with_concurrent_passes(args.max_concurrent_passes),
+        .with_concurrent_passes(args.max_concurrent_passes)
+        .with_upgrade_limit(args.max_concurrent_upgrades),
     );
     let shutdown: Shutdown = futures::future::FutureExt::shared(Box::pin(stopping()));
     // One controller per kind and namespace (`None`: all namespaces).

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::kind::ClusterKind;
 use crate::metrics::ClusterLabels;
 use crate::render::{Cluster, Rendered};
-use crate::{act, base, gather, memory, report, v1beta4_template};
+use crate::{act, base, gather, memory, report, upgrade_slots, v1beta4_template};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use std::time::Duration;
@@ -28,8 +28,10 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         .namespace()
         .ok_or(Error::ObjectIncomplete("namespace"))?;
     let name = object.name_any();
+    let slot_key = format!("{}/{namespace}/{name}", K::kind(&()));
     if object.meta().deletion_timestamp.is_some() {
         // Owned objects go with it through the garbage collector.
+        ctx.upgrade_slots.forget(&slot_key);
         ctx.metrics.forget_cluster(&ClusterLabels {
             namespace,
             cluster: name,
@@ -89,7 +91,12 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         None => {}
     }
 
-    let decision = decide(&observation.spec, &observation.observed);
+    // An upgrade starts only with a free slot (--max-concurrent-upgrades).
+    let decision = ctx.upgrade_slots.admit(
+        &slot_key,
+        upgrade_slots::need(&observation.spec, &observation.observed),
+        decide(&observation.spec, &observation.observed),
+    );
     tracing::info!(
         cluster = %name,
         phase = ?decision.phase,

@@ -210,6 +210,14 @@ pub fn status(input: &StatusInput<'_>) -> EMQXStatus {
             WaitReason::AwaitingPromotion.as_str(),
             wait_message.clone(),
         )
+    } else if d.phase == Phase::Queued {
+        // Waiting for an upgrade slot: held by the operator, not stalled.
+        want(
+            "Progressing",
+            false,
+            WaitReason::UpgradeQueued.as_str(),
+            wait_message.clone(),
+        )
     } else if d.phase == Phase::Aborted {
         // An abort stays until the spec changes or the user retries: the
         // reason says aborted even while the new nodes are still draining.
