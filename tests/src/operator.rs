@@ -98,6 +98,16 @@ impl InProcessReconciler {
         Self::start_context::<EMQX>(client, namespace, |ctx| ctx.with_resync(resync))
     }
 
+    /// Starts the `EMQX` controller for `namespace` with at most `limit`
+    /// upgrades at once (the reconciler's `--max-concurrent-upgrades`).
+    pub fn start_with_upgrade_limit(
+        client: Client,
+        namespace: &str,
+        limit: usize,
+    ) -> InProcessReconciler {
+        Self::start_context::<EMQX>(client, namespace, |ctx| ctx.with_upgrade_limit(limit))
+    }
+
     /// Starts the controller of kind `K` (`EMQX` or `EmqxEnterprise`, read
     /// as the v2beta1 hub) for `namespace`.
     pub fn start_kind<K: ClusterKind>(client: Client, namespace: &str) -> InProcessReconciler {
