@@ -64,45 +64,41 @@ pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Snaps
             .cloned()
             .unwrap_or_default()
     };
+    let row = |name: String,
+               labels: &std::collections::BTreeMap<String, String>,
+               replicas: Option<i32>,
+               ready: Option<i32>,
+               role: &str| SetRow {
+        name,
+        role: labels.get(LABEL_DB_ROLE).cloned().unwrap_or(role.into()),
+        revision: revision_of(labels),
+        replicas: replicas.unwrap_or(0),
+        ready: ready.unwrap_or(0),
+    };
     let mut sets = Vec::new();
     for set in Api::<StatefulSet>::namespaced(client.clone(), namespace)
         .list(&owned)
         .await
         .context("listing StatefulSets")?
     {
-        let labels = set.labels().clone();
-        sets.push(SetRow {
-            name: set.name_any(),
-            role: labels.get(LABEL_DB_ROLE).cloned().unwrap_or("core".into()),
-            revision: revision_of(&labels),
-            replicas: set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
-            ready: set
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        });
+        let replicas = set.spec.as_ref().and_then(|s| s.replicas);
+        let ready = set.status.as_ref().and_then(|s| s.ready_replicas);
+        sets.push(row(set.name_any(), set.labels(), replicas, ready, "core"));
     }
     for set in Api::<ReplicaSet>::namespaced(client.clone(), namespace)
         .list(&owned)
         .await
         .context("listing ReplicaSets")?
     {
-        let labels = set.labels().clone();
-        sets.push(SetRow {
-            name: set.name_any(),
-            role: labels
-                .get(LABEL_DB_ROLE)
-                .cloned()
-                .unwrap_or("replicant".into()),
-            revision: revision_of(&labels),
-            replicas: set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
-            ready: set
-                .status
-                .as_ref()
-                .and_then(|s| s.ready_replicas)
-                .unwrap_or(0),
-        });
+        let replicas = set.spec.as_ref().and_then(|s| s.replicas);
+        let ready = set.status.as_ref().and_then(|s| s.ready_replicas);
+        sets.push(row(
+            set.name_any(),
+            set.labels(),
+            replicas,
+            ready,
+            "replicant",
+        ));
     }
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&owned)

@@ -58,6 +58,25 @@ pub fn seed_003_manifest() -> Result<Value> {
     Ok(object)
 }
 
+/// Seed 003 cut down to one core node named `name` in `namespace`, with a
+/// one-second readiness probe, plus the JSON merge patch `extra`: the
+/// cheap cluster of the tests with many clusters.
+pub fn one_core_cluster(name: &str, namespace: &str, extra: &Value) -> Result<EMQX> {
+    let mut object = seed_003_manifest()?;
+    json_patch::merge(
+        &mut object,
+        &serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"coreTemplate": {"spec": {
+                "replicas": 1,
+                "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
+            }}}
+        }),
+    );
+    json_patch::merge(&mut object, extra);
+    serde_json::from_value(object).context("an EMQX object")
+}
+
 /// How an upgrade is paced: the seed's `spec.updateStrategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {

@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use sandbox::operator::{InProcessReconciler, install_crds};
-use sandbox::seed_003::{condition, is_true, seed_003_manifest, update_revision};
+use sandbox::seed_003::{condition, is_true, one_core_cluster, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;
@@ -27,21 +27,10 @@ const CLUSTERS: usize = 6;
 const LIMIT: usize = 2;
 
 fn cluster(name: &str) -> EMQX {
-    let mut object = seed_003_manifest().expect("seed 003");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {
-                "updateStrategy": {"initialDelaySeconds": 1, "evacuationStrategy": {"waitTakeover": 1}},
-                "coreTemplate": {"spec": {
-                    "replicas": 1,
-                    "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-                }}
-            }
-        }),
-    );
-    serde_json::from_value(object).expect("an EMQX object")
+    let quick = json!({"spec": {"updateStrategy": {
+        "initialDelaySeconds": 1, "evacuationStrategy": {"waitTakeover": 1}
+    }}});
+    one_core_cluster(name, NS, &quick).expect("an EMQX object")
 }
 
 /// Clusters (by name) whose StatefulSets of two revisions still have

@@ -19,7 +19,7 @@ use kube::{Api, ResourceExt};
 use sandbox::control_plane::kubeconfig;
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
 use sandbox::operator::{InProcessReconciler, install_crds};
-use sandbox::seed_003::{is_true, seed_003_manifest};
+use sandbox::seed_003::{is_true, one_core_cluster};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;
@@ -34,18 +34,7 @@ const RESYNC: Duration = Duration::from_secs(5);
 const WINDOW: Duration = Duration::from_secs(15);
 
 fn cluster(name: &str) -> EMQX {
-    let mut object = seed_003_manifest().expect("seed 003");
-    json_patch::merge(
-        &mut object,
-        &json!({
-            "metadata": {"name": name, "namespace": NS},
-            "spec": {"coreTemplate": {"spec": {
-                "replicas": 1,
-                "readinessProbe": {"httpGet": {"path": "/status", "port": "dashboard"}, "periodSeconds": 1, "failureThreshold": 3}
-            }}}
-        }),
-    );
-    serde_json::from_value(object).expect("an EMQX object")
+    one_core_cluster(name, NS, &json!({})).expect("an EMQX object")
 }
 
 /// Management API calls served so far, by cluster (`<name>-core-…` pods).
