@@ -4,13 +4,15 @@
 //! with helm (the webhook and the reconciler run as pods: podman containers
 //! from `images/build`'s images), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
-//! `imagePullPolicy` as the seed does, shows the upgrade live, and writes
+//! `imagePullPolicy` as the seed does, shows the upgrade live (and, half way
+//! through the first evacuation, the `kubectl emqx status` screen, also
+//! written to `kubectl-emqx-status.txt`), and writes
 //! the connections-per-node plot (PNG, SVG), the CSV and a summary.
 //!
 //! `cargo run --release -p sandbox -- [--clients 3000] [--keep] [--out DIR]`
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -22,6 +24,7 @@ use mqtt_load::LoadConfig;
 use mqtt_load::recorder::{Summary, write_all};
 use sandbox::Sandbox;
 use sandbox::operator::chart::{CommandOutput, NAMESPACE, run};
+use sandbox::operator::project_binary::build_workspace_binaries;
 use sandbox::seed_003::{
     NAME, NAMESPACE as NS, Operator, Pace, Seed003, listeners_endpoint, load, ready_on,
     update_revision,
@@ -76,14 +79,32 @@ async fn get_line(sandbox: &Sandbox) -> String {
     }
 }
 
+/// `kubectl emqx status NAME`, the plugin as a user runs it (the sandbox's
+/// kubeconfig); its screen, or why there is none.
+async fn plugin_status(sandbox: &Sandbox, plugin: &Path) -> String {
+    let mut command = Command::new(plugin);
+    command
+        .args(["status", NAME, "--namespace", NS])
+        .env("KUBECONFIG", sandbox.kubeconfig());
+    match run(command, None, Duration::from_secs(20)).await {
+        Ok(out) if out.success => out.stdout,
+        Ok(out) => format!("kubectl emqx status failed: {}", out.stderr),
+        Err(error) => format!("kubectl emqx status failed: {error:#}"),
+    }
+}
+
 /// Waits until the cluster is Ready on a revision other than `not`, showing
-/// the `kubectl get emqx` line and a bar per node being evacuated.
+/// the `kubectl get emqx` line and a bar per node being evacuated. With
+/// `plugin`, the first time a node is half evacuated, `kubectl emqx status`
+/// is shown as well and written to `capture`.
 async fn watch_until_ready(
     sandbox: &Sandbox,
     api: &Api<EMQX>,
     not: Option<&str>,
     limit: Duration,
+    plugin: Option<(&Path, &Path)>,
 ) -> Result<EMQX> {
+    let mut captured = false;
     let bars = MultiProgress::new();
     let line = bars.add(ProgressBar::new_spinner());
     line.enable_steady_tick(Duration::from_millis(200));
@@ -124,6 +145,18 @@ async fn watch_until_ready(
             });
             bar.set_position(initial.saturating_sub(current));
             bar.set_message(e.state.clone().unwrap_or_default());
+            if let Some((plugin, capture)) = plugin
+                && !captured
+                && initial > 0
+                && current * 2 <= initial
+                && current > 0
+            {
+                captured = true;
+                let screen = plugin_status(sandbox, plugin).await;
+                let _ = bars.println(format!("$ kubectl emqx status {NAME}\n{screen}"));
+                std::fs::write(capture, &screen)
+                    .with_context(|| format!("writing {}", capture.display()))?;
+            }
         }
         if ready_on(&emqx, not).is_ok() {
             for bar in node_bars.values() {
@@ -162,6 +195,10 @@ async fn main() -> Result<()> {
             sess_evict_rate: args.rate,
         })
         .operator(Operator::Chart);
+    // The kubectl plugin the demo shows the upgrade with, as a user would.
+    let plugin = tokio::task::spawn_blocking(|| build_workspace_binaries(&["kubectl-emqx"]))
+        .await??
+        .remove(0);
     let stage = seed.stage().await?;
     let (sandbox, client) = (&stage.sandbox, stage.client.clone());
     let mut helm = sandbox.helm();
@@ -181,7 +218,7 @@ async fn main() -> Result<()> {
     kubectl.args(["apply", "-f"]).arg(&manifest);
     shell("kubectl apply -f emqx-update.yaml", kubectl, None).await?;
     let api = &stage.api;
-    let first = watch_until_ready(sandbox, api, None, Duration::from_secs(180)).await?;
+    let first = watch_until_ready(sandbox, api, None, Duration::from_secs(180), None).await?;
     let old_revision = update_revision(&first).context("no revision after the first rollout")?;
 
     let service = listeners_endpoint(&client, NS, NAME).await?;
@@ -219,8 +256,15 @@ async fn main() -> Result<()> {
     )
     .await?;
     let upgrade_started = Instant::now();
-    let done =
-        watch_until_ready(sandbox, api, Some(&old_revision), Duration::from_secs(600)).await?;
+    let capture = args.out.join("kubectl-emqx-status.txt");
+    let done = watch_until_ready(
+        sandbox,
+        api,
+        Some(&old_revision),
+        Duration::from_secs(600),
+        Some((&plugin, &capture)),
+    )
+    .await?;
     println!(
         "  ✔ upgraded {old_revision} → {} in {:.0} s",
         update_revision(&done).unwrap_or_default(),
@@ -256,7 +300,14 @@ async fn main() -> Result<()> {
             .unwrap_or_default();
         println!("\nThe sandbox keeps running. In another shell:");
         println!("  export KUBECONFIG={}", sandbox.kubeconfig().display());
-        println!("  export PATH={bin}:$PATH   # kubectl and helm, built from pinned sources");
+        let plugin_dir = plugin
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        println!(
+            "  export PATH={bin}:{plugin_dir}:$PATH   # kubectl and helm (pinned sources), kubectl-emqx"
+        );
+        println!("  kubectl emqx status {NAME} --watch");
         println!("  kubectl get emqx {NAME} -o json | jq .status.nodeEvacuationsStatus");
         println!("  kubectl get events --sort-by=.metadata.creationTimestamp");
         println!("  kubectl logs {NAME}-core-<revision>-0 --tail=20   # an EMQX node's console");
