@@ -137,12 +137,15 @@ pub fn phase(o: &emqx_crd::v2beta1::EMQX) -> String {
     }
 }
 
-/// `current → update (ready/replicas)`, or one revision when they agree.
+/// `current → update`, or one revision when they agree, with the ready
+/// pods of every revision and the replicas the spec wants (during an
+/// upgrade the old and the new pods are both ready, so ready may exceed
+/// wanted).
 fn revisions(n: &EMQXNodesStatus) -> String {
     let current = n.current_revision.as_deref().unwrap_or("?");
     let update = n.update_revision.as_deref().unwrap_or("?");
     let counts = format!(
-        "{}/{} ready",
+        "{} ready, {} wanted",
         n.ready_replicas.unwrap_or(0),
         n.replicas.unwrap_or(0)
     );

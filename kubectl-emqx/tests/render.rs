@@ -88,7 +88,7 @@ fn a_known_state_renders_to_a_known_screen() {
 Name:       default/emqx-ee
 Image:      emqx/emqx-enterprise:5.10.0
 Status:     Evacuating
-Core:       revision 6b5d → 7c9f, 2/2 ready
+Core:       revision 6b5d → 7c9f, 2 ready, 2 wanted
 
 Sets:
   core       emqx-ee-core-6b5d                         2/2  ready  revision 6b5d

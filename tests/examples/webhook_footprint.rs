@@ -140,7 +140,7 @@ async fn main() -> Result<()> {
         );
     }
     println!(
-        "  standalone (provided-dir)  : {} ({})",
+        "  standalone (same image, provided certificates): {} ({})",
         mib(standalone.0),
         mib(standalone.1)
     );

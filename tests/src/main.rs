@@ -4,8 +4,8 @@
 //! with helm (the webhook and the reconciler run as pods: podman containers
 //! from `images/build`'s images), applies seed 003's `EMQX` object with three cores,
 //! connects N MQTT clients through the listeners Service, patches
-//! `imagePullPolicy` as the seed does, shows the upgrade live (and, half way
-//! through the first evacuation, the `kubectl emqx status` screen, also
+//! `imagePullPolicy` as the seed does, shows the upgrade live (and, once the
+//! first evacuation shows, the `kubectl emqx status` screen, also
 //! written to `kubectl-emqx-status.txt`), and writes
 //! the connections-per-node plot (PNG, SVG), the CSV and a summary.
 //!
@@ -95,8 +95,8 @@ async fn plugin_status(sandbox: &Sandbox, plugin: &Path) -> String {
 
 /// Waits until the cluster is Ready on a revision other than `not`, showing
 /// the `kubectl get emqx` line and a bar per node being evacuated. With
-/// `plugin`, the first time a node is half evacuated, `kubectl emqx status`
-/// is shown as well and written to `capture`.
+/// `plugin`, the first time an evacuation shows, `kubectl emqx status` is
+/// shown as well and written to `capture`.
 async fn watch_until_ready(
     sandbox: &Sandbox,
     api: &Api<EMQX>,
@@ -147,9 +147,6 @@ async fn watch_until_ready(
             bar.set_message(e.state.clone().unwrap_or_default());
             if let Some((plugin, capture)) = plugin
                 && !captured
-                && initial > 0
-                && current * 2 <= initial
-                && current > 0
             {
                 captured = true;
                 let screen = plugin_status(sandbox, plugin).await;
