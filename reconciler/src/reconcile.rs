@@ -28,7 +28,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         .namespace()
         .ok_or(Error::ObjectIncomplete("namespace"))?;
     let name = object.name_any();
-    let slot_key = format!("{}/{namespace}/{name}", K::kind(&()));
+    let slot_key = upgrade_slots::key(&K::kind(&()), &namespace, &name);
     if object.meta().deletion_timestamp.is_some() {
         // Owned objects go with it through the garbage collector.
         ctx.upgrade_slots.forget(&slot_key);

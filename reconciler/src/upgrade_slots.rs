@@ -26,6 +26,11 @@ use std::sync::{Mutex, PoisonError};
 use crate::decide::{Decision, Phase, Wait, WaitReason};
 use crate::observed::{Observed, Seconds, Spec};
 
+/// A cluster's name in the slots: `KIND/namespace/name`.
+pub fn key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
 /// What a cluster needs from the slots this pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {

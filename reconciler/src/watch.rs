@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::kind::ClusterKind;
 use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels};
 use crate::reconcile::reconcile_pass;
+use crate::upgrade_slots;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -47,7 +48,9 @@ pub async fn run<K: ClusterKind>(
     let (objects, stateful_sets, replica_sets, pods) = api(client);
     let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
     let metrics = ctx.metrics.clone();
-    metrics.start_kind(&K::kind(&()));
+    let slots = ctx.upgrade_slots.clone();
+    let kind = K::kind(&()).to_string();
+    metrics.start_kind(&kind);
     // Bounded concurrency: many clusters created at once (or a relist of
     // all of them) would otherwise run every pass at the same moment, and
     // the memory of that peak stays with the process.
@@ -73,9 +76,13 @@ pub async fn run<K: ClusterKind>(
         .for_each(|result| {
             // A pass asked for (a requeue, an owned object changing) after
             // the cluster was deleted: its series go too.
+            // An object without finalizers is gone before a pass sees its
+            // deletion: its upgrade slot is freed here too.
             if let Err(controller::Error::ObjectNotFound(gone)) = &result {
+                let namespace = gone.namespace.clone().unwrap_or_default();
+                slots.forget(&upgrade_slots::key(&kind, &namespace, &gone.name));
                 metrics.forget_cluster(&ClusterLabels {
-                    namespace: gone.namespace.clone().unwrap_or_default(),
+                    namespace,
                     cluster: gone.name.clone(),
                 });
             }
