@@ -14,8 +14,11 @@
 //!
 //! The slots live in the reconciler's memory: after a restart, or on a new
 //! leader, the running upgrades take their slots again on their next pass
-//! (before any queued one may start, since the queued ones are retried only
-//! every few seconds), and the queue order starts afresh.
+//! and the queue order starts afresh. In the first passes after a restart a
+//! waiting upgrade may start before a running one has taken its slot back,
+//! so for a moment one more than the limit may run; none is ever stopped.
+//! An aborted upgrade keeps its slot until it is retried or its spec
+//! changes: it is still unfinished.
 //!
 //! [`need`], [`Slots::admit`] and [`queued`] are pure; [`UpgradeSlots`] is
 //! the shared, locked state.
