@@ -1,12 +1,12 @@
 //! `kubectl emqx`: see the library crate.
 
-use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use emqx_crd::migrate::{MAX_CLI_INPUT, MigrateOptions, run_cli};
+use emqx_crd::migrate::CliArgs;
 use emqx_crd::v2beta1::EMQX;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::KubeConfigOptions;
@@ -59,29 +59,14 @@ enum Command {
     Retry { name: String },
     /// Turn an EmqxEnterprise v1beta4 manifest (stdin) into an EMQX v2beta1
     /// manifest (stdout), as emqx-migrate does.
-    Migrate {
-        /// EMQX 5.1.1+ image of the new cluster.
-        #[arg(long)]
-        image: Option<String>,
-        /// Name of the new object (default: the old name).
-        #[arg(long)]
-        name: Option<String>,
-        /// Fail (exit 3) if any field cannot be carried over.
-        #[arg(long)]
-        strict: bool,
-    },
+    Migrate(CliArgs),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Command::Migrate {
-        image,
-        name,
-        strict,
-    } = &args.command
-    {
-        return migrate(image.clone(), name.clone(), *strict);
+    if let Command::Migrate(migrate) = &args.command {
+        return ExitCode::from(migrate.run_stdio("kubectl emqx migrate"));
     }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,28 +75,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn migrate(image: Option<String>, name: Option<String>, strict: bool) -> ExitCode {
-    let mut input = String::new();
-    if let Err(e) = std::io::stdin()
-        .take(MAX_CLI_INPUT as u64 + 1)
-        .read_to_string(&mut input)
-    {
-        eprintln!("kubectl emqx migrate: reading stdin: {e}");
-        return ExitCode::FAILURE;
-    }
-    let outcome = run_cli(
-        "kubectl emqx migrate",
-        &input,
-        &MigrateOptions { image, name },
-        strict,
-    );
-    print!("{}", outcome.stdout);
-    for line in &outcome.stderr {
-        eprintln!("{line}");
-    }
-    ExitCode::from(outcome.exit)
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -210,7 +173,7 @@ async fn run(args: Args) -> Result<()> {
         Command::Promote { name } => steer(&name, Steer::Promote).await,
         Command::Abort { name } => steer(&name, Steer::Abort).await,
         Command::Retry { name } => steer(&name, Steer::Retry).await,
-        Command::Migrate { .. } => unreachable!("handled before connecting"),
+        Command::Migrate(_) => unreachable!("handled before connecting"),
     }
 }
 

@@ -400,3 +400,44 @@ pub fn run_cli(program: &str, input: &str, options: &MigrateOptions, strict: boo
         exit,
     }
 }
+
+/// The `migrate` command line's flags, shared by `emqx-migrate` and
+/// `kubectl emqx migrate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CliArgs {
+    /// EMQX 5.1.1+ image of the new cluster (EMQX 4.4 cannot run as EMQX v2beta1).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Name of the new EMQX object (default: the old name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Fail (exit 3) if any field cannot be carried over.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+impl CliArgs {
+    /// Migrates stdin to stdout (notes and errors to stderr) and returns
+    /// the exit code of [`run_cli`]; `program` prefixes the error lines.
+    pub fn run_stdio(&self, program: &str) -> u8 {
+        use std::io::Read as _;
+        let mut input = String::new();
+        if let Err(e) = std::io::stdin()
+            .take(MAX_CLI_INPUT as u64 + 1)
+            .read_to_string(&mut input)
+        {
+            eprintln!("{program}: reading stdin: {e}");
+            return 1;
+        }
+        let options = MigrateOptions {
+            image: self.image.clone(),
+            name: self.name.clone(),
+        };
+        let outcome = run_cli(program, &input, &options, self.strict);
+        print!("{}", outcome.stdout);
+        for line in &outcome.stderr {
+            eprintln!("{line}");
+        }
+        outcome.exit
+    }
+}
