@@ -680,9 +680,18 @@ async fn pod_worker(
             // Starts.
             if slot.runner.is_none()
                 && slot.restart_at.is_some_and(|t| t <= now)
-                && let Some(prep) = &prepared
+                && let Some(prep) = &mut prepared
             {
                 {
+                    // After a failed start, read the Secrets and ConfigMaps
+                    // again, as the kubelet's secret and config map managers
+                    // do: one created since (a Secret the operator brings
+                    // back) lets the container start.
+                    if slot.last_error.is_some()
+                        && let Ok(data) = fetch_object_data(&config.client, &pod).await
+                    {
+                        prep.data = data;
+                    }
                     book.starting(&namespace, &name, &uid, &slot.spec.name);
                     match start_container(&config, &pod, &slot.spec, addresses, prep, &pod_dir)
                         .await
