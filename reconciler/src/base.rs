@@ -35,12 +35,17 @@ use std::collections::BTreeMap;
 /// whose omitted listener binds are EMQX's defaults (1883/8883/8083/8084,
 /// the values Go wrote), and running pods keep the file they booted with
 /// (a `subPath` mount is never updated in place).
+///
+/// `pods_waiting`: a pod of the cluster waits to start
+/// ([`crate::live::waits_to_start`]); derived Secrets are then created
+/// again, in case that pod waits for one someone deleted.
 pub async fn ensure(
     client: &Client,
     rendered: &Rendered<'_>,
     adopted: bool,
     source: &SecretSource,
     created: &CreatedSecrets,
+    pods_waiting: bool,
 ) -> Result<(), Error> {
     let cluster = &rendered.cluster;
     if !adopted {
@@ -48,38 +53,50 @@ pub async fn ensure(
     }
     match source {
         SecretSource::Read => ensure_secrets(client, cluster).await,
-        SecretSource::Derived(key) => create_derived_secrets(client, cluster, key, created).await,
+        SecretSource::Derived(key) => {
+            create_derived_secrets(client, cluster, key, created, pods_waiting).await
+        }
     }
 }
 
-/// The clusters (by uid) whose Secrets this process has seen created (201
-/// or 409), and when: with derived values nothing is read, so this keeps a
-/// steady cluster from costing two refused creates per pass, while a Secret
-/// someone deleted still comes back within [`RECREATE_AFTER`].
+/// The clusters whose Secrets this process has seen created (201 or 409),
+/// by cluster key ([`crate::upgrade_slots::key`]) with the uid of the
+/// object seen (a cluster deleted and created again under its name is a
+/// new one). With derived values nothing is read, so without this every
+/// pass would cost two refused creates. A Secret someone deletes matters
+/// once a pod needs it: that pod then waits to start, its changes bring a
+/// pass, and the pass creates the Secrets again ([`must_create_secrets`]).
+/// A steady cluster costs no write at all, however long it runs.
 #[derive(Debug, Default)]
-pub struct CreatedSecrets(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
-
-/// How long Secrets seen created are not created again.
-pub const RECREATE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+pub struct CreatedSecrets(std::sync::Mutex<BTreeMap<String, String>>);
 
 impl CreatedSecrets {
-    fn contains(&self, uid: &str) -> bool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(uid)
-            .is_some_and(|at| at.elapsed() < RECREATE_AFTER)
     }
 
-    fn insert(&self, uid: &str) {
-        let mut seen = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Deleted clusters' entries do not pile up.
-        seen.retain(|_, at| at.elapsed() < RECREATE_AFTER);
-        seen.insert(uid.to_owned(), std::time::Instant::now());
+    fn contains(&self, key: &str, uid: &str) -> bool {
+        self.lock().get(key).is_some_and(|seen| seen == uid)
     }
+
+    fn insert(&self, key: &str, uid: &str) {
+        self.lock().insert(key.to_owned(), uid.to_owned());
+    }
+
+    /// Forgets a deleted cluster, so that entries do not pile up.
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
+}
+
+/// Whether a pass creates the cluster's derived Secrets (refused with 409
+/// when they exist): the first time this process sees the cluster, and
+/// whenever one of its pods waits to start, which is what a missing Secret
+/// does to a pod. Time plays no part: a steady cluster is never written.
+pub fn must_create_secrets(seen_created: bool, pods_waiting: bool) -> bool {
+    !seen_created || pods_waiting
 }
 
 /// Creates the node-cookie and bootstrap-API-key Secrets with values
@@ -90,8 +107,10 @@ async fn create_derived_secrets(
     cluster: &Cluster<'_>,
     key: &OperatorKey,
     created: &CreatedSecrets,
+    pods_waiting: bool,
 ) -> Result<(), Error> {
-    if created.contains(cluster.uid) {
+    let seen_key = crate::upgrade_slots::key(cluster.kind, cluster.namespace, cluster.name);
+    if !must_create_secrets(created.contains(&seen_key, cluster.uid), pods_waiting) {
         return Ok(());
     }
     let derive = |purpose| derive(key, purpose, cluster.namespace, cluster.name, cluster.uid);
@@ -123,7 +142,7 @@ async fn create_derived_secrets(
         file,
     )
     .await?;
-    created.insert(cluster.uid);
+    created.insert(&seen_key, cluster.uid);
     Ok(())
 }
 
@@ -297,5 +316,30 @@ async fn create_secret(
         // Another pass (or replica) created it first: theirs stands.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_secrets_are_created_when_first_seen_or_when_a_pod_waits_and_never_by_the_clock() {
+        assert!(must_create_secrets(false, false));
+        assert!(must_create_secrets(false, true));
+        // A pod waiting to start may wait for a Secret someone deleted.
+        assert!(must_create_secrets(true, true));
+        // Steady: no write, however long ago the Secrets were seen.
+        assert!(!must_create_secrets(true, false));
+    }
+
+    #[test]
+    fn a_cluster_created_again_under_its_name_is_a_new_one() {
+        let seen = CreatedSecrets::default();
+        seen.insert("EMQX/ns/a", "uid-1");
+        assert!(seen.contains("EMQX/ns/a", "uid-1"));
+        assert!(!seen.contains("EMQX/ns/a", "uid-2"));
+        seen.forget("EMQX/ns/a");
+        assert!(!seen.contains("EMQX/ns/a", "uid-1"));
     }
 }

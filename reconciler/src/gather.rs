@@ -49,6 +49,9 @@ pub struct Observation {
     pub adopted: bool,
     /// Nodes dying of EMQX's single-node licence ([`licence`]).
     pub licence: Option<licence::NodeLimit>,
+    /// A pod of the cluster waits for its containers to start
+    /// ([`live::waits_to_start`]): perhaps for a Secret someone deleted.
+    pub pods_waiting: bool,
 }
 
 /// The EMQX node the pass talks to, for the steps that call EMQX.
@@ -139,6 +142,7 @@ pub async fn gather(
         unavailable,
         adopted,
         licence,
+        pods_waiting: pods.iter().any(live::waits_to_start),
     };
     Ok((observation, endpoint))
 }

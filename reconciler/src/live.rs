@@ -61,6 +61,28 @@ fn serving_gate(pod: &Pod) -> Option<bool> {
     gated.then(|| condition_true(pod, names::READINESS_GATE_ON_SERVING))
 }
 
+/// Whether `pod` waits for its containers to start: none of them runs or
+/// ran (no container status yet, or every one `waiting`). A Secret the pod
+/// needs that is missing keeps it so (`ContainerCreating` while the volume
+/// cannot be mounted, `CreateContainerConfigError` for an env reference);
+/// a crash-looping container waits too, which costs a refused create at
+/// most. A terminating pod waits for nothing.
+pub fn waits_to_start(pod: &Pod) -> bool {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    statuses.iter().all(|c| {
+        c.state
+            .as_ref()
+            .is_none_or(|state| state.running.is_none() && state.terminated.is_none())
+    })
+}
+
 /// The ordinal of a StatefulSet pod (`<set>-<n>`).
 fn ordinal(set_name: &str, pod_name: &str) -> Option<u32> {
     pod_name
@@ -232,5 +254,41 @@ pub fn services(listeners: Option<&Service>, dashboard: Option<&Service>) -> Ser
         dashboard: selected_revision(dashboard).map(|(_, r)| r),
         listeners_role_wide: selected_role(listeners),
         dashboard_role_wide: selected_role(dashboard) == Some(Role::Core),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"}, "status": status})).expect("a pod")
+    }
+
+    #[test]
+    fn a_pod_waits_to_start_until_a_container_runs_or_ran() {
+        // Just created, or held by a Secret that cannot be mounted.
+        assert!(waits_to_start(&pod(json!({"phase": "Pending"}))));
+        assert!(waits_to_start(&pod(json!({"containerStatuses": [
+            {"name": "emqx", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"waiting": {"reason": "CreateContainerConfigError"}}}
+        ]}))));
+        let running = pod(json!({"containerStatuses": [
+            {"name": "emqx", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"running": {"startedAt": "2026-12-03T05:00:00Z"}}}
+        ]}));
+        assert!(!waits_to_start(&running));
+        let exited = pod(json!({"containerStatuses": [
+            {"name": "emqx", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+             "state": {"terminated": {"exitCode": 0}}}
+        ]}));
+        assert!(!waits_to_start(&exited));
+        let terminating: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "deletionTimestamp": "2026-12-03T05:00:00Z"},
+            "status": {"phase": "Pending"}
+        }))
+        .expect("a pod");
+        assert!(!waits_to_start(&terminating));
     }
 }

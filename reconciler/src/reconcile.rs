@@ -32,6 +32,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
     if object.meta().deletion_timestamp.is_some() {
         // Owned objects go with it through the garbage collector.
         ctx.upgrade_slots.forget(&slot_key);
+        ctx.created_secrets.forget(&slot_key);
         ctx.metrics.forget_cluster(&ClusterLabels {
             namespace,
             cluster: name,
@@ -69,6 +70,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
             observation.adopted,
             &ctx.secret_source,
             &ctx.created_secrets,
+            observation.pods_waiting,
         )
         .await
         {

@@ -48,7 +48,7 @@ pub async fn run<K: ClusterKind>(
     let (objects, stateful_sets, replica_sets, pods) = api(client);
     let owned = watcher::Config::default().labels(emqx_crd::names::LABEL_INSTANCE);
     let metrics = ctx.metrics.clone();
-    let slots = ctx.upgrade_slots.clone();
+    let gone_ctx = ctx.clone();
     let kind = K::kind(&()).to_string();
     metrics.start_kind(&kind);
     // Bounded concurrency: many clusters created at once (or a relist of
@@ -77,10 +77,13 @@ pub async fn run<K: ClusterKind>(
             // A pass asked for (a requeue, an owned object changing) after
             // the cluster was deleted: its series go too.
             // An object without finalizers is gone before a pass sees its
-            // deletion: its upgrade slot is freed here too.
+            // deletion: its upgrade slot is freed here too, and its Secrets
+            // forgotten.
             if let Err(controller::Error::ObjectNotFound(gone)) = &result {
                 let namespace = gone.namespace.clone().unwrap_or_default();
-                slots.forget(&upgrade_slots::key(&kind, &namespace, &gone.name));
+                let key = upgrade_slots::key(&kind, &namespace, &gone.name);
+                gone_ctx.upgrade_slots.forget(&key);
+                gone_ctx.created_secrets.forget(&key);
                 metrics.forget_cluster(&ClusterLabels {
                     namespace,
                     cluster: gone.name.clone(),

@@ -108,6 +108,16 @@ impl InProcessReconciler {
         Self::start_context::<EMQX>(client, namespace, |ctx| ctx.with_upgrade_limit(limit))
     }
 
+    /// Starts the `EMQX` controller for `namespace` with the context
+    /// `configure` makes of the default one.
+    pub fn start_with(
+        client: Client,
+        namespace: &str,
+        configure: impl FnOnce(Context) -> Context,
+    ) -> InProcessReconciler {
+        Self::start_context::<EMQX>(client, namespace, configure)
+    }
+
     /// Starts the controller of kind `K` (`EMQX` or `EmqxEnterprise`, read
     /// as the v2beta1 hub) for `namespace`.
     pub fn start_kind<K: ClusterKind>(client: Client, namespace: &str) -> InProcessReconciler {

@@ -3,9 +3,12 @@
 //! `EMQX` objects created at once all become Ready, each with its own
 //! listeners and dashboard ClusterIPs; then, at steady state, the reconciler
 //! keeps looking at every cluster (every `--resync-seconds`, here 5) and
-//! writes nothing. The reconciler runs in this process, logged in as its own
-//! ServiceAccount, so the apiserver's audit log tells its requests apart.
-//! A test of behaviour, not of speed: the deadlines are generous.
+//! writes nothing. The reconciler runs in this process as the chart runs it
+//! (an operator key: the clusters' Secrets get derived values and are never
+//! read back), logged in as its own ServiceAccount, so the apiserver's
+//! audit log tells its requests apart. Then a Secret someone deleted comes
+//! back as soon as a pod needs it. A test of behaviour, not of speed: the
+//! deadlines are generous.
 
 mod support;
 
@@ -13,8 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use emqx_crd::v2beta1::EMQX;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{ListParams, PostParams};
+use emqx_reconciler::cluster_secrets::{OperatorKey, SecretSource};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
 use sandbox::control_plane::kubeconfig;
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
@@ -73,7 +77,12 @@ async fn twenty_clusters_become_ready_and_the_steady_state_reads_but_never_write
     let client = kubeconfig::client(&login.document)
         .await
         .expect("the reconciler's client");
-    let reconciler = InProcessReconciler::start_with_resync(client, NS, RESYNC);
+    let key = OperatorKey::from_file_bytes(b"many-clusters-test-operator-key-0123456789")
+        .expect("an operator key");
+    let reconciler = InProcessReconciler::start_with(client, NS, |ctx| {
+        ctx.with_resync(RESYNC)
+            .with_secret_source(SecretSource::Derived(key))
+    });
 
     let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
     let names: Vec<String> = (0..CLUSTERS).map(|i| format!("many-{i:02}")).collect();
@@ -141,7 +150,6 @@ async fn twenty_clusters_become_ready_and_the_steady_state_reads_but_never_write
     let calls_after = emqx_calls_by_cluster(&hook, &names);
     let (requests, _) = sandbox::control_plane::audit::read_requests_from(&log, offset)
         .expect("the audit log reads");
-    reconciler.stop().await;
     let requests: Vec<_> = requests
         .into_iter()
         .filter(|r| r.user == user && r.at >= from && r.at <= to)
@@ -173,5 +181,79 @@ async fn twenty_clusters_become_ready_and_the_steady_state_reads_but_never_write
             "{name}: {polled} EMQX API calls in {WINDOW:?} (two a pass, a pass every {RESYNC:?})"
         );
     }
+
+    secret_deleted_comes_back_when_a_pod_needs_it(&sandbox, &names[0]).await;
+    reconciler.stop().await;
     sandbox.stop().await.expect("sandbox stops");
+}
+
+/// Someone deletes cluster `name`'s node-cookie Secret, and later its pod
+/// goes: the StatefulSet's new pod waits to start (its env names the
+/// Secret: `CreateContainerConfigError`), that brings a pass, and the pass
+/// creates the Secret again with the same derived value, so the pod starts
+/// and joins. Nothing is written while no pod needs it (the steady window
+/// above), and nothing waits for a clock.
+async fn secret_deleted_comes_back_when_a_pod_needs_it(sandbox: &Sandbox, name: &str) {
+    let secrets: Api<Secret> = Api::namespaced(sandbox.client(), NS);
+    let pods: Api<Pod> = Api::namespaced(sandbox.client(), NS);
+    let cookie = format!("{name}-node-cookie");
+    let old = secrets.get(&cookie).await.expect("the cookie Secret");
+    secrets
+        .delete(&cookie, &DeleteParams::default())
+        .await
+        .expect("delete the cookie Secret");
+    let selector = format!("{}={name}", emqx_crd::names::LABEL_INSTANCE);
+    let old_pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .expect("the cluster's pods");
+    let old_uids: BTreeSet<String> = old_pods.items.iter().filter_map(|p| p.uid()).collect();
+    for pod in &old_pods.items {
+        pods.delete(&pod.name_any(), &DeleteParams::default())
+            .await
+            .expect("delete the pod");
+    }
+    wait_for(
+        &format!("{cookie} created again and {name}'s new pod Ready"),
+        Duration::from_secs(90),
+        || async {
+            let secret = secrets
+                .get_opt(&cookie)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("the Secret is not back")?;
+            let list = pods
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| e.to_string())?;
+            let fresh_ready = list
+                .items
+                .iter()
+                .filter(|p| p.uid().is_some_and(|u| !old_uids.contains(&u)))
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                })
+                .count();
+            if fresh_ready == old_uids.len() {
+                Ok(secret)
+            } else {
+                Err(format!(
+                    "{fresh_ready} of {} new pods Ready",
+                    old_uids.len()
+                ))
+            }
+        },
+    )
+    .await;
+    let back = secrets.get(&cookie).await.expect("the cookie Secret");
+    assert_ne!(back.uid(), old.uid(), "a new Secret");
+    assert_eq!(
+        back.data, old.data,
+        "the same derived cookie, so the new pod joins the running nodes"
+    );
 }
