@@ -943,7 +943,14 @@ impl<'a> Pass<'a> {
             return false;
         };
         let old_nodes = Self::nodes_of(old.iter().copied());
-        let verdict = guard::judge(spec, memory, self.obs, &old_nodes, &self.new_nodes());
+        let verdict = guard::judge(
+            spec,
+            memory,
+            self.obs,
+            &old_nodes,
+            &self.new_nodes(),
+            self.spec.strategy.wait_takeover_s,
+        );
         self.actions.extend(verdict.actions);
         self.gauges = verdict.gauges;
         if let Some(why) = verdict.trip {
