@@ -85,6 +85,7 @@ fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
             evacuations: Vec::new(),
             evacuation_api: true,
             figures: None,
+            figures_unavailable: None,
         }),
         services: Services {
             listeners: Some((Role::Core, listeners_rev.into())),
@@ -975,6 +976,7 @@ impl World {
                 evacuations: self.evacuations.iter().map(|(e, _)| e.clone()).collect(),
                 evacuation_api: self.evacuation_api,
                 figures: None,
+                figures_unavailable: None,
             }),
             services: self.services.clone(),
             memory: self.memory.clone(),
@@ -1473,6 +1475,7 @@ fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
         evacuations: Vec::new(),
         evacuation_api: true,
         figures: None,
+        figures_unavailable: None,
     });
     let waiting = decide(&spec("a", 3), &obs);
     assert!(!has(&waiting, |a| matches!(a, Action::MarkServing { .. })));
@@ -1837,6 +1840,20 @@ fn traffic_waits_for_the_figures_that_arm_the_guard() {
     // Guard off: the switch does not wait for them.
     let d = decide(&spec("b", 3), &obs);
     assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
+    // Why they are missing is said, not left to guess (a broker whose
+    // stats lack the figure waits with that reason).
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.figures_unavailable = Some("no live_connections.count".into());
+    }
+    let d = decide(&guarded("b"), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("upgrade guard")
+            && wait.message.contains("no live_connections.count"),
+        "{}",
+        wait.message
+    );
 }
 
 /// [`watched`] on a broker without the evacuation API, a-2's fallback
