@@ -118,8 +118,10 @@ async fn a_faulty_4_4_revision_is_aborted_by_the_guard(fault: &str, figures: &st
     // comes with one) and the guard's window, a v2 field, in one patch
     // through the v2beta1 API: the conversion keeps the window in the
     // v1beta4 object's conversion data. (A separate patch of the window
-    // alone through v2beta1 starts an upgrade of its own: the round trip
-    // through v1beta4 changes the pod template's revision.)
+    // alone through v2beta1 starts an upgrade of its own: the v2beta1
+    // defaulting adds its `livenessProbe` to the core template, which the
+    // conversion stores as the v1beta4 `emqxContainer.livenessProbe`, a new
+    // pod template.)
     let started = Instant::now();
     v2.patch(
         NAME,
