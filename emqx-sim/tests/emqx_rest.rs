@@ -746,6 +746,23 @@ async fn editions_and_versions() {
         "ee4@ee4-0.ee4-headless.ns.svc.cluster.local"
     );
     assert_eq!(j["data"][0]["node_status"], "Running");
+    // 4.4.19 lists the connected clients in `/nodes` too.
+    assert_eq!(j["data"][0]["live_connections"], 0);
+    // `/stats`: `[#{node, stats}]`, 4.4's keys only; `live_connections.count`
+    // (connected clients) beside `connections.count` (sessions too).
+    let r = call(&v4, Method::GET, "/api/v4/stats", admin, JSON, None).await;
+    let j = r.json();
+    assert_eq!(j["code"], 0);
+    assert_eq!(j["data"][0]["node"], json!(v4.name()));
+    let stats = &j["data"][0]["stats"];
+    assert_eq!(stats["live_connections.count"], 0);
+    assert_eq!(stats["connections.count"], 0);
+    assert!(stats.get("cluster_sessions.count").is_none(), "{stats}");
+    // `/metrics`: `[#{node, metrics}]`.
+    let r = call(&v4, Method::GET, "/api/v4/metrics", admin, JSON, None).await;
+    let j = r.json();
+    assert_eq!(j["data"][0]["node"], json!(v4.name()));
+    assert_eq!(j["data"][0]["metrics"]["packets.connack.error"], 0);
     let r = call(
         &v4,
         Method::POST,

@@ -7,10 +7,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use emqx_crd::migrate::CliArgs;
-use emqx_crd::v2beta1::EMQX;
+use emqx_crd::v1beta4;
+use emqx_crd::v2beta1::{self, EMQX};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Api, Client, Config, ResourceExt};
+use kubectl_emqx::snapshot::Kind;
 use kubectl_emqx::steer::{Steer, patch};
 use kubectl_emqx::{render, snapshot};
 
@@ -95,16 +97,27 @@ async fn run(args: Args) -> Result<()> {
     let client = Client::try_from(config).context("building the API client")?;
     let api: Api<EMQX> = Api::namespaced(client.clone(), &namespace);
     let steer = |name: &str, steer: Steer| {
-        let api = api.clone();
-        let name = name.to_owned();
+        let (client, namespace, name) = (client.clone(), namespace.clone(), name.to_owned());
         async move {
-            let object = api.get(&name).await.with_context(|| {
-                format!("reading EMQX {namespace}/{name}", namespace = api_ns(&api))
-            })?;
+            let (kind, object) = snapshot::find(&client, &namespace, &name).await?;
             let (body, said) = patch(steer, &object)?;
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-                .with_context(|| format!("annotating EMQX {name}"))?;
+            // The annotations, on whichever kind the cluster is (an
+            // EmqxEnterprise through its stored v1beta4).
+            let params = PatchParams::default();
+            let body = Patch::Merge(&body);
+            match kind {
+                Kind::Emqx => Api::<EMQX>::namespaced(client, &namespace)
+                    .patch(&name, &params, &body)
+                    .await
+                    .map(|_| ()),
+                Kind::EmqxEnterprise => {
+                    Api::<v1beta4::EmqxEnterprise>::namespaced(client, &namespace)
+                        .patch(&name, &params, &body)
+                        .await
+                        .map(|_| ())
+                }
+            }
+            .with_context(|| format!("annotating {} {namespace}/{name}", kind.name()))?;
             println!("{said}");
             anyhow::Ok(())
         }
@@ -139,24 +152,34 @@ async fn run(args: Args) -> Result<()> {
             all_namespaces,
             ..
         } => {
-            let api: Api<EMQX> = if all_namespaces {
-                Api::all(client)
+            let (emqx, enterprise): (Api<EMQX>, Api<v2beta1::EmqxEnterprise>) = if all_namespaces {
+                (Api::all(client.clone()), Api::all(client))
             } else {
-                api
+                (api, Api::namespaced(client, &namespace))
             };
-            let objects = api
-                .list(&ListParams::default())
-                .await
-                .context("listing EMQX")?;
-            println!(
-                "{:<20} {:<24} {:<26} {:<12} IMAGE",
-                "NAMESPACE", "NAME", "STATUS", "REVISION"
+            let mut rows: Vec<(Kind, EMQX)> =
+                listed(emqx.list(&ListParams::default()).await, "EMQX")?
+                    .into_iter()
+                    .map(|o| (Kind::Emqx, o))
+                    .collect();
+            rows.extend(
+                listed(
+                    enterprise.list(&ListParams::default()).await,
+                    "EmqxEnterprise",
+                )?
+                .into_iter()
+                .map(|o| (Kind::EmqxEnterprise, snapshot::enterprise_as_emqx(o))),
             );
-            for o in objects {
+            println!(
+                "{:<20} {:<24} {:<15} {:<26} {:<12} IMAGE",
+                "NAMESPACE", "NAME", "KIND", "STATUS", "REVISION"
+            );
+            for (kind, o) in rows {
                 println!(
-                    "{:<20} {:<24} {:<26} {:<12} {}",
+                    "{:<20} {:<24} {:<15} {:<26} {:<12} {}",
                     o.namespace().unwrap_or_default(),
                     o.name_any(),
+                    kind.name(),
                     render::phase(&o),
                     o.status
                         .as_ref()
@@ -177,6 +200,15 @@ async fn run(args: Args) -> Result<()> {
     }
 }
 
-fn api_ns(api: &Api<EMQX>) -> String {
-    api.namespace().unwrap_or_default().to_owned()
+/// Every object of one kind; none when its CRD is not installed (a
+/// cluster with only one of the two).
+fn listed<K: Clone>(
+    answer: Result<kube::core::ObjectList<K>, kube::Error>,
+    kind: &str,
+) -> Result<Vec<K>> {
+    match answer {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("listing {kind}")),
+    }
 }

@@ -29,6 +29,12 @@ pub fn status(s: &Snapshot) -> String {
         o.metadata.namespace.as_deref().unwrap_or_default(),
         o.metadata.name.as_deref().unwrap_or_default()
     );
+    let _ = writeln!(
+        out,
+        "Kind:       {} ({})",
+        s.kind.name(),
+        s.kind.api_version()
+    );
     let _ = writeln!(out, "Image:      {}", o.spec.image);
     let _ = writeln!(out, "Status:     {phase}");
     for (role, nodes) in [
@@ -79,7 +85,10 @@ pub fn status(s: &Snapshot) -> String {
                 n.node.as_deref().unwrap_or("?"),
                 n.role.as_deref().unwrap_or("?"),
                 n.node_status.as_deref().unwrap_or("?"),
-                n.live_connections.unwrap_or(0),
+                // 4.4 before 4.4.19 lists no live connections: shown as
+                // unknown, not as none.
+                n.live_connections
+                    .map_or_else(|| "-".to_owned(), |c| c.to_string()),
                 n.connections.unwrap_or(0),
             );
         }

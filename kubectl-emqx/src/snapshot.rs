@@ -1,10 +1,14 @@
-//! What `kubectl emqx status` shows, read from the API in one go: the EMQX
-//! object (spec revision, status, conditions), its StatefulSets and
-//! ReplicaSets, their pods, and the Events about the object.
+//! What `kubectl emqx status` shows, read from the API in one go: the
+//! cluster object (spec revision, status, conditions), its StatefulSets and
+//! ReplicaSets, their pods, and the Events about the object. The object is
+//! an `EMQX` (apps.emqx.io/v2beta1) or an `EmqxEnterprise` (stored as
+//! apps.emqx.io/v1beta4), the latter read through its v2beta1 view, which
+//! the conversion webhook serves with the same spec and the status the
+//! reconciler writes; both render the same way.
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use emqx_crd::names::{LABEL_DB_ROLE, LABEL_INSTANCE};
-use emqx_crd::v2beta1::EMQX;
+use emqx_crd::v2beta1::{self, EMQX};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -42,9 +46,72 @@ pub struct EventRow {
     pub note: String,
 }
 
+/// Which kind of object the cluster is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `EMQX` apps.emqx.io/v2beta1.
+    Emqx,
+    /// `EmqxEnterprise`, stored as apps.emqx.io/v1beta4.
+    EmqxEnterprise,
+}
+
+impl Kind {
+    /// The kind as Kubernetes names it (Events' `involvedObject.kind`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Emqx => "EMQX",
+            Kind::EmqxEnterprise => "EmqxEnterprise",
+        }
+    }
+
+    /// The API version users write the object in.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Emqx => "apps.emqx.io/v2beta1",
+            Kind::EmqxEnterprise => "apps.emqx.io/v1beta4",
+        }
+    }
+}
+
+/// The v2beta1 view of an `EmqxEnterprise` as the `EMQX` object it renders
+/// as: the same metadata, spec and status (pure).
+pub fn enterprise_as_emqx(e: v2beta1::EmqxEnterprise) -> EMQX {
+    let mut object = EMQX::new(&e.metadata.name.clone().unwrap_or_default(), e.spec.emqx);
+    object.metadata = e.metadata;
+    object.status = e.status;
+    object
+}
+
+/// The cluster `name` in `namespace`: an `EMQX` if there is one, else an
+/// `EmqxEnterprise` (through its v2beta1 view).
+pub async fn find(client: &Client, namespace: &str, name: &str) -> Result<(Kind, EMQX)> {
+    match Api::<EMQX>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(object)) => return Ok((Kind::Emqx, object)),
+        Ok(None) => {}
+        // No EMQX CRD in this cluster: look for an EmqxEnterprise.
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e).with_context(|| format!("reading EMQX {namespace}/{name}")),
+    }
+    match Api::<v2beta1::EmqxEnterprise>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+    {
+        Ok(Some(e)) => Ok((Kind::EmqxEnterprise, enterprise_as_emqx(e))),
+        Ok(None) => bail!("no EMQX or EmqxEnterprise named {namespace}/{name}"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            bail!("no EMQX or EmqxEnterprise named {namespace}/{name}")
+        }
+        Err(e) => Err(e).with_context(|| format!("reading EmqxEnterprise {namespace}/{name}")),
+    }
+}
+
 /// Everything one status screen shows.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    pub kind: Kind,
     pub object: EMQX,
     pub sets: Vec<SetRow>,
     pub pods: Vec<PodRow>,
@@ -53,10 +120,7 @@ pub struct Snapshot {
 
 /// Reads the cluster `name` in `namespace`.
 pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Snapshot> {
-    let object = Api::<EMQX>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .with_context(|| format!("reading EMQX {namespace}/{name}"))?;
+    let (kind, object) = find(client, namespace, name).await?;
     let owned = ListParams::default().labels(&format!("{LABEL_INSTANCE}={name}"));
     let revision_of = |labels: &std::collections::BTreeMap<String, String>| {
         labels
@@ -134,7 +198,7 @@ pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Snaps
             .await
             .context("listing Events")?
             .into_iter()
-            .filter(|e| e.involved_object.kind.as_deref() == Some("EMQX"))
+            .filter(|e| e.involved_object.kind.as_deref() == Some(kind.name()))
             .map(|e| {
                 let at = e
                     .last_timestamp
@@ -154,6 +218,7 @@ pub async fn fetch(client: &Client, namespace: &str, name: &str) -> Result<Snaps
             .collect();
     events.sort_by_key(|(at, _)| *at);
     Ok(Snapshot {
+        kind,
         object,
         sets,
         pods,

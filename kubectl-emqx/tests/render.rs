@@ -3,7 +3,7 @@
 
 use emqx_crd::v2beta1::EMQX;
 use kubectl_emqx::render::{age, bar, status};
-use kubectl_emqx::snapshot::{EventRow, PodRow, SetRow, Snapshot};
+use kubectl_emqx::snapshot::{EventRow, Kind, PodRow, SetRow, Snapshot, enterprise_as_emqx};
 use kubectl_emqx::steer::{Steer, patch, revision_key};
 use serde_json::json;
 
@@ -53,6 +53,7 @@ fn snapshot() -> Snapshot {
         phase: "Running".into(),
     };
     Snapshot {
+        kind: Kind::Emqx,
         object: evacuating(),
         sets: vec![
             set("emqx-ee-core-7c9f", "7c9f", 2),
@@ -86,6 +87,7 @@ fn a_known_state_renders_to_a_known_screen() {
     let screen = status(&snapshot());
     let expected = "\
 Name:       default/emqx-ee
+Kind:       EMQX (apps.emqx.io/v2beta1)
 Image:      emqx/emqx-enterprise:5.10.0
 Status:     Evacuating
 Core:       revision 6b5d → 7c9f, 2 ready, 2 wanted
@@ -176,4 +178,69 @@ fn steering_without_what_it_needs_is_a_clear_error() {
         resume,
         json!({"metadata": {"annotations": {"apps.emqx.io/reconcile-paused": null}}})
     );
+}
+
+/// Seed 000's v1beta4 `EmqxEnterprise` (EMQX 4.4) aborted by the upgrade
+/// guard, as its v2beta1 view shows it: rendered like an `EMQX`, with its
+/// kind, 4.4's node names and the guard's figures; promote and abort name
+/// its update revision.
+#[test]
+fn an_emqx_enterprise_renders_and_steers_like_an_emqx() {
+    let enterprise: emqx_crd::v2beta1::EmqxEnterprise = serde_json::from_value(json!({
+        "apiVersion": "apps.emqx.io/v2beta1", "kind": "EmqxEnterprise",
+        "metadata": {"name": "emqx-ee", "namespace": "default",
+                     "annotations": {"apps.emqx.io/abort": "5d8c"}},
+        "spec": {"image": "emqx/emqx-ee:4.4.14", "coreTemplate": {"spec": {"replicas": 3}}},
+        "status": {
+            "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "UpgradeAborted",
+                 "message": "upgrade to 5d8c aborted by the upgrade guard (the new nodes refused 75 CONNECTs in 4 s)",
+                 "lastTransitionTime": "2026-12-02T00:00:00Z"}
+            ],
+            "coreNodesStatus": {"replicas": 3, "readyReplicas": 3, "currentRevision": "79c4", "updateRevision": "5d8c"},
+            "coreNodes": [
+                {"node": "emqx-ee@emqx-ee-core-79c4-0.emqx-ee-headless.default.svc.cluster.local",
+                 "node_status": "Running", "connections": 30}
+            ]
+        }
+    }))
+    .expect("an EmqxEnterprise v2beta1 view");
+    let object = enterprise_as_emqx(enterprise);
+    let screen = status(&Snapshot {
+        kind: Kind::EmqxEnterprise,
+        object: object.clone(),
+        sets: vec![SetRow {
+            name: "emqx-ee-core-79c4".into(),
+            role: "core".into(),
+            revision: "79c4".into(),
+            replicas: 3,
+            ready: 3,
+        }],
+        pods: Vec::new(),
+        events: Vec::new(),
+    });
+    let expected = "\
+Name:       default/emqx-ee
+Kind:       EmqxEnterprise (apps.emqx.io/v1beta4)
+Image:      emqx/emqx-ee:4.4.14
+Status:     UpgradeAborted
+Core:       revision 79c4 → 5d8c, 3 ready, 3 wanted
+
+Sets:
+  core       emqx-ee-core-79c4                         3/3  ready  revision 79c4
+
+EMQX nodes:
+  emqx-ee@emqx-ee-core-79c4-0.emqx-ee-headless.default.svc.cluster.local ?         Running        - conns     30 sessions
+
+Conditions:
+  Progressing          False  UpgradeAborted             upgrade to 5d8c aborted by the upgrade guard (the new nodes refused 75 CONNECTs in 4 s)
+";
+    assert_eq!(screen, expected, "\n{screen}");
+    assert_eq!(revision_key(&object).expect("revision"), "5d8c");
+    let (retry, said) = patch(Steer::Retry, &object).expect("retry");
+    assert_eq!(
+        retry,
+        json!({"metadata": {"annotations": {"apps.emqx.io/abort": null}}})
+    );
+    assert!(said.contains("5d8c"), "{said}");
 }

@@ -911,11 +911,21 @@ impl<'a> Pass<'a> {
             }
             None if traffic_on_desired(self.spec, self.obs) => true,
             None => {
+                // Why they are missing, when EMQX said (a failed call, or
+                // a broker without the figure): the user must see it.
+                let why = self
+                    .obs
+                    .emqx
+                    .as_ref()
+                    .and_then(|e| e.figures_unavailable.as_deref())
+                    .map(|why| format!(" ({why})"))
+                    .unwrap_or_default();
                 self.phase = Phase::InitialDelay;
                 self.wait(
                     WaitReason::InitialDelay,
-                    "upgrade guard: waiting for EMQX's connection figures before traffic moves"
-                        .into(),
+                    format!(
+                        "upgrade guard: waiting for EMQX's connection figures before traffic moves{why}"
+                    ),
                 );
                 self.requeue_after_s = Some(POLL_S);
                 false
@@ -943,7 +953,14 @@ impl<'a> Pass<'a> {
             return false;
         };
         let old_nodes = Self::nodes_of(old.iter().copied());
-        let verdict = guard::judge(spec, memory, self.obs, &old_nodes, &self.new_nodes());
+        let verdict = guard::judge(
+            spec,
+            memory,
+            self.obs,
+            &old_nodes,
+            &self.new_nodes(),
+            self.spec.strategy.wait_takeover_s,
+        );
         self.actions.extend(verdict.actions);
         self.gauges = verdict.gauges;
         if let Some(why) = verdict.trip {

@@ -455,6 +455,45 @@ pub fn connack_errors(
         .collect())
 }
 
+/// Interprets EMQX 4.4's `GET /api/v4/stats`: the cluster's live
+/// connections, the sum of each running node's `live_connections.count`.
+/// 4.4 answers `{code, data: [#{node, stats}]}` with one entry per running
+/// node (`apps/emqx_management/src/emqx_mgmt_api_stats.erl`, v4.4.0 …
+/// v4.4.19); `live_connections.count` is the size of `emqx_channel_live`,
+/// the channels whose client is connected now (`src/emqx_cm.erl`,
+/// `mark_channel_connected/1`; in `src/emqx_stats.erl` from v4.4-alpha.1 on),
+/// whereas `connections.count` and `/nodes`' `connections` also count
+/// sessions whose client is gone. `/nodes` lists `live_connections` only
+/// from v4.4.19 (`apps/emqx_management/src/emqx_mgmt.erl`), so every 4.4
+/// is read here. `Ok(None)`: a node's stats lack the figure (a broker
+/// before 4.4), which the guard must say rather than guess.
+pub fn live_connections_v4(status: u16, body: &[u8]) -> Result<Option<u64>, EmqxError> {
+    const CALL: &str = "GET stats";
+    let value = payload(ApiGeneration::V4, CALL, status, body)?;
+    let list = value.as_array().ok_or_else(|| EmqxError::Malformed {
+        call: CALL,
+        detail: "not a list".into(),
+    })?;
+    let mut total = 0u64;
+    for entry in list {
+        let stats = entry.get("stats").ok_or_else(|| EmqxError::Malformed {
+            call: CALL,
+            detail: format!("an entry without \"stats\": {entry}"),
+        })?;
+        match stats.get("live_connections.count").map(Value::as_u64) {
+            Some(Some(n)) => total = total.saturating_add(n),
+            Some(None) => {
+                return Err(EmqxError::Malformed {
+                    call: CALL,
+                    detail: "\"live_connections.count\" is not a count".into(),
+                });
+            }
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(total))
+}
+
 /// Interprets `GET /load_rebalance/global_status`: the `evacuations` entries,
 /// each deserialised as `T` (the status type copied into the object).
 pub fn global_evacuations<T: serde::de::DeserializeOwned>(

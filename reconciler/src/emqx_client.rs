@@ -155,6 +155,16 @@ impl EmqxClient {
         emqx_api::connack_errors(self.api, status, &body)
     }
 
+    /// EMQX 4.4's `GET /api/v4/stats`: the live connections of the cluster
+    /// ([`emqx_api::live_connections_v4`]).
+    pub async fn live_connections_v4(&self) -> Result<Option<u64>, EmqxError> {
+        let path = format!("{}/stats", self.api.prefix());
+        let (status, body) = self
+            .call("GET stats", reqwest::Method::GET, &path, None)
+            .await?;
+        emqx_api::live_connections_v4(status, &body)
+    }
+
     /// `GET /load_rebalance/global_status`, evacuations as `T`. It may
     /// honestly take up to three of EMQX's 15 s RPC timeouts
     /// ([`emqx_api::global_status_timeout`]), so it gets that much more

@@ -183,16 +183,13 @@ pub fn desired_spec(
         manual_promotion: settings.manual_promotion,
         promote: memory::promote(annotations),
         abort: memory::abort(annotations),
-        // EMQX 4.4 has no live-connection figure (see `guard_figures`): the
-        // guard cannot watch it, and is off (README, "The upgrade guard").
-        guard: settings
-            .guard
-            .filter(|_| cluster.api() == emqx_api::ApiGeneration::V5)
-            .map(|g| GuardSpec {
-                min_percent: u64::try_from(g.min_percent).unwrap_or(0),
-                window_s: secs(g.window_seconds),
-                max_failures_per_minute: u64::try_from(g.max_failures_per_minute).unwrap_or(0),
-            }),
+        // Both generations: 4.4's live connections come from `/api/v4/stats`
+        // (see `guard_figures`).
+        guard: settings.guard.map(|g| GuardSpec {
+            min_percent: u64::try_from(g.min_percent).unwrap_or(0),
+            window_s: secs(g.window_seconds),
+            max_failures_per_minute: u64::try_from(g.max_failures_per_minute).unwrap_or(0),
+        }),
     }
 }
 
@@ -330,13 +327,17 @@ async fn read_emqx(
         })
         .collect();
     let version = emqx_api::version_of(&nodes, &endpoint.node);
-    let figures = guard_figures(&client, spec, live, &nodes).await;
+    let (figures, figures_unavailable) = match guard_figures(&client, spec, live, &nodes).await {
+        Ok(figures) => (figures, None),
+        Err(why) => (None, Some(why)),
+    };
     Ok(EmqxRead {
         view: EmqxView {
             members: emqx_api::members(&nodes),
             evacuations: view_evacuations,
             evacuation_api,
             figures,
+            figures_unavailable,
         },
         nodes: status_nodes,
         evacuations,
@@ -345,36 +346,57 @@ async fn read_emqx(
 }
 
 /// The upgrade guard's figures, read only while it may watch an upgrade
-/// (the guard is on and an old set remains): live connections of every
-/// running node from the `GET /nodes` answer already read, and each node's
-/// refused CONNECTs from `GET /metrics` (one more call). EMQX 5.x only:
-/// 4.4's `connections` also counts sessions whose client is gone, which
-/// cannot show clients that did not come back. A failed read leaves the
-/// guard without figures for this pass: it neither trips nor arms.
+/// (the guard is on and an old set remains): the live connections of every
+/// running node and each node's refused CONNECTs from `GET /metrics` (one
+/// more call). 5.x: `live_connections` of the `GET /nodes` answer already
+/// read. 4.4: `live_connections.count` of `GET /api/v4/stats` (one more
+/// call; `/nodes` lists `live_connections` only from 4.4.19, and its
+/// `connections` also counts sessions whose client is gone, which cannot
+/// show clients that did not come back). `Ok(None)`: not watching. `Err`:
+/// why the figures are not there this pass; the guard then neither trips
+/// nor arms, and the switch waits saying so.
 async fn guard_figures(
     client: &EmqxClient,
     spec: &Spec,
     live: &[LiveSet],
     nodes: &[emqx_api::NodeInfo],
-) -> Option<Figures> {
+) -> Result<Option<Figures>, String> {
     let upgrading = live.iter().any(|s| s.view.is_old(spec));
     if spec.guard.is_none() || !upgrading {
-        return None;
+        return Ok(None);
     }
-    let live_connections = nodes
-        .iter()
-        .filter(|n| n.is_running())
-        .filter_map(|n| n.live_connections)
-        .map(|c| u64::try_from(c).unwrap_or(0))
-        .sum();
+    let live_connections = match client.api() {
+        emqx_api::ApiGeneration::V5 => nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .filter_map(|n| n.live_connections)
+            .map(|c| u64::try_from(c).unwrap_or(0))
+            .sum(),
+        emqx_api::ApiGeneration::V4 => match client.live_connections_v4().await {
+            Ok(Some(total)) => total,
+            Ok(None) => {
+                let why = "EMQX's GET /api/v4/stats has no live_connections.count (EMQX before \
+                           4.4): the guard cannot tell connected clients from sessions whose \
+                           client is gone; set spec.updateStrategy.guard.enabled=false (an \
+                           EmqxEnterprise through apps.emqx.io/v2beta1) to upgrade unguarded"
+                    .to_owned();
+                tracing::warn!("upgrade guard: {why}");
+                return Err(why);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "upgrade guard: EMQX's stats not read this pass");
+                return Err(format!("EMQX's stats not read: {error}"));
+            }
+        },
+    };
     match client.connack_errors().await {
-        Ok(connack_errors) => Some(Figures {
+        Ok(connack_errors) => Ok(Some(Figures {
             live_connections,
             connack_errors,
-        }),
+        })),
         Err(error) => {
             tracing::warn!(%error, "upgrade guard: EMQX's metrics not read this pass");
-            None
+            Err(format!("EMQX's metrics not read: {error}"))
         }
     }
 }

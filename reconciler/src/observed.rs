@@ -225,13 +225,17 @@ pub struct EmqxView {
     pub evacuation_api: bool,
     /// The guard's figures; `None` when they could not be read.
     pub figures: Option<Figures>,
+    /// Why the guard's figures could not be read this pass, to say while
+    /// the switch waits for them.
+    pub figures_unavailable: Option<String>,
 }
 
 /// What the upgrade guard reads from EMQX (README, "The upgrade guard").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Figures {
     /// Clients connected now, summed over the running nodes
-    /// (`live_connections` of `GET /nodes`).
+    /// (`live_connections` of `GET /api/v5/nodes`; 4.4:
+    /// `live_connections.count` of `GET /api/v4/stats`).
     pub live_connections: u64,
     /// `packets.connack.error` of each running node (`GET /metrics`).
     pub connack_errors: std::collections::BTreeMap<String, u64>,

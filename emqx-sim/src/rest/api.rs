@@ -259,6 +259,18 @@ fn dispatch(
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(message) => reply::error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message),
         },
+        // 4.4 (`apps/emqx_management/src/emqx_mgmt_api_stats.erl` v4.4.19):
+        // `[#{node, stats}]` in the `{code, data}` envelope, one entry per
+        // running node; no `aggregate` parameter (minirest ignores it).
+        Endpoint::Stats if !ctx.v5() => {
+            let data: Vec<Value> = cluster
+                .summaries()
+                .iter()
+                .filter(|n| n.running)
+                .map(|n| json!({"node": n.name, "stats": payload::stats_v4(n)}))
+                .collect();
+            ok(ctx, json!(data))
+        }
         Endpoint::Stats => {
             let sessions = cluster.cluster_sessions();
             let per_node: Vec<_> = cluster

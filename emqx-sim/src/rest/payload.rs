@@ -40,15 +40,53 @@ pub fn node_v5(n: &NodeSummary, cluster_sessions: u64) -> Value {
     })
 }
 
-/// A node in `/api/v4/nodes`.
+/// A node in `/api/v4/nodes`. `connections` is the size of `emqx_channel`
+/// (sessions whose client is gone included); `live_connections`, the
+/// connected clients, is listed from v4.4.19 on
+/// (`apps/emqx_management/src/emqx_mgmt.erl` `node_info/1`; absent in
+/// v4.4.18).
 pub fn node_v4(n: &NodeSummary) -> Value {
-    json!({
+    let mut v = json!({
         "node": n.name,
         "node_status": if n.running { "Running" } else { "Stopped" },
         "otp_release": "24.3.4.2-1/12.3.2.2",
         "version": n.version.to_string(),
         "connections": n.connections,
-    })
+    });
+    if n.version.patch >= 19
+        && let Some(m) = v.as_object_mut()
+    {
+        m.insert("live_connections".into(), json!(n.live_connections));
+    }
+    v
+}
+
+/// One node's stats in 4.4's `/api/v4/stats` (`src/emqx_stats.erl`
+/// v4.4.19: every stat is created at 0 and listed, `.count` and `.max` of
+/// connections, live_connections (from v4.4-alpha.1), channels, sessions,
+/// topics, suboptions, subscribers, subscriptions, subscriptions.shared,
+/// routes, retained). No `cluster_sessions`, `delayed` or
+/// `durable_subscriptions`, which are 5.x's.
+pub fn stats_v4(n: &NodeSummary) -> Map<String, Value> {
+    let mut m = Map::new();
+    let pairs = [
+        ("connections", n.connections, n.connections.max(n.max_live)),
+        ("live_connections", n.live_connections, n.max_live),
+        ("channels", n.connections, n.connections),
+        ("sessions", n.connections, n.connections),
+        ("topics", n.subscriptions, n.subscriptions),
+        ("suboptions", n.subscriptions, n.subscriptions),
+        ("subscribers", n.subscriptions, n.subscriptions),
+        ("subscriptions", n.subscriptions, n.subscriptions),
+        ("subscriptions.shared", 0, 0),
+        ("routes", n.subscriptions, n.subscriptions),
+        ("retained", 0, 0),
+    ];
+    for (k, count, max) in pairs {
+        m.insert(format!("{k}.count"), json!(count));
+        m.insert(format!("{k}.max"), json!(max));
+    }
+    m
 }
 
 /// One node's entry in `/stats`.

@@ -5,7 +5,10 @@
 //! window after the last eviction has passed.
 //!
 //! - **Recovery**: within `windowSeconds` after a node's connection eviction
-//!   ended (its evacuation left `evicting_conns`), the cluster's live
+//!   ended (its evacuation left `evicting_conns`; on brokers without the
+//!   evacuation API, the fallback drain's removal of the node once its
+//!   `waitTakeover` passed, when its clients are cut off and reconnect
+//!   elsewhere), the cluster's live
 //!   connections must be back to at least `minPercent` of the total just
 //!   before the switch, and stay so while the upgrade runs (a dip during
 //!   the next node's eviction, clients in flight, is not judged). Until
@@ -73,16 +76,33 @@ pub fn arm(
     })
 }
 
+/// The old node whose fallback drain (no evacuation API, `decide`'s
+/// `drain_without_api`) reached its removal: its `waitTakeover` has passed,
+/// so this pass removes it, or did, and its clients are cut off. Only a
+/// drain of a node of this upgrade's old sets counts; one remembered from
+/// an earlier upgrade names a node that is gone.
+fn fallback_removal<'o>(
+    obs: &'o Observed,
+    old_nodes: &[String],
+    wait_takeover_s: Seconds,
+) -> Option<&'o str> {
+    let drain = obs.memory.drain.as_ref()?;
+    (old_nodes.contains(&drain.node) && obs.now >= drain.started_at.saturating_add(wait_takeover_s))
+        .then_some(drain.node.as_str())
+}
+
 /// Judges one pass after the switch. `memory` is the guard's memory for
 /// this upgrade; `old_nodes` are the nodes of the old sets (whose
-/// evacuations end their connection eviction), `new_nodes` those of the
-/// desired sets.
+/// evacuations end their connection eviction, or whose fallback drain's
+/// removal after `wait_takeover_s` does), `new_nodes` those of the desired
+/// sets.
 pub fn judge(
     guard: &GuardSpec,
     memory: &GuardMemory,
     obs: &Observed,
     old_nodes: &[String],
     new_nodes: &[String],
+    wait_takeover_s: Seconds,
 ) -> Verdict {
     let mut verdict = Verdict {
         actions: Vec::new(),
@@ -95,21 +115,27 @@ pub fn judge(
     };
     let now = obs.now;
     // The latest eviction that ended: an old node's evacuation past
-    // `evicting_conns`, first seen now unless remembered.
-    let ended = emqx.evacuations.iter().find(|e| {
-        old_nodes.contains(&e.node)
-            && !matches!(
-                e.state,
-                EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
-            )
-    });
+    // `evicting_conns`, or without the evacuation API the fallback drain's
+    // removal of its node; first seen now unless remembered.
+    let ended = emqx
+        .evacuations
+        .iter()
+        .find(|e| {
+            old_nodes.contains(&e.node)
+                && !matches!(
+                    e.state,
+                    EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
+                )
+        })
+        .map(|e| e.node.as_str())
+        .or_else(|| fallback_removal(obs, old_nodes, wait_takeover_s));
     let mut evicted = memory.evicted.clone();
-    if let Some(e) = ended
-        && evicted.as_ref().is_none_or(|(node, _)| *node != e.node)
+    if let Some(ended) = ended
+        && evicted.as_ref().is_none_or(|(node, _)| node != ended)
     {
-        evicted = Some((e.node.clone(), now));
+        evicted = Some((ended.to_owned(), now));
         verdict.actions.push(Action::RecordEviction {
-            node: e.node.clone(),
+            node: ended.to_owned(),
             at: now,
         });
     }

@@ -85,6 +85,7 @@ fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
             evacuations: Vec::new(),
             evacuation_api: true,
             figures: None,
+            figures_unavailable: None,
         }),
         services: Services {
             listeners: Some((Role::Core, listeners_rev.into())),
@@ -975,6 +976,7 @@ impl World {
                 evacuations: self.evacuations.iter().map(|(e, _)| e.clone()).collect(),
                 evacuation_api: self.evacuation_api,
                 figures: None,
+                figures_unavailable: None,
             }),
             services: self.services.clone(),
             memory: self.memory.clone(),
@@ -1473,6 +1475,7 @@ fn a_gated_pod_is_marked_serving_once_its_node_runs_and_polled_until_then() {
         evacuations: Vec::new(),
         evacuation_api: true,
         figures: None,
+        figures_unavailable: None,
     });
     let waiting = decide(&spec("a", 3), &obs);
     assert!(!has(&waiting, |a| matches!(a, Action::MarkServing { .. })));
@@ -1837,4 +1840,114 @@ fn traffic_waits_for_the_figures_that_arm_the_guard() {
     // Guard off: the switch does not wait for them.
     let d = decide(&spec("b", 3), &obs);
     assert!(has(&d, |a| matches!(a, Action::PointServices { .. })));
+    // Why they are missing is said, not left to guess (a broker whose
+    // stats lack the figure waits with that reason).
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.figures_unavailable = Some("no live_connections.count".into());
+    }
+    let d = decide(&guarded("b"), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("upgrade guard")
+            && wait.message.contains("no live_connections.count"),
+        "{}",
+        wait.message
+    );
+}
+
+/// [`watched`] on a broker without the evacuation API, a-2's fallback
+/// drain started at t=100 (`waitTakeover` 5 s: removal due at t=105).
+fn watched_fallback(now: Seconds, live: u64, errors: u64) -> Observed {
+    let mut obs = watched(now, live, errors);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuation_api = false;
+    }
+    obs.memory.drain = Some(Drain {
+        node: node("emqx-core-a", 2),
+        started_at: 100,
+    });
+    obs
+}
+
+/// [`watched_fallback`] after a-2 was removed at t=105 (its pod gone, the
+/// set scaled to 2) and the guard saw it then.
+fn removed_by_fallback(now: Seconds, live: u64) -> Observed {
+    let mut obs = watched_fallback(now, live, 0);
+    obs.sets[0].replicas = 2;
+    obs.sets[0].pods.truncate(2);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.members.retain(|m| m.node != node("emqx-core-a", 2));
+    }
+    if let Some(g) = obs.memory.guard.as_mut() {
+        g.evicted = Some((node("emqx-core-a", 2), 105));
+    }
+    obs
+}
+
+#[test]
+fn the_fallback_drains_removal_starts_the_recovery_window() {
+    // Within waitTakeover the node still holds its clients: nothing ended.
+    let d = decide(&guarded("b"), &watched_fallback(103, 1000, 0));
+    assert!(!has(&d, |a| matches!(a, Action::RecordEviction { .. })));
+    // waitTakeover passed: the node is removed, and that is the moment its
+    // clients are cut off.
+    let d = decide(&guarded("b"), &watched_fallback(105, 1000, 0));
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordEviction { node: n, at: 105 } if *n == node("emqx-core-a", 2)
+    )));
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { node: Some(n), .. } if *n == node("emqx-core-a", 2)
+    )));
+    // A drain remembered from an earlier upgrade (a node of no old set of
+    // this one) ends nothing.
+    let mut stale = watched_fallback(105, 1000, 0);
+    stale.memory.drain = Some(Drain {
+        node: node("emqx-core-z", 2),
+        started_at: 10,
+    });
+    let d = decide(&guarded("b"), &stale);
+    assert!(!has(&d, |a| matches!(a, Action::RecordEviction { .. })));
+}
+
+#[test]
+fn the_fallback_holds_the_next_node_until_the_clients_are_back() {
+    // 312 of 1000 back 30 s after a-2's removal: a-1's drain does not
+    // start.
+    let d = decide(&guarded("b"), &removed_by_fallback(135, 312));
+    assert_eq!(trip_of(&d), None);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RecordDrainStart { .. } | Action::RemoveOldNode { .. }
+    )));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("upgrade guard") && wait.message.contains("emqx-core-a-2"),
+        "{}",
+        wait.message
+    );
+    // At the window's end: tripped, with the figures, and aborted.
+    let d = decide(&guarded("b"), &removed_by_fallback(165, 312));
+    let why = trip_of(&d).expect("tripped");
+    assert!(
+        why.contains("312 of 1000") && why.contains("60 s after evicting emqx@emqx-core-a-2"),
+        "{why}"
+    );
+    assert_eq!(d.phase, Phase::Aborted);
+    // Back in time: a-1's drain starts at once.
+    let d = decide(&guarded("b"), &removed_by_fallback(110, 900));
+    assert_eq!(trip_of(&d), None);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordDrainStart { node: n, at: 110 } if *n == node("emqx-core-a", 1)
+    )));
+}
+
+#[test]
+fn refused_connects_trip_the_guard_on_the_fallback_too() {
+    let d = decide(&guarded("b"), &watched_fallback(120, 1000, 61));
+    let why = trip_of(&d).expect("tripped");
+    assert!(why.contains("refused 61 CONNECTs"), "{why}");
 }

@@ -300,3 +300,26 @@ fn connack_errors_per_node_in_both_generations() {
     assert!(connack_errors(ApiGeneration::V5, 200, br#"{"x":1}"#).is_err());
     assert!(connack_errors(ApiGeneration::V5, 500, b"{}").is_err());
 }
+
+#[test]
+fn live_connections_of_4_4_are_summed_from_stats() {
+    // `{code, data: [#{node, stats}]}`, as `emqx_mgmt_api_stats.erl` v4.4.19
+    // answers: `live_connections.count`, not `connections.count` (which
+    // also counts sessions whose client is gone).
+    let body = br#"{"code":0,"data":[
+        {"node":"emqx@a","stats":{"connections.count":50,"live_connections.count":30}},
+        {"node":"emqx@b","stats":{"connections.count":20,"live_connections.count":12}}]}"#;
+    assert_eq!(live_connections_v4(200, body).expect("parsed"), Some(42));
+    // A broker whose stats have no such figure: said, not guessed as 0.
+    let older = br#"{"code":0,"data":[{"node":"emqx@a","stats":{"connections.count":50}}]}"#;
+    assert_eq!(live_connections_v4(200, older).expect("parsed"), None);
+    for bad in [
+        &br#"{"code":0,"data":{"x":1}}"#[..],
+        br#"{"code":0,"data":[{"node":"emqx@a"}]}"#,
+        br#"{"code":0,"data":[{"node":"emqx@a","stats":{"live_connections.count":"7"}}]}"#,
+        br#"{"code":102,"message":"badrpc"}"#,
+    ] {
+        assert!(live_connections_v4(200, bad).is_err(), "{bad:?}");
+    }
+    assert!(live_connections_v4(500, b"{}").is_err());
+}

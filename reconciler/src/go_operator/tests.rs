@@ -113,6 +113,7 @@ fn observe(emqx: &EMQX, pods: &[Pod]) -> (crate::observed::Spec, Observed, bool)
             evacuations: Vec::new(),
             evacuation_api: true,
             figures: None,
+            figures_unavailable: None,
         }),
         services: live::services(Some(&listeners), Some(&dashboard)),
         memory: Memory::default(),
