@@ -7,7 +7,9 @@
 //! there). Converting B back to A restores an entry only where the object still
 //! holds `was`: if a user changed that part through version B, the edit wins
 //! over the stash. Entries under the same parent are restored all or none, so
-//! related fields (an image's registry and repository) never mix old and new.
+//! related fields (an image's registry and repository) never mix old and new;
+//! an entry marked `alone` (a default of the other version's schema) is
+//! restored on its own.
 //! Objects are compared key by key; lists as a whole.
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,12 @@ pub struct Entry {
     /// What the plain conversion yields there; absent means nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub was: Option<Value>,
+    /// Restored on its own, not all-or-none with its siblings: a field the
+    /// other version's schema defaults on every write in it (see
+    /// [`crate::dynamic::convert_object`]), unrelated to the fields next to
+    /// it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alone: bool,
 }
 
 /// The differences that turn `back` into `original`.
@@ -65,6 +73,7 @@ fn diff_into(a: Option<&Value>, b: Option<&Value>, path: &mut String, out: &mut 
         path: path.clone(),
         value: a.cloned(),
         was: b.cloned(),
+        alone: false,
     });
 }
 
@@ -73,10 +82,12 @@ fn diff_into(a: Option<&Value>, b: Option<&Value>, path: &mut String, out: &mut 
 pub fn restore(target: &mut Value, entries: &[Entry]) {
     let mut groups: BTreeMap<&str, Vec<&Entry>> = BTreeMap::new();
     for entry in entries {
-        groups
-            .entry(parent_of(&entry.path))
-            .or_default()
-            .push(entry);
+        let group = if entry.alone {
+            entry.path.as_str()
+        } else {
+            parent_of(&entry.path)
+        };
+        groups.entry(group).or_default().push(entry);
     }
     for group in groups.values() {
         if group

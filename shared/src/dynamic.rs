@@ -325,7 +325,10 @@ pub fn convert_object(obj: &Value, desired_api_version: &str) -> Result<Value, O
         }
         None => typed_target.convert().to_value()?,
     };
-    let entries = conversion_data::diff(&source, &back);
+    let mut entries = conversion_data::diff(&source, &back);
+    entries.extend(defaulted_on_write(
+        served, target, &converted, &source, &back,
+    )?);
     if !entries.is_empty() {
         let data = ConversionData {
             api_version: served.api_version().to_owned(),
@@ -334,6 +337,53 @@ pub fn convert_object(obj: &Value, desired_api_version: &str) -> Result<Value, O
         put_conversion_data(&mut converted, &data)?;
     }
     Ok(converted)
+}
+
+/// Entries that undo, on the way back, what the apiserver's defaulting in
+/// `target` adds to a write through that version: it fills the request
+/// version's schema defaults before converting to the stored one, so a
+/// field the source never had (a v1beta4 `EmqxEnterprise` has no
+/// `livenessProbe` unless its user set one) would be stored as if set, and
+/// change the pod template of a cluster whose user only changed a label.
+/// Each entry removes the field where the way back still holds exactly the
+/// default (a value the writer chose is kept) and is restored on its own.
+/// `converted`: `source` in `target`, before the annotation; `back`: its
+/// plain way back.
+///
+/// Only for a source as the apiserver hands it over from storage, defaulted
+/// in its own version (`served`): an object that is not (one built by hand,
+/// in tests) converts and converts back to itself as before.
+fn defaulted_on_write(
+    served: Served,
+    target: Served,
+    converted: &Value,
+    source: &Value,
+    back: &Value,
+) -> Result<Vec<conversion_data::Entry>, ObjectError> {
+    let (Some(own), Some(defaults)) = (served.defaults(), target.defaults()) else {
+        return Ok(Vec::new());
+    };
+    let mut source_defaulted = source.clone();
+    own.apply(&mut source_defaulted);
+    if source_defaulted != *source {
+        return Ok(Vec::new());
+    }
+    let mut defaulted = converted.clone();
+    defaults.apply(&mut defaulted);
+    if defaulted == *converted {
+        return Ok(Vec::new());
+    }
+    let back_defaulted = parse_typed(target, &defaulted)?.convert().to_value()?;
+    Ok(conversion_data::diff(back, &back_defaulted)
+        .into_iter()
+        .filter(|e| e.value.is_none() && e.was.is_some() && source.pointer(&e.path).is_none())
+        .map(|e| conversion_data::Entry {
+            path: e.path,
+            value: None,
+            was: e.was,
+            alone: true,
+        })
+        .collect())
 }
 
 /// Removes and parses the conversion-data annotation. An annotations map left

@@ -117,11 +117,9 @@ async fn a_faulty_4_4_revision_is_aborted_by_the_guard(fault: &str, figures: &st
     // The faulty revision (the container's env, as a bad configuration
     // comes with one) and the guard's window, a v2 field, in one patch
     // through the v2beta1 API: the conversion keeps the window in the
-    // v1beta4 object's conversion data. (A separate patch of the window
-    // alone through v2beta1 starts an upgrade of its own: the v2beta1
-    // defaulting adds its `livenessProbe` to the core template, which the
-    // conversion stores as the v1beta4 `emqxContainer.livenessProbe`, a new
-    // pod template.)
+    // v1beta4 object's conversion data, and takes out the probes v2beta1's
+    // defaulting fills on that write (`webhook_e2e`,
+    // `a_v1beta4_object_patched_through_v2beta1_keeps_its_pod_template`).
     let started = Instant::now();
     v2.patch(
         NAME,

@@ -772,3 +772,55 @@ async fn storage_version_migration_rewrites_every_object_without_loss() {
     assert!(server.stop().await);
     sandbox.stop().await.expect("sandbox stops");
 }
+
+/// A v1beta4 `EmqxEnterprise` patched through v2beta1 (a guard setting,
+/// which only v2beta1 expresses) keeps its pod template: the apiserver
+/// fills v2beta1's schema defaults (two probes on port `dashboard`) on that
+/// write before converting to the stored v1beta4, and the conversion takes
+/// out what was filled, so the patch starts no upgrade. The setting itself
+/// is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1beta4_object_patched_through_v2beta1_keeps_its_pod_template() {
+    let Registered {
+        server, sandbox, ..
+    } = start_registered().await;
+    let enterprise = support::fixture("emqxenterprise-v1beta4-seed000");
+    let r = kubectl(&sandbox, &["create", "-f", "-"], Some(&enterprise)).await;
+    assert!(r.status.success(), "{}", r.stderr);
+    let name = enterprise["metadata"]["name"].as_str().expect("a name");
+    let before = get_json(&sandbox, &enterprise, name).await;
+
+    let patch = json!({"spec": {"updateStrategy": {"guard": {
+        "connectionRecovery": {"windowSeconds": 30}
+    }}}});
+    let r = kubectl(
+        &sandbox,
+        &[
+            "patch",
+            "emqxenterprises.v2beta1.apps.emqx.io",
+            name,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )
+    .await;
+    assert!(r.status.success(), "{}", r.stderr);
+
+    let after = get_json(&sandbox, &enterprise, name).await;
+    assert_eq!(
+        after["spec"]["template"], before["spec"]["template"],
+        "the stored pod template changed"
+    );
+    let mut view = enterprise.clone();
+    view["apiVersion"] = json!("apps.emqx.io/v2beta1");
+    let view = get_json(&sandbox, &view, name).await;
+    assert_eq!(
+        view["spec"]["updateStrategy"]["guard"]["connectionRecovery"]["windowSeconds"],
+        json!(30),
+        "{view}"
+    );
+    assert!(server.stop().await);
+    sandbox.stop().await.expect("sandbox stops");
+}
