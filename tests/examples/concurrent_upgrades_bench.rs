@@ -14,18 +14,22 @@
 //!    else upgrading: the median patch → Ready is the reference.
 //! 2. **At once**: `--clusters` clusters created, all Ready with their
 //!    clients connected, then all patched at once. For each: patch →
-//!    Ready and its ratio to the alone median; the most disconnects of one
+//!    Ready (and of it: patch → new pods Ready, → listeners Service
+//!    switched, switch → Ready, from [`sandbox::upgrade_timeline`]) and its
+//!    ratio to the alone median; the most disconnects of one
 //!    client; QoS 1 published / received / lost; sessions lost. Then the
 //!    median and maximum ratio (target: each ≤ 1.1, every client
 //!    disconnected at most once, no QoS 1 message lost).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use emqx_crd::v2beta1::EMQX;
-use kube::Api;
+use emqx_sim::cluster::BrokerCluster;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use mqtt_load::recorder::Summary;
 use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::bench_cluster::{cluster_manifest, wait_ready};
@@ -35,6 +39,7 @@ use sandbox::operator::project_binary;
 use sandbox::operator::reconciler_process::ReconcilerProcess;
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
 use sandbox::seed_003::{listeners_endpoint, update_revision};
+use sandbox::upgrade_timeline::UpgradeTimeline;
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
 use serde_json::json;
 
@@ -69,12 +74,16 @@ struct Prepared {
     name: String,
     old_revision: String,
     load: MqttLoad,
+    cluster: Arc<BrokerCluster>,
 }
 
 /// One finished upgrade.
 struct Upgraded {
     name: String,
     seconds: f64,
+    /// Patch → every new pod Ready, → the listeners Service switched.
+    new_ready: f64,
+    switched: f64,
     summary: Summary,
 }
 
@@ -119,7 +128,7 @@ async fn connect(args: &Args, sandbox: &Sandbox, hook: &EmqxHook, name: &str) ->
         },
         service.clone(),
         service,
-        cluster,
+        cluster.clone(),
     );
     if !load.wait_all_subscribed(Duration::from_secs(300)).await {
         bail!("{name}: clients did not connect: {:?}", load.progress());
@@ -128,11 +137,21 @@ async fn connect(args: &Args, sandbox: &Sandbox, hook: &EmqxHook, name: &str) ->
         name: name.to_owned(),
         old_revision,
         load,
+        cluster,
     })
 }
 
 /// Patches the prepared cluster and waits for Ready on the new revision.
-async fn upgrade(api: Api<EMQX>, prepared: Prepared) -> Result<Upgraded> {
+async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<Upgraded> {
+    let timeline = UpgradeTimeline::start(
+        &client,
+        NS,
+        &prepared.name,
+        &prepared.old_revision,
+        prepared.cluster.clone(),
+    );
+    // The watchers' first lists mark what exists before the patch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     api.patch(
         &prepared.name,
@@ -148,10 +167,20 @@ async fn upgrade(api: Api<EMQX>, prepared: Prepared) -> Result<Upgraded> {
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
+    let since = |at: Option<Instant>| {
+        at.map_or(f64::NAN, |t| {
+            t.saturating_duration_since(started).as_secs_f64()
+        })
+    };
+    let new_ready = since(timeline.latest("ready:", &prepared.old_revision));
+    let switched = since(timeline.at("switch"));
+    drop(timeline);
     let report = prepared.load.finish(Duration::from_secs(10)).await;
     Ok(Upgraded {
         name: prepared.name,
         seconds,
+        new_ready,
+        switched,
         summary: Summary::of(&report),
     })
 }
@@ -175,9 +204,12 @@ fn max_disconnects(s: &Summary) -> usize {
 fn print_row(u: &Upgraded, reference: f64) {
     let s = &u.summary;
     println!(
-        "{:<10} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         u.name,
         u.seconds,
+        u.new_ready,
+        u.switched,
+        u.seconds - u.switched,
         u.seconds / reference,
         max_disconnects(s),
         s.confirmed,
@@ -190,9 +222,12 @@ fn print_row(u: &Upgraded, reference: f64) {
 
 fn print_header() {
     println!(
-        "{:<10} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         "cluster",
         "patch->R",
+        "->new",
+        "->switch",
+        "switch->R",
         "ratio",
         "maxdis",
         "published",
@@ -233,7 +268,7 @@ async fn main() -> Result<()> {
             create(&args, &api, &name).await?;
             wait_ready(&api, &name, None, Duration::from_secs(300)).await?;
             let prepared = connect(&args, &sandbox, &hook, &name).await?;
-            let done = upgrade(api.clone(), prepared).await?;
+            let done = upgrade(api.clone(), sandbox.client(), prepared).await?;
             api.delete(&name, &Default::default()).await?;
             alone.push(done);
         }
@@ -277,7 +312,7 @@ async fn main() -> Result<()> {
         let wall = Instant::now();
         let tasks: Vec<_> = prepared
             .into_iter()
-            .map(|p| tokio::spawn(upgrade(api.clone(), p)))
+            .map(|p| tokio::spawn(upgrade(api.clone(), sandbox.client(), p)))
             .collect();
         let mut done = Vec::new();
         for t in tasks {

@@ -168,6 +168,18 @@ impl UpgradeTimeline {
         UpgradeTimeline { marks, tasks }
     }
 
+    /// The latest of the marks whose key starts with `prefix` and does not
+    /// contain `except` (e.g. `ready:` of the pods not of the old revision).
+    pub fn latest(&self, prefix: &str, except: &str) -> Option<Instant> {
+        self.marks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix) && !k.contains(except))
+            .map(|(_, at)| *at)
+            .max()
+    }
+
     /// The first time of `key`, if it happened.
     pub fn at(&self, key: &str) -> Option<Instant> {
         self.marks
