@@ -67,6 +67,10 @@ struct Args {
     /// `initialDelaySeconds`.
     #[arg(long, default_value_t = 10)]
     initial_delay: u32,
+    /// Extra arguments for the reconciler (repeatable), e.g.
+    /// `--reconciler-arg=--max-concurrent-passes=32`.
+    #[arg(long, allow_hyphen_values = true)]
+    reconciler_arg: Vec<String>,
 }
 
 /// One cluster ready to be upgraded: its clients connected.
@@ -253,11 +257,18 @@ async fn main() -> Result<()> {
     let result = async {
         install_crds(&sandbox.client()).await?;
         let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;
-        let reconciler = ReconcilerProcess::start(&binary, &login.kubeconfig, &sandbox, NS, &[])?;
+        let reconciler = ReconcilerProcess::start(
+            &binary,
+            &login.kubeconfig,
+            &sandbox,
+            NS,
+            &args.reconciler_arg,
+        )?;
         println!(
-            "reconciler: {} (pid {}, --max-concurrent-upgrades default 0: unbounded)",
+            "reconciler: {} (pid {}, --max-concurrent-upgrades default 0: unbounded; extra arguments {:?})",
             binary.display(),
-            reconciler.pid()
+            reconciler.pid(),
+            args.reconciler_arg
         );
         let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
 
