@@ -389,6 +389,18 @@ impl BrokerCluster {
         self.state().members.get(node).is_some_and(|m| m.running)
     }
 
+    /// Every member by name and whether it runs: what `GET /nodes` lists
+    /// (a stopped node stays until `force_leave`), without the per-node
+    /// counts of [`BrokerCluster::summaries`], so a benchmark can sample it
+    /// every few milliseconds.
+    pub fn membership(&self) -> Vec<(String, bool)> {
+        let s = self.state();
+        s.members
+            .iter()
+            .map(|(n, m)| (n.clone(), m.running))
+            .collect()
+    }
+
     /// Names of running members.
     pub fn running_nodes(&self) -> Vec<String> {
         let s = self.state();

@@ -37,8 +37,8 @@
 //! drain and are scaled away, and no third set is created.
 
 use crate::observed::{
-    EmqxView, EvacuationState, NodeSet, Observed, Pod, Revision, Role, RoleSpec, Seconds, Services,
-    Spec, Strategy,
+    EmqxView, Evacuation, EvacuationState, NodeSet, Observed, Pod, Revision, Role, RoleSpec,
+    Seconds, Services, Spec, Strategy,
 };
 use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PROMOTE};
 
@@ -231,12 +231,29 @@ pub struct Decision {
     pub stalled: bool,
     /// Look again after this long even if nothing is watched to change.
     pub requeue_after_s: Option<Seconds>,
+    /// Look again sooner than a whole second: set while an EMQX step is
+    /// about to end (see [`EVACUATION_END_POLL_MS`]); wins over
+    /// `requeue_after_s`.
+    pub requeue_after_ms: Option<u64>,
     /// The upgrade guard's figures, while it watches an upgrade.
     pub guard: Option<guard::Gauges>,
 }
 
 /// How often EMQX is polled while it does work we cannot watch.
 const POLL_S: Seconds = 1;
+
+/// How often EMQX is polled while an evacuation is about to reach
+/// `prohibiting`. EMQX steps an evacuation on timers
+/// (`apps/emqx_node_rebalance/src/emqx_node_rebalance_evacuation.erl`,
+/// commit 18736d2: a batch every `?EVICT_INTERVAL`, 1 s, and
+/// `waiting_takeover` a `state_timeout` of `wait_takeover` seconds, after
+/// which a node without sessions is `prohibiting` at once); a once-a-second
+/// poll that
+/// falls just before its step sees the end almost a second late: the old
+/// node then sits empty in `prohibiting` for nothing, once per node. Polled
+/// this often only near the end (the last second of `waitTakeover`, the
+/// last batch of sessions), so a long evacuation costs no more calls.
+pub const EVACUATION_END_POLL_MS: u64 = 200;
 
 /// The progress marker recorded while paused, so the progress deadline
 /// counts from the resume, not from before the pause (as a Deployment's).
@@ -269,6 +286,7 @@ pub fn decide(spec: &Spec, obs: &Observed) -> Decision {
             }),
             stalled: false,
             requeue_after_s: None,
+            requeue_after_ms: None,
             guard: None,
         };
     }
@@ -506,6 +524,7 @@ struct Pass<'a> {
     phase: Phase,
     wait: Option<Wait>,
     requeue_after_s: Option<Seconds>,
+    requeue_after_ms: Option<u64>,
     /// The guard tripped: why, with the figures.
     trip: Option<String>,
     /// The guard's figures this pass.
@@ -524,6 +543,7 @@ impl<'a> Pass<'a> {
             phase: Phase::Creating,
             wait: None,
             requeue_after_s: None,
+            requeue_after_ms: None,
             trip: None,
             gauges: None,
             guard_hold: None,
@@ -1111,6 +1131,7 @@ impl<'a> Pass<'a> {
                     state_name(evacuation.state)
                 ),
             );
+            self.poll_near_the_end(evacuation);
             return;
         }
         let Some(set) = old.first() else {
@@ -1141,6 +1162,43 @@ impl<'a> Pass<'a> {
             self.evacuate(set, pod, emqx);
         } else {
             self.drain_without_api(set, pod, serving);
+        }
+    }
+
+    /// Looks at a running evacuation every [`EVACUATION_END_POLL_MS`] when
+    /// EMQX's next step may bring it to `prohibiting` (the node is then
+    /// removed at once), else once a second as before. Near the end means:
+    /// in `waiting_takeover` from two seconds before `waitTakeover` can have
+    /// run out (EMQX does not say when the wait began; the progress marker,
+    /// recorded on the pass that first saw this state, dates it to within a
+    /// poll, a second and a pass); in `evicting_sessions` with at most one
+    /// batch (`sessEvictRate`) left; in `evicting_conns` with at most one
+    /// batch left and no takeover wait after it.
+    fn poll_near_the_end(&mut self, evacuation: &Evacuation) {
+        let strategy = &self.spec.strategy;
+        let near_end = match evacuation.state {
+            EvacuationState::WaitingTakeover => {
+                let marker = self.progress_marker();
+                let since = match &self.obs.memory.progress {
+                    Some((seen, since)) if *seen == marker => *since,
+                    _ => self.obs.now,
+                };
+                let ends_from = since
+                    .saturating_add(strategy.wait_takeover_s)
+                    .saturating_sub(2);
+                self.obs.now >= ends_from
+            }
+            EvacuationState::EvictingSessions => {
+                evacuation.remaining <= u64::from(strategy.sess_evict_rate)
+            }
+            EvacuationState::EvictingConns => {
+                strategy.wait_takeover_s == 0
+                    && evacuation.remaining <= u64::from(strategy.conn_evict_rate)
+            }
+            EvacuationState::WaitingHealthCheck | EvacuationState::Prohibiting => false,
+        };
+        if near_end {
+            self.requeue_after_ms = Some(EVACUATION_END_POLL_MS);
         }
     }
 
@@ -1300,6 +1358,7 @@ impl<'a> Pass<'a> {
             wait: self.wait,
             stalled,
             requeue_after_s: self.requeue_after_s,
+            requeue_after_ms: self.requeue_after_ms,
             guard: self.gauges,
         }
     }

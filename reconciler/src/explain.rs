@@ -265,6 +265,7 @@ mod tests {
             wait: None,
             stalled: false,
             requeue_after_s: Some(30),
+            requeue_after_ms: None,
             guard: None,
         };
         let failure = EmqxUnavailable {

@@ -129,7 +129,12 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         return Err(failed.error);
     }
     Ok(
-        match requeue_after(decision.phase, decision.requeue_after_s, ctx.resync) {
+        match requeue_after(
+            decision.phase,
+            decision.requeue_after_s,
+            decision.requeue_after_ms,
+            ctx.resync,
+        ) {
             Some(after) => Action::requeue(after),
             None => Action::await_change(),
         },
@@ -140,11 +145,19 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
 /// looked at every `resync` (`--resync-seconds`): EMQX membership is not
 /// watched, so this is the steady-state polling of EMQX's API (two calls
 /// per pass) and of the cluster's objects. Every other phase keeps the
-/// pause `decide` chose, which follows the upgrade's own timing.
-pub fn requeue_after(phase: Phase, decided_s: Option<u64>, resync: Duration) -> Option<Duration> {
+/// pause `decide` chose, which follows the upgrade's own timing; a pause
+/// in milliseconds (an evacuation about to end) wins over whole seconds.
+pub fn requeue_after(
+    phase: Phase,
+    decided_s: Option<u64>,
+    decided_ms: Option<u64>,
+    resync: Duration,
+) -> Option<Duration> {
     match phase {
         Phase::Ready => Some(resync),
-        _ => decided_s.map(Duration::from_secs),
+        _ => decided_ms
+            .map(Duration::from_millis)
+            .or(decided_s.map(Duration::from_secs)),
     }
 }
 
@@ -155,12 +168,22 @@ mod tests {
     #[test]
     fn ready_clusters_resync_at_the_configured_interval_others_as_decided() {
         let resync = Duration::from_secs(300);
-        assert_eq!(requeue_after(Phase::Ready, Some(30), resync), Some(resync));
-        assert_eq!(requeue_after(Phase::Ready, None, resync), Some(resync));
         assert_eq!(
-            requeue_after(Phase::Evacuating, Some(1), resync),
+            requeue_after(Phase::Ready, Some(30), None, resync),
+            Some(resync)
+        );
+        assert_eq!(
+            requeue_after(Phase::Ready, None, None, resync),
+            Some(resync)
+        );
+        assert_eq!(
+            requeue_after(Phase::Evacuating, Some(1), None, resync),
             Some(Duration::from_secs(1))
         );
-        assert_eq!(requeue_after(Phase::Paused, None, resync), None);
+        assert_eq!(
+            requeue_after(Phase::Evacuating, Some(1), Some(200), resync),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(requeue_after(Phase::Paused, None, None, resync), None);
     }
 }

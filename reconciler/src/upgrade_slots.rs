@@ -150,6 +150,7 @@ pub fn queued(limit: usize, ahead: usize, running: &[String]) -> Decision {
         }),
         stalled: false,
         requeue_after_s: Some(QUEUED_RETRY_S),
+        requeue_after_ms: None,
         guard: None,
     }
 }

@@ -24,12 +24,14 @@
 //! Dependencies point one way: `network` ← `control_plane` ← `node` ←
 //! [`sandbox`] ← `operator` ← [`seed_003`].
 
+pub mod bench_cluster;
 pub mod control_plane;
 pub mod network;
 pub mod node;
 pub mod operator;
 pub mod sandbox;
 pub mod seed_003;
+pub mod upgrade_timeline;
 
 pub use node::emqx_hook::EmqxHook;
 pub use node::pod_hook::{PodContext, PodHook, RunningPod};

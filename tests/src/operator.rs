@@ -7,6 +7,7 @@ pub mod chart;
 pub mod monitoring;
 pub mod project_binary;
 pub mod project_image;
+pub mod reconciler_process;
 pub mod service_account_login;
 pub mod webhook_process;
 

@@ -300,6 +300,97 @@ fn a_running_evacuation_is_waited_for_and_nothing_is_removed() {
     );
 }
 
+/// `switched(now)` with a-2 evacuating in `state` with `remaining` left.
+fn evacuating(now: Seconds, state: EvacuationState, remaining: u64) -> Observed {
+    let mut obs = switched(now);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations.push(Evacuation {
+            node: node("emqx-core-a", 2),
+            state,
+            remaining,
+        });
+    }
+    obs
+}
+
+/// The progress marker this pass records (what the next pass compares).
+fn marker_of(d: &Decision) -> String {
+    d.actions
+        .iter()
+        .find_map(|a| match a {
+            Action::RecordProgress { marker, .. } => Some(marker.clone()),
+            _ => None,
+        })
+        .expect("a progress marker is recorded")
+}
+
+/// EMQX ends `waiting_takeover` on a timer it does not report: the pass
+/// that first sees the state polls once a second as before; from two
+/// seconds before `waitTakeover` (5) can have run out since that pass, EMQX
+/// is polled every 200 ms, so `prohibiting` is seen at once, not up to a
+/// second late.
+#[test]
+fn the_end_of_the_takeover_wait_is_polled_closely() {
+    let spec = spec("b", 3);
+    let first = evacuating(100, EvacuationState::WaitingTakeover, 0);
+    let d = decide(&spec, &first);
+    assert_eq!(d.requeue_after_s, Some(1));
+    assert_eq!(d.requeue_after_ms, None, "just entered: 5 s to go");
+    let marker = marker_of(&d);
+
+    let mut later = evacuating(102, EvacuationState::WaitingTakeover, 0);
+    later.memory.progress = Some((marker.clone(), 100));
+    assert_eq!(decide(&spec, &later).requeue_after_ms, None);
+
+    let mut near = evacuating(103, EvacuationState::WaitingTakeover, 0);
+    near.memory.progress = Some((marker, 100));
+    let d = decide(&spec, &near);
+    assert_eq!(d.requeue_after_ms, Some(EVACUATION_END_POLL_MS));
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
+    )));
+}
+
+#[test]
+fn the_last_batch_of_sessions_is_polled_closely_and_earlier_ones_once_a_second() {
+    let spec = spec("b", 3); // sessEvictRate 100
+    let d = decide(
+        &spec,
+        &evacuating(100, EvacuationState::EvictingSessions, 250),
+    );
+    assert_eq!(d.requeue_after_ms, None);
+    assert_eq!(d.requeue_after_s, Some(1));
+    let d = decide(
+        &spec,
+        &evacuating(100, EvacuationState::EvictingSessions, 100),
+    );
+    assert_eq!(d.requeue_after_ms, Some(EVACUATION_END_POLL_MS));
+}
+
+/// After the connections comes `waitTakeover`: the last batch of
+/// connections is no end, unless there is no takeover wait.
+#[test]
+fn the_last_batch_of_connections_is_an_end_only_without_a_takeover_wait() {
+    let d = decide(
+        &spec("b", 3),
+        &evacuating(100, EvacuationState::EvictingConns, 40),
+    );
+    assert_eq!(d.requeue_after_ms, None);
+    let mut no_wait = spec("b", 3);
+    no_wait.strategy.wait_takeover_s = 0;
+    let d = decide(
+        &no_wait,
+        &evacuating(100, EvacuationState::EvictingConns, 40),
+    );
+    assert_eq!(d.requeue_after_ms, Some(EVACUATION_END_POLL_MS));
+    let d = decide(
+        &no_wait,
+        &evacuating(100, EvacuationState::EvictingConns, 400),
+    );
+    assert_eq!(d.requeue_after_ms, None);
+}
+
 #[test]
 fn prohibiting_removes_exactly_that_node() {
     let mut obs = switched(100);

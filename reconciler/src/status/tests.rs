@@ -61,6 +61,7 @@ fn decision(phase: Phase, wait: Option<(&'static str, &str)>) -> (Decision, Opti
         wait: None,
         stalled: false,
         requeue_after_s: None,
+        requeue_after_ms: None,
         guard: None,
     };
     let explained = wait.map(|(reason, message)| Explained {

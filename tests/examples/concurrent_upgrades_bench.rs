@@ -1,0 +1,373 @@
+//! Concurrent upgrades (issue 16, item 3). Prints figures; asserts nothing.
+//!
+//! `cargo run --release -p sandbox --example concurrent_upgrades_bench -- --clusters 20 --clients 200`
+//!
+//! The real `emqx-reconciler` binary as a process (leader election, an
+//! operator key, `--max-concurrent-upgrades` at its default 0: unbounded),
+//! as `reconciler_bench` runs it. Each cluster has two cores and
+//! `--clients` MQTT clients (QoS 1 publishing, persistent sessions, through
+//! its listeners Service), upgraded by `kubectl patch ... imagePullPolicy`
+//! with the same strategy as `reconciler_bench` (rates 100/s, `waitTakeover`
+//! 5, `initialDelaySeconds` 10).
+//!
+//! 1. **Alone**: `--alone` clusters upgraded one after another, nothing
+//!    else upgrading: the median patch → Ready is the reference.
+//! 2. **At once**: `--clusters` clusters created, all Ready with their
+//!    clients connected, then all patched at once. For each: patch →
+//!    Ready (and of it: patch → new pods Ready, → listeners Service
+//!    switched, switch → Ready, from [`sandbox::upgrade_timeline`]) and its
+//!    ratio to the alone median; the most disconnects of one
+//!    client; QoS 1 published / received / lost; sessions lost. Then the
+//!    median and maximum ratio (target: each ≤ 1.1, every client
+//!    disconnected at most once, no QoS 1 message lost).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use emqx_crd::v2beta1::EMQX;
+use emqx_sim::cluster::BrokerCluster;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use mqtt_load::recorder::Summary;
+use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
+use sandbox::bench_cluster::{cluster_manifest, wait_ready};
+use sandbox::control_plane::process;
+use sandbox::operator::install_crds;
+use sandbox::operator::project_binary;
+use sandbox::operator::reconciler_process::ReconcilerProcess;
+use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
+use sandbox::seed_003::{listeners_endpoint, update_revision};
+use sandbox::upgrade_timeline::UpgradeTimeline;
+use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use serde_json::json;
+
+const NS: &str = "default";
+const ACCOUNT: &str = "emqx-reconciler-bench";
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Clusters upgraded at once.
+    #[arg(long, default_value_t = 20)]
+    clusters: usize,
+    /// MQTT clients per cluster.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// Upgrades run alone first, one after another (their median is the
+    /// reference).
+    #[arg(long, default_value_t = 3)]
+    alone: usize,
+    /// `connEvictRate` and `sessEvictRate`.
+    #[arg(long, default_value_t = 100)]
+    evict_rate: u32,
+    /// `waitTakeover`.
+    #[arg(long, default_value_t = 5)]
+    wait_takeover: u32,
+    /// `initialDelaySeconds`.
+    #[arg(long, default_value_t = 10)]
+    initial_delay: u32,
+    /// Extra arguments for the reconciler (repeatable), e.g.
+    /// `--reconciler-arg=--max-concurrent-passes=32`.
+    #[arg(long, allow_hyphen_values = true)]
+    reconciler_arg: Vec<String>,
+}
+
+/// One cluster ready to be upgraded: its clients connected.
+struct Prepared {
+    name: String,
+    old_revision: String,
+    load: MqttLoad,
+    cluster: Arc<BrokerCluster>,
+}
+
+/// One finished upgrade.
+struct Upgraded {
+    name: String,
+    seconds: f64,
+    /// Patch → every new pod Ready, → the listeners Service switched.
+    new_ready: f64,
+    switched: f64,
+    summary: Summary,
+}
+
+/// Creates `name` (two cores) and waits until it is Ready.
+async fn create(args: &Args, api: &Api<EMQX>, name: &str) -> Result<()> {
+    let object = cluster_manifest(
+        NS,
+        name,
+        2,
+        json!({
+            "type": "Recreate",
+            "initialDelaySeconds": args.initial_delay,
+            "evacuationStrategy": {"waitTakeover": args.wait_takeover, "connEvictRate": args.evict_rate, "sessEvictRate": args.evict_rate}
+        }),
+    )?;
+    api.create(&PostParams::default(), &object).await?;
+    Ok(())
+}
+
+/// Connects `--clients` clients to the Ready cluster `name`.
+async fn connect(args: &Args, sandbox: &Sandbox, hook: &EmqxHook, name: &str) -> Result<Prepared> {
+    let client = sandbox.client();
+    let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
+    let old_revision = update_revision(&api.get(name).await?).context("a revision")?;
+    let prefix = format!("{NS}/{name}-core-");
+    let cluster = hook
+        .nodes()
+        .into_iter()
+        .find(|(pod, _)| pod.starts_with(&prefix))
+        .context("a node of the cluster")?
+        .1
+        .cluster;
+    let service = Endpoints::new(vec![listeners_endpoint(&client, NS, name).await?]);
+    let load = MqttLoad::start(
+        LoadConfig {
+            clients: args.clients,
+            client_prefix: format!("{name}-"),
+            connect_rate: 200,
+            publish_interval: Duration::from_secs(5),
+            max_duration: Duration::from_secs(1800),
+            ..LoadConfig::default()
+        },
+        service.clone(),
+        service,
+        cluster.clone(),
+    );
+    if !load.wait_all_subscribed(Duration::from_secs(300)).await {
+        bail!("{name}: clients did not connect: {:?}", load.progress());
+    }
+    Ok(Prepared {
+        name: name.to_owned(),
+        old_revision,
+        load,
+        cluster,
+    })
+}
+
+/// Patches the prepared cluster and waits for Ready on the new revision.
+async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<Upgraded> {
+    let timeline = UpgradeTimeline::start(
+        &client,
+        NS,
+        &prepared.name,
+        &prepared.old_revision,
+        prepared.cluster.clone(),
+    );
+    // The watchers' first lists mark what exists before the patch.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    api.patch(
+        &prepared.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"imagePullPolicy": "Never"}})),
+    )
+    .await?;
+    wait_ready(
+        &api,
+        &prepared.name,
+        Some(&prepared.old_revision),
+        Duration::from_secs(1200),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let since = |at: Option<Instant>| {
+        at.map_or(f64::NAN, |t| {
+            t.saturating_duration_since(started).as_secs_f64()
+        })
+    };
+    let new_ready = since(timeline.latest("ready:", &prepared.old_revision));
+    let switched = since(timeline.at("switch"));
+    drop(timeline);
+    let report = prepared.load.finish(Duration::from_secs(10)).await;
+    Ok(Upgraded {
+        name: prepared.name,
+        seconds,
+        new_ready,
+        switched,
+        summary: Summary::of(&report),
+    })
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[(v.len() - 1) / 2]
+}
+
+fn max_disconnects(s: &Summary) -> usize {
+    s.disconnect_histogram
+        .iter()
+        .rposition(|n| *n > 0)
+        .unwrap_or(0)
+}
+
+fn print_row(u: &Upgraded, reference: f64) {
+    let s = &u.summary;
+    println!(
+        "{:<10} {:>8.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        u.name,
+        u.seconds,
+        u.new_ready,
+        u.switched,
+        u.seconds - u.switched,
+        u.seconds / reference,
+        max_disconnects(s),
+        s.confirmed,
+        s.received,
+        s.lost,
+        s.sessions_lost,
+        s.max_disconnected_at_once
+    );
+}
+
+fn print_header() {
+    println!(
+        "{:<10} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "cluster",
+        "patch->R",
+        "->new",
+        "->switch",
+        "switch->R",
+        "ratio",
+        "maxdis",
+        "published",
+        "received",
+        "lost",
+        "s.lost",
+        "at once"
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 4)]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let binary = tokio::task::spawn_blocking(|| {
+        project_binary::build_operator_binaries().map(|b| b.reconciler)
+    })
+    .await??;
+    let hook = EmqxHook::new();
+    let options = SandboxOptions::default()
+        .hook(hook.clone())
+        .audit_requests_of(service_account_user(NS, ACCOUNT));
+    let sandbox = Sandbox::start(options).await?;
+    let result = async {
+        install_crds(&sandbox.client()).await?;
+        let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;
+        let reconciler = ReconcilerProcess::start(
+            &binary,
+            &login.kubeconfig,
+            &sandbox,
+            NS,
+            &args.reconciler_arg,
+        )?;
+        println!(
+            "reconciler: {} (pid {}, --max-concurrent-upgrades default 0: unbounded; extra arguments {:?})",
+            binary.display(),
+            reconciler.pid(),
+            args.reconciler_arg
+        );
+        let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
+
+        // 1. Alone.
+        let mut alone = Vec::new();
+        for i in 0..args.alone {
+            let name = format!("alone-{i}");
+            create(&args, &api, &name).await?;
+            wait_ready(&api, &name, None, Duration::from_secs(300)).await?;
+            let prepared = connect(&args, &sandbox, &hook, &name).await?;
+            let done = upgrade(api.clone(), sandbox.client(), prepared).await?;
+            api.delete(&name, &Default::default()).await?;
+            alone.push(done);
+        }
+        let seconds: Vec<f64> = alone.iter().map(|u| u.seconds).collect();
+        let reference = median(&seconds);
+        println!(
+            "== alone: {} upgrades one after another (2 cores, {} clients each), patch -> Ready median {reference:.2} s",
+            alone.len(),
+            args.clients
+        );
+        print_header();
+        for u in &alone {
+            print_row(u, reference);
+        }
+
+        // 2. At once.
+        let names: Vec<String> = (0..args.clusters).map(|i| format!("many-{i:02}")).collect();
+        let started = Instant::now();
+        for name in &names {
+            create(&args, &api, name).await?;
+        }
+        for name in &names {
+            wait_ready(&api, name, None, Duration::from_secs(900)).await?;
+        }
+        println!(
+            "== {} clusters created -> all Ready: {:.1} s",
+            names.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut prepared = Vec::new();
+        for name in &names {
+            prepared.push(connect(&args, &sandbox, &hook, name).await?);
+        }
+        println!(
+            "{} clients connected and subscribed; patching all {} clusters at once",
+            args.clients * names.len(),
+            names.len()
+        );
+        let ticks_before = reconciler.cpu_ticks().context("reconciler gone")?;
+        let own_before = process::cpu_ticks(std::process::id());
+        let wall = Instant::now();
+        let tasks: Vec<_> = prepared
+            .into_iter()
+            .map(|p| tokio::spawn(upgrade(api.clone(), sandbox.client(), p)))
+            .collect();
+        let mut done = Vec::new();
+        for t in tasks {
+            done.push(t.await??);
+        }
+        let wall = wall.elapsed().as_secs_f64();
+        let hz = process::clock_ticks_per_second() as f64;
+        let reconciler_cpu =
+            (reconciler.cpu_ticks().context("reconciler gone")? - ticks_before) as f64 / hz;
+        let own_cpu = own_before
+            .zip(process::cpu_ticks(std::process::id()))
+            .map(|(a, b)| (b - a) as f64 / hz);
+        println!(
+            "== {} upgrades at once (--max-concurrent-upgrades 0: unbounded), reference {reference:.2} s",
+            done.len()
+        );
+        print_header();
+        for u in &done {
+            print_row(u, reference);
+        }
+        let ratios: Vec<f64> = done.iter().map(|u| u.seconds / reference).collect();
+        let max = ratios.iter().copied().fold(0.0, f64::max);
+        let over = ratios.iter().filter(|r| **r > 1.1).count();
+        let worst_disconnects = done
+            .iter()
+            .map(|u| max_disconnects(&u.summary))
+            .max()
+            .unwrap_or(0);
+        let lost: usize = done.iter().map(|u| u.summary.lost).sum();
+        let published: u64 = done.iter().map(|u| u.summary.confirmed).sum();
+        let sessions_lost: usize = done.iter().map(|u| u.summary.sessions_lost).sum();
+        println!(
+            "ratio to alone: median {:.3}, max {max:.3} ({over} of {} over 1.1); most disconnects of one client {worst_disconnects}; QoS 1 lost {lost} of {published}; sessions lost {sessions_lost}",
+            median(&ratios),
+            done.len()
+        );
+        println!(
+            "all {} done in {wall:.1} s; CPU in that time: reconciler {reconciler_cpu:.1} s, this process (simulated EMQX nodes, MQTT clients, service proxy, kubelet) {}",
+            done.len(),
+            own_cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.1} s")),
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    sandbox.stop().await?;
+    result
+}

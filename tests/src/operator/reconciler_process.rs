@@ -1,0 +1,99 @@
+//! The real `emqx-reconciler` binary as a host process, as the chart runs
+//! it (an operator key, so no Secret is read back; leader election), for
+//! the benchmarks (`reconciler_bench`, `concurrent_upgrades_bench`). It is
+//! ended by its pid when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::Sandbox;
+use crate::control_plane::process;
+use crate::operator::project_binary;
+
+/// The reconciler binary as a child process.
+pub struct ReconcilerProcess {
+    child: Child,
+    /// Its Prometheus endpoint (`http://127.0.0.1:<port>/metrics`).
+    pub metrics: String,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl Drop for ReconcilerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ReconcilerProcess {
+    /// Starts `binary` watching `namespace` (its Lease there too), logged
+    /// in through `kubeconfig`, with `extra` arguments (e.g.
+    /// `--resync-seconds=30`); logs at `warn` into the sandbox's log folder.
+    pub fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        sandbox: &Sandbox,
+        namespace: &str,
+        extra: &[String],
+    ) -> Result<ReconcilerProcess> {
+        let port = project_binary::free_port()?;
+        let log_dir = sandbox
+            .state_dir()
+            .map_or_else(std::env::temp_dir, |d| d.join("logs"));
+        std::fs::create_dir_all(&log_dir)?;
+        let log_path = log_dir.join("emqx-reconciler.log");
+        let log = std::fs::File::create(&log_path)?;
+        // As the chart deploys it: cookies and API secrets derived from an
+        // operator key, so no Secret is read back.
+        let key_path = log_dir.join("operator.key");
+        let key: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        std::fs::write(&key_path, key)?;
+        let child = Command::new(binary)
+            .arg(format!("--operator-key-file={}", key_path.display()))
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .args([
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+                "--watch-namespace",
+                namespace,
+                "--lease-namespace",
+                namespace,
+                "--identity",
+                "bench",
+                "--enterprise",
+                "false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(ReconcilerProcess {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log: log_path,
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its resident memory (VmRSS), KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        process::rss_kib(self.child.id())
+    }
+
+    /// Its CPU time so far (utime + stime), clock ticks.
+    pub fn cpu_ticks(&self) -> Option<u64> {
+        process::cpu_ticks(self.child.id())
+    }
+}
