@@ -80,9 +80,18 @@ fn v2_condition(e: &v2beta1::EmqxEnterprise, type_: &str) -> Option<(String, Str
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// The tests of this file run one after the other. Their clusters have the
+/// same name and cookie, and the simulator finds a node's peers by DNS
+/// name and cookie among all simulated nodes of the process
+/// (`emqx_sim::cluster`): two sandboxes' clusters in one process would join
+/// each other, which nodes of two Kubernetes clusters cannot (CI saw the
+/// six nodes in one cluster and the operator's key refused).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Upgrades to a revision whose nodes carry `fault` and checks the guard's
 /// abort; `figures` is what the condition's message must name.
 async fn a_faulty_4_4_revision_is_aborted_by_the_guard(fault: &str, figures: &str) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     support::init_tracing();
     let Stage {
         hook,
