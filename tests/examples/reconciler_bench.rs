@@ -81,12 +81,11 @@ use sandbox::bench_cluster::{cluster_manifest, is_ready, wait_ready};
 use sandbox::control_plane::audit;
 use sandbox::control_plane::process;
 use sandbox::operator::install_crds;
-use sandbox::operator::project_binary;
-use sandbox::operator::reconciler_process::ReconcilerProcess;
+use sandbox::operator::reconciler_process::{ReconcilerProcess, bench_sandbox};
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
 use sandbox::seed_003::{listeners_endpoint, update_revision};
 use sandbox::upgrade_timeline::UpgradeTimeline;
-use sandbox::{EmqxHook, Sandbox, SandboxOptions};
+use sandbox::{EmqxHook, Sandbox};
 use serde_json::json;
 
 const NS: &str = "default";
@@ -994,15 +993,7 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let binary = tokio::task::spawn_blocking(|| {
-        project_binary::build_operator_binaries().map(|b| b.reconciler)
-    })
-    .await??;
-    let hook = EmqxHook::new();
-    let options = SandboxOptions::default()
-        .hook(hook.clone())
-        .audit_requests_of(service_account_user(NS, ACCOUNT));
-    let sandbox = Sandbox::start(options).await?;
+    let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT).await?;
     let result = async {
         install_crds(&sandbox.client()).await?;
         let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;

@@ -97,3 +97,25 @@ impl ReconcilerProcess {
         process::cpu_ticks(self.child.id())
     }
 }
+
+/// What both benchmarks start from: the release `emqx-reconciler` built in
+/// the profile of the running program, and a sandbox with simulated EMQX
+/// (`hook`) whose audit log records the requests of the reconciler's
+/// ServiceAccount `account` in `namespace`.
+pub async fn bench_sandbox(
+    namespace: &str,
+    account: &str,
+) -> Result<(PathBuf, std::sync::Arc<crate::EmqxHook>, Sandbox)> {
+    let binary = tokio::task::spawn_blocking(|| {
+        project_binary::build_operator_binaries().map(|b| b.reconciler)
+    })
+    .await??;
+    let hook = crate::EmqxHook::new();
+    let options = crate::SandboxOptions::default()
+        .hook(hook.clone())
+        .audit_requests_of(
+            crate::operator::service_account_login::service_account_user(namespace, account),
+        );
+    let sandbox = Sandbox::start(options).await?;
+    Ok((binary, hook, sandbox))
+}
