@@ -155,6 +155,7 @@ async fn act_one(
         | Action::ArmGuard { .. }
         | Action::RecordEviction { .. }
         | Action::RecordFailureWindow { .. }
+        | Action::RecordRecovery { .. }
         // The abort annotation is written with the memory (`report`), in
         // one patch.
         | Action::TripGuard { .. } => {}

@@ -116,6 +116,10 @@ pub enum Action {
     RecordEviction { node: String, at: Seconds },
     /// Start a new failure window with the new nodes' refusals so far.
     RecordFailureWindow { at: Seconds, count: u64 },
+    /// The connections were first seen back (at or above `minPercent`) at
+    /// `Some(at)` since the last eviction; `None`: a later pass saw them
+    /// low again, so their recovery starts over.
+    RecordRecovery { at: Option<Seconds> },
     /// The guard aborts the upgrade to `revision`: the shell annotates the
     /// object `apps.emqx.io/abort=<revision>` (so the user retries as after
     /// any abort, by removing it) and remembers `message`.

@@ -61,7 +61,10 @@ fn subject(step: &Action) -> Option<String> {
         | Action::TripGuard { revision, .. } => revision.clone(),
         Action::RecordEviction { node, .. } => node.clone(),
         Action::MarkForDeletion { pod } | Action::MarkServing { pod } => pod.clone(),
-        Action::RecordProgress { .. } | Action::ClearAbort | Action::RecordFailureWindow { .. } => {
+        Action::RecordProgress { .. }
+        | Action::ClearAbort
+        | Action::RecordFailureWindow { .. }
+        | Action::RecordRecovery { .. } => {
             return None;
         }
     })
@@ -151,6 +154,7 @@ fn done(step: &Action, effect: &Effect, sets: &[NodeSet]) -> Option<(&'static st
         | Action::ArmGuard { .. }
         | Action::RecordEviction { .. }
         | Action::RecordFailureWindow { .. }
+        | Action::RecordRecovery { .. }
         // Told by the abort it starts (one Event).
         | Action::TripGuard { .. } => return None,
         Action::RecordAbort {
@@ -297,6 +301,7 @@ fn related_object(
         | Action::ArmGuard { .. }
         | Action::RecordEviction { .. }
         | Action::RecordFailureWindow { .. }
+        | Action::RecordRecovery { .. }
         | Action::TripGuard { .. } => None,
     }
 }

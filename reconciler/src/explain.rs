@@ -115,6 +115,7 @@ pub fn describe(step: &Action) -> String {
         | Action::ArmGuard { .. }
         | Action::RecordEviction { .. }
         | Action::RecordFailureWindow { .. }
+        | Action::RecordRecovery { .. }
         | Action::TripGuard { .. } => "recording progress".to_owned(),
         Action::MarkForDeletion { pod } => format!("marking pod {pod} for deletion"),
         Action::MarkServing { pod } => format!("setting pod {pod} on-serving"),

@@ -83,6 +83,7 @@ pub fn record(memory: &mut Memory, action: &Action) {
                 revision: revision.clone(),
                 baseline: *baseline,
                 evicted: None,
+                recovered: None,
                 failures: (*at, *failures),
                 tripped: None,
             });
@@ -90,6 +91,13 @@ pub fn record(memory: &mut Memory, action: &Action) {
         Action::RecordEviction { node, at } => {
             if let Some(guard) = &mut memory.guard {
                 guard.evicted = Some((node.clone(), *at));
+                // A new eviction's clients must come back on their own.
+                guard.recovered = None;
+            }
+        }
+        Action::RecordRecovery { at } => {
+            if let Some(guard) = &mut memory.guard {
+                guard.recovered = *at;
             }
         }
         Action::RecordFailureWindow { at, count } => {
@@ -160,6 +168,7 @@ mod tests {
                 revision: "def".into(),
                 baseline: 1000,
                 evicted: Some(("emqx@b".into(), 140)),
+                recovered: Some(142),
                 failures: (135, 7),
                 tripped: Some("why".into()),
             }),

@@ -332,6 +332,10 @@ pub struct GuardMemory {
     /// first seen: `[node, at]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evicted: Option<(String, Seconds)>,
+    /// Since when the connections are back at or above `minPercent` after
+    /// that eviction, every pass since seeing them so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<Seconds>,
     /// Start of the current failure window and the new nodes'
     /// `packets.connack.error` sum then: `[at, count]`.
     pub failures: (Seconds, u64),

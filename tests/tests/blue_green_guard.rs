@@ -71,6 +71,32 @@ fn connections_on(f: &Stage, revision: &str) -> (u64, u64) {
     (on, all)
 }
 
+/// Each of `nodes`' evacuation steps, seconds after `since`: what a failure
+/// of the one-node bound needs to be understood.
+fn evacuation_story(f: &Stage, nodes: &[String], since: Instant) -> String {
+    let since = tokio::time::Instant::from_std(since);
+    nodes
+        .iter()
+        .map(|node| {
+            let steps: Vec<String> = f
+                .evacuation_history(node)
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{:.1}s {} (evicted {}, migrated {})",
+                        e.at.saturating_duration_since(since).as_secs_f64(),
+                        e.state,
+                        e.evicted,
+                        e.migrated
+                    )
+                })
+                .collect();
+            format!("{node}: [{}]", steps.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Upgrades to a revision whose nodes carry `fault` and checks the guard's
 /// abort; `figures` is what the condition's message must name.
 async fn a_faulty_revision_is_aborted_by_the_guard(fault: &str, figures: &str) {
@@ -114,7 +140,12 @@ async fn a_faulty_revision_is_aborted_by_the_guard(fault: &str, figures: &str) {
         .into_iter()
         .filter(|n| n.contains(&old_prefix))
         .collect();
-    assert!(evacuated.len() <= 1, "{evacuated:?}");
+    assert!(
+        evacuated.len() <= 1,
+        "old nodes evacuated: {}; the reconciler's memory: {:?}",
+        evacuation_story(&f, &evacuated, started),
+        annotations.get("apps.emqx.io/blue-green-progress")
+    );
 
     // The Services go back, the new set is scaled away, the old one was
     // never scaled down, no third set, one Event.

@@ -12,10 +12,12 @@
 //!   connections must be back to at least `minPercent` of the total just
 //!   before the switch, and stay so while the upgrade runs (a dip during
 //!   the next node's eviction, clients in flight, is not judged). Until
-//!   they are back, the next node waits (nothing is removed or evicted), so
-//!   at most one node's clients are moved into nodes that lose them; once
-//!   they are back the upgrade goes on at once, so a good upgrade is not
-//!   slowed.
+//!   they are back and have stayed back [`SETTLE_S`] (every pass in
+//!   between seeing them so), the next node waits (nothing is removed or
+//!   evicted), so at most one node's clients are moved into nodes that
+//!   lose them; the settling runs while the emptied node waits out
+//!   `waitTakeover`, so a good upgrade is not slowed. A pass without
+//!   EMQX's figures moves nothing either: the guard never fails open.
 //! - **Connect failures**: the new nodes' `packets.connack.error` (every
 //!   CONNACK that is not a success: bad credentials, not authorised, any
 //!   refusal) may grow by at most `maxPerMinute` within a minute's window.
@@ -27,6 +29,12 @@ use crate::observed::{
 
 /// The failure window: one minute.
 const FAILURE_WINDOW_S: Seconds = 60;
+
+/// How long the connections must stay back after an eviction before the
+/// next node moves: a few passes, shorter than a usual `waitTakeover`
+/// (during which the node being emptied holds the upgrade anyway), so a
+/// good upgrade does not wait for it.
+pub const SETTLE_S: Seconds = 3;
 
 /// The guard's figures of this pass, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -117,7 +125,7 @@ pub fn judge(
     // The latest eviction that ended: an old node's evacuation past
     // `evicting_conns`, or without the evacuation API the fallback drain's
     // removal of its node; first seen now unless remembered.
-    let ended = emqx
+    let by_evacuation = emqx
         .evacuations
         .iter()
         .find(|e| {
@@ -127,19 +135,49 @@ pub fn judge(
                     EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
                 )
         })
-        .map(|e| e.node.as_str())
-        .or_else(|| fallback_removal(obs, old_nodes, wait_takeover_s));
+        .map(|e| e.node.as_str());
+    let ended = by_evacuation.or_else(|| fallback_removal(obs, old_nodes, wait_takeover_s));
     let mut evicted = memory.evicted.clone();
+    // The fallback's removal is the eviction itself: on the pass that
+    // removes the node its clients are still connected, so there is no
+    // recovery to judge yet (and the removal must not wait for one).
+    let mut removing = false;
     if let Some(ended) = ended
         && evicted.as_ref().is_none_or(|(node, _)| node != ended)
     {
         evicted = Some((ended.to_owned(), now));
+        removing = by_evacuation.is_none();
         verdict.actions.push(Action::RecordEviction {
             node: ended.to_owned(),
             at: now,
         });
     }
+    // While a node's connections are being evicted its clients are in
+    // flight between nodes: a dip then says nothing yet.
+    let evicting = emqx.evacuations.iter().any(|e| {
+        old_nodes.contains(&e.node)
+            && matches!(
+                e.state,
+                EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
+            )
+    });
     let Some(figures) = &emqx.figures else {
+        // Blind: nothing more is moved until EMQX's figures are read again
+        // (a guard that let the upgrade go on whenever a call failed would
+        // fail open exactly when EMQX is in trouble).
+        if let Some((node, _)) = evicted.as_ref().filter(|_| !evicting && !removing) {
+            let why = emqx
+                .figures_unavailable
+                .as_deref()
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default();
+            verdict.hold_s = Some((
+                1,
+                format!(
+                    "upgrade guard: EMQX's connection figures were not read this pass{why}; nothing moves after {node} until they are"
+                ),
+            ));
+        }
         return verdict;
     };
     let total = figures.live_connections;
@@ -172,38 +210,60 @@ pub fn judge(
         ));
         return verdict;
     }
-    // While a node's connections are being evicted its clients are in
-    // flight between nodes: a dip then says nothing yet.
-    let evicting = emqx.evacuations.iter().any(|e| {
-        old_nodes.contains(&e.node)
-            && matches!(
-                e.state,
-                EvacuationState::WaitingHealthCheck | EvacuationState::EvictingConns
-            )
-    });
     let Some((node, at)) = evicted else {
         return verdict;
     };
-    let low = total.saturating_mul(100) < memory.baseline.saturating_mul(guard.min_percent);
-    if evicting || !low {
+    if evicting || removing {
         return verdict;
     }
-    let until = at.saturating_add(guard.window_s);
-    if now < until {
-        verdict.hold_s = Some((
-            until - now,
-            format!(
-                "upgrade guard: waiting {}s for the clients evicted from {node} to come back before the next node (connections {total} of {} before the upgrade, {percent:.0}%)",
+    // A recovery seen for an earlier eviction does not count for this one.
+    let recovered = if memory.evicted.as_ref() == Some(&(node.clone(), at)) {
+        memory.recovered
+    } else {
+        None
+    };
+    let low = total.saturating_mul(100) < memory.baseline.saturating_mul(guard.min_percent);
+    if low {
+        if recovered.is_some() {
+            verdict.actions.push(Action::RecordRecovery { at: None });
+        }
+        let until = at.saturating_add(guard.window_s);
+        if now < until {
+            verdict.hold_s = Some((
                 until - now,
+                format!(
+                    "upgrade guard: waiting {}s for the clients evicted from {node} to come back before the next node (connections {total} of {} before the upgrade, {percent:.0}%)",
+                    until - now,
+                    memory.baseline
+                ),
+            ));
+        } else {
+            verdict.trip = Some(format!(
+                "connections {total} of {} before the upgrade ({percent:.0}% < {}%) {} s after evicting {node}",
+                memory.baseline,
+                guard.min_percent,
+                now - at
+            ));
+        }
+        return verdict;
+    }
+    // Back: the next node goes once they have stayed back `SETTLE_S`, every
+    // pass in between seeing them so; one sample taken while clients the
+    // new nodes drop again happen to be connected is not a recovery.
+    let since = recovered.unwrap_or_else(|| {
+        verdict
+            .actions
+            .push(Action::RecordRecovery { at: Some(now) });
+        now
+    });
+    let settled_at = since.saturating_add(SETTLE_S);
+    if now < settled_at {
+        verdict.hold_s = Some((
+            settled_at - now,
+            format!(
+                "upgrade guard: the clients evicted from {node} are back (connections {total} of {} before the upgrade, {percent:.0}%); the next node goes once they stay back {SETTLE_S}s",
                 memory.baseline
             ),
-        ));
-    } else if low {
-        verdict.trip = Some(format!(
-            "connections {total} of {} before the upgrade ({percent:.0}% < {}%) {} s after evicting {node}",
-            memory.baseline,
-            guard.min_percent,
-            now - at
         ));
     }
     verdict

@@ -1238,6 +1238,7 @@ impl World {
             | Action::ArmGuard { .. }
             | Action::RecordEviction { .. }
             | Action::RecordFailureWindow { .. }
+            | Action::RecordRecovery { .. }
             | Action::TripGuard { .. } => {
                 crate::memory::record(&mut self.memory, action);
             }
@@ -1642,6 +1643,7 @@ fn watched(now: Seconds, live: u64, errors: u64) -> Observed {
         revision: "b".into(),
         baseline: 1000,
         evicted: None,
+        recovered: None,
         failures: (100, 0),
         tripped: None,
     });
@@ -1735,13 +1737,32 @@ fn low_recovery_trips_after_the_window_not_before() {
     assert!(wait.message.contains(why), "{}", wait.message);
 }
 
+/// [`evicted`], the connections seen back since `since`.
+fn back_since(mut obs: Observed, since: Option<Seconds>) -> Observed {
+    if let Some(g) = obs.memory.guard.as_mut() {
+        g.recovered = since;
+    }
+    obs
+}
+
+fn recovery_of(d: &Decision) -> Option<Option<Seconds>> {
+    d.actions.iter().find_map(|a| match a {
+        Action::RecordRecovery { at } => Some(*at),
+        _ => None,
+    })
+}
+
 #[test]
 fn clients_back_in_time_let_the_upgrade_go_on_at_once() {
-    // 900 of 1000 back 5 s after the eviction ended: a-2 is removed as
-    // soon as it is done, without waiting for the window.
-    let obs = evicted(watched(115, 900, 0), EvacuationState::Prohibiting);
+    // 900 of 1000 back 5 s after the eviction ended, and back since 112:
+    // a-2 is removed as soon as it is done, without waiting for the window.
+    let obs = back_since(
+        evicted(watched(115, 900, 0), EvacuationState::Prohibiting),
+        Some(112),
+    );
     let d = decide(&guarded("b"), &obs);
     assert_eq!(trip_of(&d), None);
+    assert_eq!(recovery_of(&d), None);
     assert!(has(&d, |a| matches!(
         a,
         Action::RemoveOldNode { from: 3, .. }
@@ -1760,6 +1781,115 @@ fn clients_back_in_time_let_the_upgrade_go_on_at_once() {
         g.evicted = Some((node("emqx-core-a", 2), 110));
     }
     assert_eq!(trip_of(&decide(&guarded("b"), &obs)), None);
+}
+
+#[test]
+fn one_sample_back_is_not_a_recovery() {
+    // The first pass that sees 900 of 1000 back records it and holds a-2:
+    // clients that the new nodes drop a moment after CONNACK are counted
+    // while connected, and a sample can fall on such a moment.
+    let d = decide(
+        &guarded("b"),
+        &evicted(watched(115, 900, 0), EvacuationState::Prohibiting),
+    );
+    assert_eq!(recovery_of(&d), Some(Some(115)));
+    assert!(!has(&d, |a| matches!(a, Action::RemoveOldNode { .. })));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("upgrade guard") && wait.message.contains("stay back 3s"),
+        "{}",
+        wait.message
+    );
+    // Back for less than SETTLE_S: still held, nothing recorded again.
+    let obs = back_since(
+        evicted(watched(117, 900, 0), EvacuationState::Prohibiting),
+        Some(115),
+    );
+    let d = decide(&guarded("b"), &obs);
+    assert_eq!(recovery_of(&d), None);
+    assert!(!has(&d, |a| matches!(a, Action::RemoveOldNode { .. })));
+    // Back for SETTLE_S: a-2 goes.
+    let obs = back_since(
+        evicted(watched(118, 900, 0), EvacuationState::Prohibiting),
+        Some(115),
+    );
+    assert!(has(&decide(&guarded("b"), &obs), |a| matches!(
+        a,
+        Action::RemoveOldNode { from: 3, .. }
+    )));
+    // Low again in between: the recovery starts over, and the window of
+    // the eviction still counts (here it ran out: tripped).
+    let obs = back_since(
+        evicted(watched(117, 312, 0), EvacuationState::Prohibiting),
+        Some(115),
+    );
+    let d = decide(&guarded("b"), &obs);
+    assert_eq!(recovery_of(&d), Some(None));
+    assert!(!has(&d, |a| matches!(a, Action::RemoveOldNode { .. })));
+    let obs = back_since(
+        evicted(watched(171, 312, 0), EvacuationState::Prohibiting),
+        Some(115),
+    );
+    assert!(trip_of(&decide(&guarded("b"), &obs)).is_some());
+}
+
+#[test]
+fn a_recovery_of_an_earlier_eviction_does_not_count_for_the_next() {
+    // a-2 recovered at 112; a-1's eviction is now seen ended: its clients
+    // must come back on their own.
+    let mut obs = back_since(
+        evicted(watched(200, 900, 0), EvacuationState::Prohibiting),
+        Some(112),
+    );
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.evacuations = vec![Evacuation {
+            node: node("emqx-core-a", 1),
+            state: EvacuationState::WaitingTakeover,
+            remaining: 10,
+        }];
+    }
+    let d = decide(&guarded("b"), &obs);
+    assert!(has(&d, |a| matches!(
+        a,
+        Action::RecordEviction { node: n, at: 200 } if *n == node("emqx-core-a", 1)
+    )));
+    assert_eq!(recovery_of(&d), Some(Some(200)));
+}
+
+#[test]
+fn without_emqx_figures_nothing_moves_after_an_eviction() {
+    // a-2 is done and its clients were back, but this pass could not read
+    // EMQX's figures: a-2 stays, the wait says why, nothing trips.
+    let mut obs = back_since(
+        evicted(watched(150, 900, 0), EvacuationState::Prohibiting),
+        Some(112),
+    );
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.figures = None;
+        emqx.figures_unavailable = Some("EMQX's metrics not read: timed out".into());
+    }
+    let d = decide(&guarded("b"), &obs);
+    assert_eq!(trip_of(&d), None);
+    assert!(!has(&d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
+    )));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        wait.message.contains("not read") && wait.message.contains("timed out"),
+        "{}",
+        wait.message
+    );
+    // Before any eviction ended there is nothing to hold: the first node's
+    // evacuation is not kept from starting by a missing figure.
+    let mut obs = watched(120, 1000, 0);
+    if let Some(emqx) = obs.emqx.as_mut() {
+        emqx.figures = None;
+    }
+    assert!(has(&decide(&guarded("b"), &obs), |a| matches!(
+        a,
+        Action::StartEvacuation { .. }
+    )));
 }
 
 #[test]
@@ -2027,8 +2157,11 @@ fn the_fallback_holds_the_next_node_until_the_clients_are_back() {
         "{why}"
     );
     assert_eq!(d.phase, Phase::Aborted);
-    // Back in time: a-1's drain starts at once.
-    let d = decide(&guarded("b"), &removed_by_fallback(110, 900));
+    // Back in time (and stayed back): a-1's drain starts at once.
+    let d = decide(
+        &guarded("b"),
+        &back_since(removed_by_fallback(110, 900), Some(107)),
+    );
     assert_eq!(trip_of(&d), None);
     assert!(has(&d, |a| matches!(
         a,
