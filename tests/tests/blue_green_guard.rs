@@ -8,7 +8,8 @@
 //! revision with its session and no QoS 1 message lost; a good upgrade
 //! with the guard on finishes as before.
 //!
-//! `GUARD_CLIENTS` raises the client count (CI: [`CLIENTS`]).
+//! `GUARD_CLIENTS` changes the client count ([`CLIENTS`], issue #15's
+//! figure, in CI too).
 
 mod support;
 
@@ -23,8 +24,9 @@ use serde_json::json;
 use support::wait_for;
 
 const ABORT: &str = "apps.emqx.io/abort";
-/// Clients in CI; `GUARD_CLIENTS` overrides it (the 1,000-client run).
-const CLIENTS: usize = 60;
+/// Clients, as issue #15 item 6 asks (about 77 s for the three tests on
+/// two cores, 53 s with 60); `GUARD_CLIENTS` overrides it.
+const CLIENTS: usize = 1000;
 /// The recovery window the tests give the guard (the default is 60 s).
 const WINDOW_S: u64 = 20;
 
