@@ -91,9 +91,10 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=86_400)
     )]
     resync_seconds: u64,
-    /// Passes that run at once, per kind and namespace (0: no bound). A
-    /// pass is a few API reads and EMQX calls; a bound keeps the memory of
-    /// many clusters created (or relisted) at once from piling up.
+    /// Passes that do their work at once, over every kind and namespace
+    /// (0: no bound); waiting passes go first come, first served. A pass is
+    /// a few API reads and EMQX calls; a bound keeps the memory of many
+    /// clusters created (or relisted) at once from piling up.
     #[arg(
         long,
         env = "RECONCILER_MAX_CONCURRENT_PASSES",

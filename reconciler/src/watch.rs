@@ -51,12 +51,9 @@ pub async fn run<K: ClusterKind>(
     let gone_ctx = ctx.clone();
     let kind = K::kind(&()).to_string();
     metrics.start_kind(&kind);
-    // Bounded concurrency: many clusters created at once (or a relist of
-    // all of them) would otherwise run every pass at the same moment, and
-    // the memory of that peak stays with the process.
-    let config = controller::Config::default().concurrency(ctx.concurrent_passes);
+    // No bound here: kube's `concurrency` starves some clusters under load
+    // (see `Context::pass_permits`, which bounds the work of passes fairly).
     Controller::new(objects, watcher::Config::default())
-        .with_config(config)
         .owns(stateful_sets, owned.clone())
         .owns(replica_sets, owned.clone())
         // Pod readiness and termination drive the upgrade; pods are owned by
@@ -100,6 +97,22 @@ pub async fn run<K: ClusterKind>(
 
 /// One pass, counted and timed in the metrics.
 pub async fn reconcile<K: ClusterKind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Bounded concurrency: many clusters created at once (or a relist of
+    // all of them) would otherwise run every pass at the same moment, and
+    // the memory of that peak stays with the process. Waiting passes are
+    // served in the order they came (the semaphore is fair); a pass that
+    // waits holds only its object and the context.
+    let _permit = match ctx.pass_permits.clone() {
+        Some(permits) => permits.acquire_owned().await.ok(),
+        None => None,
+    };
+    // Boxed: a waiting pass's future is then a pointer, not the whole
+    // pass's state, so a thousand waiting passes cost little.
+    Box::pin(counted_pass(object, ctx)).await
+}
+
+/// One pass, counted and timed.
+async fn counted_pass<K: ClusterKind>(object: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let kind = K::kind(&()).to_string();
     let started = Instant::now();
     ctx.metrics
