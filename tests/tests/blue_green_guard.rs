@@ -154,7 +154,7 @@ async fn a_faulty_revision_is_aborted_by_the_guard(fault: &str, figures: &str) {
         moved_clients.len() <= 1,
         "old nodes evacuated: {}; the reconciler's memory: {:?}",
         evacuation_story(&f, &evacuated, started),
-        annotations.get("apps.emqx.io/blue-green-progress")
+        annotations.get(emqx_reconciler::memory::ANNOTATION_PROGRESS)
     );
 
     // The Services go back, the new set is scaled away, the old one was

@@ -1665,6 +1665,24 @@ fn evicted(mut obs: Observed, state: EvacuationState) -> Observed {
     obs
 }
 
+/// The guard holds the upgrade: nothing trips, no old node is drained,
+/// removed or evacuated, and the wait names every one of `words`.
+fn assert_held(d: &Decision, words: &[&str]) {
+    assert_eq!(trip_of(d), None);
+    assert!(!has(d, |a| matches!(
+        a,
+        Action::RemoveOldNode { .. }
+            | Action::StartEvacuation { .. }
+            | Action::RecordDrainStart { .. }
+    )));
+    let wait = d.wait.as_ref().expect("a wait");
+    assert!(
+        words.iter().all(|w| wait.message.contains(w)),
+        "{}",
+        wait.message
+    );
+}
+
 fn trip_of(d: &Decision) -> Option<&str> {
     d.actions.iter().find_map(|a| match a {
         Action::TripGuard { message, .. } => Some(message.as_str()),
@@ -1869,17 +1887,7 @@ fn without_emqx_figures_nothing_moves_after_an_eviction() {
         emqx.figures_unavailable = Some("EMQX's metrics not read: timed out".into());
     }
     let d = decide(&guarded("b"), &obs);
-    assert_eq!(trip_of(&d), None);
-    assert!(!has(&d, |a| matches!(
-        a,
-        Action::RemoveOldNode { .. } | Action::StartEvacuation { .. }
-    )));
-    let wait = d.wait.as_ref().expect("a wait");
-    assert!(
-        wait.message.contains("not read") && wait.message.contains("timed out"),
-        "{}",
-        wait.message
-    );
+    assert_held(&d, &["not read", "timed out"]);
     // Before any eviction ended there is nothing to hold: the first node's
     // evacuation is not kept from starting by a missing figure.
     let mut obs = watched(120, 1000, 0);
@@ -2138,17 +2146,7 @@ fn the_fallback_holds_the_next_node_until_the_clients_are_back() {
     // 312 of 1000 back 30 s after a-2's removal: a-1's drain does not
     // start.
     let d = decide(&guarded("b"), &removed_by_fallback(135, 312));
-    assert_eq!(trip_of(&d), None);
-    assert!(!has(&d, |a| matches!(
-        a,
-        Action::RecordDrainStart { .. } | Action::RemoveOldNode { .. }
-    )));
-    let wait = d.wait.as_ref().expect("a wait");
-    assert!(
-        wait.message.contains("upgrade guard") && wait.message.contains("emqx-core-a-2"),
-        "{}",
-        wait.message
-    );
+    assert_held(&d, &["upgrade guard", "emqx-core-a-2"]);
     // At the window's end: tripped, with the figures, and aborted.
     let d = decide(&guarded("b"), &removed_by_fallback(165, 312));
     let why = trip_of(&d).expect("tripped");
