@@ -293,6 +293,35 @@ async fn chart_installed_operator_upgrades_and_survives_its_own_upgrade() {
         update_revision(&emqx).expect("a revision")
     };
     let first = wait_ready(None).await;
+
+    // The leader's Lease requests went through the chart's FlowSchema into
+    // the apiserver's `leader-election` priority level (the apiserver's own
+    // count of requests dispatched per schema and level).
+    let schema = format!("{NAMESPACE}-{RELEASE}-reconciler-lease");
+    wait_for("Lease requests in the leader-election level", LIMIT, || {
+        let schema = schema.clone();
+        async move {
+            let out = kubectl(sandbox, &["get", "--raw", "/metrics"], None).await;
+            if !out.success {
+                return Err(out.stderr);
+            }
+            let dispatched = out
+                .stdout
+                .lines()
+                .filter(|l| l.starts_with("apiserver_flowcontrol_dispatched_requests_total{"))
+                .filter(|l| l.contains(&format!("flow_schema=\"{schema}\"")))
+                .filter(|l| l.contains("priority_level=\"leader-election\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+            if dispatched > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("no request dispatched through FlowSchema {schema}"))
+            }
+        }
+    })
+    .await;
+
     let old_nodes: Vec<String> = hook.nodes().values().map(|n| n.node_name.clone()).collect();
     assert_eq!(old_nodes.len(), 2);
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::flowcontrol::v1::FlowSchema;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -38,8 +39,9 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
 }
 
 /// Creates ServiceAccount `namespace/name`, binds it to `cluster-admin`,
-/// and writes a kubeconfig with a token for it into the sandbox's state
-/// directory.
+/// puts its Lease requests in the `leader-election` priority level as the
+/// chart does for the reconciler ([`lease_flow_schema`]), and writes a
+/// kubeconfig with a token for it into the sandbox's state directory.
 pub async fn cluster_admin_login(
     sandbox: &Sandbox,
     namespace: &str,
@@ -79,6 +81,10 @@ pub async fn cluster_admin_login(
         .create(&PostParams::default(), &binding)
         .await
         .with_context(|| format!("binding {namespace}/{name} to cluster-admin"))?;
+    Api::<FlowSchema>::all(client.clone())
+        .create(&PostParams::default(), &lease_flow_schema(namespace, name)?)
+        .await
+        .with_context(|| format!("FlowSchema for the Leases of {namespace}/{name}"))?;
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: vec![crate::control_plane::ISSUER.to_string()],
@@ -111,4 +117,34 @@ pub async fn cluster_admin_login(
         kubeconfig: path,
         document,
     })
+}
+
+/// The FlowSchema of `charts/emqx-operator/templates/reconciler/flowschema.yaml`
+/// for ServiceAccount `namespace/name` (the chart suite checks the chart's
+/// own in the sandbox): its Lease requests are served in the apiserver's
+/// `leader-election` priority level, not queued behind its other requests.
+pub fn lease_flow_schema(namespace: &str, name: &str) -> Result<FlowSchema> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
+        "kind": "FlowSchema",
+        "metadata": {"name": format!("{namespace}-{name}-lease")},
+        "spec": {
+            "priorityLevelConfiguration": {"name": "leader-election"},
+            "matchingPrecedence": 250,
+            "distinguisherMethod": {"type": "ByUser"},
+            "rules": [{
+                "subjects": [{
+                    "kind": "ServiceAccount",
+                    "serviceAccount": {"name": name, "namespace": namespace},
+                }],
+                "resourceRules": [{
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                    "namespaces": [namespace],
+                }],
+            }],
+        },
+    }))
+    .context("the Lease FlowSchema")
 }
