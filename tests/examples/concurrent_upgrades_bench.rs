@@ -70,6 +70,13 @@ struct Args {
     /// `--reconciler-arg=--max-concurrent-passes=32`.
     #[arg(long, allow_hyphen_values = true)]
     reconciler_arg: Vec<String>,
+    /// Extra flags for the sandbox's kube-controller-manager (repeatable),
+    /// e.g. `--controller-manager-arg=--kube-api-qps=100`: its client
+    /// sends 20 requests a second (burst 30) by default, each controller
+    /// its own, and the StatefulSet controller's share is what 20 new sets
+    /// at once wait on.
+    #[arg(long, allow_hyphen_values = true)]
+    controller_manager_arg: Vec<String>,
 }
 
 /// One cluster ready to be upgraded: its clients connected.
@@ -244,7 +251,7 @@ fn print_header() {
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT).await?;
+    let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT, &args.controller_manager_arg).await?;
     let result = async {
         install_crds(&sandbox.client()).await?;
         let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;
@@ -256,10 +263,11 @@ async fn main() -> Result<()> {
             &args.reconciler_arg,
         )?;
         println!(
-            "reconciler: {} (pid {}, --max-concurrent-upgrades default 0: unbounded; extra arguments {:?})",
+            "reconciler: {} (pid {}, --max-concurrent-upgrades default 0: unbounded; extra arguments {:?}); kube-controller-manager extra flags {:?}",
             binary.display(),
             reconciler.pid(),
-            args.reconciler_arg
+            args.reconciler_arg,
+            args.controller_manager_arg
         );
         let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
 

@@ -697,7 +697,11 @@ async fn upgrade_once(
     })
 }
 
-async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
+async fn idle_clusters(
+    args: &Args,
+    sandbox: &Sandbox,
+    reconciler: &mut ReconcilerProcess,
+) -> Result<Vec<String>> {
     let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
     let names: Vec<String> = (0..args.clusters).map(|i| format!("idle-{i:03}")).collect();
     let started = Instant::now();
@@ -722,6 +726,7 @@ async fn idle_clusters(args: &Args, sandbox: &Sandbox) -> Result<Vec<String>> {
         if ready == names.len() {
             break;
         }
+        reconciler.check_running()?;
         if Instant::now() > deadline {
             bail!(
                 "only {ready}/{} idle clusters Ready after 30 min",
@@ -993,7 +998,7 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT).await?;
+    let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT, &[]).await?;
     let result = async {
         install_crds(&sandbox.client()).await?;
         let login = cluster_admin_login(&sandbox, NS, ACCOUNT).await?;
@@ -1002,7 +1007,7 @@ async fn main() -> Result<()> {
             .map(|s| format!("--resync-seconds={s}"))
             .into_iter()
             .collect();
-        let reconciler =
+        let mut reconciler =
             ReconcilerProcess::start(&binary, &login.kubeconfig, &sandbox, NS, &extra)?;
         println!(
             "reconciler: {} (pid {}, user {}, --resync-seconds {})",
@@ -1021,10 +1026,12 @@ async fn main() -> Result<()> {
         if args.only_upgrade {
             return Ok(());
         }
-        let names = idle_clusters(&args, &sandbox).await?;
+        let names = idle_clusters(&args, &sandbox, &mut reconciler).await?;
         memory_part(&reconciler, args.clusters).await?;
         steady_state_part(&args, &sandbox, &hook, &reconciler).await?;
         create_latency_part(&args, &sandbox, &names).await?;
+        // Every figure above is of one process that ran throughout.
+        reconciler.check_running()?;
         anyhow::Ok(())
     }
     .await;

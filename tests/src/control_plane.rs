@@ -96,7 +96,8 @@ impl ControlPlane {
     /// Starts etcd, kube-apiserver and kube-controller-manager and waits until
     /// the apiserver is ready. `audit_writes`: the apiserver logs every write
     /// ([`audit`], in `logs/`); `audit_readers`: and every request of these
-    /// users (a non-empty list turns the log on too).
+    /// users (a non-empty list turns the log on too);
+    /// `controller_manager_args`: more flags for kube-controller-manager.
     pub async fn start(
         binaries: &Binaries,
         plan: AddressPlan,
@@ -104,6 +105,7 @@ impl ControlPlane {
         records: &Path,
         audit_writes: bool,
         audit_readers: &[String],
+        controller_manager_args: &[String],
     ) -> Result<ControlPlane> {
         let ip = plan.control_plane();
         let pki_dir = state.join("pki");
@@ -257,6 +259,7 @@ impl ControlPlane {
             "--secure-port=0",
             "--v=1",
         ]);
+        kcm.args(controller_manager_args);
         processes.push(Supervised::start(
             "kube-controller-manager",
             kcm,

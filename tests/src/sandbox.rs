@@ -39,6 +39,9 @@ pub struct SandboxOptions {
     /// Users whose every request (reads and watches too) the apiserver logs
     /// ([`Sandbox::audited_requests`]); writes of everyone are logged too.
     pub audit_readers: Vec<String>,
+    /// More flags for kube-controller-manager (e.g. its client's
+    /// `--kube-api-qps`), after the sandbox's own.
+    pub controller_manager_args: Vec<String>,
 }
 
 impl SandboxOptions {
@@ -72,6 +75,12 @@ impl SandboxOptions {
     /// [`Sandbox::audited_requests`]: e.g. `system:serviceaccount:ns:name`.
     pub fn audit_requests_of(mut self, user: impl Into<String>) -> Self {
         self.audit_readers.push(user.into());
+        self
+    }
+
+    /// Adds flags to kube-controller-manager's command line.
+    pub fn controller_manager_args(mut self, args: impl IntoIterator<Item = String>) -> Self {
+        self.controller_manager_args.extend(args);
         self
     }
 }
@@ -131,6 +140,7 @@ impl Sandbox {
             &slot.dir,
             options.audit_writes,
             &options.audit_readers,
+            &options.controller_manager_args,
         )
         .await?;
         let client = control_plane.client.clone();

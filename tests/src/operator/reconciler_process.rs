@@ -82,6 +82,23 @@ impl ReconcilerProcess {
         })
     }
 
+    /// Fails, with the end of its log, once the process has exited: a
+    /// benchmark must not wait out its limit on a reconciler that is gone
+    /// (in a cluster its Deployment would restart it; here nothing does).
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(status) = self.child.try_wait()? else {
+            return Ok(());
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        anyhow::bail!(
+            "emqx-reconciler exited ({status}); the end of {}:\n{}",
+            self.log.display(),
+            tail.join("\n")
+        )
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -101,10 +118,12 @@ impl ReconcilerProcess {
 /// What both benchmarks start from: the release `emqx-reconciler` built in
 /// the profile of the running program, and a sandbox with simulated EMQX
 /// (`hook`) whose audit log records the requests of the reconciler's
-/// ServiceAccount `account` in `namespace`.
+/// ServiceAccount `account` in `namespace`; `controller_manager_args` are
+/// added to kube-controller-manager's flags.
 pub async fn bench_sandbox(
     namespace: &str,
     account: &str,
+    controller_manager_args: &[String],
 ) -> Result<(PathBuf, std::sync::Arc<crate::EmqxHook>, Sandbox)> {
     let binary = tokio::task::spawn_blocking(|| {
         project_binary::build_operator_binaries().map(|b| b.reconciler)
@@ -115,7 +134,8 @@ pub async fn bench_sandbox(
         .hook(hook.clone())
         .audit_requests_of(
             crate::operator::service_account_login::service_account_user(namespace, account),
-        );
+        )
+        .controller_manager_args(controller_manager_args.iter().cloned());
     let sandbox = Sandbox::start(options).await?;
     Ok((binary, hook, sandbox))
 }
