@@ -11,6 +11,7 @@ use crate::upgrade_slots;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -29,7 +30,12 @@ pub async fn run<K: ClusterKind>(
     ctx: Arc<Context>,
     shutdown: Shutdown,
 ) {
-    let api = |c: Client| -> (Api<K>, Api<StatefulSet>, Api<ReplicaSet>, Api<Pod>) {
+    let api = |c: Client| -> (
+        Api<K>,
+        Api<StatefulSet>,
+        Api<ReplicaSet>,
+        Api<PartialObjectMeta<Pod>>,
+    ) {
         match namespace {
             Some(ns) => (
                 Api::namespaced(c.clone(), ns),
@@ -53,12 +59,16 @@ pub async fn run<K: ClusterKind>(
     metrics.start_kind(&kind);
     // No bound here: kube's `concurrency` starves some clusters under load
     // (see `Context::pass_permits`, which bounds the work of passes fairly).
+    // The owned sets and the pods only start passes (each pass lists them
+    // afresh), so their watches ask for metadata only: kube's `owns` does
+    // that itself, and `Api<PartialObjectMeta<Pod>>` does for the pods.
     Controller::new(objects, watcher::Config::default())
         .owns(stateful_sets, owned.clone())
         .owns(replica_sets, owned.clone())
-        // Pod readiness and termination drive the upgrade; pods are owned by
-        // the sets, so map them to their cluster by label.
-        .watches(pods, owned, |pod: Pod| {
+        // Pod readiness and termination drive the upgrade (a metadata watch
+        // sees every change: each moves the resourceVersion); pods are owned
+        // by the sets, so map them to their cluster by label.
+        .watches(pods, owned, |pod: PartialObjectMeta<Pod>| {
             let name = pod
                 .metadata
                 .labels
