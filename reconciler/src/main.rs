@@ -17,6 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// jemalloc instead of glibc's malloc: glibc keeps what a burst of passes
+/// allocated (many clusters created at once, or a relist of all of them)
+/// in its per-thread arenas for the rest of the process's life, so the
+/// resident memory stayed at the burst's peak; jemalloc gives freed pages
+/// back after a few seconds (README, "Where the reconciler's memory goes",
+/// has the figures of both, and of mimalloc, which kept them too).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Every flag has an environment variable prefixed `RECONCILER_`, except
 /// the two the downward API sets (`POD_NAMESPACE`, `POD_NAME`), as the
 /// webhook's `WEBHOOK_` flags.
