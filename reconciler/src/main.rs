@@ -21,8 +21,8 @@ use std::time::Duration;
 /// allocated (many clusters created at once, or a relist of all of them)
 /// in its per-thread arenas for the rest of the process's life, so the
 /// resident memory stayed at the burst's peak; jemalloc gives freed pages
-/// back after a few seconds (README, "Where the reconciler's memory goes",
-/// has the figures of both, and of mimalloc, which kept them too).
+/// back after a few seconds (the README's scale figures under
+/// "Performance" give both, and mimalloc's, which kept its pages too).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
