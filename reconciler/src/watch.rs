@@ -13,10 +13,9 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,22 +57,12 @@ pub async fn run<K: ClusterKind>(
     let gone_ctx = ctx.clone();
     let kind = K::kind(&()).to_string();
     metrics.start_kind(&kind);
-    // The store keeps every cluster object as the passes read it, without
-    // `managedFields` (no pass reads them, and they are often the largest
-    // part of an object); a change starts a pass only when it is
-    // `worth_a_pass`.
-    let (store, writer) = reflector::store();
-    let clusters = watcher(objects, watcher::Config::default())
-        .modify(|object: &mut K| object.managed_fields_mut().clear())
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(worth_a_pass::<K>, PredicateConfig::default());
     // No bound here: kube's `concurrency` starves some clusters under load
     // (see `Context::pass_permits`, which bounds the work of passes fairly).
     // The owned sets and the pods only start passes (each pass lists them
     // afresh), so their watches ask for metadata only: kube's `owns` does
     // that itself, and `Api<PartialObjectMeta<Pod>>` does for the pods.
-    Controller::for_stream(clusters, store)
+    Controller::new(objects, watcher::Config::default())
         .owns(stateful_sets, owned.clone())
         .owns(replica_sets, owned.clone())
         // Pod readiness and termination drive the upgrade (a metadata watch
@@ -114,30 +103,6 @@ pub async fn run<K: ClusterKind>(
             }
         })
         .await;
-}
-
-/// What of a cluster object's change calls for a pass: its spec (the
-/// generation), labels, annotations (abort, promote, pause, retry, the
-/// progress the passes record), finalizers and deletion. Not its status:
-/// a pass writes the status whenever it says something new (the guard's
-/// live figures, seconds left, a node's connections), and if the watch
-/// event of that write started the next pass, an upgrade would be passed
-/// over as fast as passes go (about every 100 ms) for as long as the
-/// message keeps changing. Every phase that waits on EMQX or on time
-/// comes back on its own requeue (`decide`), the others on a watched
-/// change of the object, its sets or its pods.
-pub fn worth_a_pass<K: Resource>(object: &K) -> Option<u64> {
-    let meta = object.meta();
-    let mut hasher = DefaultHasher::new();
-    (
-        meta.generation,
-        &meta.labels,
-        &meta.annotations,
-        &meta.finalizers,
-        meta.deletion_timestamp.is_some(),
-    )
-        .hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// One pass, counted and timed in the metrics.
@@ -186,67 +151,4 @@ async fn counted_pass<K: ClusterKind>(object: Arc<K>, ctx: Arc<Context>) -> Resu
 pub fn error_policy<K: ClusterKind>(_object: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(2))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::worth_a_pass;
-    use emqx_crd::v2beta1::EMQX;
-    use serde_json::json;
-
-    fn cluster() -> EMQX {
-        serde_json::from_value(json!({
-            "apiVersion": "apps.emqx.io/v2beta1",
-            "kind": "EMQX",
-            "metadata": {"name": "emqx", "namespace": "default", "generation": 3,
-                         "resourceVersion": "10", "annotations": {"a": "1"}},
-            "spec": {"image": "emqx/emqx:5.8.9"},
-            "status": {"conditions": []}
-        }))
-        .expect("an EMQX object")
-    }
-
-    #[test]
-    fn a_status_write_starts_no_pass() {
-        let before = cluster();
-        let mut after = before.clone();
-        after.metadata.resource_version = Some("11".into());
-        after.metadata.managed_fields = Some(vec![Default::default()]);
-        after.status = serde_json::from_value(json!({"conditions": [
-            {"type": "Ready", "status": "False", "reason": "Waiting", "message": "12 s left",
-             "lastTransitionTime": "2026-12-03T11:00:00Z"}
-        ]}))
-        .expect("a status");
-        assert_eq!(worth_a_pass(&before), worth_a_pass(&after));
-    }
-
-    #[test]
-    fn spec_labels_annotations_finalizers_and_deletion_start_a_pass() {
-        type Change = (&'static str, fn(&mut EMQX));
-        let before = cluster();
-        let changes: [Change; 5] = [
-            ("generation", |o| o.metadata.generation = Some(4)),
-            ("label", |o| {
-                o.metadata.labels = Some([("l".to_owned(), "x".to_owned())].into())
-            }),
-            ("annotation", |o| {
-                o.metadata.annotations =
-                    Some([("apps.emqx.io/abort".to_owned(), "r".to_owned())].into())
-            }),
-            ("finalizer", |o| {
-                o.metadata.finalizers = Some(vec!["f".into()])
-            }),
-            ("deletion", |o| {
-                o.metadata.deletion_timestamp =
-                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-                    ))
-            }),
-        ];
-        for (what, change) in changes {
-            let mut after = before.clone();
-            change(&mut after);
-            assert_ne!(worth_a_pass(&before), worth_a_pass(&after), "{what}");
-        }
-    }
 }
