@@ -4,12 +4,12 @@
 use crate::base::CreatedSecrets;
 use crate::cluster_secrets::SecretSource;
 use crate::metrics::Metrics;
+use crate::pass_lanes::PassPermits;
 use crate::upgrade_slots::UpgradeSlots;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
 
 /// The Events' reporting controller.
 pub const EVENT_CONTROLLER: &str = "emqx-operator";
@@ -24,9 +24,9 @@ pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
 /// How many passes run at once by default (`--max-concurrent-passes`).
 pub const DEFAULT_CONCURRENT_PASSES: u16 = 16;
 
-/// The semaphore bounding passes at once (0: none).
-fn pass_permits(passes: u16) -> Option<Arc<Semaphore>> {
-    (passes > 0).then(|| Arc::new(Semaphore::new(usize::from(passes))))
+/// The slots bounding passes at once (0: none).
+fn pass_permits(passes: u16) -> Option<Arc<PassPermits>> {
+    (passes > 0).then(|| Arc::new(PassPermits::new(usize::from(passes))))
 }
 
 /// Shared by the passes of both kinds.
@@ -43,13 +43,14 @@ pub struct Context {
     /// The pause before a Ready cluster's next pass ([`DEFAULT_RESYNC`]).
     pub resync: Duration,
     /// Bound on the passes that do their work at once, over every
-    /// controller of this process (`None`: unbounded). A tokio semaphore
-    /// serves waiting passes first come, first served. kube's own bound
+    /// controller of this process (`None`: unbounded). Waiting passes are
+    /// served first come, first served within two lanes, urgent before
+    /// routine ([`crate::pass_lanes`]). kube's own bound
     /// (`controller::Config::concurrency`, kube-runtime 5.0) keeps the
     /// overflow in an unordered set and starts whichever it finds first, so
     /// under a steady stream of requeues some clusters never got a pass (1,000
     /// clusters, bound 16: 61 had none in 30 minutes).
-    pub pass_permits: Option<Arc<Semaphore>>,
+    pub pass_permits: Option<Arc<PassPermits>>,
     /// Upgrades running at once, over every controller of this reconciler.
     pub upgrade_slots: Arc<UpgradeSlots>,
 }

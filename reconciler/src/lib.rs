@@ -38,6 +38,7 @@ pub mod live;
 pub mod memory;
 pub mod metrics;
 pub mod observed;
+pub mod pass_lanes;
 pub mod reconcile;
 pub mod render;
 pub mod report;

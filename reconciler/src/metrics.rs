@@ -22,6 +22,12 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// The lane a pass waited in for a slot (`crate::pass_lanes`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LaneLabels {
+    pub lane: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
@@ -69,6 +75,9 @@ pub struct Metrics {
     pub reconciles: Family<KindLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
+    /// How long passes waited for a slot (`--max-concurrent-passes`): the
+    /// reconciler is saturated when routine passes wait long.
+    pub slot_wait: Family<LaneLabels, Histogram>,
     /// 1 while a cluster is upgrading, 0 otherwise.
     pub upgrading: Family<ClusterLabels, Gauge>,
     /// Connections plus sessions left on a node under evacuation.
@@ -136,6 +145,9 @@ impl Default for Metrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ])
         });
+        let slot_wait = Family::<LaneLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
         let upgrading = Family::<ClusterLabels, Gauge>::default();
         let evacuation_remaining = Family::<NodeLabels, Gauge>::default();
         let node_connections = Family::<RevisionNodeLabels, Gauge>::default();
@@ -172,6 +184,12 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Duration of a reconcile pass",
             duration.clone(),
+        );
+        registry.register(
+            "pass_slot_wait_seconds",
+            "Time a pass waited for a slot (--max-concurrent-passes); lane urgent: \
+             the cluster changed or is not Ready, routine: a Ready cluster looked at again",
+            slot_wait.clone(),
         );
         registry.register(
             "upgrading",
@@ -220,6 +238,7 @@ impl Default for Metrics {
             reconciles,
             errors,
             duration,
+            slot_wait,
             upgrading,
             evacuation_remaining,
             node_connections,

@@ -5,9 +5,9 @@
 use crate::context::Context;
 use crate::error::Error;
 use crate::kind::ClusterKind;
-use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels};
+use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels, LaneLabels};
 use crate::reconcile::reconcile_pass;
-use crate::upgrade_slots;
+use crate::{pass_lanes, upgrade_slots};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -110,10 +110,22 @@ pub async fn reconcile<K: ClusterKind>(object: Arc<K>, ctx: Arc<Context>) -> Res
     // Bounded concurrency: many clusters created at once (or a relist of
     // all of them) would otherwise run every pass at the same moment, and
     // the memory of that peak stays with the process. Waiting passes are
-    // served in the order they came (the semaphore is fair); a pass that
-    // waits holds only its object and the context.
+    // served in the order they came, a changed or unsettled cluster's
+    // before a Ready one's routine look (`pass_lanes`); a pass that waits
+    // holds only its object and the context.
     let _permit = match ctx.pass_permits.clone() {
-        Some(permits) => permits.acquire_owned().await.ok(),
+        Some(permits) => {
+            let lane = pass_lanes::lane(object.meta().generation, object.hub_status());
+            let asked = Instant::now();
+            let permit = permits.acquire(lane).await;
+            ctx.metrics
+                .slot_wait
+                .get_or_create(&LaneLabels {
+                    lane: lane.label().to_owned(),
+                })
+                .observe(asked.elapsed().as_secs_f64());
+            permit
+        }
         None => None,
     };
     // Boxed: a waiting pass's future is then a pointer, not the whole
