@@ -37,8 +37,8 @@
 //! drain and are scaled away, and no third set is created.
 
 use crate::observed::{
-    EmqxView, Evacuation, EvacuationState, NodeSet, Observed, Pod, Revision, Role, RoleSpec,
-    Seconds, Services, Spec, Strategy,
+    EmqxView, Evacuation, EvacuationState, Millis, NodeSet, Observed, Pod, Revision, Role,
+    RoleSpec, Seconds, Services, Spec, Strategy,
 };
 use emqx_crd::names::{ANNOTATION_ABORT, ANNOTATION_PROMOTE};
 
@@ -65,7 +65,7 @@ pub enum Action {
     /// Ready again.
     MarkServing { pod: String },
     /// Remember when the new nodes were first all ready and joined.
-    RecordNewNodesReady { revision: Revision, at: Seconds },
+    RecordNewNodesReady { revision: Revision, at: Millis },
     /// Set `controller.kubernetes.io/pod-deletion-cost` on the chosen victim
     /// so the ReplicaSet controller removes exactly this pod.
     MarkForDeletion { pod: String },
@@ -1061,9 +1061,11 @@ impl<'a> Pass<'a> {
         true
     }
 
+    /// Counted in milliseconds: in whole seconds of the clock, a pass just
+    /// after a second boundary could move the traffic up to a second early.
     fn initial_delay_passed(&mut self) -> bool {
         let key = self.spec.revision_key();
-        let now = self.obs.now;
+        let now = self.obs.now_ms;
         let ready_at = match &self.obs.memory.new_nodes_ready_at {
             Some((rev, at)) if *rev == key => *at,
             _ => {
@@ -1074,19 +1076,20 @@ impl<'a> Pass<'a> {
                 now
             }
         };
-        let until = ready_at.saturating_add(self.spec.strategy.initial_delay_s);
+        let until =
+            ready_at.saturating_add(self.spec.strategy.initial_delay_s.saturating_mul(1000));
         if now >= until {
             return true;
         }
+        let left_ms = until - now;
+        let left_s = left_ms.div_ceil(1000);
         self.phase = Phase::InitialDelay;
         self.timed_wait(
             WaitReason::InitialDelay,
-            format!(
-                "new nodes are ready; traffic moves in {}s (initialDelaySeconds)",
-                until - now
-            ),
-            until - now,
+            format!("new nodes are ready; traffic moves in {left_s}s (initialDelaySeconds)"),
+            left_s,
         );
+        self.requeue_after_ms = Some(left_ms);
         false
     }
 

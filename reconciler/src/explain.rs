@@ -195,6 +195,7 @@ mod tests {
     fn upgrade_without_emqx() -> Decision {
         let obs = Observed {
             now: 100,
+            now_ms: 100_000,
             sets: vec![set("a", 2), set("b", 2)],
             emqx: None,
             services: Services {

@@ -62,10 +62,11 @@ pub struct EmqxEndpoint {
     pub version: Option<String>,
 }
 
-fn now_s() -> u64 {
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reads the cluster and EMQX. Fails only on Kubernetes reads; EMQX being
@@ -128,9 +129,11 @@ pub async fn gather(
         &pod_evidence(&live, &pods),
         running.as_deref(),
     );
+    let now_ms = now_ms();
     let observation = Observation {
         observed: Observed {
-            now: now_s(),
+            now: now_ms / 1000,
+            now_ms,
             sets: live.into_iter().map(|s| s.view).collect(),
             emqx: view,
             services,

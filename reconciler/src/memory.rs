@@ -34,8 +34,36 @@ pub fn load(annotations: Option<&BTreeMap<String, String>>) -> Memory {
     annotations
         .and_then(|a| a.get(ANNOTATION_PROGRESS))
         .and_then(|v| serde_json::from_str(v).ok())
+        .map(with_ready_in_milliseconds)
+        .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default()
 }
+
+/// Earlier releases kept the new nodes' ready instant in whole seconds,
+/// rounded down (`newNodesReady`); read as the end of that second, so an
+/// upgrade caught mid-delay by a reconciler upgrade never moves its traffic
+/// early.
+fn with_ready_in_milliseconds(mut stored: serde_json::Value) -> serde_json::Value {
+    if let Some(fields) = stored.as_object_mut()
+        && !fields.contains_key(READY_MS)
+        && let Some(legacy) = fields.remove(READY_S)
+    {
+        let converted = match legacy.as_array().map(Vec::as_slice) {
+            Some([revision, serde_json::Value::Number(at)]) => at
+                .as_u64()
+                .map(|s| serde_json::json!([revision, s.saturating_add(1).saturating_mul(1000)])),
+            _ => None,
+        };
+        if let Some(converted) = converted {
+            fields.insert(READY_MS.to_owned(), converted);
+        }
+    }
+    stored
+}
+
+/// [`Memory::new_nodes_ready_at`]'s key, and the one it had in seconds.
+const READY_MS: &str = "newNodesReadyMs";
+const READY_S: &str = "newNodesReady";
 
 /// The annotation value for `memory`.
 pub fn store(memory: &Memory) -> String {
@@ -181,9 +209,10 @@ mod tests {
     fn the_stored_shape_stays_readable() {
         // What earlier releases wrote: a reconciler upgraded mid-upgrade
         // must resume, not restart its waits.
-        let stored = r#"{"newNodesReady":["abc",100],"drain":["emqx@a",120],"progress":["m",130]}"#;
+        let stored =
+            r#"{"newNodesReadyMs":["abc",100500],"drain":["emqx@a",120],"progress":["m",130]}"#;
         let memory = load(Some(&with(ANNOTATION_PROGRESS, stored)));
-        assert_eq!(memory.new_nodes_ready_at, Some(("abc".into(), 100)));
+        assert_eq!(memory.new_nodes_ready_at, Some(("abc".into(), 100_500)));
         assert_eq!(
             memory.drain,
             Some(Drain {
@@ -193,6 +222,24 @@ mod tests {
         );
         assert_eq!(memory.progress, Some(("m".into(), 130)));
         assert_eq!(store(&memory), stored);
+    }
+
+    #[test]
+    fn a_ready_instant_in_seconds_is_read_as_the_end_of_that_second() {
+        // Releases before 2026-12 kept it rounded down to the second.
+        let stored = r#"{"newNodesReady":["abc",100],"progress":["m",130]}"#;
+        let memory = load(Some(&with(ANNOTATION_PROGRESS, stored)));
+        assert_eq!(memory.new_nodes_ready_at, Some(("abc".into(), 101_000)));
+        assert_eq!(memory.progress, Some(("m".into(), 130)));
+        // Damaged: forgotten (the wait restarts), the rest kept.
+        let stored = r#"{"newNodesReady":["abc","x"],"progress":["m",130]}"#;
+        let memory = load(Some(&with(ANNOTATION_PROGRESS, stored)));
+        assert_eq!(memory.new_nodes_ready_at, None);
+        assert_eq!(memory.progress, Some(("m".into(), 130)));
+        // Both: the milliseconds win.
+        let stored = r#"{"newNodesReady":["abc",100],"newNodesReadyMs":["abc",100250]}"#;
+        let memory = load(Some(&with(ANNOTATION_PROGRESS, stored)));
+        assert_eq!(memory.new_nodes_ready_at, Some(("abc".into(), 100_250)));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub type Revision = String;
 
 /// Seconds since the Unix epoch. Plain integers keep `decide` free of clocks.
 pub type Seconds = u64;
+/// Milliseconds since the Unix epoch.
+pub type Millis = u64;
 
 /// EMQX node role; also which kind of set runs it (core: StatefulSet,
 /// replicant: ReplicaSet).
@@ -296,14 +298,17 @@ impl From<Drain> for (String, Seconds) {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
-    /// When every node of the named revision was first seen ready and joined;
-    /// `initialDelaySeconds` counts from here.
+    /// When every node of the named revision was first seen ready and joined,
+    /// in milliseconds: `initialDelaySeconds` counts from here. (Whole
+    /// seconds, as earlier releases kept it in `newNodesReady`, let the
+    /// traffic move up to a second early; [`crate::memory::load`] still
+    /// reads that shape.)
     #[serde(
-        rename = "newNodesReady",
+        rename = "newNodesReadyMs",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub new_nodes_ready_at: Option<(Revision, Seconds)>,
+    pub new_nodes_ready_at: Option<(Revision, Millis)>,
     /// The node being drained by the fallback, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<Drain>,
@@ -348,6 +353,9 @@ pub struct GuardMemory {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
     pub now: Seconds,
+    /// The same instant in milliseconds, for the one wait kept to the
+    /// millisecond (`initialDelaySeconds`).
+    pub now_ms: Millis,
     pub sets: Vec<NodeSet>,
     /// `None` when EMQX's API could not be read this pass.
     pub emqx: Option<EmqxView>,

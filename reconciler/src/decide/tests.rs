@@ -79,6 +79,7 @@ fn observed(now: Seconds, sets: Vec<NodeSet>, listeners_rev: &str) -> Observed {
     let members = members_of(&sets);
     Observed {
         now,
+        now_ms: now * 1000,
         sets,
         emqx: Some(EmqxView {
             members,
@@ -105,6 +106,7 @@ fn has(decision: &Decision, f: impl Fn(&Action) -> bool) -> bool {
 fn a_new_cluster_gets_its_core_set() {
     let obs = Observed {
         now: 0,
+        now_ms: 0,
         sets: Vec::new(),
         emqx: None,
         services: Services::default(),
@@ -202,15 +204,24 @@ fn traffic_moves_only_after_new_nodes_are_ready_and_the_delay_passed() {
     assert_eq!(d.phase, Phase::InitialDelay);
     assert!(has(&d, |a| matches!(
         a,
-        Action::RecordNewNodesReady { at: 100, .. }
+        Action::RecordNewNodesReady { at: 100_000, .. }
     )));
-    assert_eq!(d.requeue_after_s, Some(10));
+    assert_eq!(d.requeue_after_ms, Some(10_000));
 
-    obs.memory.new_nodes_ready_at = Some(("b".into(), 100));
-    obs.now = 109;
+    // Counted to the millisecond: ready at 100.9 s, so not at 110.0 s
+    // (whole seconds would say 10 s have passed), but at 110.9 s.
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 100_900));
+    obs.now = 110;
+    obs.now_ms = 110_000;
     let d = decide(&spec("b", 3), &obs);
     assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
-    obs.now = 110;
+    assert_eq!(d.phase, Phase::InitialDelay);
+    assert_eq!(d.requeue_after_ms, Some(900));
+    obs.now_ms = 110_899;
+    let d = decide(&spec("b", 3), &obs);
+    assert!(!has(&d, |a| matches!(a, Action::PointServices { .. })));
+    assert_eq!(d.requeue_after_ms, Some(1));
+    obs.now_ms = 110_900;
     let d = decide(&spec("b", 3), &obs);
     assert!(has(
         &d,
@@ -657,10 +668,11 @@ fn promoting_the_desired_revision_continues_the_upgrade() {
     );
     assert!(has(&d, |a| matches!(
         a,
-        Action::RecordNewNodesReady { at: 100, .. }
+        Action::RecordNewNodesReady { at: 100_000, .. }
     )));
-    obs.memory.new_nodes_ready_at = Some(("b".into(), 100));
+    obs.memory.new_nodes_ready_at = Some(("b".into(), 100_000));
     obs.now = 110;
+    obs.now_ms = 110_000;
     let d = decide(&s, &obs);
     assert!(has(
         &d,
@@ -1061,6 +1073,7 @@ impl World {
     fn observe(&self) -> Observed {
         Observed {
             now: self.now,
+            now_ms: self.now * 1000,
             sets: self.sets.clone(),
             emqx: Some(EmqxView {
                 members: self.members.clone(),

@@ -107,6 +107,7 @@ fn observe(emqx: &EMQX, pods: &[Pod]) -> (crate::observed::Spec, Observed, bool)
     let (listeners, dashboard) = go_services();
     let observed = Observed {
         now: 1_000,
+        now_ms: 1_000_000,
         sets: live.into_iter().map(|s| s.view).collect(),
         emqx: Some(EmqxView {
             members,
