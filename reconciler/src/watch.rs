@@ -13,9 +13,9 @@ use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Client};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -57,12 +57,22 @@ pub async fn run<K: ClusterKind>(
     let gone_ctx = ctx.clone();
     let kind = K::kind(&()).to_string();
     metrics.start_kind(&kind);
+    // The controller's store keeps every cluster object as the passes read
+    // it, without `managedFields`: no pass reads them, and parsed they are
+    // the largest part of an object whose status the reconciler writes
+    // (1,000 clusters: 78.4 MiB resident with them, see the README).
+    // Every change still starts a pass, as `Controller::new` would.
+    let (store, writer) = reflector::store();
+    let clusters = watcher(objects, watcher::Config::default())
+        .modify(|object: &mut K| object.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
     // No bound here: kube's `concurrency` starves some clusters under load
     // (see `Context::pass_permits`, which bounds the work of passes fairly).
     // The owned sets and the pods only start passes (each pass lists them
     // afresh), so their watches ask for metadata only: kube's `owns` does
     // that itself, and `Api<PartialObjectMeta<Pod>>` does for the pods.
-    Controller::new(objects, watcher::Config::default())
+    Controller::for_stream(clusters, store)
         .owns(stateful_sets, owned.clone())
         .owns(replica_sets, owned.clone())
         // Pod readiness and termination drive the upgrade (a metadata watch
