@@ -151,6 +151,33 @@ async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
         .reduce(|a, b| a + b)
 }
 
+/// `emqx_reconciler_pass_slot_wait_seconds`: (sum, count) by lane.
+async fn slot_waits(reconciler: &ReconcilerProcess) -> BTreeMap<String, (f64, f64)> {
+    let Some(text) = async { reqwest::get(&reconciler.metrics).await.ok()?.text().await.ok() }.await
+    else {
+        return BTreeMap::new();
+    };
+    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("emqx_reconciler_pass_slot_wait_seconds_") else {
+            continue;
+        };
+        let (Some(lane), Some(value)) = (
+            rest.split("lane=\"").nth(1).and_then(|l| l.split('"').next()),
+            rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        let entry = out.entry(lane.to_owned()).or_default();
+        if rest.starts_with("sum") {
+            entry.0 += value;
+        } else if rest.starts_with("count") {
+            entry.1 += value;
+        }
+    }
+    out
+}
+
 fn median(v: &mut [f64]) -> f64 {
     percentile(v, 0.5)
 }
@@ -808,6 +835,7 @@ async fn steady_state_part(
 
     let before = write_counts(&client).await?;
     let passes_before = reconciles(reconciler).await.unwrap_or(0.0);
+    let waits_before = slot_waits(reconciler).await;
     let ticks_before = reconciler.cpu_ticks().context("reconciler gone")?;
     let calls_before = emqx_calls(hook);
     let offset = audit_log_end(&log)?;
@@ -818,6 +846,7 @@ async fn steady_state_part(
     let calls_after = emqx_calls(hook);
     let after = write_counts(&client).await?;
     let passes = reconciles(reconciler).await.unwrap_or(0.0) - passes_before;
+    let waits_after = slot_waits(reconciler).await;
     let minutes = window.as_secs_f64() / 60.0;
     let (requests, _) = audit::read_requests_from(&log, offset)?;
 
@@ -827,6 +856,16 @@ async fn steady_state_part(
         args.clusters,
         passes / args.clusters.max(1) as f64 / minutes
     );
+    for (lane, (sum, count)) in &waits_after {
+        let (sum_before, count_before) = waits_before.get(lane).copied().unwrap_or_default();
+        let (sum, count) = (sum - sum_before, count - count_before);
+        if count > 0.0 {
+            println!(
+                "passes in lane {lane}: {count:.0}, mean wait for a slot {:.0} ms",
+                sum / count * 1000.0
+            );
+        }
+    }
     let cpu = ticks as f64 / process::clock_ticks_per_second() as f64;
     println!(
         "reconciler CPU: {:.2} s per minute ({:.1} % of one core)",
