@@ -101,7 +101,8 @@ struct Args {
     )]
     resync_seconds: u64,
     /// Passes that do their work at once, over every kind and namespace
-    /// (0: no bound); waiting passes go first come, first served. A pass is
+    /// (0: no bound); waiting passes go first come, first served, those of
+    /// a cluster that changed or is not Ready before routine ones. A pass is
     /// a few API reads and EMQX calls; a bound keeps the memory of many
     /// clusters created (or relisted) at once from piling up.
     #[arg(
