@@ -153,7 +153,15 @@ async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
 
 /// `emqx_reconciler_pass_slot_wait_seconds`: (sum, count) by lane.
 async fn slot_waits(reconciler: &ReconcilerProcess) -> BTreeMap<String, (f64, f64)> {
-    let Some(text) = async { reqwest::get(&reconciler.metrics).await.ok()?.text().await.ok() }.await
+    let Some(text) = async {
+        reqwest::get(&reconciler.metrics)
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    }
+    .await
     else {
         return BTreeMap::new();
     };
@@ -163,7 +171,9 @@ async fn slot_waits(reconciler: &ReconcilerProcess) -> BTreeMap<String, (f64, f6
             continue;
         };
         let (Some(lane), Some(value)) = (
-            rest.split("lane=\"").nth(1).and_then(|l| l.split('"').next()),
+            rest.split("lane=\"")
+                .nth(1)
+                .and_then(|l| l.split('"').next()),
             rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
         ) else {
             continue;
