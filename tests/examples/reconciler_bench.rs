@@ -137,15 +137,21 @@ struct Args {
     guard_compare: Option<usize>,
 }
 
-/// The reconciler's `emqx_reconciler_reconciles_total`, summed.
-async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
-    let text = reqwest::get(&reconciler.metrics)
+/// The reconciler's `/metrics` page.
+async fn metrics_text(reconciler: &ReconcilerProcess) -> Option<String> {
+    reqwest::get(&reconciler.metrics)
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .ok()
+}
+
+/// The reconciler's `emqx_reconciler_reconciles_total`, summed.
+async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
+    metrics_text(reconciler)
+        .await?
+        .lines()
         .filter(|l| l.starts_with("emqx_reconciler_reconciles_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .reduce(|a, b| a + b)
@@ -153,16 +159,7 @@ async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
 
 /// `emqx_reconciler_pass_slot_wait_seconds`: (sum, count) by lane.
 async fn slot_waits(reconciler: &ReconcilerProcess) -> BTreeMap<String, (f64, f64)> {
-    let Some(text) = async {
-        reqwest::get(&reconciler.metrics)
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    }
-    .await
-    else {
+    let Some(text) = metrics_text(reconciler).await else {
         return BTreeMap::new();
     };
     let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
