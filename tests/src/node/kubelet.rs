@@ -757,6 +757,7 @@ async fn pod_worker(
             start_time: &start_time,
             containers: &views,
             now: &now_rfc3339(),
+            last_sent: &last_patch,
         });
         if status != last_patch {
             let patch = json!({"status": status});

@@ -50,6 +50,8 @@ pub struct StatusInput<'a> {
     pub containers: &'a [ContainerView],
     /// Now (RFC 3339), for changed conditions.
     pub now: &'a str,
+    /// The status this kubelet last patched (`Null` before the first).
+    pub last_sent: &'a Value,
 }
 
 /// Whether every readiness gate of `pod` has its condition `True`, and the
@@ -127,7 +129,28 @@ pub fn desired_status(input: &StatusInput<'_>) -> Value {
         .filter(|c| !c.ready)
         .map(|c| c.name.as_str())
         .collect();
+    // A condition's transition time is the one this kubelet last sent
+    // while its status was the same, like the kubelet's status manager,
+    // which compares with its own cache (pkg/kubelet/status/
+    // status_manager.go, updateLastTransitionTime): the watched pod may be
+    // older than the last patch, and reading it alone made the times flap
+    // and the status be patched again on every probe under load. The pod
+    // is the fallback, after this kubelet restarted.
+    let sent = |type_: &str, status: &str| -> Option<String> {
+        input.last_sent["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == type_ && c["status"] == status)?["lastTransitionTime"]
+            .as_str()
+            .map(str::to_owned)
+    };
     let previous = |type_: &str, status: &str| -> String {
+        if input.last_sent["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_))
+        {
+            return sent(type_, status).unwrap_or_else(|| input.now.to_string());
+        }
         input
             .pod
             .status
@@ -242,7 +265,51 @@ mod tests {
             start_time: "2026-01-01T00:00:00Z",
             containers,
             now: "2026-01-01T00:00:05Z",
+            last_sent: &Value::Null,
         })
+    }
+
+    fn ready_condition(status: &Value) -> Value {
+        status["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_stale_pod_does_not_move_the_transition_time_sent_last() {
+        // The watch has not yet delivered the pod with the last patch: its
+        // Ready is still False. The time sent with Ready=True stays.
+        let stale = pod(
+            json!({"conditions": [{"type": "example.com/gate", "status": "True"},
+            {"type": "Ready", "status": "False", "lastTransitionTime": "2025-12-31T00:00:00Z"}]}),
+        );
+        let sent = json!({"conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:02Z"}]});
+        let input = |containers: &[ContainerView], now: &str| {
+            desired_status(&StatusInput {
+                pod: &stale,
+                pod_ip: Ipv4Addr::new(127, 100, 0, 1),
+                host_ip: Ipv4Addr::new(127, 95, 0, 2),
+                start_time: "2026-01-01T00:00:00Z",
+                containers,
+                now,
+                last_sent: &sent,
+            })
+        };
+        let again = input(&[view(true)], "2026-01-01T00:00:09Z");
+        assert_eq!(
+            ready_condition(&again)["lastTransitionTime"],
+            "2026-01-01T00:00:02Z"
+        );
+        // A change of status is a transition now.
+        let down = input(&[view(false)], "2026-01-01T00:00:09Z");
+        assert_eq!(ready_condition(&down)["status"], "False");
+        assert_eq!(
+            ready_condition(&down)["lastTransitionTime"],
+            "2026-01-01T00:00:09Z"
+        );
     }
 
     #[test]
