@@ -14,12 +14,16 @@
 //!    else upgrading: the median patch → Ready is the reference.
 //! 2. **At once**: `--clusters` clusters created, all Ready with their
 //!    clients connected, then all patched at once. For each: patch →
-//!    Ready (and of it: patch → new pods Ready, → listeners Service
-//!    switched, switch → Ready, from [`sandbox::upgrade_timeline`]) and its
+//!    Ready (and of it: patch → new StatefulSet (the reconciler's pass),
+//!    → new pods created (kube-controller-manager), → new pods Ready (the
+//!    kubelet), → listeners Service switched, switch → Ready, from
+//!    [`sandbox::upgrade_timeline`]) and its
 //!    ratio to the alone median; the most disconnects of one
 //!    client; QoS 1 published / received / lost; sessions lost. Then the
 //!    median and maximum ratio (target: each ≤ 1.1, every client
-//!    disconnected at most once, no QoS 1 message lost).
+//!    disconnected at most once, no QoS 1 message lost). Last, the CPU
+//!    each process used while they ran, and how busy the machine was: on
+//!    a saturated machine every step waits for a core.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,6 +96,8 @@ struct Upgraded {
     name: String,
     seconds: f64,
     /// Patch → every new pod Ready, → the listeners Service switched.
+    new_set: f64,
+    new_pods: f64,
     new_ready: f64,
     switched: f64,
     summary: Summary,
@@ -182,6 +188,8 @@ async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<U
             t.saturating_duration_since(started).as_secs_f64()
         })
     };
+    let new_set = since(timeline.latest("set:", &prepared.old_revision));
+    let new_pods = since(timeline.latest("created:", &prepared.old_revision));
     let new_ready = since(timeline.latest("ready:", &prepared.old_revision));
     let switched = since(timeline.at("switch"));
     drop(timeline);
@@ -189,6 +197,8 @@ async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<U
     Ok(Upgraded {
         name: prepared.name,
         seconds,
+        new_set,
+        new_pods,
         new_ready,
         switched,
         summary: Summary::of(&report),
@@ -204,6 +214,52 @@ fn median(v: &[f64]) -> f64 {
     v[(v.len() - 1) / 2]
 }
 
+/// CPU ticks so far of each sandbox process (etcd, kube-apiserver,
+/// kube-controller-manager, ...), by name.
+fn sandbox_cpu_ticks(sandbox: &Sandbox) -> Vec<(String, u64)> {
+    sandbox
+        .pids()
+        .into_iter()
+        .filter_map(|(name, pid)| process::cpu_ticks(pid).map(|t| (name, t)))
+        .collect()
+}
+
+/// The machine's CPU ticks from the first line of `/proc/stat`.
+struct MachineTicks {
+    busy: u64,
+    total: u64,
+}
+
+impl MachineTicks {
+    /// The share of all cores busy between `before` and `self`.
+    fn busy_share_since(&self, before: &MachineTicks) -> f64 {
+        let total = self.total.saturating_sub(before.total);
+        if total == 0 {
+            return f64::NAN;
+        }
+        self.busy.saturating_sub(before.busy) as f64 / total as f64
+    }
+}
+
+/// `cpu user nice system idle iowait irq softirq steal ...`: idle and
+/// iowait are not busy.
+fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some(MachineTicks {
+        busy: total - idle,
+        total,
+    })
+}
+
 fn max_disconnects(s: &Summary) -> usize {
     s.disconnect_histogram
         .iter()
@@ -214,9 +270,11 @@ fn max_disconnects(s: &Summary) -> usize {
 fn print_row(u: &Upgraded, reference: f64) {
     let s = &u.summary;
     println!(
-        "{:<10} {:>8.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         u.name,
         u.seconds,
+        u.new_set,
+        u.new_pods,
         u.new_ready,
         u.switched,
         u.seconds - u.switched,
@@ -232,9 +290,11 @@ fn print_row(u: &Upgraded, reference: f64) {
 
 fn print_header() {
     println!(
-        "{:<10} {:>8} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         "cluster",
         "patch->R",
+        "->set",
+        "->pods",
         "->new",
         "->switch",
         "switch->R",
@@ -319,6 +379,8 @@ async fn main() -> Result<()> {
         );
         let ticks_before = reconciler.cpu_ticks().context("reconciler gone")?;
         let own_before = process::cpu_ticks(std::process::id());
+        let sandbox_before = sandbox_cpu_ticks(&sandbox);
+        let machine_before = machine_ticks();
         let wall = Instant::now();
         let tasks: Vec<_> = prepared
             .into_iter()
@@ -335,6 +397,16 @@ async fn main() -> Result<()> {
         let own_cpu = own_before
             .zip(process::cpu_ticks(std::process::id()))
             .map(|(a, b)| (b - a) as f64 / hz);
+        let sandbox_cpu: Vec<(String, f64)> = sandbox_cpu_ticks(&sandbox)
+            .into_iter()
+            .filter_map(|(name, after)| {
+                let before = sandbox_before.iter().find(|(n, _)| *n == name)?.1;
+                Some((name, after.saturating_sub(before) as f64 / hz))
+            })
+            .collect();
+        let machine = machine_before
+            .zip(machine_ticks())
+            .map(|(before, after)| after.busy_share_since(&before));
         println!(
             "== {} upgrades at once (--max-concurrent-upgrades 0: unbounded), reference {reference:.2} s",
             done.len()
@@ -363,6 +435,16 @@ async fn main() -> Result<()> {
             "all {} done in {wall:.1} s; CPU in that time: reconciler {reconciler_cpu:.1} s, this process (simulated EMQX nodes, MQTT clients, service proxy, kubelet) {}",
             done.len(),
             own_cpu.map_or_else(|| "?".to_owned(), |c| format!("{c:.1} s")),
+        );
+        let others: Vec<String> = sandbox_cpu
+            .iter()
+            .map(|(name, cpu)| format!("{name} {cpu:.1} s"))
+            .collect();
+        println!(
+            "  control plane: {}; machine busy {} of {} cores",
+            others.join(", "),
+            machine.map_or_else(|| "?".to_owned(), |b| format!("{:.0}%", b * 100.0)),
+            std::thread::available_parallelism().map_or(0, usize::from),
         );
         anyhow::Ok(())
     }

@@ -6,7 +6,8 @@
 //! ([`BrokerCluster::evacuation_history`]), which keeps the step times of
 //! nodes that left. For `reconciler_bench`'s per-phase breakdown.
 //!
-//! Marks are first times, by key: `created:<pod>`, `ready:<pod>`,
+//! Marks are first times, by key: `set:<statefulset>` (a StatefulSet of
+//! the cluster exists), `created:<pod>`, `ready:<pod>`,
 //! `deleting:<pod>` (deletionTimestamp set), `gone:<pod>` (deleted),
 //! `switch` (the listeners Service no longer selects the old revision),
 //! `joined:<node>`, `stopped:<node>`, `left:<node>`, `ready` (the object
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use emqx_crd::v2beta1::EMQX;
 use emqx_sim::cluster::BrokerCluster;
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
@@ -85,8 +87,9 @@ impl UpgradeTimeline {
 
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let m = marks.clone();
+        let selector = instance.clone();
         tasks.push(tokio::spawn(async move {
-            let stream = watcher(pods, watcher::Config::default().labels(&instance));
+            let stream = watcher(pods, watcher::Config::default().labels(&selector));
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
@@ -106,6 +109,20 @@ impl UpgradeTimeline {
                         mark(&m, format!("gone:{pod}"));
                     }
                     _ => {}
+                }
+            }
+        }));
+
+        // The reconciler's share of the way to new pods: its StatefulSet
+        // exists (the rest is kube-controller-manager and the kubelet).
+        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+        let m = marks.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = watcher(sets, watcher::Config::default().labels(&instance));
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event {
+                    mark(&m, format!("set:{}", s.name_any()));
                 }
             }
         }));
