@@ -136,20 +136,15 @@ pub fn desired_status(input: &StatusInput<'_>) -> Value {
     // older than the last patch, and reading it alone made the times flap
     // and the status be patched again on every probe under load. The pod
     // is the fallback, after this kubelet restarted.
-    let sent = |type_: &str, status: &str| -> Option<String> {
-        input.last_sent["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == type_ && c["status"] == status)?["lastTransitionTime"]
-            .as_str()
-            .map(str::to_owned)
-    };
     let previous = |type_: &str, status: &str| -> String {
-        if input.last_sent["conditions"]
+        let sent = input.last_sent["conditions"]
             .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == type_))
-        {
-            return sent(type_, status).unwrap_or_else(|| input.now.to_string());
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_));
+        if let Some(sent) = sent {
+            let kept = (sent["status"] == status)
+                .then(|| sent["lastTransitionTime"].as_str())
+                .flatten();
+            return kept.unwrap_or(input.now).to_owned();
         }
         input
             .pod
@@ -258,14 +253,18 @@ mod tests {
     }
 
     fn status(p: &Pod, containers: &[ContainerView]) -> Value {
+        status_after(p, containers, "2026-01-01T00:00:05Z", &Value::Null)
+    }
+
+    fn status_after(p: &Pod, containers: &[ContainerView], now: &str, last_sent: &Value) -> Value {
         desired_status(&StatusInput {
             pod: p,
             pod_ip: Ipv4Addr::new(127, 100, 0, 1),
             host_ip: Ipv4Addr::new(127, 95, 0, 2),
             start_time: "2026-01-01T00:00:00Z",
             containers,
-            now: "2026-01-01T00:00:05Z",
-            last_sent: &Value::Null,
+            now,
+            last_sent,
         })
     }
 
@@ -287,24 +286,13 @@ mod tests {
         );
         let sent = json!({"conditions": [
             {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:02Z"}]});
-        let input = |containers: &[ContainerView], now: &str| {
-            desired_status(&StatusInput {
-                pod: &stale,
-                pod_ip: Ipv4Addr::new(127, 100, 0, 1),
-                host_ip: Ipv4Addr::new(127, 95, 0, 2),
-                start_time: "2026-01-01T00:00:00Z",
-                containers,
-                now,
-                last_sent: &sent,
-            })
-        };
-        let again = input(&[view(true)], "2026-01-01T00:00:09Z");
+        let again = status_after(&stale, &[view(true)], "2026-01-01T00:00:09Z", &sent);
         assert_eq!(
             ready_condition(&again)["lastTransitionTime"],
             "2026-01-01T00:00:02Z"
         );
         // A change of status is a transition now.
-        let down = input(&[view(false)], "2026-01-01T00:00:09Z");
+        let down = status_after(&stale, &[view(false)], "2026-01-01T00:00:09Z", &sent);
         assert_eq!(ready_condition(&down)["status"], "False");
         assert_eq!(
             ready_condition(&down)["lastTransitionTime"],
@@ -326,11 +314,7 @@ mod tests {
         assert_eq!(ok["phase"], "Running");
         assert_eq!(ok["podIP"], "127.100.0.1");
         let msg = status(&gate_false, &[view(true)]);
-        let ready = msg["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .cloned()
-            .unwrap_or_default();
+        let ready = ready_condition(&msg);
         assert_eq!(ready["reason"], "ReadinessGatesNotReady");
     }
 
@@ -341,18 +325,10 @@ mod tests {
             {"type": "Ready", "status": "True", "lastTransitionTime": "2025-12-31T00:00:00Z"}]}),
         );
         let s = status(&p, &[view(true)]);
-        let ready = s["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .cloned()
-            .unwrap_or_default();
+        let ready = ready_condition(&s);
         assert_eq!(ready["lastTransitionTime"], "2025-12-31T00:00:00Z");
         let s = status(&p, &[view(false)]);
-        let ready = s["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-            .cloned()
-            .unwrap_or_default();
+        let ready = ready_condition(&s);
         assert_eq!(ready["lastTransitionTime"], "2026-01-01T00:00:05Z");
     }
 
