@@ -70,6 +70,26 @@ fn emqx_ready(emqx: &EMQX) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Hands every event of a watch on `api` to `on_event` (errors are
+/// skipped: the watcher retries by itself), until the task is aborted.
+fn watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut on_event: impl FnMut(watcher::Event<K>) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, config));
+        while let Some(event) = stream.next().await {
+            if let Ok(event) = event {
+                on_event(event);
+            }
+        }
+    })
+}
+
 impl UpgradeTimeline {
     /// Starts watching the EMQX object `name` in `namespace` (now on
     /// `old_revision`) and the simulated `cluster`. Call before the patch;
@@ -87,79 +107,74 @@ impl UpgradeTimeline {
 
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let m = marks.clone();
-        let selector = instance.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = watcher(pods, watcher::Config::default().labels(&selector));
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                        let pod = p.name_any();
-                        mark(&m, format!("created:{pod}"));
-                        if pod_ready(&p) {
-                            mark(&m, format!("ready:{pod}"));
-                        }
-                        if p.metadata.deletion_timestamp.is_some() {
-                            mark(&m, format!("deleting:{pod}"));
-                        }
+        tasks.push(watch(
+            pods,
+            watcher::Config::default().labels(&instance),
+            move |event| match event {
+                watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                    let pod = p.name_any();
+                    mark(&m, format!("created:{pod}"));
+                    if pod_ready(&p) {
+                        mark(&m, format!("ready:{pod}"));
                     }
-                    Ok(watcher::Event::Delete(p)) => {
-                        let pod = p.name_any();
+                    if p.metadata.deletion_timestamp.is_some() {
                         mark(&m, format!("deleting:{pod}"));
-                        mark(&m, format!("gone:{pod}"));
                     }
-                    _ => {}
                 }
-            }
-        }));
+                watcher::Event::Delete(p) => {
+                    let pod = p.name_any();
+                    mark(&m, format!("deleting:{pod}"));
+                    mark(&m, format!("gone:{pod}"));
+                }
+                _ => {}
+            },
+        ));
 
         // The reconciler's share of the way to new pods: its StatefulSet
         // exists (the rest is kube-controller-manager and the kubelet).
         let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
         let m = marks.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = watcher(sets, watcher::Config::default().labels(&instance));
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event {
+        tasks.push(watch(
+            sets,
+            watcher::Config::default().labels(&instance),
+            move |event| {
+                if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = event {
                     mark(&m, format!("set:{}", s.name_any()));
                 }
-            }
-        }));
+            },
+        ));
 
         let services: Api<Service> = Api::namespaced(client.clone(), namespace);
-        let listeners = format!("metadata.name={name}-listeners");
         let old = old_revision.to_owned();
         let m = marks.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = watcher(services, watcher::Config::default().fields(&listeners));
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) = event {
+        tasks.push(watch(
+            services,
+            watcher::Config::default().fields(&format!("metadata.name={name}-listeners")),
+            move |event| {
+                if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = event {
                     let selector = s.spec.and_then(|s| s.selector).unwrap_or_default();
                     if !selector.is_empty() && !selector.values().any(|v| v.contains(&old)) {
                         mark(&m, "switch".into());
                     }
                 }
-            }
-        }));
+            },
+        ));
 
         let objects: Api<EMQX> = Api::namespaced(client.clone(), namespace);
-        let field = format!("metadata.name={name}");
         let old = old_revision.to_owned();
         let m = marks.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = watcher(objects, watcher::Config::default().fields(&field));
-            let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) = event
+        tasks.push(watch(
+            objects,
+            watcher::Config::default().fields(&format!("metadata.name={name}")),
+            move |event| {
+                if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = event
                     && emqx_ready(&e)
                     && update_revision(&e).is_some_and(|r| r != old)
                 {
                     mark(&m, "ready".into());
                 }
-            }
-        }));
+            },
+        ));
 
         let m = marks.clone();
         tasks.push(tokio::spawn(async move {
