@@ -39,6 +39,7 @@ pub mod memory;
 pub mod metrics;
 pub mod observed;
 pub mod pass_lanes;
+pub mod pass_trigger;
 pub mod reconcile;
 pub mod render;
 pub mod report;

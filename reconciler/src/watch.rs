@@ -7,14 +7,14 @@ use crate::error::Error;
 use crate::kind::ClusterKind;
 use crate::metrics::{ClusterLabels, ErrorLabels, KindLabels, LaneLabels};
 use crate::reconcile::reconcile_pass;
-use crate::{pass_lanes, upgrade_slots};
+use crate::{pass_lanes, pass_trigger, upgrade_slots};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,12 +61,14 @@ pub async fn run<K: ClusterKind>(
     // it, without `managedFields`: no pass reads them, and parsed they are
     // the largest part of an object whose status the reconciler writes
     // (1,000 clusters: 78.4 MiB resident with them, see the README).
-    // Every change still starts a pass, as `Controller::new` would.
+    // The store sees every change; only a change of what a pass reads
+    // from the object starts one (`pass_trigger`: not its status).
     let (store, writer) = reflector::store();
     let clusters = watcher(objects, watcher::Config::default())
         .modify(|object: &mut K| object.managed_fields_mut().clear())
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .predicate_filter(pass_trigger::pass_inputs::<K>, PredicateConfig::default());
     // No bound here: kube's `concurrency` starves some clusters under load
     // (see `Context::pass_permits`, which bounds the work of passes fairly).
     // The owned sets and the pods only start passes (each pass lists them
