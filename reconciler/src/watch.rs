@@ -68,7 +68,10 @@ pub async fn run<K: ClusterKind>(
         .modify(|object: &mut K| object.managed_fields_mut().clear())
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(pass_trigger::pass_inputs::<K>, PredicateConfig::default());
+        .predicate_filter(pass_trigger::pass_inputs::<K>, PredicateConfig::default())
+        // On the heap: with the filter's state inline, the controller's
+        // future overflowed a worker's stack in debug builds (blue_green).
+        .boxed();
     // No bound here: kube's `concurrency` starves some clusters under load
     // (see `Context::pass_permits`, which bounds the work of passes fairly).
     // The owned sets and the pods only start passes (each pass lists them
