@@ -5,6 +5,7 @@ use crate::base::CreatedSecrets;
 use crate::cluster_secrets::SecretSource;
 use crate::metrics::Metrics;
 use crate::pass_lanes::PassPermits;
+use crate::sent_status::SentStatuses;
 use crate::upgrade_slots::UpgradeSlots;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -40,6 +41,9 @@ pub struct Context {
     pub secret_source: SecretSource,
     /// Clusters whose Secrets are known to exist (derived values only).
     pub created_secrets: CreatedSecrets,
+    /// The status last written per cluster: the previous status while the
+    /// watch's store lags this process's writes ([`crate::sent_status`]).
+    pub sent_statuses: SentStatuses,
     /// The pause before a Ready cluster's next pass ([`DEFAULT_RESYNC`]).
     pub resync: Duration,
     /// Bound on the passes that do their work at once, over every
@@ -77,6 +81,7 @@ impl Context {
             emqx_timeout,
             secret_source: SecretSource::Read,
             created_secrets: CreatedSecrets::default(),
+            sent_statuses: SentStatuses::default(),
             resync: DEFAULT_RESYNC,
             pass_permits: pass_permits(DEFAULT_CONCURRENT_PASSES),
             upgrade_slots: Arc::new(UpgradeSlots::new(0)),

@@ -44,6 +44,7 @@ pub mod reconcile;
 pub mod render;
 pub mod report;
 pub mod revision;
+pub mod sent_status;
 pub mod slow_nodes;
 pub mod status;
 pub mod upgrade_slots;

@@ -33,6 +33,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         // Owned objects go with it through the garbage collector.
         ctx.upgrade_slots.forget(&slot_key);
         ctx.created_secrets.forget(&slot_key);
+        ctx.sent_statuses.forget(&slot_key);
         ctx.metrics.forget_cluster(&ClusterLabels {
             namespace,
             cluster: name,

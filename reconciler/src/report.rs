@@ -15,6 +15,7 @@ use crate::metrics::{ClusterFigures, ClusterLabels, NodeFigures};
 use crate::observed::{Memory, NodeSet, Role};
 use crate::render::Cluster;
 use crate::status;
+use crate::upgrade_slots;
 use crate::v1beta4_conditions;
 use emqx_crd::v2beta1::EMQXNode;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -90,6 +91,11 @@ pub async fn report<K: ClusterKind>(
         obs.licence.as_ref(),
     );
     let now = obs.observed.now;
+    let key = upgrade_slots::key(cluster.kind, cluster.namespace, cluster.name);
+    let uid = object.meta().uid.clone().unwrap_or_default();
+    let previous = ctx
+        .sent_statuses
+        .previous(&key, &uid, object.hub_status(), ctx.resync);
     let new_status = status::status(&status::StatusInput {
         generation: object.meta().generation.unwrap_or(0),
         now,
@@ -105,22 +111,26 @@ pub async fn report<K: ClusterKind>(
             .emqx
             .as_ref()
             .is_some_and(|e| !e.evacuation_api),
-        previous: object.hub_status(),
+        previous: previous.as_ref(),
     });
     let new_status = if K::v1beta4_conditions() {
-        v1beta4_conditions::with_v1beta4_conditions(new_status, object.hub_status(), now)
+        v1beta4_conditions::with_v1beta4_conditions(new_status, previous.as_ref(), now)
     } else {
         new_status
     };
-    if !status::unchanged(object.hub_status(), &new_status) {
+    if !status::unchanged(previous.as_ref(), &new_status) {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), cluster.namespace);
         let patch = json!({
             "apiVersion": cluster.api_version,
             "kind": cluster.kind,
             "status": new_status,
         });
-        api.patch_status(cluster.name, &apply_params(), &Patch::Apply(&patch))
+        let written = api
+            .patch_status(cluster.name, &apply_params(), &Patch::Apply(&patch))
             .await?;
+        if let Some(stored) = written.hub_status() {
+            ctx.sent_statuses.record(&key, &uid, stored.clone());
+        }
     }
     Ok(())
 }

@@ -100,12 +100,13 @@ pub async fn run<K: ClusterKind>(
             // the cluster was deleted: its series go too.
             // An object without finalizers is gone before a pass sees its
             // deletion: its upgrade slot is freed here too, and its Secrets
-            // forgotten.
+            // forgotten, and its last status.
             if let Err(controller::Error::ObjectNotFound(gone)) = &result {
                 let namespace = gone.namespace.clone().unwrap_or_default();
                 let key = upgrade_slots::key(&kind, &namespace, &gone.name);
                 gone_ctx.upgrade_slots.forget(&key);
                 gone_ctx.created_secrets.forget(&key);
+                gone_ctx.sent_statuses.forget(&key);
                 metrics.forget_cluster(&ClusterLabels {
                     namespace,
                     cluster: gone.name.clone(),

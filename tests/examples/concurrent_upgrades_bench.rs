@@ -37,6 +37,7 @@ use kube::{Api, Client};
 use mqtt_load::recorder::Summary;
 use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::bench_cluster::{cluster_manifest, wait_ready};
+use sandbox::condition_history::ConditionHistory;
 use sandbox::control_plane::process;
 use sandbox::operator::install_crds;
 use sandbox::operator::reconciler_process::{ReconcilerProcess, bench_sandbox};
@@ -377,6 +378,7 @@ async fn main() -> Result<()> {
             args.clients * names.len(),
             names.len()
         );
+        let conditions = ConditionHistory::start(&sandbox.client(), NS);
         let ticks_before = reconciler.cpu_ticks().context("reconciler gone")?;
         let own_before = process::cpu_ticks(std::process::id());
         let sandbox_before = sandbox_cpu_ticks(&sandbox);
@@ -430,6 +432,13 @@ async fn main() -> Result<()> {
             "ratio to alone: median {:.3}, max {max:.3} ({over} of {} over 1.1); most disconnects of one client {worst_disconnects}; QoS 1 lost {lost} of {published}; sessions lost {sessions_lost}",
             median(&ratios),
             done.len()
+        );
+        let moved = conditions.moved_without_a_flip();
+        println!(
+            "conditions: {} sightings, lastTransitionTime moved without a flip {} times{}",
+            conditions.sightings(),
+            moved.len(),
+            moved.first().map_or_else(String::new, |m| format!(" (e.g. {m})"))
         );
         println!(
             "all {} done in {wall:.1} s; CPU in that time: reconciler {reconciler_cpu:.1} s, this process (simulated EMQX nodes, MQTT clients, service proxy, kubelet) {}",

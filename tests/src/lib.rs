@@ -25,6 +25,7 @@
 //! [`sandbox`] ← `operator` ← [`seed_003`].
 
 pub mod bench_cluster;
+pub mod condition_history;
 pub mod control_plane;
 pub mod network;
 pub mod node;

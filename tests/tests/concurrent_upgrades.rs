@@ -4,8 +4,9 @@
 //! Sampled every 200 ms, never more than two clusters have sets of two
 //! revisions running; the others say `Progressing=False`, reason
 //! `UpgradeQueued`, naming the running upgrades, and create nothing; every
-//! cluster ends Ready on its new revision. A test of behaviour, not of
-//! speed: the deadlines are generous.
+//! cluster ends Ready on its new revision, and no condition's
+//! `lastTransitionTime` moves while its status holds. A test of behaviour,
+//! not of speed: the deadlines are generous.
 
 mod support;
 
@@ -16,6 +17,7 @@ use emqx_crd::v2beta1::EMQX;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use sandbox::condition_history::ConditionHistory;
 use sandbox::operator::{InProcessReconciler, install_crds};
 use sandbox::seed_003::{condition, is_true, one_core_cluster, update_revision};
 use sandbox::{EmqxHook, Sandbox, SandboxOptions};
@@ -110,6 +112,7 @@ async fn at_most_the_limit_of_upgrades_run_and_the_others_wait_in_a_queue() {
         .map(|e| (e.name_any(), update_revision(e).expect("a revision")))
         .collect();
 
+    let conditions = ConditionHistory::start(&client, NS);
     // Every cluster gets a new revision at once.
     for name in &names {
         api.patch(
@@ -151,6 +154,18 @@ async fn at_most_the_limit_of_upgrades_run_and_the_others_wait_in_a_queue() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     reconciler.stop().await;
+
+    // Queued, then upgrading, then Ready: many flips, each written once
+    // with its time, which then holds while the status does.
+    assert!(
+        conditions.sightings() > CLUSTERS,
+        "the watch saw no conditions"
+    );
+    let moved = conditions.moved_without_a_flip();
+    assert!(
+        moved.is_empty(),
+        "lastTransitionTime moved without a flip: {moved:#?}"
+    );
 
     assert_eq!(most, LIMIT, "the bound was never reached");
     assert_eq!(
