@@ -49,6 +49,10 @@ impl SentStatuses {
 
     /// The status to take as the previous one for the object `uid`: what
     /// this process wrote within `trusted_for`, else `live` (the store's).
+    /// A write that is not taken is never taken later either (it only ages,
+    /// or belongs to an object deleted since), so it is dropped: the map
+    /// holds the clusters written to within the last period, not every
+    /// cluster ever written to.
     pub fn previous(
         &self,
         key: &str,
@@ -56,8 +60,13 @@ impl SentStatuses {
         live: Option<&EMQXStatus>,
         trusted_for: Duration,
     ) -> Option<EMQXStatus> {
-        let sent = self.lock().get(key).cloned();
-        choose(sent.as_ref(), uid, live, Instant::now(), trusted_for).cloned()
+        let mut sent = self.lock();
+        let now = Instant::now();
+        let chosen = choose(sent.get(key), uid, None, now, trusted_for).cloned();
+        if chosen.is_none() {
+            sent.remove(key);
+        }
+        chosen.or_else(|| live.cloned())
     }
 
     /// Forgets a deleted cluster, so that entries do not pile up.
@@ -176,5 +185,27 @@ mod tests {
             replicas(sent.previous("EMQX/ns/a", "u1", None, trusted).as_ref()),
             None
         );
+    }
+
+    #[test]
+    fn a_write_not_taken_is_dropped() {
+        let sent = SentStatuses::default();
+        let live = status(2);
+        sent.record("EMQX/ns/aged", "u1", status(3));
+        sent.record("EMQX/ns/recreated", "old-uid", status(3));
+        sent.record("EMQX/ns/recent", "u1", status(3));
+        let aged = sent.previous("EMQX/ns/aged", "u1", Some(&live), Duration::ZERO);
+        let recreated = sent.previous(
+            "EMQX/ns/recreated",
+            "new-uid",
+            Some(&live),
+            Duration::from_secs(30),
+        );
+        assert_eq!(
+            (replicas(aged.as_ref()), replicas(recreated.as_ref())),
+            (Some(2), Some(2))
+        );
+        let kept: Vec<String> = sent.lock().keys().cloned().collect();
+        assert_eq!(kept, ["EMQX/ns/recent"]);
     }
 }
