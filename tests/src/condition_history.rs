@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use emqx_crd::v2beta1::EMQX;
 use futures::StreamExt;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
 
@@ -42,7 +42,11 @@ impl ConditionHistory {
         let api: Api<EMQX> = Api::namespaced(client.clone(), namespace);
         let into = seen.clone();
         let task = tokio::spawn(async move {
-            let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+            // With kube's default backoff: without it, a watch whose
+            // apiserver is gone (the sandbox stopping before this history is
+            // dropped) retries in a tight loop and takes a core.
+            let mut stream =
+                std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
             while let Some(event) = stream.next().await {
                 if let Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) = event {
                     record(&into, &e);
