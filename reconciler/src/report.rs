@@ -93,9 +93,8 @@ pub async fn report<K: ClusterKind>(
     let now = obs.observed.now;
     let key = upgrade_slots::key(cluster.kind, cluster.namespace, cluster.name);
     let uid = object.meta().uid.clone().unwrap_or_default();
-    let previous = ctx
-        .sent_statuses
-        .previous(&key, &uid, object.hub_status(), ctx.resync);
+    let written = ctx.sent_statuses.recent(&key, &uid, ctx.resync);
+    let previous = written.as_ref().or(object.hub_status());
     let new_status = status::status(&status::StatusInput {
         generation: object.meta().generation.unwrap_or(0),
         now,
@@ -111,24 +110,24 @@ pub async fn report<K: ClusterKind>(
             .emqx
             .as_ref()
             .is_some_and(|e| !e.evacuation_api),
-        previous: previous.as_ref(),
+        previous,
     });
     let new_status = if K::v1beta4_conditions() {
-        v1beta4_conditions::with_v1beta4_conditions(new_status, previous.as_ref(), now)
+        v1beta4_conditions::with_v1beta4_conditions(new_status, previous, now)
     } else {
         new_status
     };
-    if !status::unchanged(previous.as_ref(), &new_status) {
+    if !status::unchanged(previous, &new_status) {
         let api: Api<K> = Api::namespaced(ctx.client.clone(), cluster.namespace);
         let patch = json!({
             "apiVersion": cluster.api_version,
             "kind": cluster.kind,
             "status": new_status,
         });
-        let written = api
+        let answer = api
             .patch_status(cluster.name, &apply_params(), &Patch::Apply(&patch))
             .await?;
-        if let Some(stored) = written.hub_status() {
+        if let Some(stored) = answer.hub_status() {
             ctx.sent_statuses.record(&key, &uid, stored.clone());
         }
     }

@@ -47,26 +47,20 @@ impl SentStatuses {
         );
     }
 
-    /// The status to take as the previous one for the object `uid`: what
-    /// this process wrote within `trusted_for`, else `live` (the store's).
-    /// A write that is not taken is never taken later either (it only ages,
-    /// or belongs to an object deleted since), so it is dropped: the map
-    /// holds the clusters written to within the last period, not every
-    /// cluster ever written to.
-    pub fn previous(
-        &self,
-        key: &str,
-        uid: &str,
-        live: Option<&EMQXStatus>,
-        trusted_for: Duration,
-    ) -> Option<EMQXStatus> {
+    /// What this process wrote for the object `uid` within `trusted_for`,
+    /// to take as the previous status instead of the store's; `None` when
+    /// the store's is the one to take. A write that is not taken is never
+    /// taken later either (it only ages, or belongs to an object deleted
+    /// since), so it is dropped: the map holds the clusters written to
+    /// within the last period, not every cluster ever written to.
+    pub fn recent(&self, key: &str, uid: &str, trusted_for: Duration) -> Option<EMQXStatus> {
         let mut sent = self.lock();
-        let now = Instant::now();
-        let chosen = choose(sent.get(key), uid, None, now, trusted_for).cloned();
-        if chosen.is_none() {
-            sent.remove(key);
+        let entry = sent.get(key)?;
+        if taken(entry, uid, Instant::now(), trusted_for) {
+            return Some(entry.status.clone());
         }
-        chosen.or_else(|| live.cloned())
+        sent.remove(key);
+        None
     }
 
     /// Forgets a deleted cluster, so that entries do not pile up.
@@ -75,21 +69,11 @@ impl SentStatuses {
     }
 }
 
-/// The written status when it is this object's (a cluster deleted and
-/// created again under its name is another) and recent, else the store's.
-fn choose<'a>(
-    sent: Option<&'a Sent>,
-    uid: &str,
-    live: Option<&'a EMQXStatus>,
-    now: Instant,
-    trusted_for: Duration,
-) -> Option<&'a EMQXStatus> {
-    match sent {
-        Some(s) if s.uid == uid && now.saturating_duration_since(s.at) < trusted_for => {
-            Some(&s.status)
-        }
-        _ => live,
-    }
+/// Whether a write is taken over the store's status: it was for this
+/// object (a cluster deleted and created again under its name is another)
+/// and is recent.
+fn taken(sent: &Sent, uid: &str, now: Instant, trusted_for: Duration) -> bool {
+    sent.uid == uid && now.saturating_duration_since(sent.at) < trusted_for
 }
 
 #[cfg(test)]
@@ -107,10 +91,10 @@ mod tests {
         }
     }
 
-    fn sent(uid: &str, replicas: i32, at: Instant) -> Sent {
+    fn sent(uid: &str, at: Instant) -> Sent {
         Sent {
             uid: uid.to_owned(),
-            status: status(replicas),
+            status: status(3),
             at,
         }
     }
@@ -120,91 +104,54 @@ mod tests {
             .and_then(|c| c.replicas)
     }
 
-    #[test]
-    fn a_recent_write_wins_over_a_lagging_store() {
+    /// Whether a write of `uid` is taken `after` it was made, trusted 30 s.
+    fn taken_after(uid: &str, after: Duration) -> bool {
         let at = Instant::now();
-        let written = sent("u1", 3, at);
-        let live = status(2);
-        let chosen = choose(
-            Some(&written),
-            "u1",
-            Some(&live),
-            at + Duration::from_secs(5),
-            Duration::from_secs(30),
-        );
-        assert_eq!(replicas(chosen), Some(3));
+        taken(&sent("u1", at), uid, at + after, Duration::from_secs(30))
     }
 
     #[test]
-    fn the_store_is_the_truth_again_after_the_trusted_period() {
-        let at = Instant::now();
-        let written = sent("u1", 3, at);
-        let live = status(2);
-        let chosen = choose(
-            Some(&written),
-            "u1",
-            Some(&live),
-            at + Duration::from_secs(30),
-            Duration::from_secs(30),
+    fn a_recent_write_of_the_object_is_taken_until_the_trusted_period_ends() {
+        assert!(taken_after("u1", Duration::ZERO));
+        assert!(taken_after("u1", Duration::from_millis(29_999)));
+        assert!(
+            !taken_after("u1", Duration::from_secs(30)),
+            "the store again"
         );
-        assert_eq!(replicas(chosen), Some(2));
     }
 
     #[test]
     fn a_write_for_an_object_deleted_since_is_not_taken() {
-        let at = Instant::now();
-        let written = sent("old-uid", 3, at);
-        let chosen = choose(Some(&written), "new-uid", None, at, Duration::from_secs(30));
-        assert_eq!(replicas(chosen), None);
+        assert!(!taken_after("new-uid", Duration::ZERO));
     }
 
     #[test]
-    fn without_a_write_the_store_is_taken() {
-        let live = status(2);
-        let chosen = choose(
-            None,
-            "u1",
-            Some(&live),
-            Instant::now(),
-            Duration::from_secs(30),
-        );
-        assert_eq!(replicas(chosen), Some(2));
-    }
-
-    #[test]
-    fn record_then_previous_and_forget() {
+    fn record_then_recent_and_forget() {
         let sent = SentStatuses::default();
         sent.record("EMQX/ns/a", "u1", status(3));
         let trusted = Duration::from_secs(30);
         assert_eq!(
-            replicas(sent.previous("EMQX/ns/a", "u1", None, trusted).as_ref()),
+            replicas(sent.recent("EMQX/ns/a", "u1", trusted).as_ref()),
             Some(3)
         );
-        sent.forget("EMQX/ns/a");
         assert_eq!(
-            replicas(sent.previous("EMQX/ns/a", "u1", None, trusted).as_ref()),
-            None
+            sent.recent("EMQX/ns/b", "u1", trusted),
+            None,
+            "never written"
         );
+        sent.forget("EMQX/ns/a");
+        assert_eq!(sent.recent("EMQX/ns/a", "u1", trusted), None);
     }
 
     #[test]
     fn a_write_not_taken_is_dropped() {
         let sent = SentStatuses::default();
-        let live = status(2);
         sent.record("EMQX/ns/aged", "u1", status(3));
         sent.record("EMQX/ns/recreated", "old-uid", status(3));
         sent.record("EMQX/ns/recent", "u1", status(3));
-        let aged = sent.previous("EMQX/ns/aged", "u1", Some(&live), Duration::ZERO);
-        let recreated = sent.previous(
-            "EMQX/ns/recreated",
-            "new-uid",
-            Some(&live),
-            Duration::from_secs(30),
-        );
-        assert_eq!(
-            (replicas(aged.as_ref()), replicas(recreated.as_ref())),
-            (Some(2), Some(2))
-        );
+        let aged = sent.recent("EMQX/ns/aged", "u1", Duration::ZERO);
+        let recreated = sent.recent("EMQX/ns/recreated", "new-uid", Duration::from_secs(30));
+        assert_eq!((aged, recreated), (None, None));
         let kept: Vec<String> = sent.lock().keys().cloned().collect();
         assert_eq!(kept, ["EMQX/ns/recent"]);
     }
