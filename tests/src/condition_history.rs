@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use emqx_crd::v2beta1::EMQX;
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
+
+use crate::watch_task::watch;
 
 /// One sighting of a condition: its status and `lastTransitionTime`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,16 +42,9 @@ impl ConditionHistory {
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let api: Api<EMQX> = Api::namespaced(client.clone(), namespace);
         let into = seen.clone();
-        let task = tokio::spawn(async move {
-            // With kube's default backoff: without it, a watch whose
-            // apiserver is gone (the sandbox stopping before this history is
-            // dropped) retries in a tight loop and takes a core.
-            let mut stream =
-                std::pin::pin!(watcher(api, watcher::Config::default()).default_backoff());
-            while let Some(event) = stream.next().await {
-                if let Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) = event {
-                    record(&into, &e);
-                }
+        let task = watch(api, watcher::Config::default(), move |event| {
+            if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = event {
+                record(&into, &e);
             }
         });
         ConditionHistory { seen, task }

@@ -33,6 +33,7 @@ pub mod operator;
 pub mod sandbox;
 pub mod seed_003;
 pub mod upgrade_timeline;
+pub mod watch_task;
 
 pub use node::emqx_hook::EmqxHook;
 pub use node::pod_hook::{PodContext, PodHook, RunningPod};

@@ -19,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use emqx_crd::v2beta1::EMQX;
 use emqx_sim::cluster::BrokerCluster;
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio::task::JoinHandle;
+
+use crate::watch_task::watch;
 
 use crate::seed_003::update_revision;
 
@@ -68,26 +69,6 @@ fn emqx_ready(emqx: &EMQX) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Hands every event of a watch on `api` to `on_event` (errors are
-/// skipped: the watcher retries by itself), until the task is aborted.
-fn watch<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    mut on_event: impl FnMut(watcher::Event<K>) + Send + 'static,
-) -> JoinHandle<()>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(watcher(api, config));
-        while let Some(event) = stream.next().await {
-            if let Ok(event) = event {
-                on_event(event);
-            }
-        }
-    })
 }
 
 impl UpgradeTimeline {
