@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::cluster::{BrokerCluster, EvacuationEvent};
 use super::config::NodeConfig;
 use super::faults::Faults;
+use super::mqtt::channel::Caps;
 use super::mqtt::listener::accept_loop;
 use super::rest::{self, api::ApiContext, calls::ApiCalls};
 
@@ -90,6 +91,7 @@ impl EmqxNode {
                 config.node_name.clone(),
                 cluster.clone(),
                 faults.clone(),
+                Caps::of(&config.version),
                 rx.clone(),
             )),
             tokio::spawn(ticker(config.node_name.clone(), cluster.clone(), wake, rx)),

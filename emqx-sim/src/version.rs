@@ -126,6 +126,15 @@ impl BrokerVersion {
         }
     }
 
+    /// Whether an MQTT 5 CONNACK carries `Receive-Maximum` (the session's
+    /// inflight window): `enrich_connack_caps/2` in
+    /// `apps/emqx/src/emqx_channel.erl` adds it from v5.6.0 / e5.6.0 on
+    /// (v5.8.9, 6.x likewise); v5.5.1 and 4.4.19 compute the window but do
+    /// not send it.
+    pub fn sends_receive_maximum(&self) -> bool {
+        self.major > 5 || (self.major == 5 && self.minor >= 6)
+    }
+
     /// 5.0.x answers unknown `/api/v5` paths with `API_NOT_EXIST`.
     pub fn is_5_0(&self) -> bool {
         self.major == 5 && self.minor == 0
@@ -218,6 +227,20 @@ mod tests {
         assert!(!refused("emqx/emqx-enterprise:5.8.9"));
         assert!(!refused("emqx/emqx:5.9.0"));
         assert!(!refused("emqx/emqx:6.0.1"));
+    }
+
+    #[test]
+    fn connack_says_receive_maximum_from_5_6() {
+        let says = |img: &str| {
+            BrokerVersion::from_image(img)
+                .expect("valid")
+                .sends_receive_maximum()
+        };
+        assert!(!says("emqx/emqx-ee:4.4.19"));
+        assert!(!says("emqx/emqx:5.5.1"));
+        assert!(says("emqx/emqx-enterprise:5.6.0"));
+        assert!(says("emqx/emqx:5.8.9"));
+        assert!(says("emqx/emqx:6.0.1"));
     }
 
     #[test]

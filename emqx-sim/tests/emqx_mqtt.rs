@@ -50,7 +50,9 @@ impl Probe {
         let mut client = MqttClient::new(id, addr, s, 16);
         loop {
             match tokio::time::timeout(Duration::from_secs(5), client.poll()).await {
-                Ok(Polled::ConnAck { session_present }) => {
+                Ok(Polled::ConnAck {
+                    session_present, ..
+                }) => {
                     return (Probe { client }, session_present);
                 }
                 Ok(Polled::Other) => continue,
@@ -452,9 +454,15 @@ async fn raw_v5(addr: SocketAddr, id: &str) -> tokio::net::TcpStream {
         .expect("encode");
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     s.write_all(&buf).await.expect("write");
-    let mut ack = [0u8; 5];
-    s.read_exact(&mut ack).await.expect("connack");
-    assert_eq!(ack[3], 0, "accepted");
+    let mut header = [0u8; 2];
+    s.read_exact(&mut header).await.expect("connack");
+    assert_eq!(header[0], 0x20, "CONNACK");
+    let mut body = vec![0u8; usize::from(header[1])];
+    s.read_exact(&mut body).await.expect("connack body");
+    assert_eq!(body[1], 0, "accepted");
+    // 5.8.9 sends its inflight window: properties of length 3, 0x21
+    // Receive-Maximum = 32 (`emqx_channel.erl` `enrich_connack_caps/2`).
+    assert_eq!(&body[2..], &[0x03, 0x21, 0x00, 0x20], "{body:?}");
     s
 }
 
@@ -590,5 +598,104 @@ async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
     assert_eq!(
         m["packets.connack.error"], 2,
         "drops are no CONNACK errors: {m}"
+    );
+}
+
+/// EMQX's inflight window: a client that takes 2 unacknowledged QoS 1
+/// deliveries (`Receive-Maximum` 2) gets 2, then one more per PUBACK; the
+/// rest wait in the session, in order (`emqx_session_mem.erl`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_stop_at_the_clients_receive_maximum_until_acknowledged() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Filter, Packet, PubAck, Subscribe};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn send(s: &mut tokio::net::TcpStream, p: Packet) {
+        let mut buf = bytes::BytesMut::new();
+        p.write(&mut buf, None).expect("encode");
+        s.write_all(&buf).await.expect("write");
+    }
+    /// Packets read within `wait`.
+    async fn read(
+        s: &mut tokio::net::TcpStream,
+        buf: &mut bytes::BytesMut,
+        wait: Duration,
+    ) -> Vec<Packet> {
+        let mut out = Vec::new();
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            while let Ok(p) = Packet::read(buf, None) {
+                out.push(p);
+            }
+            match tokio::time::timeout_at(until, s.read_buf(buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return out,
+            }
+        }
+    }
+
+    let n = start("window", 11, 1).await;
+    let mut props = ConnectProperties::new();
+    props.receive_maximum = Some(2);
+    let connect = rumqttc::v5::mqttbytes::v5::Connect {
+        keep_alive: 0,
+        client_id: "slow".into(),
+        clean_start: true,
+        properties: Some(props),
+    };
+    let mut s = tokio::net::TcpStream::connect(n.mqtt_addr())
+        .await
+        .expect("connect");
+    let mut buf = bytes::BytesMut::new();
+    send(&mut s, Packet::Connect(connect, None, None)).await;
+    let got = read(&mut s, &mut buf, Duration::from_millis(300)).await;
+    match got.as_slice() {
+        [Packet::ConnAck(a)] => assert_eq!(
+            a.properties.as_ref().and_then(|p| p.receive_max),
+            Some(2),
+            "the smaller of the client's 2 and max_inflight 32"
+        ),
+        other => panic!("expected a CONNACK: {other:?}"),
+    }
+    let filter = Filter::new("w/slow", QoS::AtLeastOnce);
+    send(&mut s, Packet::Subscribe(Subscribe::new(filter, None))).await;
+    let got = read(&mut s, &mut buf, Duration::from_millis(300)).await;
+    assert!(matches!(got.as_slice(), [Packet::SubAck(_)]), "{got:?}");
+
+    let (mut publisher, _) =
+        Probe::connect("w-pub", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+    for i in 1..=5 {
+        publisher.publish("w/slow", &format!("m{i}")).await;
+    }
+    let payloads = |packets: &[Packet]| -> Vec<(u16, String)> {
+        packets
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Publish(p) => {
+                    Some((p.pkid, String::from_utf8_lossy(&p.payload).into_owned()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let first = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    assert_eq!(
+        first.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
+        ["m1", "m2"],
+        "two in flight, three waiting"
+    );
+    send(&mut s, Packet::PubAck(PubAck::new(first[0].0, None))).await;
+    let next = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    assert_eq!(
+        next.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
+        ["m3"],
+        "one PUBACK, one more delivery"
+    );
+    send(&mut s, Packet::PubAck(PubAck::new(first[1].0, None))).await;
+    send(&mut s, Packet::PubAck(PubAck::new(next[0].0, None))).await;
+    let rest = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    assert_eq!(
+        rest.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
+        ["m4", "m5"]
     );
 }

@@ -2,7 +2,7 @@
 //! subscribe/publish/ack, and what the cluster tells it (deliveries,
 //! eviction, takeover).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,6 +17,7 @@ use super::wire::{self, Incoming, Outgoing, WireError};
 use crate::cluster::{BrokerCluster, ConnAckSent, ConnectOutcome};
 use crate::faults::Faults;
 use crate::session::{Message, MqttVersion, ToConnection};
+use crate::version::BrokerVersion;
 
 /// Largest packet accepted (EMQX default `mqtt.max_packet_size` is 1 MB).
 pub const MAX_PACKET: usize = 1024 * 1024;
@@ -24,6 +25,41 @@ pub const MAX_PACKET: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// EMQX's `mqtt.max_inflight` default (`apps/emqx/src/emqx_schema.erl`,
+/// v5.8.9; 4.4's `zone.external.max_inflight` likewise 32).
+pub const MAX_INFLIGHT: u16 = 32;
+
+/// What a node's MQTT channel offers clients, by broker version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// The inflight window's limit (`mqtt.max_inflight`).
+    pub max_inflight: u16,
+    /// Whether an MQTT 5 CONNACK says `Receive-Maximum`.
+    pub receive_maximum_in_connack: bool,
+}
+
+impl Caps {
+    /// The defaults of `version`.
+    pub fn of(version: &BrokerVersion) -> Caps {
+        Caps {
+            max_inflight: MAX_INFLIGHT,
+            receive_maximum_in_connack: version.sends_receive_maximum(),
+        }
+    }
+
+    /// The session's inflight window for a client asking `asked` (MQTT 5
+    /// `Receive-Maximum`): `receive_maximum/2` in `emqx_channel.erl`
+    /// (v5.8.9, 4.4.19): the smaller of the two, `max_inflight` when the
+    /// client names none. A client's 0 is a protocol error EMQX leaves to be
+    /// caught later; here it gets a window of one rather than none.
+    pub fn window(&self, asked: Option<u16>) -> u16 {
+        asked
+            .unwrap_or(self.max_inflight)
+            .min(self.max_inflight)
+            .max(1)
+    }
+}
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +102,7 @@ pub async fn serve(
     node: String,
     cluster: Arc<BrokerCluster>,
     faults: Arc<Faults>,
+    caps: Caps,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
     let mut stream = stream;
@@ -97,6 +134,7 @@ pub async fn serve(
         clean_start,
         keep_alive,
         expiry,
+        receive_maximum,
     } = connect
     else {
         return Err(WireError::NotConnect.into());
@@ -123,6 +161,7 @@ pub async fn serve(
         let _ = conn.stream.shutdown().await;
         return Err(ChannelEnd::Closed);
     }
+    let window = caps.window(receive_maximum);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let outcome = cluster.connect(&node, &client_id, clean_start, expiry, version, conn_id, tx);
     let redeliver = match outcome {
@@ -137,10 +176,11 @@ pub async fn serve(
             session_present,
             redeliver,
         } => {
-            if let Err(e) = conn
-                .send(Outgoing::ConnAckAccepted { session_present })
-                .await
-            {
+            let connack = Outgoing::ConnAckAccepted {
+                session_present,
+                receive_maximum: caps.receive_maximum_in_connack.then_some(window),
+            };
+            if let Err(e) = conn.send(connack).await {
                 cluster.disconnected(&node, &client_id, conn_id);
                 return Err(e);
             }
@@ -159,6 +199,7 @@ pub async fn serve(
         conn_id,
         keep_alive,
         redeliver,
+        window,
         drop_at,
         &mut rx,
         &mut shutdown,
@@ -168,12 +209,28 @@ pub async fn serve(
     result
 }
 
+/// QoS 1 deliveries sent and not yet acknowledged, at most `window` of them;
+/// the rest wait in order (EMQX's inflight window and message queue,
+/// `emqx_session_mem.erl`: a full window sends nothing more until a PUBACK).
+/// The session's queue keeps every unacknowledged message, so whatever a
+/// connection still holds when it ends is redelivered by the next one.
 struct Inflight {
     next_pkid: u16,
     by_pkid: HashMap<u16, u64>,
+    window: usize,
+    waiting: VecDeque<(u64, Message, bool)>,
 }
 
 impl Inflight {
+    fn new(window: u16) -> Inflight {
+        Inflight {
+            next_pkid: 0,
+            by_pkid: HashMap::new(),
+            window: usize::from(window),
+            waiting: VecDeque::new(),
+        }
+    }
+
     fn assign(&mut self, id: u64) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
@@ -182,6 +239,35 @@ impl Inflight {
                 return self.next_pkid;
             }
         }
+    }
+
+    /// Sends `message` now when it is QoS 0 or the window has room, else
+    /// queues it behind the others.
+    async fn offer(
+        &mut self,
+        conn: &mut Conn,
+        id: u64,
+        message: Message,
+        dup: bool,
+    ) -> Result<(), ChannelEnd> {
+        if message.qos == 1 && (self.by_pkid.len() >= self.window || !self.waiting.is_empty()) {
+            self.waiting.push_back((id, message, dup));
+            return Ok(());
+        }
+        deliver(conn, self, id, message, dup).await
+    }
+
+    /// A PUBACK for `pkid`: the queue id it acknowledges; the window's room
+    /// goes to the next waiting message.
+    async fn acknowledge(&mut self, conn: &mut Conn, pkid: u16) -> Result<Option<u64>, ChannelEnd> {
+        let acked = self.by_pkid.remove(&pkid);
+        while self.by_pkid.len() < self.window {
+            let Some((id, message, dup)) = self.waiting.pop_front() else {
+                break;
+            };
+            deliver(conn, self, id, message, dup).await?;
+        }
+        Ok(acked)
     }
 }
 
@@ -194,16 +280,14 @@ async fn run(
     conn_id: u64,
     keep_alive: u16,
     redeliver: Vec<(u64, Message)>,
+    window: u16,
     drop_at: Option<Instant>,
     rx: &mut mpsc::UnboundedReceiver<ToConnection>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
-    let mut inflight = Inflight {
-        next_pkid: 0,
-        by_pkid: HashMap::new(),
-    };
+    let mut inflight = Inflight::new(window);
     for (id, m) in redeliver {
-        deliver(conn, &mut inflight, id, m, true).await?;
+        inflight.offer(conn, id, m, true).await?;
     }
     // MQTT: the server closes after 1.5 × keep-alive without a packet.
     let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -235,7 +319,7 @@ async fn run(
                     }
                 }
                 Incoming::PubAck { pkid } => {
-                    if let Some(id) = inflight.by_pkid.remove(&pkid) {
+                    if let Some(id) = inflight.acknowledge(conn, pkid).await? {
                         cluster.ack(client_id, conn_id, id);
                     }
                 }
@@ -264,7 +348,7 @@ async fn run(
             }
             msg = rx.recv() => match msg {
                 Some(ToConnection::Deliver { id, message }) => {
-                    deliver(conn, &mut inflight, id, message, false).await?;
+                    inflight.offer(conn, id, message, false).await?;
                 }
                 Some(ToConnection::Evict { server_reference }) => {
                     conn.send(Outgoing::Disconnect { reason: 0x9C, server_reference }).await?;
@@ -326,4 +410,22 @@ async fn deliver(
         dup,
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_the_smaller_of_the_clients_and_max_inflight() {
+        let caps = Caps::of(&BrokerVersion::parse("5.8.9").expect("valid"));
+        assert!(caps.receive_maximum_in_connack);
+        assert_eq!(caps.window(None), 32);
+        assert_eq!(caps.window(Some(2)), 2);
+        assert_eq!(caps.window(Some(1000)), 32);
+        assert_eq!(caps.window(Some(0)), 1, "a protocol error, not a stall");
+        let old = Caps::of(&BrokerVersion::parse("4.4.19").expect("valid"));
+        assert!(!old.receive_maximum_in_connack);
+        assert_eq!(old.window(None), 32, "4.4 has the same window, unsaid");
+    }
 }

@@ -15,6 +15,7 @@ pub async fn accept_loop(
     node: String,
     cluster: Arc<BrokerCluster>,
     faults: Arc<Faults>,
+    caps: channel::Caps,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut stop = shutdown.clone();
@@ -35,7 +36,7 @@ pub async fn accept_loop(
                 let shutdown = shutdown.clone();
                 let faults = faults.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = channel::serve(stream, node, cluster, faults, shutdown).await {
+                    if let Err(e) = channel::serve(stream, node, cluster, faults, caps, shutdown).await {
                         tracing::trace!(error = %e, "mqtt connection ended");
                     }
                 });

@@ -25,6 +25,9 @@ pub enum Incoming {
         keep_alive: u16,
         /// Session expiry after disconnect.
         expiry: Duration,
+        /// MQTT 5 `Receive-Maximum`: QoS 1 deliveries the client takes
+        /// unacknowledged (absent: no limit of its own).
+        receive_maximum: Option<u16>,
     },
     /// PUBLISH.
     Publish {
@@ -71,6 +74,8 @@ pub enum Outgoing {
     ConnAckAccepted {
         /// Session present flag.
         session_present: bool,
+        /// MQTT 5 `Receive-Maximum` property, when the broker sends one.
+        receive_maximum: Option<u16>,
     },
     /// CONNACK refusing: MQTT 5 0x9C (Use another server), MQTT 3 rc 3.
     ConnAckUseAnotherServer {
@@ -161,6 +166,7 @@ pub fn read_connect(
                 .and_then(|p| p.session_expiry_interval)
                 .map(|s| Duration::from_secs(u64::from(s)))
                 .unwrap_or(Duration::ZERO);
+            let receive_maximum = c.properties.as_ref().and_then(|p| p.receive_maximum);
             Ok(Some((
                 MqttVersion::V5,
                 Incoming::Connect {
@@ -168,6 +174,7 @@ pub fn read_connect(
                     clean_start: c.clean_start,
                     keep_alive: c.keep_alive,
                     expiry,
+                    receive_maximum,
                 },
             )))
         }
@@ -185,6 +192,7 @@ pub fn read_connect(
                     } else {
                         V3_SESSION_EXPIRY
                     },
+                    receive_maximum: None,
                 },
             ))),
             Ok(_) => Err(WireError::NotConnect),
@@ -342,7 +350,9 @@ fn v5_qos(q: u8) -> mb5::QoS {
 
 fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
     Some(match packet {
-        Outgoing::ConnAckAccepted { session_present } => v4::Packet::ConnAck(v4::ConnAck::new(
+        Outgoing::ConnAckAccepted {
+            session_present, ..
+        } => v4::Packet::ConnAck(v4::ConnAck::new(
             v4::ConnectReturnCode::Success,
             session_present,
         )),
@@ -390,32 +400,46 @@ fn to_v4(packet: Outgoing) -> Option<v4::Packet> {
     })
 }
 
+/// CONNACK properties with none set.
+fn connack_properties() -> v5::ConnAckProperties {
+    v5::ConnAckProperties {
+        session_expiry_interval: None,
+        receive_max: None,
+        max_qos: None,
+        retain_available: None,
+        max_packet_size: None,
+        assigned_client_identifier: None,
+        topic_alias_max: None,
+        reason_string: None,
+        user_properties: Vec::new(),
+        wildcard_subscription_available: None,
+        subscription_identifiers_available: None,
+        shared_subscription_available: None,
+        server_keep_alive: None,
+        response_information: None,
+        server_reference: None,
+        authentication_method: None,
+        authentication_data: None,
+    }
+}
+
 fn to_v5(packet: Outgoing) -> v5::Packet {
     match packet {
-        Outgoing::ConnAckAccepted { session_present } => v5::Packet::ConnAck(v5::ConnAck {
+        Outgoing::ConnAckAccepted {
+            session_present,
+            receive_maximum,
+        } => v5::Packet::ConnAck(v5::ConnAck {
             session_present,
             code: v5::ConnectReturnCode::Success,
-            properties: None,
+            properties: receive_maximum.map(|r| v5::ConnAckProperties {
+                receive_max: Some(r),
+                ..connack_properties()
+            }),
         }),
         Outgoing::ConnAckUseAnotherServer { server_reference } => {
             let properties = server_reference.map(|r| v5::ConnAckProperties {
-                session_expiry_interval: None,
-                receive_max: None,
-                max_qos: None,
-                retain_available: None,
-                max_packet_size: None,
-                assigned_client_identifier: None,
-                topic_alias_max: None,
-                reason_string: None,
-                user_properties: Vec::new(),
-                wildcard_subscription_available: None,
-                subscription_identifiers_available: None,
-                shared_subscription_available: None,
-                server_keep_alive: None,
-                response_information: None,
                 server_reference: Some(r),
-                authentication_method: None,
-                authentication_data: None,
+                ..connack_properties()
             });
             v5::Packet::ConnAck(v5::ConnAck {
                 session_present: false,
