@@ -46,7 +46,9 @@ pub async fn run(
                 _ = tokio::time::sleep_until(deadline) => return shared.set_connected(connected, false),
             };
             match polled {
-                Polled::ConnAck { session_present } => {
+                Polled::ConnAck {
+                    session_present, ..
+                } => {
                     rng_attempt = 0;
                     let node = shared.sampler.locate(&id);
                     shared.record(

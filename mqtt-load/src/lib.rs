@@ -90,6 +90,7 @@ pub struct Shared {
     sampler: Arc<dyn ConnectionSampler>,
     started: Instant,
     logs: Vec<Mutex<ClientLog>>,
+    publisher_log: Mutex<ClientLog>,
     confirmed: Vec<Mutex<std::collections::BTreeSet<u64>>>,
     subscribed: Vec<AtomicBool>,
     connected: AtomicUsize,
@@ -213,6 +214,10 @@ impl MqttLoad {
                     })
                 })
                 .collect(),
+            publisher_log: Mutex::new(ClientLog {
+                client_id: publisher::PUBLISHER_ID.to_string(),
+                ..ClientLog::default()
+            }),
             confirmed: (0..n).map(|_| Mutex::default()).collect(),
             subscribed: (0..n).map(|_| AtomicBool::new(false)).collect(),
             config,
@@ -345,6 +350,11 @@ impl MqttLoad {
                 .collect(),
             published: s.published.load(Ordering::SeqCst),
             unconfirmed: s.unconfirmed.load(Ordering::SeqCst),
+            publisher: s
+                .publisher_log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

@@ -35,6 +35,9 @@ pub enum Polled {
     ConnAck {
         /// Session present flag.
         session_present: bool,
+        /// MQTT 5 `Receive-Maximum`: how many QoS 1 publishes the broker
+        /// takes unacknowledged (EMQX sends its `max_inflight`, 32 by default).
+        receive_maximum: Option<u16>,
     },
     /// SUBACK.
     SubAck,
@@ -85,7 +88,9 @@ impl MqttClient {
                 MqttClient::V5(c, Box::new(l))
             }
             Protocol::V311 => {
-                let (c, mut l) = rumqttc::AsyncClient::new(options_v4(client_id, addr, s), cap);
+                let mut options = options_v4(client_id, addr, s);
+                options.set_inflight(u16::try_from(cap.max(1)).unwrap_or(u16::MAX));
+                let (c, mut l) = rumqttc::AsyncClient::new(options, cap);
                 let mut network = rumqttc::NetworkOptions::new();
                 network.set_connection_timeout(10);
                 l.set_network_options(network);
@@ -104,7 +109,11 @@ impl MqttClient {
                 }
                 l.options = options;
             }
-            MqttClient::V311(_, l) => l.mqtt_options = options_v4(client_id, addr, s),
+            MqttClient::V311(_, l) => {
+                let inflight = l.mqtt_options.inflight();
+                l.mqtt_options = options_v4(client_id, addr, s);
+                l.mqtt_options.set_inflight(inflight);
+            }
         }
     }
 
@@ -137,11 +146,33 @@ impl MqttClient {
         }
     }
 
-    /// Packets the client still waits acknowledgements for, plus queued ones.
-    pub fn outstanding(&self) -> usize {
+    /// Queues a QoS 1 PUBLISH with the caller's packet id, behind any resends
+    /// of the last connection; it goes out on the next polls. The caller
+    /// owns the ids: one must not be reused before its PUBACK, and must not
+    /// exceed the `cap` the client was made with. rumqttc numbers the
+    /// publishes it is handed itself, and when a reconnect leaves new
+    /// publishes queued behind resends it can meet an id still in flight
+    /// and keep only the last such publish (rumqttc 0.25.1
+    /// `v5/state.rs` `outgoing_publish`, one `collision` slot), losing the
+    /// others without an event: a publisher that pairs PUBACKs with its
+    /// messages must not let it choose.
+    pub fn publish_with_pkid(&mut self, topic: &str, payload: &[u8], pkid: u16) {
         match self {
-            MqttClient::V5(_, l) => usize::from(l.state.inflight()) + l.pending.len(),
-            MqttClient::V311(_, l) => usize::from(l.state.inflight()) + l.pending.len(),
+            MqttClient::V5(_, l) => {
+                let mut p = v5::mqttbytes::v5::Publish::new(
+                    topic,
+                    v5::mqttbytes::QoS::AtLeastOnce,
+                    payload.to_vec(),
+                    None,
+                );
+                p.pkid = pkid;
+                l.pending.push_back(v5::Request::Publish(p));
+            }
+            MqttClient::V311(_, l) => {
+                let mut p = rumqttc::Publish::new(topic, rumqttc::QoS::AtLeastOnce, payload);
+                p.pkid = pkid;
+                l.pending.push_back(rumqttc::Request::Publish(p));
+            }
         }
     }
 
@@ -152,6 +183,7 @@ impl MqttClient {
                 Ok(v5::Event::Incoming(p)) => match p {
                     v5::mqttbytes::v5::Packet::ConnAck(a) => Polled::ConnAck {
                         session_present: a.session_present,
+                        receive_maximum: a.properties.and_then(|p| p.receive_max),
                     },
                     v5::mqttbytes::v5::Packet::SubAck(_) => Polled::SubAck,
                     v5::mqttbytes::v5::Packet::Publish(p) => Polled::Publish { payload: p.payload },
@@ -169,6 +201,7 @@ impl MqttClient {
                 Ok(rumqttc::Event::Incoming(p)) => match p {
                     rumqttc::Packet::ConnAck(a) => Polled::ConnAck {
                         session_present: a.session_present,
+                        receive_maximum: None,
                     },
                     rumqttc::Packet::SubAck(_) => Polled::SubAck,
                     rumqttc::Packet::Publish(p) => Polled::Publish { payload: p.payload },

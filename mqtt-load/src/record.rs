@@ -119,6 +119,10 @@ pub struct LoadReport {
     pub published: u64,
     /// Publishes still unacknowledged when the run ended.
     pub unconfirmed: u64,
+    /// The publisher's own connections: a publisher whose session the broker
+    /// lost drops its unacknowledged publishes (MQTT 5, 4.1: a client with no
+    /// session present discards the session state it kept).
+    pub publisher: ClientLog,
 }
 
 impl LoadReport {

@@ -218,10 +218,21 @@ async fn a_faulty_revision_is_aborted_by_the_guard(fault: &str, figures: &str) {
         aborted.message
     );
     assert_eq!(summary.sessions_lost, 0, "{summary}");
+    // The publisher is one more client whose session must survive.
+    assert_eq!(
+        summary.publisher_sessions_lost, 0,
+        "{summary}; the publisher's connections: {:?}",
+        report.publisher.events
+    );
+    let lost = report.lost();
+    let first_loser = lost
+        .first()
+        .and_then(|(id, _)| report.client_logs.iter().find(|l| &l.client_id == id));
     assert!(
-        report.lost().is_empty(),
-        "lost QoS 1 messages: {:?}",
-        report.lost()
+        lost.is_empty(),
+        "lost QoS 1 messages: {lost:?}; the publisher's connections: {:?}; the first loser's: {:?}",
+        report.publisher.events,
+        first_loser.map(|l| &l.events)
     );
     f.stop().await.expect("sandbox stops");
 }

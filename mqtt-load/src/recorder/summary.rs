@@ -26,6 +26,12 @@ pub struct Summary {
     pub duplicates: u64,
     /// Acknowledged but never received.
     pub lost: usize,
+    /// The publisher's connections that ended.
+    pub publisher_disconnects: usize,
+    /// The publisher's reconnects without its session.
+    pub publisher_sessions_lost: usize,
+    /// Publishes the broker had not acknowledged when the run ended.
+    pub unconfirmed: u64,
     /// Wall time.
     pub duration: Duration,
 }
@@ -80,6 +86,14 @@ impl Summary {
             received: report.received_total(),
             duplicates: report.client_logs.iter().map(|l| l.duplicates).sum(),
             lost: report.lost().len(),
+            publisher_disconnects: report.publisher.disconnects(),
+            publisher_sessions_lost: report
+                .publisher
+                .reconnect_session_flags()
+                .iter()
+                .filter(|p| !**p)
+                .count(),
+            unconfirmed: report.unconfirmed,
             duration: report.duration,
         }
     }
@@ -111,6 +125,11 @@ impl fmt::Display for Summary {
             f,
             "QoS 1 messages:           {} published, {} acknowledged, {} received, {} duplicates",
             self.published, self.confirmed, self.received, self.duplicates
+        )?;
+        writeln!(
+            f,
+            "publisher:                {} disconnects, {} sessions lost, {} unacknowledged at the end",
+            self.publisher_disconnects, self.publisher_sessions_lost, self.unconfirmed
         )?;
         write!(f, "messages lost:            {}", self.lost)
     }
@@ -185,6 +204,14 @@ mod tests {
                 BTreeSet::new(),
             ],
             published: 4,
+            publisher: ClientLog {
+                events: vec![
+                    ev(0, connected(false)),
+                    ev(500, down()),
+                    ev(600, connected(false)),
+                ],
+                ..ClientLog::default()
+            },
             ..LoadReport::default()
         };
         let s = Summary::of(&report);
@@ -193,6 +220,7 @@ mod tests {
         assert_eq!(s.max_disconnected_at_once, 2);
         assert_eq!(s.disconnect_histogram, vec![0, 3]);
         assert_eq!(s.sessions_lost, 1);
+        assert_eq!((s.publisher_disconnects, s.publisher_sessions_lost), (1, 1));
         assert_eq!(s.lost, 1);
         assert_eq!(s.duplicates, 1);
         assert!(s.to_string().contains("messages lost:            1"));
