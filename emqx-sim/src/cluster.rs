@@ -59,6 +59,9 @@ pub struct Counters {
     pub connack_auth_error: u64,
     /// `authentication.failure`: CONNECTs whose authentication failed.
     pub authentication_failure: u64,
+    /// `delivery.dropped.queue_full`: messages dropped from a full message
+    /// queue (also all of `delivery.dropped` here).
+    pub delivery_dropped_queue_full: u64,
 }
 
 /// A CONNACK a node sent, as EMQX's counters tell them apart
@@ -143,8 +146,9 @@ pub enum ConnectOutcome {
     Accepted {
         /// `session_present` flag of the CONNACK.
         session_present: bool,
-        /// Queued QoS 1 messages to deliver at once.
-        redeliver: Vec<(u64, Message)>,
+        /// QoS 1 messages to send at once (queue id, message, DUP): the
+        /// resumed session's inflight ones, then queued ones the window takes.
+        redeliver: Vec<(u64, Message, bool)>,
     },
 }
 

@@ -1,6 +1,6 @@
 //! MQTT sessions and the messages a connection task receives from the cluster.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -59,7 +59,16 @@ pub struct Attachment {
     pub version: MqttVersion,
 }
 
-/// Session state, owned by one node of the cluster.
+/// EMQX's `mqtt.max_mqueue_len` default (`apps/emqx/src/emqx_schema.erl`,
+/// v5.8.9; 4.4's `zone.external.max_mqueue_len` likewise 1,000).
+pub const MAX_MQUEUE_LEN: usize = 1000;
+
+/// Session state, owned by one node of the cluster. Like EMQX's
+/// (`emqx_session_mem.erl`, v5.8.9): QoS 1 messages sent and not yet
+/// acknowledged are *inflight*, at most `window` of them while a client is
+/// connected; the rest wait in the *message queue*, at most
+/// [`MAX_MQUEUE_LEN`], the oldest dropped when a new one would exceed it
+/// (`emqx_mqueue.erl` `in/2`).
 #[derive(Debug)]
 pub struct Session {
     /// Node that owns the session (counted in its `connections`).
@@ -68,8 +77,14 @@ pub struct Session {
     pub attachment: Option<Attachment>,
     /// Topic filters and granted QoS.
     pub subscriptions: BTreeMap<String, u8>,
-    /// QoS 1 messages not yet acknowledged, by queue id.
+    /// QoS 1 messages not yet acknowledged, by queue id: the inflight ones
+    /// and the message queue.
     pub queue: BTreeMap<u64, Message>,
+    /// Ids in `queue` sent to a connection and not acknowledged.
+    pub inflight: BTreeSet<u64>,
+    /// The inflight window of the last connection (its `Receive-Maximum`
+    /// and `max_inflight`, the smaller).
+    pub window: u16,
     /// Session expiry after disconnect.
     pub expiry: Duration,
     /// When the client disconnected, for expiry.
@@ -77,6 +92,44 @@ pub struct Session {
 }
 
 impl Session {
+    /// Messages in the message queue (not inflight).
+    pub fn mqueue_len(&self) -> usize {
+        self.queue.len() - self.inflight.len()
+    }
+
+    /// The oldest queued message that is not inflight, to send next.
+    pub fn next_queued(&self) -> Option<u64> {
+        self.queue
+            .keys()
+            .find(|id| !self.inflight.contains(id))
+            .copied()
+    }
+
+    /// Takes `id` into the window when a client is attached and the window
+    /// has room: whether it is to be sent now.
+    pub fn admit(&mut self, id: u64) -> bool {
+        if self.attachment.is_some() && self.inflight.len() < usize::from(self.window) {
+            self.inflight.insert(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops the oldest queued message while the message queue is over its
+    /// limit; how many were dropped.
+    pub fn drop_overflow(&mut self) -> u64 {
+        let mut dropped = 0;
+        while self.mqueue_len() > MAX_MQUEUE_LEN {
+            let Some(id) = self.next_queued() else {
+                break;
+            };
+            self.queue.remove(&id);
+            dropped += 1;
+        }
+        dropped
+    }
+
     /// Whether the session has expired at `now`.
     pub fn expired(&self, now: Instant) -> bool {
         match self.disconnected_at {

@@ -601,6 +601,34 @@ async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
     );
 }
 
+/// Writes one MQTT 5 packet.
+async fn raw_send(s: &mut tokio::net::TcpStream, p: rumqttc::v5::mqttbytes::v5::Packet) {
+    use tokio::io::AsyncWriteExt;
+    let mut buf = bytes::BytesMut::new();
+    p.write(&mut buf, None).expect("encode");
+    s.write_all(&buf).await.expect("write");
+}
+
+/// MQTT 5 packets read within `wait`.
+async fn raw_read(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut bytes::BytesMut,
+    wait: Duration,
+) -> Vec<rumqttc::v5::mqttbytes::v5::Packet> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        while let Ok(p) = rumqttc::v5::mqttbytes::v5::Packet::read(buf, None) {
+            out.push(p);
+        }
+        match tokio::time::timeout_at(until, s.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return out,
+        }
+    }
+}
+
 /// EMQX's inflight window: a client that takes 2 unacknowledged QoS 1
 /// deliveries (`Receive-Maximum` 2) gets 2, then one more per PUBACK; the
 /// rest wait in the session, in order (`emqx_session_mem.erl`).
@@ -608,31 +636,6 @@ async fn refused_and_dropped_connections_are_counted_as_emqx_counts_them() {
 async fn deliveries_stop_at_the_clients_receive_maximum_until_acknowledged() {
     use rumqttc::v5::mqttbytes::QoS;
     use rumqttc::v5::mqttbytes::v5::{ConnectProperties, Filter, Packet, PubAck, Subscribe};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn send(s: &mut tokio::net::TcpStream, p: Packet) {
-        let mut buf = bytes::BytesMut::new();
-        p.write(&mut buf, None).expect("encode");
-        s.write_all(&buf).await.expect("write");
-    }
-    /// Packets read within `wait`.
-    async fn read(
-        s: &mut tokio::net::TcpStream,
-        buf: &mut bytes::BytesMut,
-        wait: Duration,
-    ) -> Vec<Packet> {
-        let mut out = Vec::new();
-        let until = tokio::time::Instant::now() + wait;
-        loop {
-            while let Ok(p) = Packet::read(buf, None) {
-                out.push(p);
-            }
-            match tokio::time::timeout_at(until, s.read_buf(buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return out,
-            }
-        }
-    }
 
     let n = start("window", 11, 1).await;
     let mut props = ConnectProperties::new();
@@ -647,8 +650,8 @@ async fn deliveries_stop_at_the_clients_receive_maximum_until_acknowledged() {
         .await
         .expect("connect");
     let mut buf = bytes::BytesMut::new();
-    send(&mut s, Packet::Connect(connect, None, None)).await;
-    let got = read(&mut s, &mut buf, Duration::from_millis(300)).await;
+    raw_send(&mut s, Packet::Connect(connect, None, None)).await;
+    let got = raw_read(&mut s, &mut buf, Duration::from_millis(300)).await;
     match got.as_slice() {
         [Packet::ConnAck(a)] => assert_eq!(
             a.properties.as_ref().and_then(|p| p.receive_max),
@@ -658,8 +661,8 @@ async fn deliveries_stop_at_the_clients_receive_maximum_until_acknowledged() {
         other => panic!("expected a CONNACK: {other:?}"),
     }
     let filter = Filter::new("w/slow", QoS::AtLeastOnce);
-    send(&mut s, Packet::Subscribe(Subscribe::new(filter, None))).await;
-    let got = read(&mut s, &mut buf, Duration::from_millis(300)).await;
+    raw_send(&mut s, Packet::Subscribe(Subscribe::new(filter, None))).await;
+    let got = raw_read(&mut s, &mut buf, Duration::from_millis(300)).await;
     assert!(matches!(got.as_slice(), [Packet::SubAck(_)]), "{got:?}");
 
     let (mut publisher, _) =
@@ -678,24 +681,104 @@ async fn deliveries_stop_at_the_clients_receive_maximum_until_acknowledged() {
             })
             .collect()
     };
-    let first = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    let first = payloads(&raw_read(&mut s, &mut buf, Duration::from_millis(500)).await);
     assert_eq!(
         first.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
         ["m1", "m2"],
         "two in flight, three waiting"
     );
-    send(&mut s, Packet::PubAck(PubAck::new(first[0].0, None))).await;
-    let next = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    raw_send(&mut s, Packet::PubAck(PubAck::new(first[0].0, None))).await;
+    let next = payloads(&raw_read(&mut s, &mut buf, Duration::from_millis(500)).await);
     assert_eq!(
         next.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
         ["m3"],
         "one PUBACK, one more delivery"
     );
-    send(&mut s, Packet::PubAck(PubAck::new(first[1].0, None))).await;
-    send(&mut s, Packet::PubAck(PubAck::new(next[0].0, None))).await;
-    let rest = payloads(&read(&mut s, &mut buf, Duration::from_millis(500)).await);
+    raw_send(&mut s, Packet::PubAck(PubAck::new(first[1].0, None))).await;
+    raw_send(&mut s, Packet::PubAck(PubAck::new(next[0].0, None))).await;
+    let rest = payloads(&raw_read(&mut s, &mut buf, Duration::from_millis(500)).await);
     assert_eq!(
         rest.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>(),
         ["m4", "m5"]
     );
+}
+
+/// EMQX's message queue: a disconnected session keeps at most 1,000 queued
+/// QoS 1 messages and drops the oldest for each one more
+/// (`emqx_mqueue.erl` `in/2`, counted as `delivery.dropped.queue_full`);
+/// the client gets the newest 1,000 when it comes back, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_session_keeps_the_newest_thousand_messages() {
+    let n = start("mqueue", 12, 1).await;
+    let s = settings(Protocol::V5, false);
+    let (mut away, present) = Probe::connect("away", n.mqtt_addr(), s).await;
+    assert!(!present);
+    away.subscribe("q/away").await;
+    drop(away);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut publisher, _) =
+        Probe::connect("q-pub", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+    for i in 1..=1010 {
+        publisher.publish("q/away", &format!("m{i}")).await;
+    }
+    let m = metrics_of(&n).await;
+    assert_eq!(m["delivery.dropped.queue_full"], 10, "{m}");
+    assert_eq!(m["delivery.dropped"], 10, "{m}");
+
+    let (mut back, present) = Probe::connect("away", n.mqtt_addr(), s).await;
+    assert!(present);
+    let mut got = Vec::new();
+    while let Ok(p) = back.next(Duration::from_secs(2)).await {
+        got.push(p);
+    }
+    let want: Vec<String> = (11..=1010).map(|i| format!("m{i}")).collect();
+    assert_eq!(got.len(), want.len(), "first {:?}", got.first());
+    assert_eq!(got, want);
+}
+
+/// A resumed session sends its inflight messages again, DUP set, before the
+/// queued ones (`emqx_session_mem.erl` `replay/2`): two deliveries a client
+/// never acknowledged are not lost when its connection drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacknowledged_deliveries_are_sent_again_first_on_resume() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Connect, ConnectProperties, Filter, Packet, Subscribe};
+
+    let n = start("replay", 13, 1).await;
+    let mut props = ConnectProperties::new();
+    props.receive_maximum = Some(2);
+    props.session_expiry_interval = Some(300);
+    let connect = Connect {
+        keep_alive: 0,
+        client_id: "replayed".into(),
+        clean_start: true,
+        properties: Some(props),
+    };
+    let mut s = tokio::net::TcpStream::connect(n.mqtt_addr())
+        .await
+        .expect("connect");
+    let mut buf = bytes::BytesMut::new();
+    raw_send(&mut s, Packet::Connect(connect, None, None)).await;
+    let filter = Filter::new("r/replayed", QoS::AtLeastOnce);
+    raw_send(&mut s, Packet::Subscribe(Subscribe::new(filter, None))).await;
+    let got = raw_read(&mut s, &mut buf, Duration::from_millis(300)).await;
+    assert_eq!(got.len(), 2, "CONNACK, SUBACK: {got:?}");
+    let (mut publisher, _) =
+        Probe::connect("r-pub", n.mqtt_addr(), settings(Protocol::V5, true)).await;
+    for i in 1..=4 {
+        publisher.publish("r/replayed", &format!("m{i}")).await;
+    }
+    let sent = raw_read(&mut s, &mut buf, Duration::from_millis(500)).await;
+    assert_eq!(sent.len(), 2, "the window of two: {sent:?}");
+    drop(s); // no PUBACK
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut back, present) =
+        Probe::connect("replayed", n.mqtt_addr(), settings(Protocol::V5, false)).await;
+    assert!(present);
+    let mut got = Vec::new();
+    while let Ok(p) = back.next(Duration::from_secs(1)).await {
+        got.push(p);
+    }
+    assert_eq!(got, ["m1", "m2", "m3", "m4"]);
 }

@@ -21,6 +21,7 @@ impl BrokerCluster {
         clean_start: bool,
         expiry: Duration,
         version: MqttVersion,
+        window: u16,
         conn_id: u64,
         tx: UnboundedSender<ToConnection>,
     ) -> ConnectOutcome {
@@ -69,7 +70,8 @@ impl BrokerCluster {
                 sess.attachment = Some(attachment);
                 sess.expiry = expiry;
                 sess.disconnected_at = None;
-                redeliver = sess.queue.iter().map(|(k, v)| (*k, v.clone())).collect();
+                sess.window = window;
+                redeliver = replay(sess);
             }
             if let Some(m) = s.members.get_mut(&old_node) {
                 m.counters.session_takenover += 1;
@@ -98,6 +100,8 @@ impl BrokerCluster {
                 attachment: Some(attachment),
                 subscriptions: BTreeMap::new(),
                 queue: BTreeMap::new(),
+                inflight: BTreeSet::new(),
+                window,
                 expiry,
                 disconnected_at: None,
             },
@@ -200,6 +204,7 @@ impl BrokerCluster {
                 targets.extend(clients.iter().cloned());
             }
         }
+        let mut dropped: Vec<String> = Vec::new();
         for client in targets {
             let id = s.next_id + 1;
             s.next_id = id;
@@ -217,14 +222,26 @@ impl BrokerCluster {
                 qos: message.qos.min(sub_qos),
                 ..message.clone()
             };
-            if delivered.qos == 1 {
+            let send_now = if delivered.qos == 1 {
                 sess.queue.insert(id, delivered.clone());
-            }
-            if let Some(a) = &sess.attachment {
+                let now = sess.admit(id);
+                for _ in 0..sess.drop_overflow() {
+                    dropped.push(sess.node.clone());
+                }
+                now
+            } else {
+                true
+            };
+            if send_now && let Some(a) = &sess.attachment {
                 let _ = a.tx.send(ToConnection::Deliver {
                     id,
                     message: delivered,
                 });
+            }
+        }
+        for node in dropped {
+            if let Some(m) = s.members.get_mut(&node) {
+                m.counters.delivery_dropped_queue_full += 1;
             }
         }
     }
@@ -239,8 +256,39 @@ impl BrokerCluster {
                 .is_some_and(|a| a.conn_id == conn_id)
         {
             sess.queue.remove(&id);
+            sess.inflight.remove(&id);
+            // The window's room goes to the oldest queued message.
+            if let Some(next) = sess.next_queued()
+                && sess.admit(next)
+                && let (Some(a), Some(message)) = (&sess.attachment, sess.queue.get(&next))
+            {
+                let _ = a.tx.send(ToConnection::Deliver {
+                    id: next,
+                    message: message.clone(),
+                });
+            }
         }
     }
+}
+
+/// What a resumed session sends its new connection, as EMQX replays it
+/// (`emqx_session_mem.erl` `replay/2`, v5.8.9): every inflight message again
+/// with DUP set, then queued ones while the window has room.
+fn replay(sess: &mut Session) -> Vec<(u64, Message, bool)> {
+    let mut out: Vec<(u64, Message, bool)> = sess
+        .inflight
+        .iter()
+        .filter_map(|id| sess.queue.get(id).map(|m| (*id, m.clone(), true)))
+        .collect();
+    while let Some(next) = sess.next_queued() {
+        if !sess.admit(next) {
+            break;
+        }
+        if let Some(m) = sess.queue.get(&next) {
+            out.push((next, m.clone(), false));
+        }
+    }
+    out
 }
 
 pub(super) fn detach(s: &mut State, client_id: &str, now: Instant) {

@@ -2,7 +2,7 @@
 //! subscribe/publish/ack, and what the cluster tells it (deliveries,
 //! eviction, takeover).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -163,7 +163,16 @@ pub async fn serve(
     }
     let window = caps.window(receive_maximum);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let outcome = cluster.connect(&node, &client_id, clean_start, expiry, version, conn_id, tx);
+    let outcome = cluster.connect(
+        &node,
+        &client_id,
+        clean_start,
+        expiry,
+        version,
+        window,
+        conn_id,
+        tx,
+    );
     let redeliver = match outcome {
         ConnectOutcome::Refused { server_reference } => {
             cluster.count_connack(&node, ConnAckSent::Refused);
@@ -199,7 +208,6 @@ pub async fn serve(
         conn_id,
         keep_alive,
         redeliver,
-        window,
         drop_at,
         &mut rx,
         &mut shutdown,
@@ -209,28 +217,15 @@ pub async fn serve(
     result
 }
 
-/// QoS 1 deliveries sent and not yet acknowledged, at most `window` of them;
-/// the rest wait in order (EMQX's inflight window and message queue,
-/// `emqx_session_mem.erl`: a full window sends nothing more until a PUBACK).
-/// The session's queue keeps every unacknowledged message, so whatever a
-/// connection still holds when it ends is redelivered by the next one.
+/// Packet ids of the QoS 1 deliveries this connection sent, to the session's
+/// queue ids. The session keeps the window (`Session::admit`): the cluster
+/// sends a connection no more than it takes.
 struct Inflight {
     next_pkid: u16,
     by_pkid: HashMap<u16, u64>,
-    window: usize,
-    waiting: VecDeque<(u64, Message, bool)>,
 }
 
 impl Inflight {
-    fn new(window: u16) -> Inflight {
-        Inflight {
-            next_pkid: 0,
-            by_pkid: HashMap::new(),
-            window: usize::from(window),
-            waiting: VecDeque::new(),
-        }
-    }
-
     fn assign(&mut self, id: u64) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
@@ -239,35 +234,6 @@ impl Inflight {
                 return self.next_pkid;
             }
         }
-    }
-
-    /// Sends `message` now when it is QoS 0 or the window has room, else
-    /// queues it behind the others.
-    async fn offer(
-        &mut self,
-        conn: &mut Conn,
-        id: u64,
-        message: Message,
-        dup: bool,
-    ) -> Result<(), ChannelEnd> {
-        if message.qos == 1 && (self.by_pkid.len() >= self.window || !self.waiting.is_empty()) {
-            self.waiting.push_back((id, message, dup));
-            return Ok(());
-        }
-        deliver(conn, self, id, message, dup).await
-    }
-
-    /// A PUBACK for `pkid`: the queue id it acknowledges; the window's room
-    /// goes to the next waiting message.
-    async fn acknowledge(&mut self, conn: &mut Conn, pkid: u16) -> Result<Option<u64>, ChannelEnd> {
-        let acked = self.by_pkid.remove(&pkid);
-        while self.by_pkid.len() < self.window {
-            let Some((id, message, dup)) = self.waiting.pop_front() else {
-                break;
-            };
-            deliver(conn, self, id, message, dup).await?;
-        }
-        Ok(acked)
     }
 }
 
@@ -279,15 +245,17 @@ async fn run(
     client_id: &str,
     conn_id: u64,
     keep_alive: u16,
-    redeliver: Vec<(u64, Message)>,
-    window: u16,
+    redeliver: Vec<(u64, Message, bool)>,
     drop_at: Option<Instant>,
     rx: &mut mpsc::UnboundedReceiver<ToConnection>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ChannelEnd> {
-    let mut inflight = Inflight::new(window);
-    for (id, m) in redeliver {
-        inflight.offer(conn, id, m, true).await?;
+    let mut inflight = Inflight {
+        next_pkid: 0,
+        by_pkid: HashMap::new(),
+    };
+    for (id, m, dup) in redeliver {
+        deliver(conn, &mut inflight, id, m, dup).await?;
     }
     // MQTT: the server closes after 1.5 × keep-alive without a packet.
     let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -319,7 +287,7 @@ async fn run(
                     }
                 }
                 Incoming::PubAck { pkid } => {
-                    if let Some(id) = inflight.acknowledge(conn, pkid).await? {
+                    if let Some(id) = inflight.by_pkid.remove(&pkid) {
                         cluster.ack(client_id, conn_id, id);
                     }
                 }
@@ -348,7 +316,7 @@ async fn run(
             }
             msg = rx.recv() => match msg {
                 Some(ToConnection::Deliver { id, message }) => {
-                    inflight.offer(conn, id, message, false).await?;
+                    deliver(conn, &mut inflight, id, message, false).await?;
                 }
                 Some(ToConnection::Evict { server_reference }) => {
                     conn.send(Outgoing::Disconnect { reason: 0x9C, server_reference }).await?;

@@ -132,6 +132,8 @@ pub fn counters(n: &NodeSummary) -> Map<String, Value> {
         ("session.takenover", c.session_takenover),
         ("session.discarded", c.session_discarded),
         ("messages.received", c.messages_received),
+        ("delivery.dropped", c.delivery_dropped_queue_full),
+        ("delivery.dropped.queue_full", c.delivery_dropped_queue_full),
     ];
     pairs
         .into_iter()
@@ -248,6 +250,14 @@ pub fn metrics(
         ("emqx_session_takenover", n.counters.session_takenover),
         ("emqx_session_discarded", n.counters.session_discarded),
         ("emqx_messages_received", n.counters.messages_received),
+        (
+            "emqx_delivery_dropped",
+            n.counters.delivery_dropped_queue_full,
+        ),
+        (
+            "emqx_delivery_dropped_queue_full",
+            n.counters.delivery_dropped_queue_full,
+        ),
     ]
 }
 
