@@ -291,10 +291,25 @@ async fn each_account_may_make_only_the_changes_it_needs() {
     }
 
     // Its cluster-wide create and delete reach only EMQX clusters' sets and
-    // Secrets.
+    // Secrets. That is a policy of its own, which the apiserver loads on its
+    // own schedule (one CI run created the Secret before it was in force):
+    // wait for its first refusal of a dry run, which admission sees and
+    // nothing stores, then everything below is decided by it.
     let mut unlabelled = secret("not-an-emqx-secret", "default");
     unlabelled.metadata.labels = None;
-    let message = match Api::<Secret>::namespaced(reconciler_client.clone(), "default")
+    let reconciler_secrets = Api::<Secret>::namespaced(reconciler_client.clone(), "default");
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    wait_for("the owned-objects policy in force", LIMIT, || async {
+        match reconciler_secrets.create(&dry_run, &unlabelled).await {
+            Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let message = match reconciler_secrets
         .create(&PostParams::default(), &unlabelled)
         .await
     {
