@@ -165,7 +165,12 @@ async fn main() -> anyhow::Result<()> {
              namespace under /var/run/secrets/kubernetes.io/serviceaccount/ and \
              KUBERNETES_SERVICE_HOST/PORT; elsewhere: KUBECONFIG or ~/.kube/config)",
         )?;
-    let metrics = Arc::new(Metrics::default());
+    let mut metrics = Metrics::default();
+    // jemalloc is this binary's allocator (above), so its figures are ours.
+    metrics
+        .registry
+        .register_collector(Box::new(emqx_reconciler::heap::HeapCollector));
+    let metrics = Arc::new(metrics);
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;

@@ -781,19 +781,55 @@ async fn memory_part(reconciler: &ReconcilerProcess, clusters: usize) -> Result<
     // Let the first passes' allocations settle.
     tokio::time::sleep(Duration::from_secs(30)).await;
     let mut samples = Vec::new();
+    let mut heap: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for _ in 0..30 {
         if let Some(kib) = reconciler.rss_kib() {
             samples.push(kib as f64 / 1024.0);
         }
+        for (kind, bytes) in heap_bytes(reconciler).await {
+            heap.entry(kind).or_default().push(bytes / 1048576.0);
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let max = samples.iter().copied().fold(0.0, f64::max);
+    let rss = median(&mut samples);
     println!(
-        "== resident memory of emqx-reconciler managing {clusters} idle clusters: median {:.1} MiB, max {max:.1} MiB ({} samples, 1 s apart)",
-        median(&mut samples),
+        "== resident memory of emqx-reconciler managing {clusters} idle clusters: median {rss:.1} MiB, max {max:.1} MiB ({} samples, 1 s apart)",
         samples.len()
     );
+    if !heap.is_empty() {
+        let mut split: Vec<String> = Vec::new();
+        let mut resident = None;
+        for kind in ["allocated", "active", "metadata", "resident"] {
+            if let Some(values) = heap.get_mut(kind) {
+                let m = median(values);
+                split.push(format!("{kind} {m:.1}"));
+                if kind == "resident" {
+                    resident = Some(m);
+                }
+            }
+        }
+        println!(
+            "   jemalloc's account (emqx_reconciler_heap_bytes, medians, MiB): {}; outside it (code, stacks, other mappings): {}",
+            split.join(", "),
+            resident.map_or("?".to_owned(), |r| format!("{:.1} MiB", rss - r))
+        );
+    }
     Ok(())
+}
+
+/// `emqx_reconciler_heap_bytes` by kind.
+async fn heap_bytes(reconciler: &ReconcilerProcess) -> Vec<(String, f64)> {
+    let Some(text) = metrics_text(reconciler).await else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| line.strip_prefix("emqx_reconciler_heap_bytes{kind=\""))
+        .filter_map(|rest| {
+            let (kind, value) = rest.split_once("\"} ")?;
+            Some((kind.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 /// The byte offset just past the last complete line of the audit log now:
