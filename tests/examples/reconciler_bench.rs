@@ -1,7 +1,7 @@
 //! Benchmarks of the real `emqx-reconciler` binary against the sandbox
 //! (issue 6, item 7; issue 16, item 2). Prints figures; asserts nothing.
 //!
-//! `cargo run --release -p sandbox --example reconciler_bench -- [--clusters 200] [--only-scale | --only-upgrade] [--runs N] [--full]`
+//! `cargo run --release -p sandbox --example reconciler_bench -- [--clusters 200] [--only-scale | --only-upgrade] [--runs N] [--full] [--reconciler-arg=--worker-threads=64 ...]`
 //!
 //! The reconciler runs as a host process with leader election on and an
 //! operator key (no Secret read back), as the chart deploys it, logged in
@@ -44,7 +44,8 @@
 //! 2. **`--clusters` idle one-core clusters created → all Ready**, each
 //!    with its listeners, dashboard and headless Services.
 //! 3. **Resident memory** (VmRSS of the reconciler process), sampled every
-//!    second, median.
+//!    second, median; with jemalloc's own account of it from `/metrics`
+//!    (`emqx_reconciler_heap_bytes`: live, their pages, metadata, resident).
 //! 4. **Steady state** over `--window-seconds`: the reconciler's CPU
 //!    seconds per minute (`/proc/<pid>/stat` utime + stime); its API
 //!    requests per minute by verb, reads and watches included (the audit
@@ -135,6 +136,10 @@ struct Args {
     /// side; nothing else runs.
     #[arg(long)]
     guard_compare: Option<usize>,
+    /// An argument for the reconciler (repeatable), e.g.
+    /// `--reconciler-arg=--worker-threads=64`.
+    #[arg(long, allow_hyphen_values = true)]
+    reconciler_arg: Vec<String>,
 }
 
 /// The reconciler's `/metrics` page.
@@ -810,7 +815,7 @@ async fn memory_part(reconciler: &ReconcilerProcess, clusters: usize) -> Result<
             }
         }
         println!(
-            "   jemalloc's account (emqx_reconciler_heap_bytes, medians, MiB): {}; outside it (code, stacks, other mappings): {}",
+            "   jemalloc's account (emqx_reconciler_heap_bytes, medians, MiB): {}; RSS minus its resident, an upper bound, so at least this is code, stacks and other mappings: {}",
             split.join(", "),
             resident.map_or("?".to_owned(), |r| format!("{:.1} MiB", rss - r))
         );
@@ -1088,16 +1093,19 @@ async fn main() -> Result<()> {
             .resync_seconds
             .map(|s| format!("--resync-seconds={s}"))
             .into_iter()
+            .chain(args.reconciler_arg.iter().cloned())
             .collect();
         let mut reconciler =
             ReconcilerProcess::start(&binary, &login.kubeconfig, &sandbox, NS, &extra)?;
         println!(
-            "reconciler: {} (pid {}, user {}, --resync-seconds {})",
+            "reconciler: {} (pid {}, user {}, --resync-seconds {}, extra arguments {:?}, _RJEM_MALLOC_CONF {:?})",
             binary.display(),
             reconciler.pid(),
             login.user,
             args.resync_seconds
-                .map_or_else(|| "default".to_owned(), |s| s.to_string())
+                .map_or_else(|| "default".to_owned(), |s| s.to_string()),
+            args.reconciler_arg,
+            std::env::var("_RJEM_MALLOC_CONF").unwrap_or_default()
         );
         if let Some(n) = args.guard_compare {
             return guard_compare(&args, &sandbox, &hook, n).await;
