@@ -632,8 +632,9 @@ fn reconciler_without_a_service_account_fails_with_the_in_cluster_config_error()
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     // kube's in-cluster config reads the ServiceAccount's namespace file
     // first; its error names the step, ours the path it looked in.
+    // The error is what it ends with (its `starting` line comes first).
     assert!(
-        stderr.starts_with("Error: no Kubernetes client configuration")
+        stderr.contains("\nError: no Kubernetes client configuration")
             && stderr.contains("/var/run/secrets/kubernetes.io/serviceaccount/")
             && stderr.contains("in-cluster: (failed to read the default namespace: No such file"),
         "{stderr}"

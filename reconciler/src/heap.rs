@@ -8,9 +8,9 @@
 //! it, so a rise can be told apart: more live data (the stores, passes in
 //! flight) or more pages kept after a burst of passes.
 //!
-//! The figures are jemalloc's, so only a binary whose global allocator is
-//! jemalloc registers this collector (`main` declares the allocator);
-//! [`crate::metrics::Metrics::default`] does not.
+//! The figures are jemalloc's, so this is a module of the binary whose
+//! global allocator is jemalloc (`main` declares it), not of the library;
+//! `reconciler/tests/heap_metrics.rs` includes this file the same way.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

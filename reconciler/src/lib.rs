@@ -30,7 +30,6 @@ pub mod events;
 pub mod explain;
 pub mod gather;
 pub mod go_operator;
-pub mod heap;
 pub mod json_subset;
 pub mod kind;
 pub mod leader;

@@ -4,8 +4,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use emqx_reconciler::heap::HeapCollector;
+// The binary's own module (it is not part of the library).
+#[path = "../src/heap.rs"]
+mod heap;
+
 use emqx_reconciler::metrics::Metrics;
+use heap::HeapCollector;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
