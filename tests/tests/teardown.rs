@@ -159,3 +159,36 @@ async fn drop_without_stop_also_ends_every_process() {
     .await;
     assert!(!state.exists(), "{} not removed", state.display());
 }
+
+/// Every control-plane process is recorded in its slot with its command
+/// line, so that if this test process dies without its Drop (an abort),
+/// the next sandbox in the slot ends it before binding the same addresses.
+/// An empty record is never acted on: kube-apiserver's records were empty
+/// (read before the kernel had set its arguments), and one aborted test
+/// left its apiserver holding the slot's address for every later test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_plane_process_is_recorded_with_its_command_line() {
+    support::init_tracing();
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .expect("sandbox starts");
+    let dir = sandbox::network::addresses::slot_record_dir(sandbox.addresses().slot);
+    let control_plane: Vec<(String, u32)> = sandbox
+        .pids()
+        .into_iter()
+        .filter(|(name, _)| {
+            ["etcd", "kube-apiserver", "kube-controller-manager"].contains(&name.as_str())
+        })
+        .collect();
+    assert_eq!(control_plane.len(), 3, "{:?}", sandbox.pids());
+    for (name, pid) in &control_plane {
+        let recorded = std::fs::read(dir.join(format!("{pid}.pid"))).unwrap_or_default();
+        let current = std::fs::read(format!("/proc/{pid}/cmdline")).expect("its command line");
+        assert!(
+            !recorded.is_empty() && recorded == current,
+            "{name} (pid {pid}) recorded as {:?}",
+            String::from_utf8_lossy(&recorded)
+        );
+    }
+    sandbox.stop().await.expect("stop");
+}

@@ -40,7 +40,7 @@ impl Supervised {
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", command.get_program()))?;
         let record = record_dir.join(format!("{}.pid", child.id()));
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        let cmdline = command_line(child.id());
         let record = std::fs::write(&record, cmdline).ok().map(|()| record);
         Ok(Supervised {
             name: name.to_string(),
@@ -102,12 +102,41 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
+/// The command line of a child just spawned. `spawn` returns once the
+/// child has started its `execve`, but the kernel sets the new program's
+/// argument area only after loading it, and until then the command line
+/// reads empty: for kube-apiserver (a large binary) that was what every
+/// record held, so a killed test's apiserver was never ended and the next
+/// sandbox in its slot could not bind its address. Read again until it is
+/// there (bounded; empty if the child is gone or never shows it).
+fn command_line(pid: u32) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.is_empty() || Instant::now() > deadline {
+            return cmdline;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Whether `pid` still runs (not gone, not a zombie, whose sockets are
+/// closed).
+fn running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}
+
 /// Ends processes recorded in `record_dir` by an earlier sandbox that did not
-/// clean up (its test process was killed), then forgets them.
+/// clean up (its test process was killed), then forgets them. Returns once
+/// they have stopped running (at most 10 s), so that the addresses they
+/// held are free for the slot's next control plane.
 pub fn end_leftovers(record_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(record_dir) else {
         return;
     };
+    let mut ended = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
         let pid = path
@@ -119,9 +148,14 @@ pub fn end_leftovers(record_dir: &Path) {
             let current = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if !recorded.is_empty() && recorded == current {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                ended.push(pid);
             }
         }
         let _ = std::fs::remove_file(&path);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ended.iter().any(|pid| running(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -156,15 +156,25 @@ pub struct SlotLock {
     _file: File,
 }
 
+/// Where slot `slot` records the processes it starts (one file per pid,
+/// holding its command line).
+pub fn slot_record_dir(slot: u8) -> PathBuf {
+    slots_root().join(format!("{slot}.d"))
+}
+
+fn slots_root() -> PathBuf {
+    std::env::temp_dir().join("emqx-operator-sandbox-slots")
+}
+
 /// Takes the first free slot.
 pub fn acquire_slot() -> Result<SlotLock> {
-    let root = std::env::temp_dir().join("emqx-operator-sandbox-slots");
+    let root = slots_root();
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
     for slot in 0..SLOTS {
         let path = root.join(format!("{slot}.lock"));
         let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         if file.try_lock().is_ok() {
-            let dir = root.join(format!("{slot}.d"));
+            let dir = slot_record_dir(slot);
             std::fs::create_dir_all(&dir)?;
             return Ok(SlotLock {
                 plan: AddressPlan { slot },
