@@ -9,19 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
-use sandbox::control_plane::process::processes_mentioning;
+use sandbox::control_plane::process::{processes_mentioning, running};
 use sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 use support::wait_for;
-
-fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Gone, or a zombie waiting for its parent, is not running.
-    !stat.is_empty()
-        && !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_leaves_no_sandbox_process_behind() {
@@ -91,11 +82,14 @@ async fn stop_leaves_no_sandbox_process_behind() {
         String::from_utf8_lossy(&helm.stderr)
     );
     for (name, pid) in &pids {
-        assert!(alive(*pid), "{name} ({pid}) should be running before stop");
+        assert!(
+            running(*pid),
+            "{name} ({pid}) should be running before stop"
+        );
     }
     sandbox.stop().await.expect("stop");
     for (name, pid) in &pids {
-        assert!(!alive(*pid), "{name} ({pid}) still runs after stop");
+        assert!(!running(*pid), "{name} ({pid}) still runs after stop");
     }
     let left = processes_mentioning(&state.display().to_string());
     assert!(
@@ -148,11 +142,11 @@ async fn drop_without_stop_also_ends_every_process() {
         "every sandbox process gone after drop",
         Duration::from_secs(10),
         || async {
-            let running: Vec<_> = pids.iter().filter(|(_, pid)| alive(*pid)).collect();
-            if running.is_empty() {
+            let left: Vec<_> = pids.iter().filter(|(_, pid)| running(*pid)).collect();
+            if left.is_empty() {
                 Ok(())
             } else {
-                Err(format!("{running:?}"))
+                Err(format!("{left:?}"))
             }
         },
     )

@@ -120,9 +120,9 @@ fn command_line(pid: u32) -> Vec<u8> {
     }
 }
 
-/// Whether `pid` still runs (not gone, not a zombie, whose sockets are
-/// closed).
-fn running(pid: i32) -> bool {
+/// Whether `pid` still runs: not gone, and not a zombie (whose sockets
+/// are closed and which only waits for its parent).
+pub fn running(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')')
         .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
@@ -148,7 +148,7 @@ pub fn end_leftovers(record_dir: &Path) {
             let current = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if !recorded.is_empty() && recorded == current {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                ended.push(pid);
+                ended.extend(u32::try_from(pid));
             }
         }
         let _ = std::fs::remove_file(&path);
@@ -174,12 +174,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let zombie = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            .unwrap_or(true);
-        if !zombie && String::from_utf8_lossy(&cmdline).contains(needle) {
+        if running(pid) && String::from_utf8_lossy(&cmdline).contains(needle) {
             found.push(pid);
         }
     }
