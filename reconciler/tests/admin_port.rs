@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -133,14 +135,7 @@ impl Reconciler {
 
     fn start_at(server: &str, admin_ip: Ipv4Addr, extra: &[&str]) -> Reconciler {
         let dir = tempfile::tempdir().expect("dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
-            ),
-        )
-        .expect("kubeconfig");
+        let kubeconfig = support::write_kubeconfig(dir.path(), server);
         let port = {
             let probe = std::net::TcpListener::bind((admin_ip, 0)).expect("free port");
             probe.local_addr().expect("addr").port()

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -17,12 +19,7 @@ use std::time::Duration;
 /// the line comes before any call.
 fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
     let dir = tempfile::tempdir().expect("dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.23.10.1:1\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n",
-    )
-    .expect("kubeconfig");
+    let kubeconfig = support::write_kubeconfig(dir.path(), "https://127.23.10.1:1");
     let binary = env!("CARGO_BIN_EXE_emqx-reconciler");
     let (program, args) = match launcher.split_first() {
         Some((program, args)) => (*program, [args, &[binary]].concat()),
