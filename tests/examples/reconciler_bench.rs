@@ -802,22 +802,19 @@ async fn memory_part(reconciler: &ReconcilerProcess, clusters: usize) -> Result<
         "== resident memory of emqx-reconciler managing {clusters} idle clusters: median {rss:.1} MiB, max {max:.1} MiB ({} samples, 1 s apart)",
         samples.len()
     );
-    if !heap.is_empty() {
-        let mut split: Vec<String> = Vec::new();
-        let mut resident = None;
-        for kind in ["allocated", "active", "metadata", "resident"] {
-            if let Some(values) = heap.get_mut(kind) {
-                let m = median(values);
-                split.push(format!("{kind} {m:.1}"));
-                if kind == "resident" {
-                    resident = Some(m);
-                }
-            }
-        }
+    let medians: Vec<(&str, f64)> = ["allocated", "active", "metadata", "resident"]
+        .into_iter()
+        .filter_map(|kind| Some((kind, median(heap.get_mut(kind)?))))
+        .collect();
+    if let Some((_, resident)) = medians.iter().find(|(kind, _)| *kind == "resident") {
+        let split: Vec<String> = medians
+            .iter()
+            .map(|(kind, m)| format!("{kind} {m:.1}"))
+            .collect();
         println!(
-            "   jemalloc's account (emqx_reconciler_heap_bytes, medians, MiB): {}; RSS minus its resident, an upper bound, so at least this is code, stacks and other mappings: {}",
+            "   jemalloc's account (emqx_reconciler_heap_bytes, medians, MiB): {}; RSS minus its resident, an upper bound, so at least this is code, stacks and other mappings: {:.1} MiB",
             split.join(", "),
-            resident.map_or("?".to_owned(), |r| format!("{:.1} MiB", rss - r))
+            rss - resident
         );
     }
     Ok(())
