@@ -3,11 +3,12 @@
 //! readiness probe every second and an update strategy, and how they wait
 //! for it to be Ready.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use emqx_crd::v2beta1::EMQX;
 use kube::Api;
+use kube::runtime::wait::await_condition;
 use serde_json::{Value, json};
 
 use crate::seed_003::{seed_003_manifest, update_revision};
@@ -40,25 +41,27 @@ pub fn is_ready(emqx: &EMQX) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Waits (polling every 100 ms) until `name` is Ready on a revision other
-/// than `not_revision`.
+/// Waits until `name` is Ready on a revision other than `not_revision`.
+///
+/// It watches the one object instead of polling it: twenty clusters
+/// polled every 100 ms were 200 GETs a second, the largest share of the
+/// API server's requests while `concurrent_upgrades_bench` measured them
+/// (161 of 467 a second), loading the machine the upgrades ran on; and a
+/// watch sees the moment itself, not the next poll after it.
 pub async fn wait_ready(
     api: &Api<EMQX>,
     name: &str,
     not_revision: Option<&str>,
     limit: Duration,
 ) -> Result<()> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(emqx) = api.get(name).await {
-            let revision = update_revision(&emqx);
-            if is_ready(&emqx) && revision.is_some() && revision.as_deref() != not_revision {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("{name} not Ready within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let condition = |emqx: Option<&EMQX>| {
+        emqx.is_some_and(|emqx| {
+            let revision = update_revision(emqx);
+            is_ready(emqx) && revision.is_some() && revision.as_deref() != not_revision
+        })
+    };
+    match tokio::time::timeout(limit, await_condition(api.clone(), name, condition)).await {
+        Ok(done) => done.map(drop).with_context(|| format!("watching {name}")),
+        Err(_) => bail!("{name} not Ready within {limit:?}"),
     }
 }
