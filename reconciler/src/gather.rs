@@ -13,6 +13,7 @@ use crate::go_operator;
 use crate::licence;
 use crate::live::{self, LiveSet};
 use crate::memory;
+use crate::metrics::Stage;
 use crate::observed::{
     EmqxView, Evacuation, Figures, GuardSpec, Observed, Role, RoleSpec, Spec, Strategy,
 };
@@ -27,7 +28,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
 use kube::api::ListParams;
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Everything one pass knows: what `decide` reads, and what the status
 /// shows beyond it.
@@ -80,6 +81,7 @@ pub async fn gather(
     let cluster = &rendered.cluster;
     let (namespace, name) = (cluster.namespace, cluster.name);
     let client = &ctx.client;
+    let reads_started = Instant::now();
     let selector = format!("{}={name}", names::LABEL_INSTANCE);
     let lp = ListParams::default().labels(&selector);
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), namespace)
@@ -105,7 +107,14 @@ pub async fn gather(
         .get_opt(&names::dashboard_service_name(name))
         .await?;
     let services = live::services(listeners.as_ref(), dashboard.as_ref());
+    ctx.metrics.observe_stage(
+        Stage::KubernetesReads,
+        reads_started.elapsed().as_secs_f64(),
+    );
+    let emqx_started = Instant::now();
     let emqx = read_emqx(rendered, &spec, &live, operator_secret, ctx).await;
+    ctx.metrics
+        .observe_stage(Stage::EmqxReads, emqx_started.elapsed().as_secs_f64());
     let (view, nodes, evacuations, endpoint, unavailable) = match emqx {
         Ok(read) => (
             Some(read.view),

@@ -28,6 +28,41 @@ pub struct LaneLabels {
     pub lane: String,
 }
 
+/// A stage of a pass ([`Stage`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    pub stage: String,
+}
+
+/// The stages of one pass, in order, as `pass_stage_seconds` names them:
+/// where a slow pass spends its time (the API server, EMQX, or its own
+/// writes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The sets, pods and Services of the cluster from the API server.
+    KubernetesReads,
+    /// EMQX's nodes, evacuations and figures through its REST API.
+    EmqxReads,
+    /// The base objects applied (ConfigMap, Services, PDB, Secrets).
+    Base,
+    /// The decision carried out.
+    Act,
+    /// Events, memory, metrics and status written.
+    Report,
+}
+
+impl Stage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::KubernetesReads => "kubernetes_reads",
+            Stage::EmqxReads => "emqx_reads",
+            Stage::Base => "base",
+            Stage::Act => "act",
+            Stage::Report => "report",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: String,
@@ -75,6 +110,8 @@ pub struct Metrics {
     pub reconciles: Family<KindLabels, Counter>,
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
+    /// Each stage of a pass, over every kind.
+    pub stage: Family<StageLabels, Histogram>,
     /// How long passes waited for a slot (`--max-concurrent-passes`): the
     /// reconciler is saturated when routine passes wait long.
     pub slot_wait: Family<LaneLabels, Histogram>,
@@ -145,6 +182,11 @@ impl Default for Metrics {
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ])
         });
+        let stage = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
         let slot_wait = Family::<LaneLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([0.001, 0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
         });
@@ -184,6 +226,12 @@ impl Default for Metrics {
             "reconcile_duration_seconds",
             "Duration of a reconcile pass",
             duration.clone(),
+        );
+        registry.register(
+            "pass_stage_seconds",
+            "Duration of each stage of a reconcile pass: kubernetes_reads, emqx_reads, \
+             base (owned objects applied), act, report (status, Events)",
+            stage.clone(),
         );
         registry.register(
             "pass_slot_wait_seconds",
@@ -238,6 +286,7 @@ impl Default for Metrics {
             reconciles,
             errors,
             duration,
+            stage,
             slot_wait,
             upgrading,
             evacuation_remaining,
@@ -290,6 +339,15 @@ impl emqx_listener::plain::ConnectionEvents for Metrics {
 }
 
 impl Metrics {
+    /// Counts `seconds` spent in `stage` of a pass.
+    pub fn observe_stage(&self, stage: Stage, seconds: f64) {
+        self.stage
+            .get_or_create(&StageLabels {
+                stage: stage.label().to_owned(),
+            })
+            .observe(seconds);
+    }
+
     /// Sets a cluster's gauges from one pass: whether it upgrades, its
     /// phase, the nodes and the evacuations EMQX reports. A node's series that
     /// this pass does not report is removed; `None` (EMQX could not be read)
@@ -554,6 +612,23 @@ mod tests {
         assert!(text.contains("guard_trips_total{"), "{text}");
         m.forget_cluster(&a);
         assert!(!m.encode().contains("cluster=\"a\""));
+    }
+
+    #[test]
+    fn each_stage_of_a_pass_has_its_own_series() {
+        let m = Metrics::default();
+        m.observe_stage(Stage::KubernetesReads, 0.084);
+        m.observe_stage(Stage::KubernetesReads, 0.016);
+        m.observe_stage(Stage::EmqxReads, 0.005);
+        let text = m.encode();
+        for line in [
+            "emqx_reconciler_pass_stage_seconds_sum{stage=\"kubernetes_reads\"} 0.1",
+            "emqx_reconciler_pass_stage_seconds_count{stage=\"kubernetes_reads\"} 2",
+            "emqx_reconciler_pass_stage_seconds_count{stage=\"emqx_reads\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
+        assert!(!text.contains("stage=\"report\""), "{text}");
     }
 
     #[test]

@@ -15,12 +15,12 @@ use crate::context::Context;
 use crate::decide::{Phase, decide};
 use crate::error::Error;
 use crate::kind::ClusterKind;
-use crate::metrics::ClusterLabels;
+use crate::metrics::{ClusterLabels, Stage};
 use crate::render::{Cluster, Rendered};
 use crate::{act, base, gather, memory, report, upgrade_slots, v1beta4_template};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs one pass over `object`.
 pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result<Action, Error> {
@@ -62,6 +62,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         base::operator_secret(&ctx.client, &rendered.cluster, &ctx.secret_source).await?;
     let (observation, emqx) = gather::gather(ctx, &rendered, annotations, &operator_secret).await?;
     if !memory::paused(annotations) {
+        let started = Instant::now();
         // Paused: observe and report only; no owned object is written, so a
         // spec edited while paused takes effect on resume, not before.
         // Before `act`: the base objects serve the sets it creates.
@@ -81,6 +82,8 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
             }
             return Err(error);
         }
+        ctx.metrics
+            .observe_stage(Stage::Base, started.elapsed().as_secs_f64());
     }
     match &observation.unavailable {
         // A node answered badly: worth a warning.
@@ -108,6 +111,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         "decided"
     );
 
+    let started = Instant::now();
     let outcome = act::act(
         ctx,
         &rendered,
@@ -116,7 +120,10 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         emqx.as_ref(),
     )
     .await;
+    ctx.metrics
+        .observe_stage(Stage::Act, started.elapsed().as_secs_f64());
 
+    let started = Instant::now();
     report::report(
         ctx,
         object,
@@ -126,6 +133,8 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         &outcome,
     )
     .await?;
+    ctx.metrics
+        .observe_stage(Stage::Report, started.elapsed().as_secs_f64());
     if let Some(failed) = outcome.failed {
         return Err(failed.error);
     }
