@@ -32,6 +32,7 @@ pub mod node;
 pub mod operator;
 pub mod sandbox;
 pub mod seed_003;
+pub mod upgrade_breakdown;
 pub mod upgrade_timeline;
 pub mod watch_task;
 
