@@ -16,7 +16,9 @@
 //!    clients connected, then all patched at once. For each: patch →
 //!    Ready (and of it: patch → new StatefulSet (the reconciler's pass),
 //!    → new pods created (kube-controller-manager), → new pods Ready (the
-//!    kubelet), → listeners Service switched, switch → Ready, from
+//!    kubelet), → the new nodes joined EMQX (`->join`), → the reconciler
+//!    reported `InitialDelay` (`->delay`: its pass saw them ready and
+//!    joined), → listeners Service switched, switch → Ready, from
 //!    [`sandbox::upgrade_timeline`]) and its
 //!    ratio to the alone median; the most disconnects of one
 //!    client; QoS 1 published / received / lost; sessions lost. Then the
@@ -24,6 +26,13 @@
 //!    disconnected at most once, no QoS 1 message lost). Last, the CPU
 //!    each process used while they ran, and how busy the machine was: on
 //!    a saturated machine every step waits for a core.
+//!    How much of the ratio is kube-controller-manager's: the correlation
+//!    of each cluster's ratio with its new set → pods created, and the
+//!    ratios with that time taken out of both sides.
+//! 3. For each phase, the reconciler's passes (count, mean duration, mean
+//!    wait for a pass slot, from its `/metrics`), and for the at-once
+//!    phase the API server's requests by verb and resource (its
+//!    `apiserver_request_total`): who loads the API server.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +52,7 @@ use sandbox::operator::install_crds;
 use sandbox::operator::reconciler_process::{ReconcilerProcess, bench_sandbox};
 use sandbox::operator::service_account_login::cluster_admin_login;
 use sandbox::seed_003::{listeners_endpoint, update_revision};
+use sandbox::upgrade_breakdown::{Phase, breakdown, median_phases, print_breakdown};
 use sandbox::upgrade_timeline::UpgradeTimeline;
 use sandbox::{EmqxHook, Sandbox};
 use serde_json::json;
@@ -88,6 +98,8 @@ struct Args {
 struct Prepared {
     name: String,
     old_revision: String,
+    /// The old pods with their EMQX nodes.
+    old_pods: Vec<(String, String)>,
     load: MqttLoad,
     cluster: Arc<BrokerCluster>,
 }
@@ -100,8 +112,14 @@ struct Upgraded {
     new_set: f64,
     new_pods: f64,
     new_ready: f64,
+    /// → the new nodes joined EMQX's cluster, → the reconciler's status
+    /// says `InitialDelay` (it saw them ready and joined).
+    joined: f64,
+    delay: f64,
     switched: f64,
     summary: Summary,
+    /// Where its time went, phase by phase.
+    phases: Vec<Phase>,
 }
 
 /// Creates `name` (two cores) and waits until it is Ready.
@@ -126,6 +144,7 @@ async fn connect(args: &Args, sandbox: &Sandbox, hook: &EmqxHook, name: &str) ->
     let api: Api<EMQX> = Api::namespaced(client.clone(), NS);
     let old_revision = update_revision(&api.get(name).await?).context("a revision")?;
     let prefix = format!("{NS}/{name}-core-");
+    let old_pods = pods_of(hook, name, None);
     let cluster = hook
         .nodes()
         .into_iter()
@@ -153,13 +172,32 @@ async fn connect(args: &Args, sandbox: &Sandbox, hook: &EmqxHook, name: &str) ->
     Ok(Prepared {
         name: name.to_owned(),
         old_revision,
+        old_pods,
         load,
         cluster,
     })
 }
 
+/// The pods of cluster `name` with their EMQX nodes, those of
+/// `not_revision` left out.
+fn pods_of(hook: &EmqxHook, name: &str, not_revision: Option<&str>) -> Vec<(String, String)> {
+    let prefix = format!("{NS}/{name}-core-");
+    hook.nodes()
+        .into_iter()
+        .filter(|(pod, _)| pod.starts_with(&prefix))
+        .filter(|(pod, _)| not_revision.is_none_or(|r| !pod.contains(r)))
+        .map(|(pod, node)| (pod[NS.len() + 1..].to_owned(), node.node_name))
+        .collect()
+}
+
 /// Patches the prepared cluster and waits for Ready on the new revision.
-async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<Upgraded> {
+async fn upgrade(
+    args: Arc<Args>,
+    api: Api<EMQX>,
+    client: Client,
+    hook: Arc<EmqxHook>,
+    prepared: Prepared,
+) -> Result<Upgraded> {
     let timeline = UpgradeTimeline::start(
         &client,
         NS,
@@ -184,6 +222,12 @@ async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<U
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
+    // The timeline's own watch of the object may see Ready a moment
+    // after `wait_ready`'s did; its breakdown needs the mark.
+    let marked = Instant::now() + Duration::from_secs(10);
+    while timeline.at("ready").is_none() && Instant::now() < marked {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let since = |at: Option<Instant>| {
         at.map_or(f64::NAN, |t| {
             t.saturating_duration_since(started).as_secs_f64()
@@ -192,7 +236,21 @@ async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<U
     let new_set = since(timeline.latest("set:", &prepared.old_revision));
     let new_pods = since(timeline.latest("created:", &prepared.old_revision));
     let new_ready = since(timeline.latest("ready:", &prepared.old_revision));
+    let joined = since(timeline.latest("joined:", &prepared.old_revision));
+    let delay = since(timeline.at("reason:InitialDelay"));
     let switched = since(timeline.at("switch"));
+    let new_pods_and_nodes = pods_of(&hook, &prepared.name, Some(&prepared.old_revision));
+    let phases = breakdown(
+        &timeline,
+        &prepared.cluster,
+        started,
+        &prepared.old_pods,
+        &new_pods_and_nodes,
+        f64::from(args.evict_rate),
+        f64::from(args.wait_takeover),
+        f64::from(args.initial_delay),
+    )
+    .with_context(|| format!("{}: the phases of its upgrade", prepared.name))?;
     drop(timeline);
     let report = prepared.load.finish(Duration::from_secs(10)).await;
     Ok(Upgraded {
@@ -201,9 +259,200 @@ async fn upgrade(api: Api<EMQX>, client: Client, prepared: Prepared) -> Result<U
         new_set,
         new_pods,
         new_ready,
+        joined,
+        delay,
         switched,
         summary: Summary::of(&report),
+        phases,
     })
+}
+
+/// Sums of the reconciler's pass series at one moment.
+#[derive(Default, Clone)]
+struct PassFigures {
+    /// `pass_stage_seconds` (sum, count) by stage, in the pass's order.
+    stages: Vec<(String, f64, f64)>,
+    passes: f64,
+    duration_sum: f64,
+    duration_count: f64,
+    wait_sum: f64,
+    wait_count: f64,
+}
+
+impl PassFigures {
+    /// Reads the reconciler's `/metrics` (zeros if it cannot be read: the
+    /// line printed then says so by its counts).
+    async fn read(reconciler: &ReconcilerProcess) -> PassFigures {
+        let text = match reqwest::get(&reconciler.metrics).await {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let mut f = PassFigures::default();
+        for line in text.lines() {
+            let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            if let Some(part) = name.strip_prefix("emqx_reconciler_pass_stage_seconds_") {
+                let stage = line
+                    .split("stage=\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default();
+                let at = match f.stages.iter().position(|(s, _, _)| s == stage) {
+                    Some(at) => at,
+                    None => {
+                        f.stages.push((stage.to_owned(), 0.0, 0.0));
+                        f.stages.len() - 1
+                    }
+                };
+                match part {
+                    "sum" => f.stages[at].1 += value,
+                    "count" => f.stages[at].2 += value,
+                    _ => {}
+                }
+                continue;
+            }
+            match name {
+                "emqx_reconciler_reconciles_total" => f.passes += value,
+                "emqx_reconciler_reconcile_duration_seconds_sum" => f.duration_sum += value,
+                "emqx_reconciler_reconcile_duration_seconds_count" => f.duration_count += value,
+                "emqx_reconciler_pass_slot_wait_seconds_sum" => f.wait_sum += value,
+                "emqx_reconciler_pass_slot_wait_seconds_count" => f.wait_count += value,
+                _ => {}
+            }
+        }
+        f
+    }
+
+    /// What happened between `before` and `self`, for `clusters` upgrades.
+    fn describe_since(&self, before: &PassFigures, clusters: usize) -> String {
+        let passes = self.passes - before.passes;
+        let mean_ms = |sum: f64, count: f64| {
+            if count > 0.0 {
+                format!("{:.0} ms", sum / count * 1000.0)
+            } else {
+                "-".to_owned()
+            }
+        };
+        let stages: Vec<String> = self
+            .stages
+            .iter()
+            .map(|(stage, sum, count)| {
+                let (was_sum, was_count) = before
+                    .stages
+                    .iter()
+                    .find(|(s, _, _)| s == stage)
+                    .map_or((0.0, 0.0), |(_, s, c)| (*s, *c));
+                format!("{stage} {}", mean_ms(sum - was_sum, count - was_count))
+            })
+            .collect();
+        format!(
+            "{passes:.0} passes ({:.1} a cluster), mean pass {} (stages, mean: {}), mean wait for a slot {}",
+            passes / clusters.max(1) as f64,
+            mean_ms(
+                self.duration_sum - before.duration_sum,
+                self.duration_count - before.duration_count
+            ),
+            stages.join(", "),
+            mean_ms(
+                self.wait_sum - before.wait_sum,
+                self.wait_count - before.wait_count
+            ),
+        )
+    }
+}
+
+/// The API server's `apiserver_request_total`, summed by (verb, resource).
+async fn apiserver_requests(client: &Client) -> Vec<((String, String), f64)> {
+    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else {
+        return Vec::new();
+    };
+    let Ok(text) = client.request_text(request).await else {
+        return Vec::new();
+    };
+    let label = |line: &str, key: &str| -> String {
+        line.split(&format!("{key}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut sums: std::collections::BTreeMap<(String, String), f64> = Default::default();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        *sums
+            .entry((label(line, "verb"), label(line, "resource")))
+            .or_default() += value;
+    }
+    sums.into_iter().collect()
+}
+
+/// The requests of `after` not yet in `before`, most first.
+fn requests_since(
+    before: &[((String, String), f64)],
+    after: &[((String, String), f64)],
+) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = after
+        .iter()
+        .map(|(key, n)| {
+            let was = before
+                .iter()
+                .find(|(k, _)| k == key)
+                .map_or(0.0, |(_, n)| *n);
+            (format!("{} {}", key.0, key.1), n - was)
+        })
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    out
+}
+
+/// Pearson's correlation of `x` and `y` (NaN when either is constant).
+fn correlation(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Patch → Ready without kube-controller-manager's share: the time from
+/// the new StatefulSet to its pods, which the operator does not control
+/// (its StatefulSet controller sends 20 requests a second by default, and
+/// twenty new sets at once queue behind it).
+fn without_set_to_pods(u: &Upgraded) -> f64 {
+    u.seconds - (u.new_pods - u.new_set)
+}
+
+/// Each phase's median alone and at once, and what being many added.
+fn compare_phases(alone: &[Phase], many: &[Phase]) {
+    if alone.len() != many.len() {
+        return;
+    }
+    println!("== each phase: alone against at once (medians, s)");
+    println!(
+        "{:<58} {:>8} {:>8} {:>8}",
+        "phase", "alone", "at once", "added"
+    );
+    for (a, m) in alone.iter().zip(many) {
+        println!(
+            "{:<58} {:>8.2} {:>8.2} {:>+8.2}",
+            a.name,
+            a.measured,
+            m.measured,
+            m.measured - a.measured
+        );
+    }
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -271,12 +520,14 @@ fn max_disconnects(s: &Summary) -> usize {
 fn print_row(u: &Upgraded, reference: f64) {
     let s = &u.summary;
     println!(
-        "{:<10} {:>8.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7.2} {:>8.2} {:>7.3} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         u.name,
         u.seconds,
         u.new_set,
         u.new_pods,
         u.new_ready,
+        u.joined,
+        u.delay,
         u.switched,
         u.seconds - u.switched,
         u.seconds / reference,
@@ -291,12 +542,14 @@ fn print_row(u: &Upgraded, reference: f64) {
 
 fn print_header() {
     println!(
-        "{:<10} {:>8} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
+        "{:<10} {:>8} {:>6} {:>6} {:>6} {:>6} {:>6} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>5} {:>6} {:>9}",
         "cluster",
         "patch->R",
         "->set",
         "->pods",
         "->new",
+        "->join",
+        "->delay",
         "->switch",
         "switch->R",
         "ratio",
@@ -311,7 +564,7 @@ fn print_header() {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = Arc::new(Args::parse());
     let (binary, hook, sandbox) = bench_sandbox(NS, ACCOUNT, &args.controller_manager_arg).await?;
     let result = async {
         install_crds(&sandbox.client()).await?;
@@ -333,13 +586,21 @@ async fn main() -> Result<()> {
         let api: Api<EMQX> = Api::namespaced(sandbox.client(), NS);
 
         // 1. Alone.
+        let alone_passes = PassFigures::read(&reconciler).await;
         let mut alone = Vec::new();
         for i in 0..args.alone {
             let name = format!("alone-{i}");
             create(&args, &api, &name).await?;
             wait_ready(&api, &name, None, Duration::from_secs(300)).await?;
             let prepared = connect(&args, &sandbox, &hook, &name).await?;
-            let done = upgrade(api.clone(), sandbox.client(), prepared).await?;
+            let done = upgrade(
+                args.clone(),
+                api.clone(),
+                sandbox.client(),
+                hook.clone(),
+                prepared,
+            )
+            .await?;
             api.delete(&name, &Default::default()).await?;
             alone.push(done);
         }
@@ -354,6 +615,12 @@ async fn main() -> Result<()> {
         for u in &alone {
             print_row(u, reference);
         }
+        println!(
+            "reconciler, alone (creation and clients included): {}",
+            PassFigures::read(&reconciler)
+                .await
+                .describe_since(&alone_passes, alone.len())
+        );
 
         // 2. At once.
         let names: Vec<String> = (0..args.clusters).map(|i| format!("many-{i:02}")).collect();
@@ -383,16 +650,28 @@ async fn main() -> Result<()> {
         let own_before = process::cpu_ticks(std::process::id());
         let sandbox_before = sandbox_cpu_ticks(&sandbox);
         let machine_before = machine_ticks();
+        let passes_before = PassFigures::read(&reconciler).await;
+        let requests_before = apiserver_requests(&sandbox.client()).await;
         let wall = Instant::now();
         let tasks: Vec<_> = prepared
             .into_iter()
-            .map(|p| tokio::spawn(upgrade(api.clone(), sandbox.client(), p)))
+            .map(|p| {
+                tokio::spawn(upgrade(
+                    args.clone(),
+                    api.clone(),
+                    sandbox.client(),
+                    hook.clone(),
+                    p,
+                ))
+            })
             .collect();
         let mut done = Vec::new();
         for t in tasks {
             done.push(t.await??);
         }
         let wall = wall.elapsed().as_secs_f64();
+        let passes_after = PassFigures::read(&reconciler).await;
+        let requests = requests_since(&requests_before, &apiserver_requests(&sandbox.client()).await);
         let hz = process::clock_ticks_per_second() as f64;
         let reconciler_cpu =
             (reconciler.cpu_ticks().context("reconciler gone")? - ticks_before) as f64 / hz;
@@ -433,6 +712,26 @@ async fn main() -> Result<()> {
             median(&ratios),
             done.len()
         );
+        // How much of the spread is the controller-manager's: the ratio
+        // against its pod-creation time, and the ratio with that time
+        // taken out on both sides.
+        let pods: Vec<f64> = done.iter().map(|u| u.new_pods - u.new_set).collect();
+        let reference_without = median(&alone.iter().map(without_set_to_pods).collect::<Vec<_>>());
+        let ratios_without: Vec<f64> = done
+            .iter()
+            .map(|u| without_set_to_pods(u) / reference_without)
+            .collect();
+        println!(
+            "new StatefulSet -> its pods created (kube-controller-manager): median {:.2} s, max {:.2} s (alone {:.2} s); correlation of the ratio with it {:.2}; without it on both sides: median {:.3}, max {:.3} ({} of {} over 1.1)",
+            median(&pods),
+            pods.iter().copied().fold(0.0, f64::max),
+            median(&alone.iter().map(|u| u.new_pods - u.new_set).collect::<Vec<_>>()),
+            correlation(&ratios, &pods),
+            median(&ratios_without),
+            ratios_without.iter().copied().fold(0.0, f64::max),
+            ratios_without.iter().filter(|r| **r > 1.1).count(),
+            done.len()
+        );
         let moved = conditions.moved_without_a_flip();
         println!(
             "conditions: {} sightings, lastTransitionTime moved without a flip {} times{}",
@@ -454,6 +753,26 @@ async fn main() -> Result<()> {
             others.join(", "),
             machine.map_or_else(|| "?".to_owned(), |b| format!("{:.0}%", b * 100.0)),
             std::thread::available_parallelism().map_or(0, usize::from),
+        );
+        println!(
+            "reconciler, at once: {}",
+            passes_after.describe_since(&passes_before, done.len())
+        );
+        let alone_phases = median_phases(&alone.iter().map(|u| u.phases.clone()).collect::<Vec<_>>());
+        let many_phases = median_phases(&done.iter().map(|u| u.phases.clone()).collect::<Vec<_>>());
+        print_breakdown(&format!("alone, median of {}", alone.len()), &alone_phases);
+        print_breakdown(&format!("{} at once, median of each phase", done.len()), &many_phases);
+        compare_phases(&alone_phases, &many_phases);
+        let total: f64 = requests.iter().map(|(_, n)| n).sum();
+        let top: Vec<String> = requests
+            .iter()
+            .take(12)
+            .map(|(what, n)| format!("{what} {:.1}/s", n / wall))
+            .collect();
+        println!(
+            "API server requests while they ran: {:.0}/s; most: {}",
+            total / wall,
+            top.join(", ")
         );
         anyhow::Ok(())
     }

@@ -10,8 +10,11 @@
 //! the cluster exists), `created:<pod>`, `ready:<pod>`,
 //! `deleting:<pod>` (deletionTimestamp set), `gone:<pod>` (deleted),
 //! `switch` (the listeners Service no longer selects the old revision),
-//! `joined:<node>`, `stopped:<node>`, `left:<node>`, `ready` (the object
-//! Ready on a revision other than the old one).
+//! `joined:<node>`, `stopped:<node>`, `left:<node>`, `reason:<reason>`
+//! (a condition of the object with that reason, e.g. `InitialDelay`: the
+//! reconciler's pass that saw the new nodes ready and joined has written
+//! its status), `ready` (the object Ready on a revision other than the old
+//! one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -148,6 +151,12 @@ impl UpgradeTimeline {
             objects,
             watcher::Config::default().fields(&format!("metadata.name={name}")),
             move |event| {
+                if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = &event {
+                    let conditions = e.status.as_ref().and_then(|s| s.conditions.as_ref());
+                    for c in conditions.into_iter().flatten() {
+                        mark(&m, format!("reason:{}", c.reason));
+                    }
+                }
                 if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = event
                     && emqx_ready(&e)
                     && update_revision(&e).is_some_and(|r| r != old)
