@@ -152,6 +152,17 @@ pub struct Args {
     /// Log format; the level comes from `RUST_LOG` (default `info`).
     #[arg(long, env = "WEBHOOK_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Threads that serve connections and reviews. Fixed, not one per CPU
+    /// the process sees: in a pod without a CPU limit that is every core of
+    /// the node, each thread with its own allocator arena, while the reviews
+    /// answered at once are bounded by `--max-concurrent-reviews` anyway.
+    #[arg(
+        long,
+        env = "WEBHOOK_WORKER_THREADS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub worker_threads: u16,
 }
 
 /// A setting that cannot work, named.

@@ -14,10 +14,23 @@ use emqx_webhook::server::{self, ConnectionLimits, Listener, Transport};
 use emqx_webhook::{telemetry, tls};
 use tokio::sync::watch;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "starting"
+    );
     tls::install_crypto_provider();
 
     let mode = args.cert_mode()?;
