@@ -1,8 +1,9 @@
 //! The real `emqx-reconciler` binary runs the worker threads it is given,
-//! two by default, not one per CPU it sees: in a pod without a CPU limit
-//! that is every core of the node, and each thread costs memory (the
-//! README's scale figures: 26 MiB at 200 clusters with 2, 44 MiB with 64
-//! and the allocator arenas of a 64-core node).
+//! two by default, not one per CPU it sees, and jemalloc's arenas are 4,
+//! not 4 per CPU: in a pod without a CPU limit that is every core of the
+//! node, and each thread and arena costs memory (the README's scale
+//! figures: 26 MiB at 200 clusters with 2, 44 MiB with 64 and the allocator
+//! arenas of a 64-core node).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,9 +16,18 @@ use std::time::Duration;
 
 /// The `worker_threads` of the reconciler's `starting` line, started as
 /// `launcher` (a command that runs its arguments, e.g. `taskset -c 0`)
-/// with `extra` arguments. Its apiserver is an address nothing listens on:
-/// the line comes before any call.
+/// with `extra` arguments.
 fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
+    let threads = starting_line(launcher, extra, &[])["worker_threads"]
+        .as_u64()
+        .expect("worker_threads in it");
+    usize::try_from(threads).expect("a count")
+}
+
+/// The reconciler's `starting` line as JSON, started as `worker_threads`
+/// says, with `env` added. Its apiserver is an address nothing listens on:
+/// the line comes before any call.
+fn starting_line(launcher: &[&str], extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("dir");
     let kubeconfig = support::write_kubeconfig(dir.path(), "https://127.23.10.1:1");
     let binary = env!("CARGO_BIN_EXE_emqx-reconciler");
@@ -35,6 +45,8 @@ fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
         .env_remove("RECONCILER_WORKER_THREADS")
         .env_remove("TOKIO_WORKER_THREADS")
         .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("_RJEM_MALLOC_CONF")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -48,7 +60,7 @@ fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
                 continue;
             };
             if event["message"] == "starting" {
-                let _ = tx.send(event["worker_threads"].as_u64());
+                let _ = tx.send(event);
                 return;
             }
         }
@@ -56,10 +68,7 @@ fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
     let found = rx.recv_timeout(Duration::from_secs(30));
     let _ = child.kill();
     let _ = child.wait();
-    let threads = found
-        .expect("a `starting` line within 30 s")
-        .expect("worker_threads in it");
-    usize::try_from(threads).expect("a count")
+    found.expect("a `starting` line within 30 s")
 }
 
 #[test]
@@ -76,4 +85,18 @@ fn worker_threads_as_asked() {
         worker_threads(&["taskset", "-c", "0"], &["--worker-threads=3"]),
         3
     );
+}
+
+#[test]
+fn four_allocator_arenas_whatever_the_cpus() {
+    // jemalloc's own default is 4 per CPU: 8 on two, 4 on one.
+    let arenas = |launcher: &[&str], env: &[(&str, &str)]| {
+        starting_line(launcher, &[], env)["allocator_arenas"]
+            .as_u64()
+            .expect("allocator_arenas in it")
+    };
+    assert_eq!(arenas(&[], &[]), 4);
+    assert_eq!(arenas(&["taskset", "-c", "0"], &[]), 4);
+    // The environment still decides when it says.
+    assert_eq!(arenas(&[], &[("_RJEM_MALLOC_CONF", "narenas:16")]), 16);
 }
