@@ -34,6 +34,7 @@
 //!    phase the API server's requests by verb and resource (its
 //!    `apiserver_request_total`): who loads the API server.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,7 @@ use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::bench_cluster::{cluster_manifest, wait_ready};
 use sandbox::condition_history::ConditionHistory;
 use sandbox::control_plane::process;
+use sandbox::metrics_page::{apiserver_page, median, sum, sums_by};
 use sandbox::operator::install_crds;
 use sandbox::operator::reconciler_process::{ReconcilerProcess, bench_sandbox};
 use sandbox::operator::service_account_login::cluster_admin_login;
@@ -267,16 +269,15 @@ async fn upgrade(
     })
 }
 
-/// Sums of the reconciler's pass series at one moment.
+/// Sums of the reconciler's pass series at one moment: (sum, count) of
+/// each histogram.
 #[derive(Default, Clone)]
 struct PassFigures {
-    /// `pass_stage_seconds` (sum, count) by stage, in the pass's order.
-    stages: Vec<(String, f64, f64)>,
+    /// `pass_stage_seconds` by stage.
+    stages: BTreeMap<String, (f64, f64)>,
     passes: f64,
-    duration_sum: f64,
-    duration_count: f64,
-    wait_sum: f64,
-    wait_count: f64,
+    duration: (f64, f64),
+    wait: (f64, f64),
 }
 
 impl PassFigures {
@@ -287,50 +288,35 @@ impl PassFigures {
             Ok(response) => response.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        let mut f = PassFigures::default();
-        for line in text.lines() {
-            let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-                continue;
-            };
-            let name = line.split(['{', ' ']).next().unwrap_or_default();
-            if let Some(part) = name.strip_prefix("emqx_reconciler_pass_stage_seconds_") {
-                let stage = line
-                    .split("stage=\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .unwrap_or_default();
-                let at = match f.stages.iter().position(|(s, _, _)| s == stage) {
-                    Some(at) => at,
-                    None => {
-                        f.stages.push((stage.to_owned(), 0.0, 0.0));
-                        f.stages.len() - 1
-                    }
-                };
-                match part {
-                    "sum" => f.stages[at].1 += value,
-                    "count" => f.stages[at].2 += value,
-                    _ => {}
-                }
-                continue;
-            }
-            match name {
-                "emqx_reconciler_reconciles_total" => f.passes += value,
-                "emqx_reconciler_reconcile_duration_seconds_sum" => f.duration_sum += value,
-                "emqx_reconciler_reconcile_duration_seconds_count" => f.duration_count += value,
-                "emqx_reconciler_pass_slot_wait_seconds_sum" => f.wait_sum += value,
-                "emqx_reconciler_pass_slot_wait_seconds_count" => f.wait_count += value,
-                _ => {}
-            }
+        let histogram = |name: &str| {
+            (
+                sum(&text, &format!("{name}_sum")),
+                sum(&text, &format!("{name}_count")),
+            )
+        };
+        let stage = "emqx_reconciler_pass_stage_seconds";
+        let counts = sums_by(&text, &format!("{stage}_count"), &["stage"]);
+        let stages = sums_by(&text, &format!("{stage}_sum"), &["stage"])
+            .into_iter()
+            .map(|(key, seconds)| {
+                let count = counts.get(&key).copied().unwrap_or(0.0);
+                (key.concat(), (seconds, count))
+            })
+            .collect();
+        PassFigures {
+            stages,
+            passes: sum(&text, "emqx_reconciler_reconciles_total"),
+            duration: histogram("emqx_reconciler_reconcile_duration_seconds"),
+            wait: histogram("emqx_reconciler_pass_slot_wait_seconds"),
         }
-        f
     }
 
     /// What happened between `before` and `self`, for `clusters` upgrades.
     fn describe_since(&self, before: &PassFigures, clusters: usize) -> String {
         let passes = self.passes - before.passes;
-        let mean_ms = |sum: f64, count: f64| {
-            if count > 0.0 {
-                format!("{:.0} ms", sum / count * 1000.0)
+        let mean_ms = |(sum, count): (f64, f64), (was_sum, was_count): (f64, f64)| {
+            if count > was_count {
+                format!("{:.0} ms", (sum - was_sum) / (count - was_count) * 1000.0)
             } else {
                 "-".to_owned()
             }
@@ -338,75 +324,38 @@ impl PassFigures {
         let stages: Vec<String> = self
             .stages
             .iter()
-            .map(|(stage, sum, count)| {
-                let (was_sum, was_count) = before
-                    .stages
-                    .iter()
-                    .find(|(s, _, _)| s == stage)
-                    .map_or((0.0, 0.0), |(_, s, c)| (*s, *c));
-                format!("{stage} {}", mean_ms(sum - was_sum, count - was_count))
+            .map(|(stage, now)| {
+                let was = before.stages.get(stage).copied().unwrap_or_default();
+                format!("{stage} {}", mean_ms(*now, was))
             })
             .collect();
         format!(
             "{passes:.0} passes ({:.1} a cluster), mean pass {} (stages, mean: {}), mean wait for a slot {}",
             passes / clusters.max(1) as f64,
-            mean_ms(
-                self.duration_sum - before.duration_sum,
-                self.duration_count - before.duration_count
-            ),
+            mean_ms(self.duration, before.duration),
             stages.join(", "),
-            mean_ms(
-                self.wait_sum - before.wait_sum,
-                self.wait_count - before.wait_count
-            ),
+            mean_ms(self.wait, before.wait),
         )
     }
 }
 
-/// The API server's `apiserver_request_total`, summed by (verb, resource).
-async fn apiserver_requests(client: &Client) -> Vec<((String, String), f64)> {
-    let Ok(request) = http::Request::get("/metrics").body(Vec::new()) else {
-        return Vec::new();
-    };
-    let Ok(text) = client.request_text(request).await else {
-        return Vec::new();
-    };
-    let label = |line: &str, key: &str| -> String {
-        line.split(&format!("{key}=\""))
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let mut sums: std::collections::BTreeMap<(String, String), f64> = Default::default();
-    for line in text
-        .lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-    {
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
-            continue;
-        };
-        *sums
-            .entry((label(line, "verb"), label(line, "resource")))
-            .or_default() += value;
+/// The API server's `apiserver_request_total`, summed by (verb, resource);
+/// empty if its page cannot be read.
+async fn apiserver_requests(client: &Client) -> BTreeMap<Vec<String>, f64> {
+    match apiserver_page(client).await {
+        Ok(text) => sums_by(&text, "apiserver_request_total", &["verb", "resource"]),
+        Err(_) => BTreeMap::new(),
     }
-    sums.into_iter().collect()
 }
 
 /// The requests of `after` not yet in `before`, most first.
 fn requests_since(
-    before: &[((String, String), f64)],
-    after: &[((String, String), f64)],
+    before: &BTreeMap<Vec<String>, f64>,
+    after: &BTreeMap<Vec<String>, f64>,
 ) -> Vec<(String, f64)> {
     let mut out: Vec<(String, f64)> = after
         .iter()
-        .map(|(key, n)| {
-            let was = before
-                .iter()
-                .find(|(k, _)| k == key)
-                .map_or(0.0, |(_, n)| *n);
-            (format!("{} {}", key.0, key.1), n - was)
-        })
+        .map(|(key, n)| (key.join(" "), n - before.get(key).copied().unwrap_or(0.0)))
         .filter(|(_, n)| *n > 0.0)
         .collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -453,15 +402,6 @@ fn compare_phases(alone: &[Phase], many: &[Phase]) {
             m.measured - a.measured
         );
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[(v.len() - 1) / 2]
 }
 
 /// CPU ticks so far of each sandbox process (etcd, kube-apiserver,

@@ -81,6 +81,7 @@ use mqtt_load::{Endpoints, LoadConfig, MqttLoad};
 use sandbox::bench_cluster::{cluster_manifest, is_ready, wait_ready};
 use sandbox::control_plane::audit;
 use sandbox::control_plane::process;
+use sandbox::metrics_page::{apiserver_page, median, percentile, sum, sums_by};
 use sandbox::operator::install_crds;
 use sandbox::operator::reconciler_process::{ReconcilerProcess, bench_sandbox};
 use sandbox::operator::service_account_login::{cluster_admin_login, service_account_user};
@@ -155,12 +156,8 @@ async fn metrics_text(reconciler: &ReconcilerProcess) -> Option<String> {
 
 /// The reconciler's `emqx_reconciler_reconciles_total`, summed.
 async fn reconciles(reconciler: &ReconcilerProcess) -> Option<f64> {
-    metrics_text(reconciler)
-        .await?
-        .lines()
-        .filter(|l| l.starts_with("emqx_reconciler_reconciles_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
+    let text = metrics_text(reconciler).await?;
+    Some(sum(&text, "emqx_reconciler_reconciles_total"))
 }
 
 /// `emqx_reconciler_pass_slot_wait_seconds`: (sum, count) by lane.
@@ -168,96 +165,40 @@ async fn slot_waits(reconciler: &ReconcilerProcess) -> BTreeMap<String, (f64, f6
     let Some(text) = metrics_text(reconciler).await else {
         return BTreeMap::new();
     };
-    let mut out: BTreeMap<String, (f64, f64)> = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("emqx_reconciler_pass_slot_wait_seconds_") else {
-            continue;
-        };
-        let (Some(lane), Some(value)) = (
-            rest.split("lane=\"")
-                .nth(1)
-                .and_then(|l| l.split('"').next()),
-            rest.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()),
-        ) else {
-            continue;
-        };
-        let entry = out.entry(lane.to_owned()).or_default();
-        if rest.starts_with("sum") {
-            entry.0 += value;
-        } else if rest.starts_with("count") {
-            entry.1 += value;
-        }
-    }
-    out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    percentile(v, 0.5)
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = (p * v.len() as f64).ceil().max(1.0) as usize;
-    v[rank.min(v.len()) - 1]
+    let series = "emqx_reconciler_pass_slot_wait_seconds";
+    let counts = sums_by(&text, &format!("{series}_count"), &["lane"]);
+    sums_by(&text, &format!("{series}_sum"), &["lane"])
+        .into_iter()
+        .map(|(key, seconds)| {
+            let count = counts.get(&key).copied().unwrap_or(0.0);
+            (key.concat(), (seconds, count))
+        })
+        .collect()
 }
 
 /// `apiserver_request_total` summed by (verb, resource[/subresource]) for
 /// every write verb.
 async fn write_counts(client: &Client) -> Result<BTreeMap<(String, String), f64>> {
-    let request = http::Request::get("/metrics").body(Vec::new())?;
-    let text = client.request_text(request).await?;
+    let text = apiserver_page(client).await?;
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let labels = parse_labels(labels);
-        let verb = labels.get("verb").cloned().unwrap_or_default();
+    let by = sums_by(
+        &text,
+        "apiserver_request_total",
+        &["verb", "resource", "subresource"],
+    );
+    for (key, value) in by {
+        let [verb, resource, sub] = <[String; 3]>::try_from(key).unwrap_or_default();
         if matches!(verb.as_str(), "GET" | "LIST" | "WATCH" | "CONNECT") {
             continue;
         }
-        let mut resource = labels.get("resource").cloned().unwrap_or_default();
-        if let Some(sub) = labels.get("subresource").filter(|s| !s.is_empty()) {
-            resource = format!("{resource}/{sub}");
-        }
-        let value: f64 = value.trim().parse().unwrap_or(0.0);
+        let resource = if sub.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{sub}")
+        };
         *out.entry((verb, resource)).or_insert(0.0) += value;
     }
     Ok(out)
-}
-
-fn parse_labels(s: &str) -> HashMap<String, String> {
-    let mut out = HashMap::new();
-    let mut rest = s;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, n)) = chars.next() {
-                        value.push(n);
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        out.insert(key.trim_start_matches(',').to_owned(), value);
-        rest = &after[end..];
-    }
-    out
 }
 
 /// `--guard-compare N`: N good upgrades with the guard on and N with it
@@ -283,7 +224,7 @@ async fn guard_compare(
             api.delete(&name, &Default::default()).await?;
         }
     }
-    let (m_on, m_off) = (median(&mut on), median(&mut off));
+    let (m_on, m_off) = (median(&on), median(&off));
     println!("== upgrade guard on vs off ({n} upgrades each; new nodes ready -> Ready, s)");
     println!("guard on : {on:.1?} median {m_on:.2}");
     println!("guard off: {off:.1?} median {m_off:.2}");
@@ -318,8 +259,8 @@ async fn upgrade_part(args: &Args, sandbox: &Sandbox, hook: &Arc<EmqxHook>) -> R
         let ratios: Vec<f64> = all.iter().map(|r| r.total / r.floor).collect();
         println!(
             "== {runs} upgrades: patch -> Ready {totals:.1?} s, median {:.2} s; ratio to the floor {ratios:.3?}, median {:.3}",
-            median(&mut totals.clone()),
-            median(&mut ratios.clone())
+            median(&totals),
+            median(&ratios)
         );
     }
     Ok(())
@@ -574,14 +515,14 @@ async fn memory_part(reconciler: &ReconcilerProcess, clusters: usize) -> Result<
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let max = samples.iter().copied().fold(0.0, f64::max);
-    let rss = median(&mut samples);
+    let rss = median(&samples);
     println!(
         "== resident memory of emqx-reconciler managing {clusters} idle clusters: median {rss:.1} MiB, max {max:.1} MiB ({} samples, 1 s apart)",
         samples.len()
     );
     let medians: Vec<(&str, f64)> = ["allocated", "active", "metadata", "resident"]
         .into_iter()
-        .filter_map(|kind| Some((kind, median(heap.get_mut(kind)?))))
+        .filter_map(|kind| Some((kind, median(heap.get(kind)?))))
         .collect();
     if let Some((_, resident)) = medians.iter().find(|(kind, _)| *kind == "resident") {
         let split: Vec<String> = medians
@@ -602,12 +543,9 @@ async fn heap_bytes(reconciler: &ReconcilerProcess) -> Vec<(String, f64)> {
     let Some(text) = metrics_text(reconciler).await else {
         return Vec::new();
     };
-    text.lines()
-        .filter_map(|line| line.strip_prefix("emqx_reconciler_heap_bytes{kind=\""))
-        .filter_map(|rest| {
-            let (kind, value) = rest.split_once("\"} ")?;
-            Some((kind.to_owned(), value.parse().ok()?))
-        })
+    sums_by(&text, "emqx_reconciler_heap_bytes", &["kind"])
+        .into_iter()
+        .map(|(kind, bytes)| (kind.concat(), bytes))
         .collect()
 }
 
@@ -841,8 +779,8 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
     watch.abort();
     let n = latencies.len();
     let all: Vec<i64> = latencies.iter().map(|l| l.round() as i64).collect();
-    let p50 = percentile(&mut latencies, 0.5);
-    let p99 = percentile(&mut latencies, 0.99);
+    let p50 = percentile(&latencies, 0.5);
+    let p99 = percentile(&latencies, 0.99);
     println!(
         "== spec change on one cluster while the other {} are idle -> new StatefulSet seen by a watch, over {n} changes: p50 {p50:.0} ms, p99 {p99:.0} ms (all: {all:?})",
         names.len().saturating_sub(1)
@@ -850,7 +788,7 @@ async fn create_latency_part(args: &Args, sandbox: &Sandbox, names: &[String]) -
     let all: Vec<String> = to_ready.iter().map(|t| format!("{t:.1}")).collect();
     println!(
         "   -> Ready on the new revision (1 core, no clients, initialDelaySeconds 0): median {:.1} s (all: {})",
-        median(&mut to_ready),
+        median(&to_ready),
         all.join(", ")
     );
     Ok(())

@@ -27,6 +27,7 @@
 pub mod bench_cluster;
 pub mod condition_history;
 pub mod control_plane;
+pub mod metrics_page;
 pub mod network;
 pub mod node;
 pub mod operator;

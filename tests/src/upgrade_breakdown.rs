@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
+use crate::metrics_page::median;
 use crate::upgrade_timeline::UpgradeTimeline;
 
 /// Whose time a phase is: the floor of a phase that is wholly Kubernetes'
@@ -42,19 +43,11 @@ pub fn median_phases(runs: &[Vec<Phase>]) -> Vec<Phase> {
     (0..first.len())
         .map(|k| Phase {
             name: first[k].name.clone(),
-            measured: median(runs.iter().map(|r| r[k].measured).collect()),
-            floor: median(runs.iter().map(|r| r[k].floor).collect()),
+            measured: median(&runs.iter().map(|r| r[k].measured).collect::<Vec<_>>()),
+            floor: median(&runs.iter().map(|r| r[k].floor).collect::<Vec<_>>()),
             whose: first[k].whose,
         })
         .collect()
-}
-
-/// The lower median (nearest rank), as the benchmarks report it.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len().saturating_sub(1) / 2)
-        .copied()
-        .unwrap_or(f64::NAN)
 }
 
 /// Prints `phases` with their floors and overheads under `title`.
