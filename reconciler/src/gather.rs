@@ -107,14 +107,12 @@ pub async fn gather(
         .get_opt(&names::dashboard_service_name(name))
         .await?;
     let services = live::services(listeners.as_ref(), dashboard.as_ref());
-    ctx.metrics.observe_stage(
-        Stage::KubernetesReads,
-        reads_started.elapsed().as_secs_f64(),
-    );
+    ctx.metrics
+        .observe_stage(Stage::KubernetesReads, reads_started.elapsed());
     let emqx_started = Instant::now();
     let emqx = read_emqx(rendered, &spec, &live, operator_secret, ctx).await;
     ctx.metrics
-        .observe_stage(Stage::EmqxReads, emqx_started.elapsed().as_secs_f64());
+        .observe_stage(Stage::EmqxReads, emqx_started.elapsed());
     let (view, nodes, evacuations, endpoint, unavailable) = match emqx {
         Ok(read) => (
             Some(read.view),

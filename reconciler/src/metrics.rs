@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 /// A gauge of fractional values.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
@@ -339,13 +340,13 @@ impl emqx_listener::plain::ConnectionEvents for Metrics {
 }
 
 impl Metrics {
-    /// Counts `seconds` spent in `stage` of a pass.
-    pub fn observe_stage(&self, stage: Stage, seconds: f64) {
+    /// Counts `took` spent in `stage` of a pass.
+    pub fn observe_stage(&self, stage: Stage, took: Duration) {
         self.stage
             .get_or_create(&StageLabels {
                 stage: stage.label().to_owned(),
             })
-            .observe(seconds);
+            .observe(took.as_secs_f64());
     }
 
     /// Sets a cluster's gauges from one pass: whether it upgrades, its
@@ -617,9 +618,9 @@ mod tests {
     #[test]
     fn each_stage_of_a_pass_has_its_own_series() {
         let m = Metrics::default();
-        m.observe_stage(Stage::KubernetesReads, 0.084);
-        m.observe_stage(Stage::KubernetesReads, 0.016);
-        m.observe_stage(Stage::EmqxReads, 0.005);
+        m.observe_stage(Stage::KubernetesReads, Duration::from_millis(84));
+        m.observe_stage(Stage::KubernetesReads, Duration::from_millis(16));
+        m.observe_stage(Stage::EmqxReads, Duration::from_millis(5));
         let text = m.encode();
         for line in [
             "emqx_reconciler_pass_stage_seconds_sum{stage=\"kubernetes_reads\"} 0.1",

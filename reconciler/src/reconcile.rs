@@ -62,10 +62,10 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         base::operator_secret(&ctx.client, &rendered.cluster, &ctx.secret_source).await?;
     let (observation, emqx) = gather::gather(ctx, &rendered, annotations, &operator_secret).await?;
     if !memory::paused(annotations) {
-        let started = Instant::now();
         // Paused: observe and report only; no owned object is written, so a
         // spec edited while paused takes effect on resume, not before.
         // Before `act`: the base objects serve the sets it creates.
+        let started = Instant::now();
         if let Err(error) = base::ensure(
             &ctx.client,
             &rendered,
@@ -82,8 +82,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
             }
             return Err(error);
         }
-        ctx.metrics
-            .observe_stage(Stage::Base, started.elapsed().as_secs_f64());
+        ctx.metrics.observe_stage(Stage::Base, started.elapsed());
     }
     match &observation.unavailable {
         // A node answered badly: worth a warning.
@@ -120,8 +119,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         emqx.as_ref(),
     )
     .await;
-    ctx.metrics
-        .observe_stage(Stage::Act, started.elapsed().as_secs_f64());
+    ctx.metrics.observe_stage(Stage::Act, started.elapsed());
 
     let started = Instant::now();
     report::report(
@@ -133,8 +131,7 @@ pub async fn reconcile_pass<K: ClusterKind>(object: &K, ctx: &Context) -> Result
         &outcome,
     )
     .await?;
-    ctx.metrics
-        .observe_stage(Stage::Report, started.elapsed().as_secs_f64());
+    ctx.metrics.observe_stage(Stage::Report, started.elapsed());
     if let Some(failed) = outcome.failed {
         return Err(failed.error);
     }
