@@ -17,12 +17,7 @@ use std::time::Duration;
 /// the line comes before any certificate is read, and nothing needs the
 /// Kubernetes API.
 fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
-    let dir = std::env::temp_dir().join(format!(
-        "emqx-webhook-threads-{}-{}",
-        std::process::id(),
-        extra.join("_").replace(['-', '='], "")
-    ));
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = tempfile::tempdir().expect("dir");
     let binary = env!("CARGO_BIN_EXE_emqx-webhook");
     let (program, args) = match launcher.split_first() {
         Some((program, args)) => (*program, [args, &[binary]].concat()),
@@ -33,7 +28,7 @@ fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
         .args(["--cert-mode", "provided", "--log-format", "json"])
         .args(["--listen", "127.23.11.1:0"])
         .arg("--cert-dir")
-        .arg(&dir)
+        .arg(dir.path())
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("WEBHOOK_WORKER_THREADS")
@@ -60,7 +55,6 @@ fn worker_threads(launcher: &[&str], extra: &[&str]) -> usize {
     // Only the process this test started, by its handle.
     let _ = child.kill();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let threads = found
         .expect("a `starting` line within 30 s")
         .expect("worker_threads in it");
