@@ -151,16 +151,14 @@ impl UpgradeTimeline {
             objects,
             watcher::Config::default().fields(&format!("metadata.name={name}")),
             move |event| {
-                if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = &event {
-                    let conditions = e.status.as_ref().and_then(|s| s.conditions.as_ref());
-                    for c in conditions.into_iter().flatten() {
-                        mark(&m, format!("reason:{}", c.reason));
-                    }
+                let (watcher::Event::Apply(e) | watcher::Event::InitApply(e)) = event else {
+                    return;
+                };
+                let conditions = e.status.as_ref().and_then(|s| s.conditions.as_ref());
+                for c in conditions.into_iter().flatten() {
+                    mark(&m, format!("reason:{}", c.reason));
                 }
-                if let watcher::Event::Apply(e) | watcher::Event::InitApply(e) = event
-                    && emqx_ready(&e)
-                    && update_revision(&e).is_some_and(|r| r != old)
-                {
+                if emqx_ready(&e) && update_revision(&e).is_some_and(|r| r != old) {
                     mark(&m, "ready".into());
                 }
             },
