@@ -4,7 +4,7 @@
 //! a deleted cluster as upgrading forever.
 
 use emqx_listener::connections::{EvictReason, RefuseReason};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,13 +32,13 @@ pub struct LaneLabels {
 /// A stage of a pass ([`Stage`]).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StageLabels {
-    pub stage: String,
+    pub stage: Stage,
 }
 
 /// The stages of one pass, in order, as `pass_stage_seconds` names them:
 /// where a slow pass spends its time (the API server, EMQX, or its own
 /// writes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Stage {
     /// The sets, pods and Services of the cluster from the API server.
     KubernetesReads,
@@ -61,6 +61,14 @@ impl Stage {
             Stage::Act => "act",
             Stage::Report => "report",
         }
+    }
+}
+
+/// The label is [`Stage::label`]: the series are looked up on every pass,
+/// so without a `String` made for each.
+impl EncodeLabelValue for Stage {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.label())
     }
 }
 
@@ -343,9 +351,7 @@ impl Metrics {
     /// Counts `took` spent in `stage` of a pass.
     pub fn observe_stage(&self, stage: Stage, took: Duration) {
         self.stage
-            .get_or_create(&StageLabels {
-                stage: stage.label().to_owned(),
-            })
+            .get_or_create(&StageLabels { stage })
             .observe(took.as_secs_f64());
     }
 
